@@ -1,0 +1,59 @@
+/**
+ * Time-ordered 64-bit job ids, generated without per-request coordination (Snowflake layout):
+ *
+ *   | 41 bits: ms since EPOCH | 12 bits: node | 10 bits: sequence |
+ *
+ * Invariants:
+ * - ids from one generator strictly increase, even if the wall clock steps back (we keep
+ *   issuing from the last millisecond used) or the sequence overflows (we borrow the next ms);
+ * - two generators with different node numbers never collide. Node numbers come from a
+ *   database sequence once per process start (src/db/node-id.ts), modulo 4096, so two live
+ *   processes collide only after 4096 starts in between; the primary key would reject it anyway.
+ * - ids exceed 2^53, so they are bigints in code and strings on the wire.
+ */
+export const ID_EPOCH_MS = Date.UTC(2024, 0, 1);
+export const NODE_BITS = 12n;
+export const SEQ_BITS = 10n;
+const MAX_NODE = (1 << Number(NODE_BITS)) - 1;
+const MAX_SEQ = (1 << Number(SEQ_BITS)) - 1;
+
+export class IdGenerator {
+  private lastMs = -1;
+  private seq = 0;
+  constructor(
+    readonly node: number,
+    private readonly now: () => number = Date.now,
+  ) {
+    if (!Number.isInteger(node) || node < 0 || node > MAX_NODE) {
+      throw new RangeError(`node must be an integer from 0 to ${MAX_NODE}`);
+    }
+  }
+
+  next(): bigint {
+    let ms = Math.max(this.now() - ID_EPOCH_MS, this.lastMs);
+    if (ms === this.lastMs) {
+      this.seq++;
+      if (this.seq > MAX_SEQ) {
+        ms++;
+        this.seq = 0;
+      }
+    } else {
+      this.seq = 0;
+    }
+    this.lastMs = ms;
+    return (BigInt(ms) << (NODE_BITS + SEQ_BITS)) | (BigInt(this.node) << SEQ_BITS) | BigInt(this.seq);
+  }
+}
+
+/** Milliseconds since the Unix epoch encoded in an id. */
+export function idTimestamp(id: bigint): number {
+  return Number(id >> (NODE_BITS + SEQ_BITS)) + ID_EPOCH_MS;
+}
+
+/** Parses a job id from the wire: a decimal string (or safe integer) of a positive int64. */
+export function parseId(raw: unknown): bigint | null {
+  const s = typeof raw === "number" && Number.isSafeInteger(raw) ? String(raw) : raw;
+  if (typeof s !== "string" || !/^[1-9]\d{0,18}$/.test(s)) return null;
+  const id = BigInt(s);
+  return id <= 0x7fff_ffff_ffff_ffffn ? id : null;
+}

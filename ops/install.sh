@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Installs what the project needs on a fresh Debian machine, idempotently: Bun (pinned, from
+# npm), the JS packages, Debian's etcd-server, PostgreSQL (only when none answers) and the
+# Apache Kafka broker jars (from Maven Central, cached under .local/cache).
+source "$(dirname "$0")/lib.sh"
+
+apt_updated=0
+apt_install() {
+  if [ "$apt_updated" = 0 ]; then
+    say "apt-get update"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+    apt_updated=1
+  fi
+  say "apt-get install $*"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+if ! command -v bun >/dev/null 2>&1 || [ "$(bun --version)" != "$BUN_VERSION" ]; then
+  say "installing bun@$BUN_VERSION from npm"
+  npm install -g --silent "bun@$BUN_VERSION" >/dev/null
+fi
+BUN=$(bun_bin)
+"$BUN" --version >/dev/null || die "bun is not runnable"
+
+if [ ! -d "$ROOT/node_modules" ] || [ "$ROOT/bun.lock" -nt "$ROOT/node_modules" ]; then
+  say "bun install"
+  (cd "$ROOT" && "$BUN" install --frozen-lockfile >/dev/null)
+  touch "$ROOT/node_modules"
+fi
+
+command -v etcd >/dev/null 2>&1 || apt_install etcd-server
+command -v java >/dev/null 2>&1 || apt_install openjdk-17-jre-headless
+command -v mvn >/dev/null 2>&1 || apt_install maven
+
+# PostgreSQL: install a server only when nothing answers and no server is installed.
+command -v psql >/dev/null 2>&1 || apt_install postgresql-client
+if ! command -v pg_ctlcluster >/dev/null 2>&1 && ! port_open 127.0.0.1 5432; then
+  apt_install postgresql
+fi
+
+JARS="$CACHE_DIR/kafka-jars"
+if [ ! -f "$JARS/.complete" ]; then
+  say "fetching Kafka broker jars from Maven Central"
+  rm -rf "$JARS"
+  mvn -q -B -f "$ROOT/ops/kafka/pom.xml" dependency:copy-dependencies \
+    -DincludeScope=runtime -DoutputDirectory="$JARS" >"$LOG_DIR/kafka-fetch.log" 2>&1 ||
+    { tail -n 30 "$LOG_DIR/kafka-fetch.log" >&2; die "could not fetch the Kafka jars"; }
+  touch "$JARS/.complete"
+fi
+say "install: ok"

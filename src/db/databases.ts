@@ -1,0 +1,62 @@
+/**
+ * The physical databases and the shard -> database routing. Users live in the first database;
+ * each logical shard's jobs live in `databaseOf(shard)`. Ids (int8) come back as strings.
+ */
+import postgres from "postgres";
+import { databaseOf } from "../../actors/shard-map.ts";
+
+export type Sql = postgres.Sql;
+
+export interface Databases {
+  all: Sql[];
+  users: Sql;
+  shardCount: number;
+  forShard(shard: number): Sql;
+  close(): Promise<void>;
+}
+
+export function connect(url: string, max: number): Sql {
+  return postgres(url, {
+    max,
+    idle_timeout: 30,
+    connect_timeout: 10,
+    onnotice: () => {},
+    // Pooled statements are prepared once per connection; every query here is static text.
+    prepare: true,
+  });
+}
+
+export function openDatabases(urls: string[], shardCount: number, poolMax: number): Databases {
+  const all = urls.map((u) => connect(u, poolMax));
+  return {
+    all,
+    users: all[0]!,
+    shardCount,
+    forShard: (shard) => all[databaseOf(shard, shardCount, all.length)]!,
+    close: async () => {
+      await Promise.all(all.map((s) => s.end({ timeout: 5 })));
+    },
+  };
+}
+
+/** Creates the database named in `url` when it does not exist (local mode, tests). */
+export async function ensureDatabase(url: string): Promise<void> {
+  const u = new URL(url);
+  const name = decodeURIComponent(u.pathname.replace(/^\//, ""));
+  if (!/^[A-Za-z0-9_]+$/.test(name)) throw new Error(`refusing to create database with unusual name ${JSON.stringify(name)}`);
+  u.pathname = "/postgres";
+  const admin = connect(u.toString(), 1);
+  try {
+    const [row] = await admin`SELECT 1 AS ok FROM pg_database WHERE datname = ${name}`;
+    if (!row) {
+      try {
+        await admin.unsafe(`CREATE DATABASE "${name}"`);
+      } catch (e) {
+        // 42P04 duplicate_database: another process created it first.
+        if ((e as { code?: string }).code !== "42P04") throw e;
+      }
+    }
+  } finally {
+    await admin.end({ timeout: 5 });
+  }
+}

@@ -1,0 +1,35 @@
+/** The API role's HTTP surface: users, auth, jobs and their OpenAPI reference at /docs. */
+import { openapi } from "@elysiajs/openapi";
+import { Elysia } from "elysia";
+import type { IdGenerator } from "../../actors/ids.ts";
+import type { Config } from "../config.ts";
+import type { Databases } from "../db/databases.ts";
+import { JobStore } from "../jobs/job-store.ts";
+import { UserStore } from "../users/user-store.ts";
+import { authRoutes } from "./auth.routes.ts";
+import { jobsRoutes } from "./jobs.routes.ts";
+import { usersRoutes } from "./users.routes.ts";
+
+export function apiRoutes(config: Config, dbs: Databases, ids: IdGenerator) {
+  const users = new UserStore(dbs.users);
+  const jobs = new JobStore(dbs, ids);
+  return new Elysia({ name: "api" })
+    .use(
+      openapi({
+        path: "/docs",
+        specPath: "/docs/json",
+        documentation: {
+          info: {
+            title: "fairshare job scheduler API",
+            version: "1",
+            description: "Schedule one-time jobs that run at execute_at, with weighted fair share across users. Errors answer {\"success\": false, \"error\": {\"code\", \"message\", \"details\"}}.",
+          },
+          components: { securitySchemes: { bearer: { type: "http", scheme: "bearer", bearerFormat: "JWT" } } },
+        },
+        exclude: { paths: ["/healthz", "/readyz", "/metrics"] },
+      }),
+    )
+    .use(usersRoutes(users))
+    .use(authRoutes(users, config.jwt.secret, config.jwt.ttlSeconds))
+    .use(jobsRoutes(jobs, users, config));
+}

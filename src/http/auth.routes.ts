@@ -1,0 +1,29 @@
+import { Elysia, t } from "elysia";
+import { toUserView, type UserStore } from "../users/user-store.ts";
+import { requireUser, tokens } from "./auth.ts";
+import { ApiError } from "./errors.ts";
+
+export function authRoutes(users: UserStore, secret: string, ttlSeconds: number) {
+  const login = new Elysia({ name: "login-routes" }).use(tokens(secret, ttlSeconds)).post(
+    "/api/v1/auth/login",
+    async ({ body, issueToken }) => {
+      const user = await users.authenticate(body.username, body.password);
+      if (!user) throw new ApiError(401, "invalid_credentials", "wrong username or password");
+      return { data: { ...(await issueToken(user)), user: toUserView(user) }, success: true };
+    },
+    {
+      body: t.Object({ username: t.String({ minLength: 1, maxLength: 64 }), password: t.String({ minLength: 1, maxLength: 256 }) }),
+      detail: { summary: "Log in; returns a bearer token", tags: ["auth"] },
+    },
+  );
+  const refresh = new Elysia({ name: "refresh-routes" }).use(tokens(secret, ttlSeconds)).use(requireUser(secret, ttlSeconds)).post(
+    "/api/v1/auth/refresh",
+    async ({ userId, issueToken }) => {
+      const user = await users.byId(userId);
+      if (!user) throw new ApiError(401, "unauthorized", "the token's user no longer exists");
+      return { data: await issueToken(user), success: true };
+    },
+    { detail: { summary: "Exchange a valid token for a fresh one", tags: ["auth"], security: [{ bearer: [] }] } },
+  );
+  return new Elysia({ name: "auth-routes" }).use(login).use(refresh);
+}

@@ -1,0 +1,67 @@
+/**
+ * The error envelope every failure answers with:
+ *   {"success": false, "error": {"code": "stable_snake_case", "message": "...", "details": ...}}
+ * Codes are part of the API contract. A 500 never carries a stack, SQL or driver text; the
+ * cause is logged with the trace id instead.
+ */
+import { Elysia, ValidationError } from "elysia";
+import { log } from "../log.ts";
+
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+    readonly details?: unknown,
+  ) {
+    super(message);
+    this.name = "ApiError";
+  }
+}
+
+export const notFound = (what = "job") => new ApiError(404, "not_found", `${what} not found`);
+
+export function errorBody(code: string, message: string, details?: unknown) {
+  return { success: false as const, error: details === undefined ? { code, message } : { code, message, details } };
+}
+
+function validationDetails(e: ValidationError): { path: string; message: string }[] {
+  try {
+    return e.all.slice(0, 20).map((v) => ({
+      path: ("path" in v && typeof v.path === "string" && v.path) || "/",
+      message: ("summary" in v && typeof v.summary === "string" && v.summary) || v.message,
+    }));
+  } catch {
+    return [];
+  }
+}
+
+/** Maps every thrown error to the envelope; registered globally on the root app. */
+export const errorHandler = new Elysia({ name: "errors" }).onError({ as: "global" }, ({ code, error, set, request }) => {
+  const reply = (status: number, errCode: string, message: string, details?: unknown) => {
+    set.status = status;
+    set.headers["content-type"] = "application/json";
+    return errorBody(errCode, message, details);
+  };
+  if (error instanceof ApiError) return reply(error.status, error.code, error.message, error.details);
+  switch (code) {
+    case "VALIDATION": {
+      const where = (error as ValidationError).type;
+      const what = where === "query" ? "query parameters" : where === "params" ? "path parameters" : where === "headers" ? "headers" : "request body";
+      return reply(400, "invalid_request", `invalid ${what}`, validationDetails(error as ValidationError));
+    }
+    case "PARSE":
+      return reply(400, "malformed_body", "the request body could not be parsed; send JSON with content-type application/json");
+    case "NOT_FOUND":
+      return reply(404, "route_not_found", `no route for ${request.method} ${new URL(request.url).pathname}`);
+    case "INVALID_COOKIE_SIGNATURE":
+      return reply(400, "invalid_request", "invalid cookie");
+  }
+  const status = (error as { status?: unknown }).status;
+  if (typeof status === "number" && status >= 400 && status < 500) {
+    // Elysia's own 4xx errors (e.g. an unsupported content type).
+    return reply(status, status === 413 ? "payload_too_large" : "invalid_request", status === 413 ? "request body too large" : "invalid request");
+  }
+  log.error("unhandled error", { err: error as Error, path: new URL(request.url).pathname, code: String(code) });
+  return reply(500, "internal", "internal error; it has been logged");
+});

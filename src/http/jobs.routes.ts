@@ -1,0 +1,155 @@
+/**
+ * /api/v1/me/jobs: a user's own jobs. Another user's job answers 404 for every operation
+ * (indistinguishable from a missing one), because every query filters on the token's user.
+ */
+import { Elysia, t } from "elysia";
+import { parseId } from "../../actors/ids.ts";
+import type { Config } from "../config.ts";
+import { checkJob, type JobInput, type JobSpec, type Problem } from "../jobs/job-input.ts";
+import { JOB_STATUSES, requestHash, toJobView, type JobStore } from "../jobs/job-store.ts";
+import { metrics } from "../metrics.ts";
+import { inSpan, injectContext } from "../telemetry.ts";
+import type { UserStore } from "../users/user-store.ts";
+import { requireUser } from "./auth.ts";
+import { ApiError, notFound } from "./errors.ts";
+import { inRequestSpan } from "./observe.ts";
+
+const Target = t.Object({
+  url: t.String({ minLength: 1, maxLength: 2048, description: "http(s) URL the executor calls with the message as body" }),
+  method: t.Optional(t.UnionEnum(["GET", "POST", "PUT", "PATCH", "DELETE"])),
+  headers: t.Optional(t.Record(t.String(), t.String({ maxLength: 4096 }))),
+  timeout_ms: t.Optional(t.Integer({ minimum: 100, maximum: 300_000 })),
+});
+
+export const JobBody = t.Object({
+  message: t.String({ minLength: 1, maxLength: 65_536 }),
+  execute_at: t.String({ minLength: 1, maxLength: 64, description: "ISO-8601 with offset; past = now" }),
+  max_attempts: t.Optional(t.Integer({ minimum: 1, maximum: 100 })),
+  target: t.Optional(t.Nullable(Target)),
+});
+
+const JobParams = t.Object({ job_id: t.String({ maxLength: 40 }) });
+
+function jobId(raw: string): bigint {
+  const id = parseId(raw);
+  if (id === null) throw new ApiError(400, "invalid_job_id", "job_id must be a positive 64-bit integer");
+  return id;
+}
+
+function invalid(problems: Problem[]): never {
+  throw new ApiError(400, "invalid_request", "invalid request body", problems);
+}
+
+export function jobsRoutes(jobs: JobStore, users: UserStore, config: Config) {
+  const limits = { jobHorizonMs: config.api.jobHorizonMs, defaultMaxAttempts: config.api.defaultMaxAttempts };
+
+  const owner = async (userId: string) => {
+    const weight = await users.weight(userId);
+    if (weight === null) throw new ApiError(401, "unauthorized", "the token's user no longer exists");
+    return { userId, weight };
+  };
+
+  const specsOf = (inputs: JobInput[], prefix: (i: number) => string): JobSpec[] => {
+    const now = Date.now();
+    const problems: Problem[] = [];
+    const specs = inputs.map((input, i) => {
+      const r = checkJob(input, now, limits, prefix(i));
+      problems.push(...r.problems);
+      return r.spec!;
+    });
+    if (problems.length) invalid(problems.slice(0, 50));
+    return specs;
+  };
+
+  return new Elysia({ name: "jobs-routes" })
+    .use(requireUser(config.jwt.secret, config.jwt.ttlSeconds))
+    .get(
+      "/api/v1/me/jobs",
+      async ({ userId, query }) => {
+        const cursor = query.cursor === undefined ? null : parseId(query.cursor);
+        if (query.cursor !== undefined && cursor === null) throw new ApiError(400, "invalid_cursor", "cursor must be a job id from next_cursor");
+        const page = await jobs.list(userId, { limit: query.limit ?? 50, cursor, status: query.status ?? null });
+        return { data: page.jobs.map(toJobView), next_cursor: page.nextCursor, success: true };
+      },
+      {
+        query: t.Object({
+          limit: t.Optional(t.Integer({ minimum: 1, maximum: 1000 })),
+          cursor: t.Optional(t.String({ maxLength: 40 })),
+          status: t.Optional(t.UnionEnum(JOB_STATUSES)),
+        }),
+        detail: { summary: "List your jobs, newest first (cursor pagination)", tags: ["jobs"], security: [{ bearer: [] }] },
+      },
+    )
+    .post(
+      "/api/v1/me/jobs",
+      async ({ userId, body, headers, request, set }) => {
+        const key = headers["idempotency-key"];
+        if (key !== undefined && !/^[\x21-\x7e]{1,255}$/.test(key)) {
+          throw new ApiError(400, "invalid_idempotency_key", "Idempotency-Key must be 1-255 visible ASCII characters");
+        }
+        const [spec] = specsOf([body], () => "");
+        const who = await owner(userId);
+        return inRequestSpan(request, () =>
+          inSpan("job.create", { "user.id": userId }, async (span) => {
+            const result = await jobs.create(who, spec!, injectContext(), key ? { key, requestHash: requestHash(body) } : undefined);
+            if ("conflict" in result) {
+              throw new ApiError(422, "idempotency_key_reused", "this Idempotency-Key was used with a different request body");
+            }
+            span.setAttributes({ "job.id": result.job.id, "job.shard": result.job.shard_id });
+            if (result.replayed) {
+              set.headers["idempotent-replayed"] = "true";
+            } else {
+              metrics.jobsCreated.inc();
+              set.status = 201;
+            }
+            return { data: toJobView(result.job), success: true };
+          }),
+        );
+      },
+      {
+        body: JobBody,
+        headers: t.Object({ "idempotency-key": t.Optional(t.String()) }),
+        detail: { summary: "Schedule a job", tags: ["jobs"], security: [{ bearer: [] }] },
+      },
+    )
+    .post(
+      "/api/v1/me/jobs/batch",
+      async ({ userId, body, request, set }) => {
+        const specs = specsOf(body.jobs, (i) => `/jobs/${i}`);
+        const who = await owner(userId);
+        return inRequestSpan(request, () =>
+          inSpan("job.create_batch", { "user.id": userId, "job.count": specs.length }, async () => {
+            const rows = await jobs.createMany(who, specs, injectContext());
+            metrics.jobsCreated.inc({}, rows.length);
+            set.status = 201;
+            return { data: rows.map(toJobView), success: true };
+          }),
+        );
+      },
+      {
+        body: t.Object({ jobs: t.Array(JobBody, { minItems: 1, maxItems: config.api.batchMax }) }),
+        detail: { summary: `Schedule up to ${config.api.batchMax} jobs (one transaction per shard)`, tags: ["jobs"], security: [{ bearer: [] }] },
+      },
+    )
+    .get(
+      "/api/v1/me/jobs/:job_id",
+      async ({ userId, params }) => {
+        const job = await jobs.get(userId, jobId(params.job_id));
+        if (!job) throw notFound();
+        return { data: toJobView(job), success: true };
+      },
+      { params: JobParams, detail: { summary: "Get one of your jobs", tags: ["jobs"], security: [{ bearer: [] }] } },
+    )
+    .post(
+      "/api/v1/me/jobs/:job_id/cancel",
+      async ({ userId, params }) => {
+        const r = await jobs.cancel(userId, jobId(params.job_id));
+        if (r.kind === "not_found") throw notFound();
+        if (r.kind === "conflict") {
+          throw new ApiError(409, "job_not_cancellable", `the job is ${r.status} and can no longer be cancelled`, { status: r.status });
+        }
+        return { data: toJobView(r.job), success: true };
+      },
+      { params: JobParams, detail: { summary: "Cancel a job that has not started", tags: ["jobs"], security: [{ bearer: [] }] } },
+    );
+}

@@ -1,0 +1,201 @@
+/**
+ * Job rows in their shards: create (single, batch, idempotent), read, list and cancel.
+ * Every state change is one guarded UPDATE; the row, not any process's memory, is the truth.
+ */
+import { createHash } from "node:crypto";
+import type { IdGenerator } from "../../actors/ids.ts";
+import { shardOf } from "../../actors/shard-map.ts";
+import type { Databases, Sql } from "../db/databases.ts";
+import type { JobSpec, Target } from "./job-input.ts";
+
+export const JOB_STATUSES = ["created", "scheduled", "running", "retrying", "succeeded", "failed", "cancelled"] as const;
+export type JobStatus = (typeof JOB_STATUSES)[number];
+export const CANCELLABLE: readonly JobStatus[] = ["created", "retrying", "scheduled"];
+
+export interface JobRow {
+  id: string;
+  shard_id: number;
+  user_id: string;
+  message: string;
+  target: Target | null;
+  status: JobStatus;
+  execute_at: Date;
+  attempt: number;
+  max_attempts: number;
+  last_error: string | null;
+  created_at: Date;
+  updated_at: Date;
+  started_at: Date | null;
+  finished_at: Date | null;
+}
+
+/** The API representation. Job ids exceed 2^53 and travel as strings. */
+export function toJobView(r: JobRow) {
+  return {
+    id: r.id,
+    user_id: Number(r.user_id),
+    message: r.message,
+    status: r.status,
+    execute_at: r.execute_at.toISOString(),
+    shard_id: r.shard_id,
+    attempt: r.attempt,
+    max_attempts: r.max_attempts,
+    target: r.target,
+    last_error: r.last_error,
+    created_at: r.created_at.toISOString(),
+    updated_at: r.updated_at.toISOString(),
+    started_at: r.started_at?.toISOString() ?? null,
+    finished_at: r.finished_at?.toISOString() ?? null,
+  };
+}
+export type JobView = ReturnType<typeof toJobView>;
+
+const COLUMNS = "id, shard_id, user_id, message, target, status, execute_at, attempt, max_attempts, last_error, created_at, updated_at, started_at, finished_at";
+
+export interface Owner {
+  userId: string;
+  weight: number;
+}
+
+export type CancelResult = { kind: "cancelled"; job: JobRow } | { kind: "conflict"; status: JobStatus } | { kind: "not_found" };
+
+export class JobStore {
+  constructor(
+    private readonly dbs: Databases,
+    private readonly ids: IdGenerator,
+  ) {}
+
+  private rowFor(id: bigint, owner: Owner, spec: JobSpec, trace: Record<string, string>, idemKey: string | null) {
+    const shard = shardOf(id, this.dbs.shardCount);
+    return {
+      shard,
+      row: {
+        id: id.toString(),
+        shard_id: shard,
+        user_id: owner.userId,
+        job_weight: owner.weight,
+        message: spec.message,
+        target: spec.target,
+        execute_at: spec.executeAt,
+        max_attempts: spec.maxAttempts,
+        idempotency_key: idemKey,
+        trace_context: trace,
+      },
+    };
+  }
+
+  /**
+   * Creates one job. With an idempotency key, the key is reserved in the users database first
+   * (with the job id it will get); a repeat returns the job created under that key, and a crash
+   * between the two writes is repaired by the repeat, which inserts the same id.
+   */
+  async create(owner: Owner, spec: JobSpec, trace: Record<string, string>, idem?: { key: string; requestHash: string }):
+    Promise<{ job: JobRow; replayed: boolean } | { conflict: true }> {
+    let id = this.ids.next();
+    let replayed = false;
+    if (idem) {
+      const reserved = await this.reserveKey(owner.userId, idem.key, id, idem.requestHash);
+      if (reserved.request_hash !== idem.requestHash) return { conflict: true };
+      id = BigInt(reserved.job_id);
+      replayed = !reserved.inserted;
+    }
+    const { shard, row } = this.rowFor(id, owner, spec, trace, idem?.key ?? null);
+    const sql = this.dbs.forShard(shard);
+    const [inserted] = await sql<JobRow[]>`
+      INSERT INTO jobs ${sql(row)} ON CONFLICT (id) DO NOTHING RETURNING ${sql.unsafe(COLUMNS)}`;
+    if (inserted) return { job: inserted, replayed };
+    const [existing] = await sql<JobRow[]>`SELECT ${sql.unsafe(COLUMNS)} FROM jobs WHERE id = ${row.id}`;
+    if (!existing) throw new Error(`job ${row.id} neither inserted nor found`);
+    return { job: existing, replayed };
+  }
+
+  /**
+   * Reserves `key` for `id`, or returns the earlier reservation. Two statements, not one CTE:
+   * a concurrent first request commits after our statement's snapshot, so a single statement
+   * could see neither its own insert nor the other's row.
+   */
+  private async reserveKey(userId: string, key: string, id: bigint, hash: string) {
+    const users = this.dbs.users;
+    for (;;) {
+      const [mine] = await users<{ job_id: string; request_hash: string }[]>`
+        INSERT INTO idempotency_keys (user_id, key, job_id, request_hash)
+        VALUES (${userId}, ${key}, ${id.toString()}, ${hash})
+        ON CONFLICT (user_id, key) DO NOTHING RETURNING job_id, request_hash`;
+      if (mine) return { ...mine, inserted: true };
+      const [theirs] = await users<{ job_id: string; request_hash: string }[]>`
+        SELECT job_id, request_hash FROM idempotency_keys WHERE user_id = ${userId} AND key = ${key}`;
+      if (theirs) return { ...theirs, inserted: false };
+    }
+  }
+
+  /** Creates many jobs: one transaction per shard; returns them in input order. */
+  async createMany(owner: Owner, specs: JobSpec[], trace: Record<string, string>): Promise<JobRow[]> {
+    const byShard = new Map<number, { index: number; row: ReturnType<JobStore["rowFor"]>["row"] }[]>();
+    specs.forEach((spec, index) => {
+      const { shard, row } = this.rowFor(this.ids.next(), owner, spec, trace, null);
+      const list = byShard.get(shard) ?? [];
+      list.push({ index, row });
+      byShard.set(shard, list);
+    });
+    const out: JobRow[] = new Array(specs.length);
+    await Promise.all(
+      [...byShard].map(async ([shard, items]) => {
+        const sql = this.dbs.forShard(shard);
+        const rows = await sql.begin(
+          (tx) => tx<JobRow[]>`INSERT INTO jobs ${tx(items.map((i) => i.row))} RETURNING ${tx.unsafe(COLUMNS)}`,
+        );
+        const byId = new Map(rows.map((r) => [r.id, r]));
+        for (const item of items) out[item.index] = byId.get(item.row.id)!;
+      }),
+    );
+    return out;
+  }
+
+  async get(userId: string, id: bigint): Promise<JobRow | null> {
+    const sql = this.dbs.forShard(shardOf(id, this.dbs.shardCount));
+    const [row] = await sql<JobRow[]>`
+      SELECT ${sql.unsafe(COLUMNS)} FROM jobs WHERE id = ${id.toString()} AND user_id = ${userId}`;
+    return row ?? null;
+  }
+
+  /** Newest first across every database; `cursor` is the last id of the previous page. */
+  async list(userId: string, opts: { limit: number; cursor: bigint | null; status: JobStatus | null }):
+    Promise<{ jobs: JobRow[]; nextCursor: string | null }> {
+    const pages = await Promise.all(
+      this.dbs.all.map(
+        (sql: Sql) => sql<JobRow[]>`
+          SELECT ${sql.unsafe(COLUMNS)} FROM jobs
+          WHERE user_id = ${userId}
+            ${opts.status ? sql`AND status = ${opts.status}` : sql``}
+            ${opts.cursor !== null ? sql`AND id < ${opts.cursor.toString()}` : sql``}
+          ORDER BY id DESC LIMIT ${opts.limit + 1}`,
+      ),
+    );
+    const merged = pages.flat().sort((a, b) => (BigInt(b.id) > BigInt(a.id) ? 1 : BigInt(b.id) < BigInt(a.id) ? -1 : 0));
+    const jobs = merged.slice(0, opts.limit);
+    return { jobs, nextCursor: merged.length > opts.limit ? jobs[jobs.length - 1]!.id : null };
+  }
+
+  /** created | retrying | scheduled -> cancelled; the executor's guarded claim then never wins. */
+  async cancel(userId: string, id: bigint): Promise<CancelResult> {
+    const sql = this.dbs.forShard(shardOf(id, this.dbs.shardCount));
+    const [row] = await sql<JobRow[]>`
+      UPDATE jobs SET status = 'cancelled', finished_at = now(), updated_at = now(), deadline_at = NULL
+      WHERE id = ${id.toString()} AND user_id = ${userId} AND status IN ('created', 'retrying', 'scheduled')
+      RETURNING ${sql.unsafe(COLUMNS)}`;
+    if (row) return { kind: "cancelled", job: row };
+    const current = await this.get(userId, id);
+    return current ? { kind: "conflict", status: current.status } : { kind: "not_found" };
+  }
+}
+
+/** A stable hash of a request body, to tell an idempotent replay from a different request. */
+export function requestHash(body: unknown): string {
+  const canonical = (v: unknown): unknown =>
+    Array.isArray(v)
+      ? v.map(canonical)
+      : v && typeof v === "object"
+        ? Object.fromEntries(Object.keys(v).sort().map((k) => [k, canonical((v as Record<string, unknown>)[k])]))
+        : v;
+  return createHash("sha256").update(JSON.stringify(canonical(body))).digest("hex");
+}

@@ -1,0 +1,178 @@
+/**
+ * Everything that touches the Kafka client lives here, so kafkajs (unmaintained since 2.2.4)
+ * could be swapped for another client by rewriting this one file.
+ *
+ * Settings chosen on purpose:
+ * - topics are created explicitly (ensureTopics); the broker's auto-creation is never relied on;
+ * - the producer is idempotent with acks from all in-sync replicas and one request in flight
+ *   per broker (kafkajs reorders sequence numbers with concurrent requests). Retries are bounded
+ *   so a dead broker surfaces as an error the caller handles, instead of an endless hang; a
+ *   duplicate that bounded retries may cause is harmless (the executor's guarded claim drops it);
+ * - consumers commit offsets by hand, only after the outcome of a message is durable in SQL;
+ *   session and heartbeat timeouts are explicit so a dead executor's partitions move in ~10 s.
+ */
+import { Kafka, logLevel, type Consumer, type EachBatchPayload, type IHeaders, type Producer } from "kafkajs";
+import type { Config } from "./config.ts";
+import { log } from "./log.ts";
+
+export interface OutMessage {
+  key: string;
+  value: string;
+  headers?: Record<string, string>;
+}
+
+export interface InMessage {
+  topic: string;
+  partition: number;
+  offset: string;
+  key: string | null;
+  value: string;
+  headers: Record<string, string>;
+}
+
+export interface Publisher {
+  /** Resolves once every message is acknowledged by all in-sync replicas. */
+  publish(topic: string, messages: OutMessage[]): Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface BatchContext {
+  /** Marks everything up to and including `offset` as done and commits it. */
+  commit(offset: string): Promise<void>;
+  heartbeat(): Promise<void>;
+  isRunning(): boolean;
+}
+
+export interface Subscription {
+  stop(): Promise<void>;
+}
+
+export class KafkaBus {
+  private readonly kafka: Kafka;
+
+  constructor(private readonly cfg: Config["kafka"]) {
+    this.kafka = new Kafka({
+      clientId: cfg.clientId,
+      brokers: cfg.brokers,
+      connectionTimeout: 3_000,
+      requestTimeout: 30_000,
+      retry: { initialRetryTime: 200, maxRetryTime: 5_000, retries: 8 },
+      logLevel: logLevel.WARN,
+      logCreator: () => ({ level, log: entry }) => {
+        const { message, ...rest } = entry.log;
+        const fields = { component: "kafka", namespace: entry.namespace, ...rest };
+        if (level <= logLevel.ERROR) log.error(message, fields);
+        else log.warn(message, fields);
+      },
+    });
+  }
+
+  /** Creates the topics the system uses when missing; safe to call from every process. */
+  async ensureTopics(topics = [this.cfg.topicDue, this.cfg.topicDlq, this.cfg.topicDone]): Promise<void> {
+    const admin = this.kafka.admin();
+    await admin.connect();
+    try {
+      const existing = new Set(await admin.listTopics());
+      const missing = topics.filter((t) => !existing.has(t));
+      if (missing.length === 0) return;
+      await admin.createTopics({
+        waitForLeaders: true,
+        topics: missing.map((topic) => ({
+          topic,
+          numPartitions: this.cfg.partitions,
+          replicationFactor: this.cfg.replicationFactor,
+        })),
+      });
+    } catch (e) {
+      // TOPIC_ALREADY_EXISTS when another process won the race is fine.
+      if (!/already exists/i.test((e as Error).message)) throw e;
+    } finally {
+      await admin.disconnect();
+    }
+  }
+
+  /** Partition count and per-partition high watermarks of a topic (tests, benchmarks, ops). */
+  async topicOffsets(topic: string): Promise<{ partition: number; high: string; low: string }[]> {
+    const admin = this.kafka.admin();
+    await admin.connect();
+    try {
+      return (await admin.fetchTopicOffsets(topic)).map((p) => ({ partition: p.partition, high: p.high, low: p.low }));
+    } finally {
+      await admin.disconnect();
+    }
+  }
+
+  async publisher(): Promise<Publisher> {
+    const producer: Producer = this.kafka.producer({
+      idempotent: true,
+      maxInFlightRequests: 1,
+      retry: { initialRetryTime: 100, maxRetryTime: 2_000, retries: 10 },
+    });
+    await producer.connect();
+    return {
+      publish: async (topic, messages) => {
+        if (messages.length === 0) return;
+        await producer.send({ topic, acks: -1, timeout: 30_000, messages });
+      },
+      close: () => producer.disconnect(),
+    };
+  }
+
+  /**
+   * Consumes `topic` in the group `groupId`, one batch at a time per partition, with manual
+   * commits. `onBatch` must commit (ctx.commit) only offsets whose outcome is durable.
+   */
+  async subscribe(
+    groupId: string,
+    topic: string,
+    onBatch: (messages: InMessage[], ctx: BatchContext) => Promise<void>,
+    opts: { partitionsConcurrently?: number; fromBeginning?: boolean } = {},
+  ): Promise<Subscription> {
+    const consumer: Consumer = this.kafka.consumer({
+      groupId,
+      sessionTimeout: 10_000,
+      rebalanceTimeout: 30_000,
+      heartbeatInterval: 1_000,
+      maxWaitTimeInMs: 100,
+      retry: { initialRetryTime: 200, maxRetryTime: 5_000, retries: 8 },
+    });
+    await consumer.connect();
+    await consumer.subscribe({ topic, fromBeginning: opts.fromBeginning ?? true });
+    await consumer.run({
+      autoCommit: false,
+      eachBatchAutoResolve: false,
+      partitionsConsumedConcurrently: opts.partitionsConcurrently ?? 4,
+      eachBatch: async (payload: EachBatchPayload) => {
+        const { batch } = payload;
+        const messages: InMessage[] = batch.messages.map((m) => ({
+          topic: batch.topic,
+          partition: batch.partition,
+          offset: m.offset,
+          key: m.key?.toString() ?? null,
+          value: m.value?.toString() ?? "",
+          headers: decodeHeaders(m.headers),
+        }));
+        await onBatch(messages, {
+          commit: async (offset) => {
+            payload.resolveOffset(offset);
+            await consumer.commitOffsets([
+              { topic: batch.topic, partition: batch.partition, offset: (BigInt(offset) + 1n).toString() },
+            ]);
+          },
+          heartbeat: () => payload.heartbeat(),
+          isRunning: () => payload.isRunning() && !payload.isStale(),
+        });
+      },
+    });
+    return { stop: () => consumer.disconnect() };
+  }
+}
+
+function decodeHeaders(headers: IHeaders | undefined): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(headers ?? {})) {
+    if (v === undefined) continue;
+    out[k] = Array.isArray(v) ? String(v[0]) : v.toString();
+  }
+  return out;
+}

@@ -1,0 +1,73 @@
+/**
+ * The one entry point: `bun src/main.ts <api|scheduler|executor|all>`.
+ *
+ * Start: validate configuration (exit 2 naming the bad variables), migrate every database
+ * (safe when several processes start at once), start the role's components, then listen.
+ * SIGTERM/SIGINT: /readyz turns 503, the HTTP server stops accepting, components drain in
+ * order (api, scheduler, executor), connections close; exit 0, or 1 past SHUTDOWN_TIMEOUT.
+ */
+import { ConfigError, loadConfig, parseRole, type Config, type Role } from "./config.ts";
+import { openDatabases } from "./db/databases.ts";
+import { migrate } from "./db/migrate.ts";
+import { rootApp } from "./http/server.ts";
+import { configureLog, log } from "./log.ts";
+import { startApi } from "./roles/api.ts";
+import type { Component } from "./roles/component.ts";
+import { startExecutor } from "./roles/executor.ts";
+import { startScheduler } from "./roles/scheduler.ts";
+import { initTelemetry, shutdownTelemetry } from "./telemetry.ts";
+
+let config: Config;
+let role: Role;
+try {
+  role = parseRole(process.argv[2]);
+  config = loadConfig();
+} catch (e) {
+  if (e instanceof ConfigError) {
+    process.stderr.write(`${e.message}\n`);
+    process.exit(2);
+  }
+  throw e;
+}
+
+configureLog(config.logLevel, { role, pid: process.pid });
+initTelemetry({ endpoint: config.otel.endpoint, serviceName: `${config.otel.serviceName}-${role}`, role });
+const runs = (r: Role) => role === r || role === "all";
+
+const dbs = openDatabases(config.databaseUrls, config.shardCount, config.dbPoolMax);
+for (const sql of dbs.all) await migrate(sql);
+
+const components: Component[] = [];
+const api = runs("api") ? await startApi(config, dbs) : null;
+if (api) components.push(api.component);
+if (runs("scheduler")) components.push(await startScheduler(config, dbs));
+if (runs("executor")) components.push(await startExecutor(config, dbs));
+
+const app = rootApp(config.api.maxBodyBytes, () => components, api?.routes);
+app.listen({ port: config.port, hostname: config.host, maxRequestBodySize: config.api.maxBodyBytes });
+log.info("started", { url: `http://${config.host}:${app.server?.port}`, components: components.map((c) => c.name) });
+
+let stopping = false;
+async function shutdown(signal: string) {
+  if (stopping) return;
+  stopping = true;
+  log.info("shutting down", { signal });
+  const hard = setTimeout(() => {
+    log.error("shutdown timed out; exiting", { timeout_ms: config.shutdownTimeoutMs });
+    process.exit(1);
+  }, config.shutdownTimeoutMs);
+  try {
+    for (const c of components) await c.stop();
+    await app.stop();
+    await dbs.close();
+    await shutdownTelemetry();
+    log.info("stopped");
+    clearTimeout(hard);
+    process.exit(0);
+  } catch (e) {
+    log.error("shutdown failed", { err: e as Error });
+    process.exit(1);
+  }
+}
+process.on("SIGTERM", () => void shutdown("SIGTERM"));
+process.on("SIGINT", () => void shutdown("SIGINT"));

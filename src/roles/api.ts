@@ -1,0 +1,23 @@
+/** The api role: stateless HTTP; ready once its databases answer. */
+import { IdGenerator } from "../../actors/ids.ts";
+import type { Config } from "../config.ts";
+import type { Databases } from "../db/databases.ts";
+import { drawNodeId } from "../db/node-id.ts";
+import { apiRoutes } from "../http/api.ts";
+import { log } from "../log.ts";
+import type { Component } from "./component.ts";
+
+export async function startApi(config: Config, dbs: Databases) {
+  const node = await drawNodeId(dbs.users);
+  log.info("api: id generator ready", { node });
+  const routes = apiRoutes(config, dbs, new IdGenerator(node));
+  let draining = false;
+  const component: Component = {
+    name: "api",
+    ready: () => !draining,
+    stop: async () => {
+      draining = true;
+    },
+  };
+  return { routes, component };
+}

@@ -1,0 +1,353 @@
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { SignJWT } from "jose";
+import { IdGenerator } from "../actors/ids.ts";
+import { databaseOf, shardOf } from "../actors/shard-map.ts";
+import { openDatabases, type Databases } from "../src/db/databases.ts";
+import { apiRoutes } from "../src/http/api.ts";
+import { rootApp } from "../src/http/server.ts";
+import { client } from "./support/http.ts";
+import { freshDatabases, testConfig } from "./support/env.ts";
+
+const SHARDS = 8;
+let dbs: Databases;
+let drop: () => Promise<void>;
+let call: ReturnType<typeof client>;
+const config = () =>
+  testConfig({ DATABASE_URLS: urls.join(","), SHARD_COUNT: String(SHARDS), API_MAX_BODY_BYTES: "65536", JOB_HORIZON: "30d" });
+let urls: string[] = [];
+
+beforeAll(async () => {
+  const fresh = await freshDatabases(2);
+  urls = fresh.urls;
+  drop = fresh.drop;
+  dbs = openDatabases(urls, SHARDS, 5);
+  const app = rootApp(config().api.maxBodyBytes, () => [], apiRoutes(config(), dbs, new IdGenerator(7)));
+  call = client(app);
+});
+
+afterAll(async () => {
+  await dbs?.close();
+  await drop?.();
+});
+
+const soon = (ms = 60_000) => new Date(Date.now() + ms).toISOString();
+
+async function signup(username: string, job_weight?: number): Promise<{ token: string; id: number }> {
+  const created = await call("POST", "/api/v1/users", { body: { username, password: "correct horse battery", job_weight } });
+  expect(created.status).toBe(201);
+  const login = await call("POST", "/api/v1/auth/login", { body: { username, password: "correct horse battery" } });
+  expect(login.status).toBe(200);
+  return { token: login.json.data.token, id: login.json.data.user.id };
+}
+
+function expectError(r: { status: number; json: any }, status: number, code: string) {
+  expect(r.status).toBe(status);
+  expect(r.json.success).toBe(false);
+  expect(r.json.error.code).toBe(code);
+  expect(typeof r.json.error.message).toBe("string");
+}
+
+describe("users", () => {
+  test("create returns the user without the password; weight defaults to 1", async () => {
+    const r = await call("POST", "/api/v1/users", { body: { username: "alice_u", password: "p4ssword!" } });
+    expect(r.status).toBe(201);
+    expect(r.json).toEqual({ data: { id: expect.any(Number), username: "alice_u", job_weight: 1 }, success: true });
+    expect(r.text).not.toContain("p4ssword");
+    const [row] = await dbs.users`SELECT password_hash FROM users WHERE username = 'alice_u'`;
+    expect(row!.password_hash).toStartWith("$argon2id$");
+  });
+
+  test("a taken username is 409", async () => {
+    await call("POST", "/api/v1/users", { body: { username: "dup_user", password: "p4ssword!" } });
+    expectError(await call("POST", "/api/v1/users", { body: { username: "dup_user", password: "other-pass" } }), 409, "username_taken");
+  });
+
+  test.each([
+    [{ username: "ok_name", password: "p4ssword!", job_weight: 0 }],
+    [{ username: "ok_name", password: "p4ssword!", job_weight: -2 }],
+    [{ username: "ok_name", password: "p4ssword!", job_weight: "heavy" }],
+    [{ username: "x", password: "p4ssword!" }],
+    [{ username: "ok_name", password: "short" }],
+    [{ username: "bad name!", password: "p4ssword!" }],
+    [{ password: "p4ssword!" }],
+  ])("invalid user %j is 400", async (body) => {
+    const r = await call("POST", "/api/v1/users", { body });
+    expectError(r, 400, "invalid_request");
+    expect(Array.isArray(r.json.error.details)).toBe(true);
+  });
+});
+
+describe("auth", () => {
+  test("login returns token, expire and user; refresh returns a new token", async () => {
+    await call("POST", "/api/v1/users", { body: { username: "bob_auth", password: "p4ssword!", job_weight: 2.5 } });
+    const r = await call("POST", "/api/v1/auth/login", { body: { username: "bob_auth", password: "p4ssword!" } });
+    expect(r.status).toBe(200);
+    expect(r.json.data.user).toEqual({ id: expect.any(Number), username: "bob_auth", job_weight: 2.5 });
+    expect(Date.parse(r.json.data.expire)).toBeGreaterThan(Date.now());
+    const refreshed = await call("POST", "/api/v1/auth/refresh", { token: r.json.data.token });
+    expect(refreshed.status).toBe(200);
+    expect(refreshed.json.data.token).toMatch(/^[\w-]+\.[\w-]+\.[\w-]+$/);
+    const jobs = await call("GET", "/api/v1/me/jobs", { token: refreshed.json.data.token });
+    expect(jobs.status).toBe(200);
+  });
+
+  test("wrong password and unknown user are the same 401", async () => {
+    await call("POST", "/api/v1/users", { body: { username: "carol_auth", password: "p4ssword!" } });
+    expectError(await call("POST", "/api/v1/auth/login", { body: { username: "carol_auth", password: "nope-nope" } }), 401, "invalid_credentials");
+    expectError(await call("POST", "/api/v1/auth/login", { body: { username: "nobody_here", password: "nope-nope" } }), 401, "invalid_credentials");
+  });
+
+  test("missing, malformed, wrongly signed and expired tokens are 401", async () => {
+    const { id } = await signup("dave_auth");
+    const secret = new TextEncoder().encode(config().jwt.secret);
+    const expired = await new SignJWT({ sub: String(id) }).setProtectedHeader({ alg: "HS256" }).setExpirationTime(Math.floor(Date.now() / 1000) - 10).sign(secret);
+    const forged = await new SignJWT({ sub: String(id) }).setProtectedHeader({ alg: "HS256" }).setExpirationTime("1h").sign(new TextEncoder().encode("another-secret-another-secret-another"));
+    for (const path of ["/api/v1/me/jobs", "/api/v1/auth/refresh"]) {
+      const method = path.endsWith("refresh") ? "POST" : "GET";
+      expectError(await call(method, path), 401, "unauthorized");
+      expectError(await call(method, path, { headers: { authorization: "Basic abc" } }), 401, "unauthorized");
+      expectError(await call(method, path, { token: "not.a.jwt" }), 401, "unauthorized");
+      expectError(await call(method, path, { token: expired }), 401, "unauthorized");
+      expectError(await call(method, path, { token: forged }), 401, "unauthorized");
+    }
+  });
+
+  test("a bad token is 401 even with a bad body", async () => {
+    expectError(await call("POST", "/api/v1/me/jobs", { raw: "{not json", token: "a.b.c" }), 401, "unauthorized");
+  });
+});
+
+describe("jobs", () => {
+  test("create answers the seed's fields plus lifecycle fields; the id is a string and fixes the shard", async () => {
+    const { token, id: userId } = await signup("erin_jobs");
+    const at = soon();
+    const r = await call("POST", "/api/v1/me/jobs", { token, body: { message: "Hello world", execute_at: at } });
+    expect(r.status).toBe(201);
+    const job = r.json.data;
+    expect(job).toMatchObject({ user_id: userId, message: "Hello world", status: "created", execute_at: at, attempt: 0, max_attempts: 3, last_error: null, started_at: null, finished_at: null, target: null });
+    expect(typeof job.id).toBe("string");
+    expect(BigInt(job.id)).toBeGreaterThan(2n ** 53n);
+    expect(job.shard_id).toBe(shardOf(BigInt(job.id), SHARDS));
+  });
+
+  test("a user's jobs land on shards in both databases; list, get and cancel work across them", async () => {
+    const { token } = await signup("frank_jobs");
+    const ids: string[] = [];
+    for (let i = 0; i < 40; i++) {
+      const r = await call("POST", "/api/v1/me/jobs", { token, body: { message: `job ${i}`, execute_at: soon() } });
+      expect(r.status).toBe(201);
+      ids.push(r.json.data.id);
+    }
+    const shards = new Set(ids.map((id) => shardOf(BigInt(id), SHARDS)));
+    const databases = new Set([...shards].map((s) => databaseOf(s, SHARDS, 2)));
+    expect(shards.size).toBeGreaterThan(3);
+    expect(databases).toEqual(new Set([0, 1]));
+    // Rows really live in the database their shard maps to.
+    for (const [i, sql] of dbs.all.entries()) {
+      const rows = await sql`SELECT id, shard_id FROM jobs WHERE id IN ${sql(ids)}`;
+      for (const row of rows) expect(databaseOf(row.shard_id, SHARDS, 2)).toBe(i);
+    }
+
+    // Cursor pagination: every job exactly once, newest first.
+    const seen: string[] = [];
+    let cursor: string | null = null;
+    do {
+      const page: any = await call("GET", `/api/v1/me/jobs?limit=7${cursor ? `&cursor=${cursor}` : ""}`, { token });
+      expect(page.status).toBe(200);
+      expect(page.json.data.length).toBeLessThanOrEqual(7);
+      seen.push(...page.json.data.map((j: any) => j.id));
+      cursor = page.json.next_cursor;
+    } while (cursor);
+    expect(seen).toEqual([...ids].reverse());
+
+    for (const id of ids.slice(0, 10)) {
+      const got = await call("GET", `/api/v1/me/jobs/${id}`, { token });
+      expect(got.status).toBe(200);
+      expect(got.json.data.id).toBe(id);
+      const cancelled = await call("POST", `/api/v1/me/jobs/${id}/cancel`, { token });
+      expect(cancelled.status).toBe(200);
+      expect(cancelled.json.data.status).toBe("cancelled");
+      expect(cancelled.json.data.finished_at).not.toBeNull();
+    }
+    const onlyCancelled = await call("GET", "/api/v1/me/jobs?status=cancelled&limit=100", { token });
+    expect(onlyCancelled.json.data.map((j: any) => j.id).sort()).toEqual(ids.slice(0, 10).sort());
+  });
+
+  test("cancel is refused with 409 and the status for running and finished jobs", async () => {
+    const { token } = await signup("gina_jobs");
+    const mk = async () => (await call("POST", "/api/v1/me/jobs", { token, body: { message: "m", execute_at: soon() } })).json.data;
+    const a = await mk();
+    await call("POST", `/api/v1/me/jobs/${a.id}/cancel`, { token });
+    const again = await call("POST", `/api/v1/me/jobs/${a.id}/cancel`, { token });
+    expectError(again, 409, "job_not_cancellable");
+    expect(again.json.error.details).toEqual({ status: "cancelled" });
+
+    const b = await mk();
+    const sql = dbs.forShard(b.shard_id);
+    await sql`UPDATE jobs SET status = 'running', started_at = now(), attempt = 1, deadline_at = now() + interval '1 minute' WHERE id = ${b.id}`;
+    const running = await call("POST", `/api/v1/me/jobs/${b.id}/cancel`, { token });
+    expectError(running, 409, "job_not_cancellable");
+    expect(running.json.error.details).toEqual({ status: "running" });
+
+    const c = await mk();
+    await dbs.forShard(c.shard_id)`UPDATE jobs SET status = 'scheduled', deadline_at = now() + interval '1 minute' WHERE id = ${c.id}`;
+    expect((await call("POST", `/api/v1/me/jobs/${c.id}/cancel`, { token })).json.data.status).toBe("cancelled");
+  });
+
+  test("another user's job is 404 for get and cancel, and absent from their list", async () => {
+    const a = await signup("hank_owner");
+    const b = await signup("ivan_other");
+    const job = (await call("POST", "/api/v1/me/jobs", { token: a.token, body: { message: "mine", execute_at: soon() } })).json.data;
+    expectError(await call("GET", `/api/v1/me/jobs/${job.id}`, { token: b.token }), 404, "not_found");
+    expectError(await call("POST", `/api/v1/me/jobs/${job.id}/cancel`, { token: b.token }), 404, "not_found");
+    expect((await call("GET", "/api/v1/me/jobs", { token: b.token })).json.data).toEqual([]);
+    expect((await call("GET", `/api/v1/me/jobs/${job.id}`, { token: a.token })).json.data.status).toBe("created");
+  });
+
+  test("execute_at: past means now, beyond the horizon and malformed dates are 400", async () => {
+    const { token } = await signup("jane_dates");
+    const before = Date.now();
+    const past = await call("POST", "/api/v1/me/jobs", { token, body: { message: "m", execute_at: "2020-01-01T00:00:00+07:00" } });
+    expect(past.status).toBe(201);
+    expect(Date.parse(past.json.data.execute_at)).toBeGreaterThanOrEqual(before);
+    const offset = await call("POST", "/api/v1/me/jobs", { token, body: { message: "m", execute_at: "2099-01-01T07:00:00.123456+07:00".replace("2099", String(new Date().getUTCFullYear() + 0)) } });
+    expect([201, 400]).toContain(offset.status);
+    for (const bad of ["2030-01-01T00:00:00", "2030-02-30T00:00:00Z", "tomorrow", "2030-01-01", "", "2030-01-01T25:00:00Z", new Date(Date.now() + 40 * 86_400_000).toISOString()]) {
+      const r = await call("POST", "/api/v1/me/jobs", { token, body: { message: "m", execute_at: bad } });
+      expectError(r, 400, "invalid_request");
+    }
+  });
+
+  test("an offset is honoured: +07:00 is seven hours before Z", async () => {
+    const { token } = await signup("kate_offset");
+    const local = new Date(Date.now() + 3_600_000);
+    const iso = local.toISOString().replace(/\.\d+Z$/, "");
+    const plus7 = new Date(local.getTime() + 7 * 3_600_000).toISOString().replace(/\.\d+Z$/, "+07:00");
+    const r = await call("POST", "/api/v1/me/jobs", { token, body: { message: "m", execute_at: plus7 } });
+    expect(r.json.data.execute_at).toBe(`${iso}.000Z`);
+  });
+
+  test("Idempotency-Key: a repeat returns the original job, a different body is 422, keys are per user", async () => {
+    const a = await signup("leo_idem");
+    const b = await signup("mia_idem");
+    const body = { message: "pay invoice 42", execute_at: soon() };
+    const first = await call("POST", "/api/v1/me/jobs", { token: a.token, body, headers: { "idempotency-key": "invoice-42" } });
+    expect(first.status).toBe(201);
+    const repeats = await Promise.all(
+      Array.from({ length: 8 }, () => call("POST", "/api/v1/me/jobs", { token: a.token, body, headers: { "idempotency-key": "invoice-42" } })),
+    );
+    for (const r of repeats) {
+      expect(r.status).toBe(200);
+      expect(r.headers.get("idempotent-replayed")).toBe("true");
+      expect(r.json.data.id).toBe(first.json.data.id);
+    }
+    let count = 0;
+    for (const sql of dbs.all) count += Number((await sql`SELECT count(*) FROM jobs WHERE message = 'pay invoice 42'`)[0]!.count);
+    expect(count).toBe(1);
+    expectError(await call("POST", "/api/v1/me/jobs", { token: a.token, body: { ...body, message: "other" }, headers: { "idempotency-key": "invoice-42" } }), 422, "idempotency_key_reused");
+    const other = await call("POST", "/api/v1/me/jobs", { token: b.token, body, headers: { "idempotency-key": "invoice-42" } });
+    expect(other.status).toBe(201);
+    expect(other.json.data.id).not.toBe(first.json.data.id);
+    expectError(await call("POST", "/api/v1/me/jobs", { token: a.token, body, headers: { "idempotency-key": "has space" } }), 400, "invalid_idempotency_key");
+  });
+
+  test("concurrent first requests with one key create one job", async () => {
+    const a = await signup("ned_idem");
+    const body = { message: "race", execute_at: soon() };
+    const rs = await Promise.all(Array.from({ length: 10 }, () => call("POST", "/api/v1/me/jobs", { token: a.token, body, headers: { "idempotency-key": "race-1" } })));
+    expect(new Set(rs.map((r) => r.json.data.id)).size).toBe(1);
+    expect(rs.filter((r) => r.status === 201).length).toBe(1);
+  });
+
+  test("optional target and max_attempts are stored and returned", async () => {
+    const { token } = await signup("olga_target");
+    const target = { url: "https://example.test/hook", method: "PUT", headers: { "x-tenant": "7" }, timeout_ms: 2500 };
+    const r = await call("POST", "/api/v1/me/jobs", { token, body: { message: "m", execute_at: soon(), max_attempts: 5, target } });
+    expect(r.status).toBe(201);
+    expect(r.json.data.max_attempts).toBe(5);
+    expect(r.json.data.target).toEqual(target);
+    for (const bad of [{ url: "ftp://x/y" }, { url: "not a url" }, { url: "https://u:p@x.test/" }, { url: "https://x.test", headers: { host: "evil" } }, { url: "https://x.test", timeout_ms: 5 }, { url: "https://x.test", method: "TRACE" }]) {
+      expectError(await call("POST", "/api/v1/me/jobs", { token, body: { message: "m", execute_at: soon(), target: bad } }), 400, "invalid_request");
+    }
+  });
+
+  test("batch: creates all jobs across shards, or none when one item is invalid", async () => {
+    const { token } = await signup("paul_batch");
+    const jobs = Array.from({ length: 250 }, (_, i) => ({ message: `b${i}`, execute_at: soon() }));
+    const r = await call("POST", "/api/v1/me/jobs/batch", { token, body: { jobs } });
+    expect(r.status).toBe(201);
+    expect(r.json.data.map((j: any) => j.message)).toEqual(jobs.map((j) => j.message));
+    expect(new Set(r.json.data.map((j: any) => j.shard_id)).size).toBe(SHARDS);
+    const bad = [...jobs.slice(0, 5)];
+    bad[3] = { message: "b3", execute_at: "yesterday" };
+    const refused = await call("POST", "/api/v1/me/jobs/batch", { token, body: { jobs: bad } });
+    expectError(refused, 400, "invalid_request");
+    expect(refused.json.error.details).toEqual([{ path: "/jobs/3/execute_at", message: expect.any(String) }]);
+    const all = await call("GET", "/api/v1/me/jobs?limit=1000", { token });
+    expect(all.json.data.length).toBe(250);
+    expectError(await call("POST", "/api/v1/me/jobs/batch", { token, body: { jobs: [] } }), 400, "invalid_request");
+    const tooMany = Array.from({ length: 1001 }, () => ({ message: "x", execute_at: soon() }));
+    expectError(await call("POST", "/api/v1/me/jobs/batch", { token, body: { jobs: tooMany } }), 400, "invalid_request");
+  });
+});
+
+describe("bad input", () => {
+  let token = "";
+  beforeAll(async () => {
+    token = (await signup("quinn_bad")).token;
+  });
+
+  test("malformed JSON, unknown routes, oversized bodies, bad ids and queries", async () => {
+    expectError(await call("POST", "/api/v1/me/jobs", { token, raw: '{"message": "x", ' }), 400, "malformed_body");
+    expectError(await call("POST", "/api/v1/users", { raw: "{{" }), 400, "malformed_body");
+    expectError(await call("GET", "/api/v1/nope"), 404, "route_not_found");
+    expectError(await call("DELETE", "/api/v1/me/jobs"), 404, "route_not_found");
+    const big = "x".repeat(70_000);
+    expectError(await call("POST", "/api/v1/me/jobs", { token, raw: JSON.stringify({ message: big, execute_at: soon() }), headers: { "content-length": String(big.length + 50) } }), 413, "payload_too_large");
+    for (const id of ["abc", "0", "-5", "99999999999999999999", "1.5", "12345678901234567890123"]) {
+      expectError(await call("GET", `/api/v1/me/jobs/${id}`, { token }), 400, "invalid_job_id");
+      expectError(await call("POST", `/api/v1/me/jobs/${id}/cancel`, { token }), 400, "invalid_job_id");
+    }
+    expectError(await call("GET", "/api/v1/me/jobs/123456789", { token }), 404, "not_found");
+    expectError(await call("GET", "/api/v1/me/jobs?limit=0", { token }), 400, "invalid_request");
+    expectError(await call("GET", "/api/v1/me/jobs?limit=abc", { token }), 400, "invalid_request");
+    expectError(await call("GET", "/api/v1/me/jobs?status=lost", { token }), 400, "invalid_request");
+    expectError(await call("GET", "/api/v1/me/jobs?cursor=zzz", { token }), 400, "invalid_cursor");
+    expectError(await call("POST", "/api/v1/me/jobs", { token, raw: "message=hi", headers: { "content-type": "text/plain" } }), 400, "invalid_request");
+  });
+
+  test("fuzz: hundreds of generated bad bodies never produce a 5xx or leak internals", async () => {
+    let seed = 12345;
+    const rnd = () => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff);
+    const pick = <T,>(xs: T[]): T => xs[Math.floor(rnd() * xs.length)]!;
+    const values: unknown[] = [null, true, 0, -1, 1e308, -1e-308, NaN, "", "x".repeat(300), "2030-01-01T00:00:00Z", "\u0000", "😀", [], [1, 2], {}, { a: 1 }, "' OR 1=1 --", "${7*7}", 2 ** 63, "9223372036854775808"];
+    const fields = ["message", "execute_at", "max_attempts", "target", "username", "password", "job_weight", "jobs", "__proto__", "constructor"];
+    const routes: [string, string][] = [
+      ["POST", "/api/v1/users"], ["POST", "/api/v1/auth/login"], ["POST", "/api/v1/me/jobs"], ["POST", "/api/v1/me/jobs/batch"],
+      ["POST", "/api/v1/auth/refresh"], ["GET", "/api/v1/me/jobs"], ["POST", "/api/v1/me/jobs/1/cancel"],
+    ];
+    const statuses = new Map<number, number>();
+    for (let i = 0; i < 400; i++) {
+      const [method, path] = pick(routes);
+      let raw: string;
+      const shape = rnd();
+      if (shape < 0.2) raw = pick(['{"', "[", "null", "1", '"str"', "{}", '{"jobs": {}}', "\u0000\u0001", "{'a': 1}"]);
+      else {
+        const body: Record<string, unknown> = {};
+        const n = Math.floor(rnd() * 5);
+        for (let k = 0; k < n; k++) body[pick(fields)] = shape < 0.6 ? pick(values) : { url: pick(values), headers: pick(values), timeout_ms: pick(values) };
+        if (rnd() < 0.3) body.jobs = [{ ...body }, pick(values)];
+        raw = JSON.stringify(body);
+      }
+      const r = await call(method, path, { raw, token: rnd() < 0.7 ? token : undefined, headers: rnd() < 0.1 ? { "content-type": pick(["text/plain", "application/x-www-form-urlencoded", "application/json; charset=utf-8"]) } : {} });
+      statuses.set(r.status, (statuses.get(r.status) ?? 0) + 1);
+      expect(r.status).toBeLessThan(500);
+      if (r.status >= 400) {
+        expect(r.json?.success).toBe(false);
+        expect(typeof r.json?.error?.code).toBe("string");
+      }
+      expect(r.text).not.toMatch(/at .*\.ts:\d+|SELECT |INSERT |postgres|TypeError|stack/i);
+    }
+    expect([...statuses.keys()].every((s) => s < 500)).toBe(true);
+  });
+});

@@ -1,0 +1,64 @@
+/**
+ * Test support: fresh, migrated databases per test file on the real PostgreSQL, and the
+ * addresses of the real Kafka and etcd started by ops/services-up.sh. A service that does not
+ * answer fails the test with a message saying how to start it; nothing is skipped or mocked.
+ */
+import { randomBytes } from "node:crypto";
+import { connect as tcp } from "node:net";
+import { loadConfig, type Config } from "../../src/config.ts";
+import { connect, ensureDatabase } from "../../src/db/databases.ts";
+import { migrate } from "../../src/db/migrate.ts";
+
+export const PG_BASE = process.env.TEST_PG_URL ?? "postgres://root@127.0.0.1:5432";
+export const KAFKA = process.env.KAFKA_BROKERS ?? "127.0.0.1:9092";
+export const ETCD = process.env.ETCD_ENDPOINTS ?? "http://127.0.0.1:2379";
+
+function reachable(host: string, port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = tcp({ host, port, timeout: 2_000 });
+    s.once("connect", () => (s.destroy(), resolve(true)));
+    s.once("error", () => resolve(false));
+    s.once("timeout", () => (s.destroy(), resolve(false)));
+  });
+}
+
+export async function requireService(name: "postgresql" | "kafka" | "etcd"): Promise<void> {
+  const addr = name === "postgresql" ? new URL(PG_BASE).host || "127.0.0.1:5432" : name === "kafka" ? KAFKA.split(",")[0]! : new URL(ETCD.split(",")[0]!).host;
+  const [host, port] = addr.split(":");
+  if (!(await reachable(host!, Number(port ?? 5432)))) {
+    throw new Error(`${name} is not reachable at ${addr}: start the services with 'bash ops/services-up.sh' (or run 'bash ops/test.sh')`);
+  }
+}
+
+export const uniqueName = (prefix: string) => `${prefix}_${process.pid}_${randomBytes(4).toString("hex")}`;
+
+/** Creates `count` fresh migrated databases; `drop()` removes them. */
+export async function freshDatabases(count: number): Promise<{ urls: string[]; drop(): Promise<void> }> {
+  await requireService("postgresql");
+  const base = uniqueName("fs_test");
+  const urls = Array.from({ length: count }, (_, i) => `${PG_BASE}/${base}_${i}`);
+  for (const url of urls) {
+    await ensureDatabase(url);
+    const sql = connect(url, 1);
+    await migrate(sql);
+    await sql.end();
+  }
+  return {
+    urls,
+    drop: async () => {
+      const admin = connect(`${PG_BASE}/postgres`, 1);
+      for (const url of urls) await admin.unsafe(`DROP DATABASE IF EXISTS "${new URL(url).pathname.slice(1)}" WITH (FORCE)`);
+      await admin.end();
+    },
+  };
+}
+
+export function testConfig(env: Record<string, string>): Config {
+  return loadConfig({
+    APP_MODE: "local",
+    KAFKA_BROKERS: KAFKA,
+    ETCD_ENDPOINTS: ETCD,
+    LOG_LEVEL: "warn",
+    ...env,
+  });
+}
