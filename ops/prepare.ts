@@ -18,4 +18,4 @@ for (const url of config.databaseUrls) {
 }
 // The broker may still be electing its controller right after start; kafkajs retries.
 await new KafkaBus(config.kafka).ensureTopics();
-console.error(`[ops] kafka topics: ${config.kafka.topicDue}, ${config.kafka.topicDlq}, ${config.kafka.topicDone}`);
+console.error(`[ops] kafka topics: ${config.kafka.topicDue}, ${config.kafka.topicDlq}`);

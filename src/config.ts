@@ -25,7 +25,6 @@ export interface Config {
     clientId: string;
     topicDue: string;
     topicDlq: string;
-    topicDone: string;
     partitions: number;
     replicationFactor: number;
     groupId: string;
@@ -40,10 +39,17 @@ export interface Config {
     defaultTimeoutMs: number;
   };
   scheduler: {
+    /** Jobs due within this window are loaded ahead and dispatched at execute_at. */
     lookaheadMs: number;
     pollIntervalMs: number;
+    /** Per shard: at most this many jobs dispatched and not yet finished. */
     credits: number;
-    runDeadlineMs: number;
+    batchMax: number;
+    perUserLoad: number;
+    maxLoad: number;
+    /** A scheduled job not claimed by then is rescued (its message was lost or its run died). */
+    scheduledDeadlineMs: number;
+    rescueIntervalMs: number;
   };
   otel: { endpoint: string | null; serviceName: string };
 }
@@ -151,7 +157,6 @@ export function loadConfig(env: Env = process.env): Config {
       clientId: str("KAFKA_CLIENT_ID", "fairshare"),
       topicDue: str("KAFKA_TOPIC_DUE", "jobs.due"),
       topicDlq: str("KAFKA_TOPIC_DLQ", "jobs.dlq"),
-      topicDone: str("KAFKA_TOPIC_DONE", "jobs.done"),
       partitions: int("KAFKA_PARTITIONS", 12, 1, 10_000),
       replicationFactor: int("KAFKA_REPLICATION_FACTOR", 1, 1, 7),
       groupId: str("KAFKA_GROUP_ID", "fairshare-executors"),
@@ -178,7 +183,11 @@ export function loadConfig(env: Env = process.env): Config {
       lookaheadMs: duration("SCHEDULER_LOOKAHEAD", "2s", 100),
       pollIntervalMs: duration("SCHEDULER_POLL_INTERVAL", "500ms", 10),
       credits: int("SCHEDULER_CREDITS", 2_000, 1, 1_000_000),
-      runDeadlineMs: duration("JOB_RUN_DEADLINE", "5m", 1_000),
+      batchMax: int("SCHEDULER_BATCH_MAX", 500, 1, 10_000),
+      perUserLoad: int("SCHEDULER_PER_USER_LOAD", 500, 1, 100_000),
+      maxLoad: int("SCHEDULER_MAX_LOAD", 5_000, 1, 1_000_000),
+      scheduledDeadlineMs: duration("SCHEDULED_DEADLINE", "60s", 1_000),
+      rescueIntervalMs: duration("RESCUE_INTERVAL", "5s", 100),
     },
     otel: {
       endpoint: str("OTEL_EXPORTER_OTLP_ENDPOINT", "") || null,

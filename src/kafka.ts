@@ -11,7 +11,7 @@
  * - consumers commit offsets by hand, only after the outcome of a message is durable in SQL;
  *   session and heartbeat timeouts are explicit so a dead executor's partitions move in ~10 s.
  */
-import { Kafka, logLevel, type Consumer, type EachBatchPayload, type IHeaders, type Producer } from "kafkajs";
+import { Kafka, logLevel, Partitioners, type Consumer, type EachBatchPayload, type IHeaders, type Producer } from "kafkajs";
 import type { Config } from "./config.ts";
 import { log } from "./log.ts";
 
@@ -58,9 +58,9 @@ export class KafkaBus {
       requestTimeout: 30_000,
       retry: { initialRetryTime: 200, maxRetryTime: 5_000, retries: 8 },
       logLevel: logLevel.WARN,
-      logCreator: () => ({ level, log: entry }) => {
-        const { message, ...rest } = entry.log;
-        const fields = { component: "kafka", namespace: entry.namespace, ...rest };
+      logCreator: () => ({ level, namespace, log: entry }) => {
+        const { message, timestamp: _ts, logger: _logger, ...rest } = entry as { message: string; [k: string]: unknown };
+        const fields = { component: "kafka", namespace, ...rest };
         if (level <= logLevel.ERROR) log.error(message, fields);
         else log.warn(message, fields);
       },
@@ -68,7 +68,7 @@ export class KafkaBus {
   }
 
   /** Creates the topics the system uses when missing; safe to call from every process. */
-  async ensureTopics(topics = [this.cfg.topicDue, this.cfg.topicDlq, this.cfg.topicDone]): Promise<void> {
+  async ensureTopics(topics = [this.cfg.topicDue, this.cfg.topicDlq]): Promise<void> {
     const admin = this.kafka.admin();
     await admin.connect();
     try {
@@ -106,6 +106,8 @@ export class KafkaBus {
     const producer: Producer = this.kafka.producer({
       idempotent: true,
       maxInFlightRequests: 1,
+      // Murmur2 on the key (the job id), as the Java client does: spreads jobs over partitions.
+      createPartitioner: Partitioners.DefaultPartitioner,
       retry: { initialRetryTime: 100, maxRetryTime: 2_000, retries: 10 },
     });
     await producer.connect();

@@ -1,0 +1,30 @@
+/**
+ * What a run's result means for the job. Pure.
+ * - retryable: timeouts, connection errors, HTTP 5xx and 429: try again later if attempts remain;
+ * - permanent: any other 4xx, a 3xx (redirects are not followed), an invalid or refused target.
+ */
+import { backoffDelay, type BackoffPolicy } from "./backoff.ts";
+
+export type RunResult =
+  | { ok: true; detail?: string }
+  | { ok: false; retryable: boolean; error: string };
+
+export type Decision =
+  | { kind: "succeeded" }
+  | { kind: "retry"; delayMs: number; error: string }
+  | { kind: "failed"; error: string };
+
+export function classifyHttpStatus(status: number): RunResult {
+  if (status >= 200 && status < 300) return { ok: true, detail: `HTTP ${status}` };
+  if (status === 429 || status >= 500) return { ok: false, retryable: true, error: `HTTP ${status}` };
+  if (status >= 300 && status < 400) return { ok: false, retryable: false, error: `HTTP ${status} (redirects are not followed)` };
+  return { ok: false, retryable: false, error: `HTTP ${status}` };
+}
+
+/** `attempt` is the number of the run that just finished (1 for the first). */
+export function decide(result: RunResult, attempt: number, maxAttempts: number, policy?: BackoffPolicy, random?: () => number): Decision {
+  if (result.ok) return { kind: "succeeded" };
+  if (!result.retryable) return { kind: "failed", error: result.error };
+  if (attempt >= maxAttempts) return { kind: "failed", error: `${result.error} (attempts exhausted: ${attempt}/${maxAttempts})` };
+  return { kind: "retry", delayMs: backoffDelay(attempt, policy, random), error: result.error };
+}

@@ -1,0 +1,179 @@
+/**
+ * The shard actor: one per owned shard, the single owner of that shard's scheduling state
+ * (fair queue, in-flight count). Database reads and writes run as invoked promises; the
+ * machine only decides what happens next.
+ *
+ *   loading ──done──▶ deciding ──ready & credits──▶ sending ──done──▶ deciding
+ *      ▲                 │                             │
+ *      │                 └──nothing to do──▶ waiting ──┤ (timer: next execute_at or next poll)
+ *      │                                        │      │
+ *      └────────── poll due / WAKE ─────────────┘      └─error──▶ retrying ─1s─▶ loading
+ *   any state ──STOP──▶ stopped (final)      any I/O ──FencedOutError──▶ fenced (final)
+ *
+ * Invariants:
+ * - jobs are dispatched in the fair queue's order, only once due (execute_at <= now);
+ * - dispatched-but-unfinished jobs (in-flight) never exceed `credits`: a batch is at most the
+ *   remaining credit, and the in-flight count is re-read from SQL on every load;
+ * - rescue of expired in-flight jobs runs at most every `rescueIntervalMs`, before a load;
+ * - after STOP or fencing the actor performs no further I/O (a stopped actor's pending
+ *   promises are ignored by XState).
+ */
+import { assign, fromPromise, setup } from "xstate";
+import { FairQueue } from "./fair-queue.ts";
+
+export interface DueJob {
+  id: bigint;
+  userId: string;
+  weight: number;
+  executeAt: number;
+}
+
+export interface ShardSettings {
+  lookaheadMs: number;
+  pollIntervalMs: number;
+  credits: number;
+  batchMax: number;
+  rescueIntervalMs: number;
+  retryDelayMs: number;
+}
+
+export interface ShardInput {
+  shard: number;
+  epoch: string;
+  settings: ShardSettings;
+  now: () => number;
+}
+
+interface ShardContext extends ShardInput {
+  queue: FairQueue<DueJob>;
+  inFlight: number;
+  lastLoadAt: number;
+  lastRescueAt: number;
+  batch: DueJob[];
+  dispatched: number;
+  lastError: string | null;
+}
+
+export type ShardEvent = { type: "STOP" } | { type: "WAKE" };
+
+export const isFencedOut = (e: unknown) => (e as { name?: string } | null)?.name === "FencedOutError";
+
+export const shardMachine = setup({
+  types: {
+    context: {} as ShardContext,
+    input: {} as ShardInput,
+    events: {} as ShardEvent,
+  },
+  actors: {
+    load: fromPromise<{ jobs: DueJob[]; inFlight: number }, { shard: number; epoch: string; horizon: number; rescue: boolean }>(async () => {
+      throw new Error("load not provided");
+    }),
+    dispatch: fromPromise<number, { shard: number; epoch: string; jobs: DueJob[] }>(async () => {
+      throw new Error("dispatch not provided");
+    }),
+  },
+  delays: {
+    /** Until the next queued job is due, or the next poll, whichever is first. */
+    untilNextWake: ({ context: c }) => {
+      const now = c.now();
+      const nextPoll = c.lastLoadAt + c.settings.pollIntervalMs;
+      const free = c.settings.credits - c.inFlight;
+      const nextDue = free > 0 ? (c.queue.nextDueAt() ?? Infinity) : Infinity;
+      return Math.max(0, Math.min(nextPoll, nextDue) - now);
+    },
+    retryDelay: ({ context: c }) => c.settings.retryDelayMs,
+  },
+  guards: {
+    canSend: ({ context: c }) => c.settings.credits - c.inFlight > 0 && c.queue.hasReady(c.now()),
+    pollDue: ({ context: c }) => c.now() - c.lastLoadAt >= c.settings.pollIntervalMs,
+    fencedOut: ({ event }) => isFencedOut((event as { error?: unknown }).error),
+  },
+}).createMachine({
+  id: "shard",
+  context: ({ input }) => ({
+    ...input,
+    queue: new FairQueue<DueJob>(),
+    inFlight: 0,
+    lastLoadAt: -Infinity,
+    lastRescueAt: -Infinity,
+    batch: [],
+    dispatched: 0,
+    lastError: null,
+  }),
+  initial: "loading",
+  on: { STOP: ".stopped" },
+  states: {
+    loading: {
+      invoke: {
+        src: "load",
+        input: ({ context: c }) => ({
+          shard: c.shard,
+          epoch: c.epoch,
+          horizon: c.now() + c.settings.lookaheadMs,
+          rescue: c.now() - c.lastRescueAt >= c.settings.rescueIntervalMs,
+        }),
+        onDone: {
+          target: "deciding",
+          actions: assign(({ context: c, event }) => {
+            for (const job of event.output.jobs) c.queue.push(job);
+            const now = c.now();
+            return {
+              inFlight: event.output.inFlight,
+              lastLoadAt: now,
+              lastRescueAt: now - c.lastRescueAt >= c.settings.rescueIntervalMs ? now : c.lastRescueAt,
+              lastError: null,
+            };
+          }),
+        },
+        onError: [
+          { guard: "fencedOut", target: "fenced" },
+          { target: "retrying", actions: assign({ lastError: ({ event }) => String((event.error as Error)?.message ?? event.error) }) },
+        ],
+      },
+    },
+    deciding: {
+      always: [
+        { guard: "canSend", target: "sending" },
+        { guard: "pollDue", target: "loading" },
+        { target: "waiting" },
+      ],
+    },
+    sending: {
+      entry: assign(({ context: c }) => {
+        const now = c.now();
+        const n = Math.min(c.settings.batchMax, c.settings.credits - c.inFlight);
+        const batch: DueJob[] = [];
+        for (let i = 0; i < n; i++) {
+          const job = c.queue.pop(now);
+          if (!job) break;
+          batch.push(job);
+        }
+        return { batch };
+      }),
+      invoke: {
+        src: "dispatch",
+        input: ({ context: c }) => ({ shard: c.shard, epoch: c.epoch, jobs: c.batch }),
+        onDone: {
+          target: "deciding",
+          // Count the whole batch as in flight: rows skipped by the guard (cancelled meanwhile)
+          // are corrected by the next load's count.
+          actions: assign(({ context: c, event }) => ({ inFlight: c.inFlight + c.batch.length, dispatched: c.dispatched + event.output, batch: [] })),
+        },
+        onError: [
+          { guard: "fencedOut", target: "fenced" },
+          // The batch's rows went back to waiting; the next load queues them again.
+          { target: "retrying", actions: assign({ batch: [], lastError: ({ event }) => String((event.error as Error)?.message ?? event.error) }) },
+        ],
+      },
+    },
+    waiting: {
+      after: { untilNextWake: { target: "deciding", reenter: true } },
+      on: { WAKE: "loading" },
+    },
+    retrying: {
+      after: { retryDelay: "loading" },
+    },
+    stopped: { type: "final" },
+    fenced: { type: "final" },
+  },
+});

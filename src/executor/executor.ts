@@ -1,0 +1,181 @@
+/**
+ * The executor: a member of the Kafka consumer group on the due topic. For every message it
+ * runs a job-run machine (actors/job-run.machine.ts) with bounded concurrency; claims and
+ * outcomes are batched into one SQL statement per database per tick. A partition's offsets are
+ * committed only after every message of the batch reached a durable outcome (or was dropped as
+ * a duplicate); if any fails, nothing is committed and the batch is redelivered, where the
+ * guarded claim drops what already ran.
+ */
+import { context, SpanStatusCode, trace } from "@opentelemetry/api";
+import { createActor, fromPromise, toPromise } from "xstate";
+import { jobRunMachine, type ClaimedJob, type DueMessage } from "../../actors/job-run.machine.ts";
+import type { Decision } from "../../actors/outcome.ts";
+import { databaseOf } from "../../actors/shard-map.ts";
+import type { Config } from "../config.ts";
+import type { Databases } from "../db/databases.ts";
+import type { InMessage, KafkaBus, Publisher, Subscription } from "../kafka.ts";
+import { log } from "../log.ts";
+import { metrics } from "../metrics.ts";
+import { extractContext, tracer } from "../telemetry.ts";
+import { Batcher } from "./batcher.ts";
+import { runJob, type HandlerSettings } from "./handlers.ts";
+import { claimMany, recordMany, type Outcome } from "./job-sql.ts";
+
+/** Time allowed beyond a run's own timeout before the rescuer may assume the executor died. */
+const RUN_GRACE_MS = 30_000;
+
+class Semaphore {
+  private waiters: (() => void)[] = [];
+  constructor(private free: number) {}
+  async run<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.free > 0) this.free--;
+    else await new Promise<void>((r) => this.waiters.push(r));
+    try {
+      return await fn();
+    } finally {
+      const next = this.waiters.shift();
+      if (next) next();
+      else this.free++;
+    }
+  }
+}
+
+export function parseDueMessage(value: string): DueMessage | null {
+  try {
+    const m = JSON.parse(value);
+    if (typeof m?.id === "string" && /^\d{1,19}$/.test(m.id) && Number.isInteger(m.shard) && m.shard >= 0 && Number.isInteger(m.attempt) && m.attempt >= 1) {
+      return { id: m.id, shard: m.shard, attempt: m.attempt };
+    }
+  } catch {}
+  return null;
+}
+
+export class Executor {
+  private sub: Subscription | null = null;
+  private publisher: Publisher | null = null;
+  private readonly sem: Semaphore;
+  private readonly claims: Batcher<number, DueMessage, ClaimedJob | null>;
+  private readonly records: Batcher<number, Outcome, void>;
+  private readonly handler: HandlerSettings;
+  private running = false;
+  private inFlight = 0;
+
+  constructor(
+    private readonly config: Config,
+    private readonly dbs: Databases,
+    private readonly bus: KafkaBus,
+  ) {
+    this.sem = new Semaphore(config.executor.concurrency);
+    this.claims = new Batcher((db, msgs) => claimMany(dbs.all[db]!, msgs, config.executor.defaultTimeoutMs, RUN_GRACE_MS));
+    this.records = new Batcher((db, outcomes) => recordMany(dbs.all[db]!, outcomes));
+    this.handler = {
+      allowPrivate: config.executor.httpAllowPrivate,
+      signingSecret: config.executor.signingSecret,
+      defaultTimeoutMs: config.executor.defaultTimeoutMs,
+    };
+  }
+
+  ready(): boolean {
+    return this.running;
+  }
+
+  private dbOf(shard: number): number {
+    return databaseOf(shard, this.dbs.shardCount, this.dbs.all.length);
+  }
+
+  async start(): Promise<void> {
+    this.publisher = await this.bus.publisher();
+    this.sub = await this.bus.subscribe(this.config.kafka.groupId, this.config.kafka.topicDue, (msgs, ctx) => this.onBatch(msgs, ctx), {
+      partitionsConcurrently: Math.max(1, Math.min(this.config.kafka.partitions, 8)),
+    });
+    this.running = true;
+  }
+
+  private async onBatch(messages: InMessage[], ctx: { commit(offset: string): Promise<void>; heartbeat(): Promise<void>; isRunning(): boolean }): Promise<void> {
+    let lastHeartbeat = Date.now();
+    await Promise.all(
+      messages.map((m) =>
+        this.sem.run(async () => {
+          await this.runOne(m);
+          if (Date.now() - lastHeartbeat > 1_000) {
+            lastHeartbeat = Date.now();
+            await ctx.heartbeat().catch(() => {});
+          }
+        }),
+      ),
+    );
+    await ctx.commit(messages[messages.length - 1]!.offset);
+  }
+
+  private async runOne(m: InMessage): Promise<void> {
+    const msg = parseDueMessage(m.value);
+    if (!msg || msg.shard >= this.dbs.shardCount) {
+      // Poison message: nothing can ever process it; skip it so the partition keeps moving.
+      log.error("dropping malformed due message", { partition: m.partition, offset: m.offset, value: m.value.slice(0, 200) });
+      metrics.jobsProcessed.inc({ outcome: "malformed" });
+      return;
+    }
+    const db = this.dbOf(msg.shard);
+    const span = tracer().startSpan("job.execute", { attributes: { "job.id": msg.id, "job.shard": msg.shard, "job.attempt": msg.attempt } }, extractContext(m.headers));
+    this.inFlight++;
+    try {
+      const outcome = await context.with(trace.setSpan(context.active(), span), () => this.runMachine(msg, db));
+      span.setAttribute("job.outcome", outcome);
+      metrics.jobsProcessed.inc({ outcome });
+    } catch (e) {
+      span.recordException(e as Error);
+      span.setStatus({ code: SpanStatusCode.ERROR, message: (e as Error).message });
+      throw e;
+    } finally {
+      this.inFlight--;
+      span.end();
+    }
+  }
+
+  private async runMachine(msg: DueMessage, db: number): Promise<string> {
+    const machine = jobRunMachine.provide({
+      actors: {
+        claim: fromPromise(({ input }) => this.claims.submit(db, input)),
+        run: fromPromise(({ input }) => runJob(input, this.handler)),
+        deadLetter: fromPromise(({ input }) => this.deadLetter(input.job, input.error)),
+        record: fromPromise(async ({ input }) => {
+          await this.records.submit(db, input);
+          this.observeOutcome(input.job, input.decision);
+        }),
+      },
+    });
+    const actor = createActor(machine, { input: { msg } });
+    actor.start();
+    const out = await toPromise(actor);
+    return out.outcome;
+  }
+
+  private observeOutcome(job: ClaimedJob, decision: Decision): void {
+    if (decision.kind !== "retry") metrics.jobLatency.observe(Math.max(0, Date.now() - job.execute_at.getTime()) / 1000);
+    if (decision.kind !== "succeeded") log.warn(`job ${decision.kind === "retry" ? "will retry" : "failed"}`, { job_id: job.id, shard: job.shard_id, attempt: job.attempt, error: decision.error });
+  }
+
+  private async deadLetter(job: ClaimedJob, error: string): Promise<void> {
+    const record = {
+      id: job.id,
+      shard: job.shard_id,
+      user_id: job.user_id,
+      message: job.message,
+      target: job.target ? { url: job.target.url, method: job.target.method } : null,
+      attempts: job.attempt,
+      max_attempts: job.max_attempts,
+      errors: [job.last_error, error].filter((e): e is string => !!e),
+      failed_at: new Date().toISOString(),
+    };
+    await this.publisher!.publish(this.config.kafka.topicDlq, [{ key: job.id, value: JSON.stringify(record) }]);
+    metrics.jobsDeadLettered.inc({ reason: "failed" });
+  }
+
+  /** Stops fetching, lets in-flight runs finish (kafkajs waits for the batch), commits, leaves. */
+  async stop(): Promise<void> {
+    this.running = false;
+    await this.sub?.stop();
+    await this.publisher?.close();
+    if (this.inFlight > 0) log.warn("executor stopped with runs in flight; the rescuer will re-run them", { in_flight: this.inFlight });
+  }
+}

@@ -1,0 +1,54 @@
+/**
+ * The executor's guarded transitions, batched per database:
+ *   claim:   scheduled -> running (attempt + 1), only for the attempt the message asks for;
+ *   record:  running -> succeeded | retrying | failed, only for the attempt that ran.
+ * A row that does not match its guard is left alone: the message was a duplicate or stale, the
+ * job was cancelled, or the rescuer already moved it on.
+ */
+import type { ClaimedJob, DueMessage } from "../../actors/job-run.machine.ts";
+import type { Decision } from "../../actors/outcome.ts";
+import type { Sql } from "../db/databases.ts";
+
+const CLAIMED = "j.id, j.shard_id, j.user_id, j.message, j.target, j.attempt, j.max_attempts, j.execute_at, j.last_error, j.trace_context";
+
+export async function claimMany(sql: Sql, msgs: DueMessage[], defaultTimeoutMs: number, graceMs: number): Promise<(ClaimedJob | null)[]> {
+  const rows = await sql<ClaimedJob[]>`
+    UPDATE jobs j SET status = 'running', attempt = j.attempt + 1, started_at = now(), updated_at = now(),
+      deadline_at = now() + (coalesce((j.target->>'timeout_ms')::int, ${defaultTimeoutMs}) + ${graceMs}) * interval '1 millisecond'
+    FROM unnest(${msgs.map((m) => m.id)}::bigint[], ${msgs.map((m) => m.attempt)}::int[]) AS m(id, attempt)
+    WHERE j.id = m.id AND j.status = 'scheduled' AND j.attempt = m.attempt - 1
+    RETURNING ${sql.unsafe(CLAIMED)}`;
+  const byId = new Map(rows.map((r) => [r.id, r]));
+  // A message repeated within one batch claims once: only its first copy gets the row.
+  return msgs.map((m) => {
+    const row = byId.get(m.id);
+    if (!row || row.attempt !== m.attempt) return null;
+    byId.delete(m.id);
+    return row;
+  });
+}
+
+export interface Outcome {
+  job: ClaimedJob;
+  decision: Decision;
+}
+
+export async function recordMany(sql: Sql, outcomes: Outcome[]): Promise<void[]> {
+  const ids = outcomes.map((o) => o.job.id);
+  const attempts = outcomes.map((o) => o.job.attempt);
+  const statuses = outcomes.map((o) => (o.decision.kind === "retry" ? "retrying" : o.decision.kind));
+  const errors = outcomes.map((o) => (o.decision.kind === "succeeded" ? null : o.decision.error.slice(0, 2_000)));
+  const delays = outcomes.map((o) => (o.decision.kind === "retry" ? o.decision.delayMs : 0));
+  await sql`
+    UPDATE jobs j SET
+      status = o.status::job_status,
+      last_error = coalesce(o.error, j.last_error),
+      execute_at = CASE WHEN o.status = 'retrying' THEN now() + o.delay_ms * interval '1 millisecond' ELSE j.execute_at END,
+      finished_at = CASE WHEN o.status IN ('succeeded', 'failed') THEN now() END,
+      deadline_at = NULL,
+      updated_at = now()
+    FROM unnest(${ids}::bigint[], ${attempts}::int[], ${statuses}::text[], ${errors}::text[], ${delays}::int[])
+      AS o(id, attempt, status, error, delay_ms)
+    WHERE j.id = o.id AND j.status = 'running' AND j.attempt = o.attempt`;
+  return outcomes.map(() => undefined);
+}

@@ -1,0 +1,23 @@
+/** The scheduler role: a member of the etcd shard group, running one actor per owned shard. */
+import type { Config } from "../config.ts";
+import type { Databases } from "../db/databases.ts";
+import { KafkaBus } from "../kafka.ts";
+import { ShardOwnership } from "../scheduler/shard-ownership.ts";
+import type { Component } from "./component.ts";
+
+export async function startScheduler(config: Config, dbs: Databases): Promise<Component & { ownership: ShardOwnership }> {
+  const bus = new KafkaBus(config.kafka);
+  await bus.ensureTopics();
+  const publisher = await bus.publisher();
+  const ownership = new ShardOwnership(config, dbs, publisher);
+  await ownership.start();
+  return {
+    name: "scheduler",
+    ownership,
+    ready: () => ownership.ready(),
+    stop: async () => {
+      await ownership.stop();
+      await publisher.close();
+    },
+  };
+}

@@ -1,0 +1,78 @@
+import { describe, expect, test } from "bun:test";
+import { ConfigError, loadConfig, parseDuration, parseRole } from "../../src/config.ts";
+import { checkJob, parseTimestamp } from "../../src/jobs/job-input.ts";
+
+describe("configuration", () => {
+  test("defaults are valid in local mode", () => {
+    const c = loadConfig({});
+    expect(c.mode).toBe("local");
+    expect(c.databaseUrls).toEqual(["postgres://root@127.0.0.1:5432/fairshare"]);
+    expect(c.kafka.topicDue).toBe("jobs.due");
+    expect(c.shardCount).toBe(16);
+  });
+
+  test("every bad variable is named in one error", () => {
+    try {
+      loadConfig({ PORT: "http", SHARD_COUNT: "0", DATABASE_URLS: "mysql://x/y", KAFKA_BROKERS: "nohostport", SCHEDULER_LOOKAHEAD: "soon", HTTP_TARGET_ALLOW_PRIVATE: "maybe" });
+      throw new Error("expected a ConfigError");
+    } catch (e) {
+      expect(e).toBeInstanceOf(ConfigError);
+      const msg = (e as Error).message;
+      for (const name of ["PORT", "SHARD_COUNT", "DATABASE_URLS", "KAFKA_BROKERS", "SCHEDULER_LOOKAHEAD", "HTTP_TARGET_ALLOW_PRIVATE"]) expect(msg).toContain(name);
+    }
+  });
+
+  test("production requires secrets; a short JWT secret is refused", () => {
+    expect(() => loadConfig({ APP_MODE: "production" })).toThrow(/JWT_SECRET: required/);
+    expect(() => loadConfig({ APP_MODE: "production", JWT_SECRET: "x".repeat(40) })).toThrow(/TARGET_SIGNING_SECRET/);
+    expect(() => loadConfig({ JWT_SECRET: "short" })).toThrow(/at least 32/);
+    const prod = loadConfig({ APP_MODE: "production", JWT_SECRET: "s".repeat(32), TARGET_SIGNING_SECRET: "t".repeat(32) });
+    expect(prod.executor.httpAllowPrivate).toBe(false);
+    expect(loadConfig({}).executor.httpAllowPrivate).toBe(true);
+  });
+
+  test("more databases than shards is refused", () => {
+    expect(() => loadConfig({ SHARD_COUNT: "1", DATABASE_URLS: "postgres://a/b,postgres://a/c" })).toThrow(/SHARD_COUNT/);
+  });
+
+  test("durations and roles", () => {
+    expect(parseDuration("500ms")).toBe(500);
+    expect(parseDuration("10s")).toBe(10_000);
+    expect(parseDuration("1.5m")).toBe(90_000);
+    expect(parseDuration("365d")).toBe(365 * 86_400_000);
+    expect(parseDuration("250")).toBe(250);
+    expect(parseDuration("10 parsecs")).toBeNull();
+    expect(parseRole("all")).toBe("all");
+    expect(() => parseRole("worker")).toThrow(/expected one of api, scheduler, executor, all/);
+    expect(() => parseRole(undefined)).toThrow(ConfigError);
+  });
+});
+
+describe("job input", () => {
+  const limits = { jobHorizonMs: 86_400_000, defaultMaxAttempts: 3 };
+  const now = Date.UTC(2030, 0, 1, 12);
+
+  test("timestamps need an offset and a real calendar date", () => {
+    expect(parseTimestamp("2030-01-01T12:00:00Z")?.getTime()).toBe(now);
+    expect(parseTimestamp("2030-01-01T19:00:00+07:00")?.getTime()).toBe(now);
+    expect(parseTimestamp("2030-01-01T19:00:00.123456789+0700")?.getTime()).toBe(now + 123);
+    for (const bad of ["2030-01-01T12:00:00", "2030-02-29T00:00:00Z", "2030-13-01T00:00:00Z", "2030-01-01T24:00:00Z", "2030-01-01", "x", "2030-01-01T12:00:00+7"]) {
+      expect(parseTimestamp(bad)).toBeNull();
+    }
+    expect(parseTimestamp("2028-02-29T00:00:00Z")).not.toBeNull();
+  });
+
+  test("past means now; beyond the horizon is a problem at the right path", () => {
+    expect(checkJob({ message: "m", execute_at: "2000-01-01T00:00:00Z" }, now, limits).spec!.executeAt.getTime()).toBe(now);
+    const far = checkJob({ message: "m", execute_at: "2030-01-03T12:00:00Z" }, now, limits, "/jobs/4");
+    expect(far.spec).toBeUndefined();
+    expect(far.problems).toEqual([{ path: "/jobs/4/execute_at", message: expect.stringContaining("at most 1 days") }]);
+  });
+
+  test("targets: http(s) only, no credentials, no executor-owned headers; method defaults to POST", () => {
+    const ok = checkJob({ message: "m", execute_at: "2030-01-01T12:00:00Z", target: { url: "https://h.test/x" } }, now, limits);
+    expect(ok.spec!.target).toEqual({ url: "https://h.test/x", method: "POST", headers: {}, timeout_ms: null });
+    const bad = checkJob({ message: "m", execute_at: "2030-01-01T12:00:00Z", target: { url: "gopher://h", headers: { "X-Signature": "x", "bad name": "v", ok: "a\r\nb" } } }, now, limits);
+    expect(bad.problems.map((p) => p.path).sort()).toEqual(["/target/headers/X-Signature", "/target/headers/bad name", "/target/headers/ok", "/target/url"]);
+  });
+});
