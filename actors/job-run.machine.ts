@@ -16,6 +16,7 @@
  *   consumer commit the message's offset. I/O errors fail the machine (no commit, redelivery).
  */
 import { assign, fromPromise, setup } from "xstate";
+import type { BackoffPolicy } from "./backoff.ts";
 import { decide, type Decision, type RunResult } from "./outcome.ts";
 
 export interface DueMessage {
@@ -39,6 +40,7 @@ export interface ClaimedJob {
 
 interface RunContext {
   msg: DueMessage;
+  backoff: BackoffPolicy;
   job: ClaimedJob | null;
   result: RunResult | null;
   decision: Decision | null;
@@ -47,7 +49,7 @@ interface RunContext {
 export const jobRunMachine = setup({
   types: {
     context: {} as RunContext,
-    input: {} as { msg: DueMessage },
+    input: {} as { msg: DueMessage; backoff: BackoffPolicy },
     output: {} as { outcome: "dropped" | Decision["kind"] },
   },
   actors: {
@@ -66,7 +68,7 @@ export const jobRunMachine = setup({
   },
 }).createMachine({
   id: "jobRun",
-  context: ({ input }) => ({ msg: input.msg, job: null, result: null, decision: null }),
+  context: ({ input }) => ({ msg: input.msg, backoff: input.backoff, job: null, result: null, decision: null }),
   initial: "claiming",
   states: {
     claiming: {
@@ -92,7 +94,7 @@ export const jobRunMachine = setup({
       },
     },
     deciding: {
-      entry: assign({ decision: ({ context }) => decide(context.result!, context.job!.attempt, context.job!.max_attempts) }),
+      entry: assign({ decision: ({ context }) => decide(context.result!, context.job!.attempt, context.job!.max_attempts, context.backoff) }),
       always: [{ guard: ({ context }) => context.decision!.kind === "failed", target: "deadLettering" }, { target: "recording" }],
     },
     deadLettering: {

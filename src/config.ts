@@ -34,6 +34,10 @@ export interface Config {
   api: { jobHorizonMs: number; maxBodyBytes: number; batchMax: number; defaultMaxAttempts: number };
   executor: {
     concurrency: number;
+    backoffBaseMs: number;
+    backoffMaxMs: number;
+    /** Time allowed past a run's own timeout before the rescuer may assume the executor died. */
+    runGraceMs: number;
     httpAllowPrivate: boolean;
     signingSecret: string;
     defaultTimeoutMs: number;
@@ -174,7 +178,10 @@ export function loadConfig(env: Env = process.env): Config {
       defaultMaxAttempts: int("JOB_DEFAULT_MAX_ATTEMPTS", 3, 1, 100),
     },
     executor: {
-      concurrency: int("EXECUTOR_CONCURRENCY", 64, 1, 10_000),
+      concurrency: int("EXECUTOR_CONCURRENCY", 256, 1, 10_000),
+      backoffBaseMs: duration("RETRY_BACKOFF_BASE", "1s", 1),
+      backoffMaxMs: duration("RETRY_BACKOFF_MAX", "10m", 1),
+      runGraceMs: duration("JOB_RUN_GRACE", "30s", 100),
       httpAllowPrivate: bool("HTTP_TARGET_ALLOW_PRIVATE", mode === "local"),
       signingSecret: signingRaw || LOCAL_JWT_SECRET,
       defaultTimeoutMs: duration("HTTP_TARGET_TIMEOUT", "10s", 100),

@@ -25,6 +25,8 @@ export interface InMessage {
   topic: string;
   partition: number;
   offset: string;
+  /** Producer's create time (ms since the epoch). */
+  timestamp: number;
   key: string | null;
   value: string;
   headers: Record<string, string>;
@@ -150,6 +152,7 @@ export class KafkaBus {
           topic: batch.topic,
           partition: batch.partition,
           offset: m.offset,
+          timestamp: Number(m.timestamp),
           key: m.key?.toString() ?? null,
           value: m.value?.toString() ?? "",
           headers: decodeHeaders(m.headers),

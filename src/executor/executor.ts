@@ -21,9 +21,6 @@ import { Batcher } from "./batcher.ts";
 import { runJob, type HandlerSettings } from "./handlers.ts";
 import { claimMany, recordMany, type Outcome } from "./job-sql.ts";
 
-/** Time allowed beyond a run's own timeout before the rescuer may assume the executor died. */
-const RUN_GRACE_MS = 30_000;
-
 class Semaphore {
   private waiters: (() => void)[] = [];
   constructor(private free: number) {}
@@ -66,7 +63,7 @@ export class Executor {
     private readonly bus: KafkaBus,
   ) {
     this.sem = new Semaphore(config.executor.concurrency);
-    this.claims = new Batcher((db, msgs) => claimMany(dbs.all[db]!, msgs, config.executor.defaultTimeoutMs, RUN_GRACE_MS));
+    this.claims = new Batcher((db, msgs) => claimMany(dbs.all[db]!, msgs, config.executor.defaultTimeoutMs, config.executor.runGraceMs));
     this.records = new Batcher((db, outcomes) => recordMany(dbs.all[db]!, outcomes));
     this.handler = {
       allowPrivate: config.executor.httpAllowPrivate,
@@ -144,7 +141,8 @@ export class Executor {
         }),
       },
     });
-    const actor = createActor(machine, { input: { msg } });
+    const backoff = { baseMs: this.config.executor.backoffBaseMs, maxMs: this.config.executor.backoffMaxMs };
+    const actor = createActor(machine, { input: { msg, backoff } });
     actor.start();
     const out = await toPromise(actor);
     return out.outcome;

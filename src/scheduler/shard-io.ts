@@ -67,6 +67,9 @@ async function checkFence(tx: postgres.TransactionSql, shard: number, epoch: str
 }
 
 export class ShardIo {
+  /** Dispatches under way: a stopping owner waits for them so it never leaves rows half-done. */
+  private pending = new Set<Promise<unknown>>();
+
   constructor(
     private readonly sql: Sql,
     private readonly publisher: Publisher,
@@ -112,7 +115,19 @@ export class ShardIo {
    * after marking leaves `scheduled` rows that the rescuer re-dispatches after their deadline.
    * If publishing fails the rows go back to waiting. Returns the number dispatched.
    */
-  async dispatch(shard: number, epoch: string, jobs: DueJob[]): Promise<number> {
+  dispatch(shard: number, epoch: string, jobs: DueJob[]): Promise<number> {
+    const p = this.dispatchNow(shard, epoch, jobs);
+    this.pending.add(p);
+    void p.catch(() => {}).finally(() => this.pending.delete(p));
+    return p;
+  }
+
+  /** Resolves once every dispatch started so far has finished (or failed). */
+  async drain(): Promise<void> {
+    await Promise.allSettled([...this.pending]);
+  }
+
+  private async dispatchNow(shard: number, epoch: string, jobs: DueJob[]): Promise<number> {
     if (jobs.length === 0) return 0;
     const ids = jobs.map((j) => j.id.toString());
     const rows = await this.sql.begin(async (tx) => {

@@ -38,7 +38,7 @@ export class ShardOwnership {
   private readonly prefix: string;
   private lease: GuardedLease | null = null;
   private watcher: Watcher | null = null;
-  private actors = new Map<number, { actor: ShardActor; epoch: string }>();
+  private actors = new Map<number, { actor: ShardActor; epoch: string; io: ShardIo }>();
   private timer: ReturnType<typeof setInterval> | null = null;
   private planning: Promise<void> | null = null;
   private replanRequested = false;
@@ -191,7 +191,7 @@ export class ShardOwnership {
       },
       error: (err) => log.error("shard actor crashed", { shard, err: err as Error }),
     });
-    this.actors.set(shard, { actor, epoch });
+    this.actors.set(shard, { actor, epoch, io });
     actor.start();
     metrics.shardsOwned.set(this.actors.size);
     log.info("shard acquired", { shard, epoch, member: this.memberId });
@@ -204,6 +204,8 @@ export class ShardOwnership {
       entry.actor.stop();
       this.actors.delete(shard);
       metrics.shardsOwned.set(this.actors.size);
+      // Let a dispatch already under way finish (mark + publish) before handing the shard on.
+      await entry.io.drain();
       log.info("shard released", { shard, epoch: entry.epoch, member: this.memberId });
     }
     if (deleteKey) await this.deleteIfMine(shard);
@@ -219,13 +221,14 @@ export class ShardOwnership {
     if (this.stopped) return;
     this.stopped = true;
     if (this.timer) clearInterval(this.timer);
-    for (const shard of this.owned()) {
-      const entry = this.actors.get(shard)!;
+    const entries = [...this.actors.values()];
+    for (const entry of entries) {
       entry.actor.send({ type: "STOP" });
       entry.actor.stop();
     }
     this.actors.clear();
     metrics.shardsOwned.set(0);
+    await Promise.all(entries.map((e) => e.io.drain()));
     await this.planning?.catch(() => {});
     await this.watcher?.cancel().catch(() => {});
     await this.lease?.revoke();

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Brings up a working local cluster: installs what is missing, starts PostgreSQL/etcd/Kafka,
+# then the roles as separate processes (API_PROCS api, SCHEDULERS scheduler, EXECUTORS executor
+# processes; 1 each by default). Idempotent: roles already running are left alone.
+#   bash ops/cluster-up.sh              # then: curl http://127.0.0.1:8080/readyz
+source "$(dirname "$0")/lib.sh"
+bash "$ROOT/ops/install.sh"
+bash "$ROOT/ops/services-up.sh"
+BUN=$(bun_bin)
+SCHEDULERS="${SCHEDULERS:-1}"
+EXECUTORS="${EXECUTORS:-1}"
+
+# start_role NAME ROLE PORT
+start_role() {
+  local name=$1 role=$2 port=$3
+  if pid_alive "$name"; then
+    say "$name: running (pid $(cat "$RUN_DIR/$name.pid"))"
+    return
+  fi
+  say "$name: starting ($role on :$port)"
+  (cd "$ROOT" && PORT=$port start_bg "$name" "$LOG_DIR/$name.log" "$BUN" src/main.ts "$role")
+}
+
+start_role api api "$API_PORT"
+for ((i = 1; i <= SCHEDULERS; i++)); do start_role "scheduler-$i" scheduler $((API_PORT + 10 + i)); done
+for ((i = 1; i <= EXECUTORS; i++)); do start_role "executor-$i" executor $((API_PORT + 20 + i)); done
+
+# Wait until every role answers /readyz.
+wait_ready() {
+  local name=$1 port=$2
+  for ((t = 0; t < 300; t++)); do
+    curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && return 0
+    pid_alive "$name" || { tail -n 30 "$LOG_DIR/$name.log" >&2; die "$name exited during start (log: $LOG_DIR/$name.log)"; }
+    sleep 0.2
+  done
+  die "$name not ready on :$port after 60s (log: $LOG_DIR/$name.log)"
+}
+wait_ready api "$API_PORT"
+for ((i = 1; i <= SCHEDULERS; i++)); do wait_ready "scheduler-$i" $((API_PORT + 10 + i)); done
+for ((i = 1; i <= EXECUTORS; i++)); do wait_ready "executor-$i" $((API_PORT + 20 + i)); done
+
+cat <<MSG
+
+Local cluster is up.
+  API:         http://127.0.0.1:$API_PORT/api/v1   (reference: http://127.0.0.1:$API_PORT/docs)
+  health:      http://127.0.0.1:$API_PORT/readyz   metrics: http://127.0.0.1:$API_PORT/metrics
+  schedulers:  $SCHEDULERS (ports $((API_PORT + 11))..)   executors: $EXECUTORS (ports $((API_PORT + 21))..)
+  services:    PostgreSQL ${DATABASE_URLS}, Kafka $KAFKA_BROKERS, etcd $ETCD_ENDPOINTS
+  logs:        $LOG_DIR
+  stop:        bash ops/cluster-down.sh
+MSG

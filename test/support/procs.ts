@@ -1,0 +1,139 @@
+/**
+ * Runs real role processes (`bun src/main.ts <role>`) for integration tests, each on its own
+ * port, against an isolated slice of the real services: fresh databases, unique Kafka topics
+ * and consumer group, a unique etcd prefix.
+ */
+import type { Subprocess } from "bun";
+import { join } from "node:path";
+import { Etcd3 } from "etcd3";
+import { KafkaBus } from "../../src/kafka.ts";
+import { ETCD, freshDatabases, KAFKA, requireService, testConfig, uniqueName } from "./env.ts";
+
+const ROOT = join(import.meta.dir, "..", "..");
+let nextPort = 20_000 + (process.pid % 1_000) * 20;
+
+export interface RoleProc {
+  role: string;
+  port: number;
+  proc: Subprocess;
+  logs: string[];
+  url: string;
+  kill(signal?: number): void;
+  exited: Promise<number>;
+}
+
+export interface Slice {
+  env: Record<string, string>;
+  prefix: string;
+  topicDue: string;
+  topicDlq: string;
+  bus: KafkaBus;
+  etcd: Etcd3;
+  procs: RoleProc[];
+  start(role: string, extra?: Record<string, string>): Promise<RoleProc>;
+  close(): Promise<void>;
+}
+
+export async function waitFor<T>(what: string, fn: () => Promise<T | undefined | null | false>, timeoutMs = 30_000, everyMs = 100): Promise<T> {
+  const until = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v) return v;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > until) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${(last as Error).message}` : ""}`);
+    await Bun.sleep(everyMs);
+  }
+}
+
+export async function slice(opts: { databases?: number; env?: Record<string, string> } = {}): Promise<Slice> {
+  await Promise.all([requireService("postgresql"), requireService("kafka"), requireService("etcd")]);
+  const dbs = await freshDatabases(opts.databases ?? 1);
+  const id = uniqueName("s");
+  const env: Record<string, string> = {
+    APP_MODE: "local",
+    LOG_LEVEL: "info",
+    DATABASE_URLS: dbs.urls.join(","),
+    KAFKA_BROKERS: KAFKA,
+    ETCD_ENDPOINTS: ETCD,
+    ETCD_PREFIX: `/test/${id}`,
+    KAFKA_TOPIC_DUE: `due.${id}`,
+    KAFKA_TOPIC_DLQ: `dlq.${id}`,
+    KAFKA_GROUP_ID: `executors.${id}`,
+    KAFKA_PARTITIONS: "4",
+    SHARD_COUNT: "8",
+    DB_POOL_MAX: "4",
+    KAFKAJS_NO_PARTITIONER_WARNING: "1",
+    ...opts.env,
+  };
+  const config = testConfig(env);
+  const bus = new KafkaBus(config.kafka);
+  await bus.ensureTopics();
+  const etcd = new Etcd3({ hosts: ETCD });
+  const procs: RoleProc[] = [];
+
+  const start = async (role: string, extra: Record<string, string> = {}): Promise<RoleProc> => {
+    const port = nextPort++;
+    const logs: string[] = [];
+    const proc = Bun.spawn(["bun", "src/main.ts", role], {
+      cwd: ROOT,
+      env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "/root", ...env, ...extra, PORT: String(port) },
+      stdout: "pipe",
+      stderr: "pipe",
+    });
+    for (const stream of [proc.stdout, proc.stderr]) {
+      void (async () => {
+        const decoder = new TextDecoder();
+        for await (const chunk of stream as ReadableStream<Uint8Array>) logs.push(...decoder.decode(chunk).split("\n").filter(Boolean));
+      })();
+    }
+    const rp: RoleProc = { role, port, proc, logs, url: `http://127.0.0.1:${port}`, kill: (s = 15) => proc.kill(s), exited: proc.exited };
+    procs.push(rp);
+    await waitFor(`${role} on :${port} to be ready`, async () => {
+      if (proc.exitCode !== null) throw new Error(`${role} exited with ${proc.exitCode}: ${logs.slice(-10).join("\n")}`);
+      return (await fetch(`${rp.url}/readyz`)).ok;
+    }, 60_000);
+    return rp;
+  };
+
+  return {
+    env,
+    prefix: env.ETCD_PREFIX!,
+    topicDue: env.KAFKA_TOPIC_DUE!,
+    topicDlq: env.KAFKA_TOPIC_DLQ!,
+    bus,
+    etcd,
+    procs,
+    start,
+    close: async () => {
+      for (const p of procs) if (p.proc.exitCode === null) p.kill(9);
+      await Promise.all(procs.map((p) => p.exited));
+      await etcd.delete().prefix(env.ETCD_PREFIX!).catch(() => {});
+      etcd.close();
+      await dbs.drop();
+    },
+  };
+}
+
+/** Shard -> owner member id, as etcd says now. */
+export async function owners(s: Slice): Promise<Map<number, string>> {
+  const kv = await s.etcd.getAll().prefix(`${s.prefix}/shards/`).strings();
+  return new Map(Object.entries(kv).map(([k, v]) => [Number(k.slice(k.lastIndexOf("/") + 1)), v]));
+}
+
+/** Reads every message on a topic from the beginning until `until` says stop (or timeout). */
+export async function collect<T>(s: Slice, topic: string, until: (all: T[]) => boolean, timeoutMs = 30_000): Promise<{ value: T; timestamp: number; headers: Record<string, string> }[]> {
+  const out: { value: T; timestamp: number; headers: Record<string, string> }[] = [];
+  const done = Promise.withResolvers<void>();
+  const sub = await s.bus.subscribe(uniqueName("reader"), topic, async (msgs, ctx) => {
+    for (const m of msgs) out.push({ value: JSON.parse(m.value), timestamp: m.timestamp, headers: m.headers });
+    await ctx.commit(msgs[msgs.length - 1]!.offset);
+    if (until(out.map((o) => o.value))) done.resolve();
+  });
+  await Promise.race([done.promise, Bun.sleep(timeoutMs)]);
+  await sub.stop();
+  return out;
+}
