@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { SignJWT } from "jose";
 import { IdGenerator } from "../actors/ids.ts";
 import { databaseOf, shardOf } from "../actors/shard-map.ts";
@@ -7,6 +7,9 @@ import { apiRoutes } from "../src/http/api.ts";
 import { rootApp } from "../src/http/server.ts";
 import { client } from "./support/http.ts";
 import { freshDatabases, testConfig } from "./support/env.ts";
+
+// Real services: allow for broker rebalances and lease expiry on a loaded 2-core machine.
+setDefaultTimeout(60_000);
 
 const SHARDS = 8;
 let dbs: Databases;

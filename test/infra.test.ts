@@ -1,10 +1,13 @@
 /** The foundation against the real services: Kafka (kafkajs), etcd (etcd3), PostgreSQL migrations. */
-import { describe, expect, test } from "bun:test";
+import { describe, expect, setDefaultTimeout, test } from "bun:test";
 import { connect } from "../src/db/databases.ts";
 import { migrate, readMigrations } from "../src/db/migrate.ts";
 import { etcdClient, grantGuardedLease } from "../src/etcd.ts";
 import { KafkaBus } from "../src/kafka.ts";
 import { freshDatabases, requireService, testConfig, uniqueName } from "./support/env.ts";
+
+// Real services: allow for broker rebalances and lease expiry on a loaded 2-core machine.
+setDefaultTimeout(60_000);
 
 describe("kafka", () => {
   test("kafkajs round trip: explicit topic, idempotent producer, consumer group with manual commits", async () => {

@@ -3,13 +3,16 @@
  * takeover after kill -9, fencing of a stale owner, exactly-one dispatch while shards move, and
  * on-time dispatch of jobs created through the API.
  */
-import { afterAll, describe, expect, test } from "bun:test";
+import { afterAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { IdGenerator } from "../actors/ids.ts";
 import { shardOf } from "../actors/shard-map.ts";
 import { connect, openDatabases } from "../src/db/databases.ts";
 import { acquireFence, FencedOutError, ShardIo } from "../src/scheduler/shard-io.ts";
 import { testConfig } from "./support/env.ts";
 import { collect, owners, slice, waitFor, type Slice } from "./support/procs.ts";
+
+// Real services: allow for broker rebalances and lease expiry on a loaded 2-core machine.
+setDefaultTimeout(60_000);
 
 const slices: Slice[] = [];
 afterAll(async () => {

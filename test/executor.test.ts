@@ -1,0 +1,187 @@
+/**
+ * The executor end to end: jobs go in through the API and come out through real Kafka into
+ * HTTP targets served by this test, with real PostgreSQL and etcd in between.
+ */
+import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
+import { createHmac } from "node:crypto";
+import { connect, type Sql } from "../src/db/databases.ts";
+import { collect, slice, waitFor, type RoleProc, type Slice } from "./support/procs.ts";
+
+// Real services: allow for broker rebalances and lease expiry on a loaded 2-core machine.
+setDefaultTimeout(60_000);
+
+let s: Slice;
+let api: RoleProc;
+let executor: RoleProc;
+let sql: Sql;
+let token = "";
+const calls = new Map<string, { at: number; headers: Headers; body: string }[]>();
+let target: ReturnType<typeof Bun.serve>;
+const SECRET = "test-signing-secret-test-signing-secret";
+
+beforeAll(async () => {
+  target = Bun.serve({
+    port: 0,
+    hostname: "127.0.0.1",
+    async fetch(req) {
+      const url = new URL(req.url);
+      const key = url.pathname;
+      const list = calls.get(key) ?? [];
+      list.push({ at: Date.now(), headers: req.headers, body: await req.text() });
+      calls.set(key, list);
+      if (key.startsWith("/flaky")) return new Response("", { status: list.length <= 2 ? 503 : 200 });
+      if (key.startsWith("/always500")) return new Response("", { status: 500 });
+      if (key.startsWith("/bad400")) return new Response("", { status: 400 });
+      if (key.startsWith("/slow")) {
+        await Bun.sleep(Number(url.searchParams.get("ms") ?? 3_000));
+        return new Response("ok");
+      }
+      return new Response("ok");
+    },
+  });
+  s = await slice({
+    env: {
+      SHARD_COUNT: "4",
+      RETRY_BACKOFF_BASE: "200ms",
+      RETRY_BACKOFF_MAX: "1s",
+      JOB_RUN_GRACE: "2s",
+      RESCUE_INTERVAL: "1s",
+      SCHEDULED_DEADLINE: "20s",
+      ETCD_LEASE_TTL_SECONDS: "3",
+      TARGET_SIGNING_SECRET: SECRET,
+      LOG_LEVEL: "warn",
+    },
+  });
+  api = await s.start("api");
+  await s.start("scheduler");
+  executor = await s.start("executor");
+  sql = connect(s.env.DATABASE_URLS!, 2);
+  await post("/api/v1/users", { username: "exec_user", password: "password123" });
+  token = (await post("/api/v1/auth/login", { username: "exec_user", password: "password123" })).data.token;
+}, 120_000);
+
+afterAll(async () => {
+  await sql?.end();
+  await s?.close();
+  target?.stop(true);
+});
+
+function post(path: string, body?: unknown): Promise<any> {
+  return fetch(api.url + path, {
+    method: "POST",
+    headers: { "content-type": "application/json", ...(token ? { authorization: `Bearer ${token}` } : {}) },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  }).then((r) => r.json());
+}
+const get = (id: string) => fetch(`${api.url}/api/v1/me/jobs/${id}`, { headers: { authorization: `Bearer ${token}` } }).then((r) => r.json() as Promise<any>).then((r) => r.data);
+const inSeconds = (sec: number) => new Date(Date.now() + sec * 1000).toISOString();
+const targetUrl = (path: string) => `http://127.0.0.1:${target.port}${path}`;
+const terminal = (id: string, timeoutMs = 30_000) =>
+  waitFor(`job ${id} to finish`, async () => {
+    const j = await get(id);
+    return ["succeeded", "failed", "cancelled"].includes(j.status) ? j : null;
+  }, timeoutMs, 200);
+
+describe("executor", () => {
+  test("log jobs succeed at their time", async () => {
+    const jobs = await Promise.all(Array.from({ length: 20 }, (_, i) => post("/api/v1/me/jobs", { message: `hello ${i}`, execute_at: inSeconds(2) })));
+    for (const { data } of jobs) {
+      const done = await terminal(data.id);
+      expect(done.status).toBe("succeeded");
+      expect(done.attempt).toBe(1);
+      expect(Date.parse(done.started_at)).toBeGreaterThanOrEqual(Date.parse(data.execute_at));
+    }
+  });
+
+  test("an HTTP target gets the message, signed; a target failing twice then succeeding ends succeeded at attempt 3", async () => {
+    const { data } = await post("/api/v1/me/jobs", { message: "flaky body", execute_at: inSeconds(1), max_attempts: 5, target: { url: targetUrl("/flaky-1"), headers: { "x-tenant": "t1" } } });
+    const done = await terminal(data.id);
+    expect(done.status).toBe("succeeded");
+    expect(done.attempt).toBe(3);
+    expect(done.last_error).toBe("HTTP 503");
+    const seen = calls.get("/flaky-1")!;
+    expect(seen.length).toBe(3);
+    for (const c of seen) {
+      expect(c.body).toBe("flaky body");
+      expect(c.headers.get("x-tenant")).toBe("t1");
+      const ts = c.headers.get("x-signature-timestamp")!;
+      expect(c.headers.get("x-signature")).toBe(`sha256=${createHmac("sha256", SECRET).update(`${ts}.${c.body}`).digest("hex")}`);
+    }
+    expect(seen.map((c) => c.headers.get("x-job-attempt"))).toEqual(["1", "2", "3"]);
+    // Retries back off: the gaps are at least half the nominal delay (200 ms, 400 ms).
+    expect(seen[1]!.at - seen[0]!.at).toBeGreaterThanOrEqual(100);
+    expect(seen[2]!.at - seen[1]!.at).toBeGreaterThanOrEqual(200);
+  });
+
+  test("a target that always fails ends failed after max_attempts with a dead-letter record", async () => {
+    const { data } = await post("/api/v1/me/jobs", { message: "doomed", execute_at: inSeconds(1), max_attempts: 3, target: { url: targetUrl("/always500-a") } });
+    const done = await terminal(data.id);
+    expect(done.status).toBe("failed");
+    expect(done.attempt).toBe(3);
+    expect(done.last_error).toContain("attempts exhausted");
+    expect(calls.get("/always500-a")!.length).toBe(3);
+    const dlq = await collect<any>(s, s.topicDlq, (all) => all.some((r) => r.id === data.id), 20_000);
+    const rec = dlq.find((r) => r.value.id === data.id)!.value;
+    expect(rec).toMatchObject({ id: data.id, attempts: 3, max_attempts: 3, message: "doomed" });
+    expect(rec.errors.at(-1)).toContain("HTTP 500");
+  });
+
+  test("a 4xx target fails at once, without retries", async () => {
+    const { data } = await post("/api/v1/me/jobs", { message: "bad", execute_at: inSeconds(1), max_attempts: 5, target: { url: targetUrl("/bad400-a") } });
+    const done = await terminal(data.id);
+    expect(done.status).toBe("failed");
+    expect(done.attempt).toBe(1);
+    expect(calls.get("/bad400-a")!.length).toBe(1);
+    const dlq = await collect<any>(s, s.topicDlq, (all) => all.some((r) => r.id === data.id), 20_000);
+    expect(dlq.some((r) => r.value.id === data.id && r.value.errors.includes("HTTP 400"))).toBe(true);
+  });
+
+  test("a cancelled job never calls its target, even when its message is already in Kafka", async () => {
+    const { data: a } = await post("/api/v1/me/jobs", { message: "never", execute_at: inSeconds(3), target: { url: targetUrl("/cancel-a") } });
+    expect((await post(`/api/v1/me/jobs/${a.id}/cancel`)).data.status).toBe("cancelled");
+    // b: dispatched (scheduled, message published) and then cancelled before the executor claims it.
+    const { data: b } = await post("/api/v1/me/jobs", { message: "never", execute_at: inSeconds(600), target: { url: targetUrl("/cancel-b") } });
+    await sql`UPDATE jobs SET status = 'scheduled', deadline_at = now() + interval '1 minute' WHERE id = ${b.id}`;
+    expect((await post(`/api/v1/me/jobs/${b.id}/cancel`)).data.status).toBe("cancelled");
+    const pub = await s.bus.publisher();
+    await pub.publish(s.topicDue, [{ key: b.id, value: JSON.stringify({ id: b.id, shard: b.shard_id, attempt: 1, user_id: "1", execute_at: new Date().toISOString(), epoch: "1" }) }]);
+    await pub.close();
+    await Bun.sleep(5_000);
+    expect(calls.get("/cancel-a")).toBeUndefined();
+    expect(calls.get("/cancel-b")).toBeUndefined();
+    expect((await get(a.id)).status).toBe("cancelled");
+    expect((await get(b.id)).status).toBe("cancelled");
+  });
+
+  test("duplicate Kafka messages do not run a job twice", async () => {
+    const { data } = await post("/api/v1/me/jobs", { message: "once", execute_at: inSeconds(600), target: { url: targetUrl("/dup-a") } });
+    await sql`UPDATE jobs SET status = 'scheduled', deadline_at = now() + interval '1 minute' WHERE id = ${data.id}`;
+    const msg = { key: data.id, value: JSON.stringify({ id: data.id, shard: data.shard_id, attempt: 1, user_id: "1", execute_at: new Date().toISOString(), epoch: "1" }) };
+    const pub = await s.bus.publisher();
+    await pub.publish(s.topicDue, [msg, msg, msg]);
+    await pub.publish(s.topicDue, [msg, msg]);
+    await pub.close();
+    const done = await terminal(data.id);
+    await Bun.sleep(2_000);
+    expect(done.status).toBe("succeeded");
+    expect(done.attempt).toBe(1);
+    expect(calls.get("/dup-a")!.length).toBe(1);
+  });
+
+  test("kill -9 an executor holding running jobs: every job still finishes, re-runs show in the attempt counter", async () => {
+    const ids: string[] = [];
+    for (let i = 0; i < 12; i++) {
+      const { data } = await post("/api/v1/me/jobs", { message: `slow ${i}`, execute_at: inSeconds(1), max_attempts: 3, target: { url: targetUrl(`/slow-${i}?ms=2500`), timeout_ms: 5_000 } });
+      ids.push(data.id);
+    }
+    await waitFor("jobs to be running", async () => (await sql`SELECT count(*)::int AS n FROM jobs WHERE status = 'running' AND id IN ${sql(ids)}`)[0]!.n >= 3, 20_000, 50);
+    const running = (await sql`SELECT id FROM jobs WHERE status = 'running' AND id IN ${sql(ids)}`).map((r) => r.id as string);
+    executor.kill(9);
+    await executor.exited;
+    executor = await s.start("executor");
+    const finished = await Promise.all(ids.map((id) => terminal(id, 90_000)));
+    expect(finished.every((j) => j.status === "succeeded")).toBe(true);
+    for (const j of finished) if (running.includes(j.id)) expect(j.attempt).toBeGreaterThanOrEqual(2);
+    expect(finished.filter((j) => running.includes(j.id)).length).toBe(running.length);
+  }, 150_000);
+});
