@@ -44,7 +44,8 @@ if (runs("scheduler")) components.push(await startScheduler(config, dbs));
 if (runs("executor")) components.push(await startExecutor(config, dbs));
 
 const app = rootApp(config.api.maxBodyBytes, () => components, api?.routes);
-app.listen({ port: config.port, hostname: config.host, maxRequestBodySize: config.api.maxBodyBytes });
+// reusePort: several api processes on one host may share the port (the kernel spreads connections).
+app.listen({ port: config.port, hostname: config.host, maxRequestBodySize: config.api.maxBodyBytes, reusePort: true });
 log.info("started", { url: `http://${config.host}:${app.server?.port}`, components: components.map((c) => c.name) });
 
 let stopping = false;

@@ -131,6 +131,10 @@ describe("jobs", () => {
     expect(typeof job.id).toBe("string");
     expect(BigInt(job.id)).toBeGreaterThan(2n ** 53n);
     expect(job.shard_id).toBe(shardOf(BigInt(job.id), SHARDS));
+    // The request's trace context is stored with the job (as an object) for the scheduler to carry on.
+    const [row] = await dbs.forShard(job.shard_id)`SELECT jsonb_typeof(trace_context) AS kind, trace_context->>'traceparent' AS tp FROM jobs WHERE id = ${job.id}`;
+    expect(row!.kind).toBe("object");
+    expect(row!.tp).toMatch(/^00-[0-9a-f]{32}-[0-9a-f]{16}-0[01]$/);
   });
 
   test("a user's jobs land on shards in both databases; list, get and cancel work across them", async () => {

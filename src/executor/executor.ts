@@ -17,7 +17,7 @@ import type { InMessage, KafkaBus, Publisher, Subscription } from "../kafka.ts";
 import { log } from "../log.ts";
 import { metrics } from "../metrics.ts";
 import { extractContext, tracer } from "../telemetry.ts";
-import { Batcher } from "./batcher.ts";
+import { Batcher } from "../batcher.ts";
 import { runJob, type HandlerSettings } from "./handlers.ts";
 import { claimMany, recordMany, type Outcome } from "./job-sql.ts";
 

@@ -21,6 +21,19 @@ export function tokens(secret: string, ttlSeconds: number) {
     }));
 }
 
+/**
+ * Verified tokens, briefly remembered: HMAC verification (and jose's key import) was ~10% of an
+ * API process's CPU under load, and a client sends the same token on every request. An entry
+ * is only ever a token that verified, kept no longer than its own expiry or 60 s.
+ */
+const verified = new Map<string, { claims: { sub: string; username: string }; until: number }>();
+const VERIFIED_MAX = 10_000;
+
+function remember(token: string, claims: { sub: string; username: string }, exp: number | undefined): void {
+  if (verified.size >= VERIFIED_MAX) verified.delete(verified.keys().next().value!);
+  verified.set(token, { claims, until: Math.min(Date.now() + 60_000, (exp ?? 0) * 1000) });
+}
+
 /** Marks a JSON body that did not parse; reported as malformed_body after authentication. */
 const MALFORMED = Object.freeze({ "#malformed": true });
 
@@ -46,14 +59,24 @@ export function requireUser(secret: string, ttlSeconds: number) {
         set.headers["www-authenticate"] = 'Bearer realm="fairshare"';
         throw unauthorized(header ? "malformed Authorization header; expected 'Bearer <token>'" : "missing bearer token");
       }
-      const claims = await jwt.verify(m[1]).catch(() => false as const);
-      if (!claims || typeof claims.sub !== "string" || !/^\d{1,18}$/.test(claims.sub)) {
-        set.headers["www-authenticate"] = 'Bearer realm="fairshare", error="invalid_token"';
-        throw unauthorized("invalid or expired token");
+      const token = m[1]!;
+      let cached = verified.get(token);
+      if (cached && cached.until <= Date.now()) {
+        verified.delete(token);
+        cached = undefined;
+      }
+      if (!cached) {
+        const claims = await jwt.verify(token).catch(() => false as const);
+        if (!claims || typeof claims.sub !== "string" || !/^\d{1,18}$/.test(claims.sub)) {
+          set.headers["www-authenticate"] = 'Bearer realm="fairshare", error="invalid_token"';
+          throw unauthorized("invalid or expired token");
+        }
+        cached = { claims: { sub: claims.sub, username: typeof claims.username === "string" ? claims.username : "" }, until: 0 };
+        remember(token, cached.claims, claims.exp);
       }
       if (body === MALFORMED) {
         throw new ApiError(400, "malformed_body", "the request body could not be parsed; send JSON with content-type application/json");
       }
-      return { userId: claims.sub, username: typeof claims.username === "string" ? claims.username : "" };
+      return { userId: cached.claims.sub, username: cached.claims.username };
     });
 }

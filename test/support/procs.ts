@@ -10,7 +10,21 @@ import { KafkaBus } from "../../src/kafka.ts";
 import { ETCD, freshDatabases, KAFKA, requireService, testConfig, uniqueName } from "./env.ts";
 
 const ROOT = join(import.meta.dir, "..", "..");
-let nextPort = 20_000 + (process.pid % 1_000) * 20;
+// Below the ephemeral range (32768+), where outgoing connections could already hold a port.
+let nextPort = 21_000 + (process.pid % 500) * 20;
+
+/** The next port in our range that nothing listens on right now. */
+function freePort(): number {
+  for (;;) {
+    const port = freePort();
+    if (nextPort >= 32_000) nextPort = 21_000;
+    try {
+      const probe = Bun.listen({ hostname: "127.0.0.1", port, socket: { data() {} } });
+      probe.stop(true);
+      return port;
+    } catch {}
+  }
+}
 
 export interface RoleProc {
   role: string;
@@ -76,7 +90,7 @@ export async function slice(opts: { databases?: number; env?: Record<string, str
   const procs: RoleProc[] = [];
 
   const start = async (role: string, extra: Record<string, string> = {}): Promise<RoleProc> => {
-    const port = nextPort++;
+    const port = freePort();
     const logs: string[] = [];
     const proc = Bun.spawn(["bun", "src/main.ts", role], {
       cwd: ROOT,

@@ -1,0 +1,35 @@
+/** Small helpers shared by the benchmark programs: percentiles and a printed report. */
+export function percentile(sorted: number[], p: number): number {
+  if (sorted.length === 0) return NaN;
+  const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
+  return sorted[i]!;
+}
+
+export function summary(values: number[]) {
+  const s = [...values].sort((a, b) => a - b);
+  const r = (x: number) => Math.round(x * 10) / 10;
+  return { n: s.length, p50: r(percentile(s, 50)), p95: r(percentile(s, 95)), p99: r(percentile(s, 99)), max: r(s[s.length - 1] ?? NaN) };
+}
+
+/** Prints a readable table and one JSON line (for machines) of the same figures. */
+export function report(name: string, figures: Record<string, unknown>): void {
+  console.log(`\n== ${name} ==`);
+  for (const [k, v] of Object.entries(figures)) console.log(`${k.padEnd(34)} ${typeof v === "object" ? JSON.stringify(v) : v}`);
+  console.log(`JSON ${JSON.stringify({ bench: name, ...figures })}`);
+}
+
+export async function api(base: string, path: string, body: unknown, token?: string): Promise<any> {
+  const res = await fetch(base + path, {
+    method: "POST",
+    headers: { "content-type": "application/json", ...(token ? { authorization: `Bearer ${token}` } : {}) },
+    body: JSON.stringify(body),
+  });
+  const json: any = await res.json();
+  if (!res.ok) throw new Error(`${path}: ${res.status} ${JSON.stringify(json)}`);
+  return json;
+}
+
+export async function userToken(base: string, username: string, weight = 1): Promise<string> {
+  await fetch(base + "/api/v1/users", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ username, password: "bench-password", job_weight: weight }) });
+  return (await api(base, "/api/v1/auth/login", { username, password: "bench-password" })).data.token;
+}
