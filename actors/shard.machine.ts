@@ -11,10 +11,16 @@
  *   any state ──STOP──▶ stopped (final)      any I/O ──FencedOutError──▶ fenced (final)
  *
  * Invariants:
- * - jobs are dispatched in the fair queue's order, only once due (execute_at <= now);
+ * - jobs are dispatched in the fair queue's order, once due; "due" here means execute_at <= now
+ *   + `premarkMs`: the dispatch step marks a job `scheduled` up to that much early so the SQL
+ *   is off the critical path, and publishes it at execute_at (src/scheduler/shard-io.ts);
  * - dispatched-but-unfinished jobs (in-flight) never exceed `credits`: a batch is at most the
  *   remaining credit, and the in-flight count is re-read from SQL on every load;
  * - rescue of expired in-flight jobs runs at most every `rescueIntervalMs`, before a load;
+ * - every load refreshes the in-flight count, but reads waiting jobs only when the queue is
+ *   below `refillBelow` or `fullReloadMs` has passed since the last read (re-reading thousands
+ *   of rows already queued was most of the database's work in a backlog); the periodic full
+ *   read bounds how long a newly active user can go unseen;
  * - after STOP or fencing the actor performs no further I/O (a stopped actor's pending
  *   promises are ignored by XState).
  */
@@ -35,6 +41,9 @@ export interface ShardSettings {
   batchMax: number;
   rescueIntervalMs: number;
   retryDelayMs: number;
+  refillBelow: number;
+  fullReloadMs: number;
+  premarkMs: number;
 }
 
 export interface ShardInput {
@@ -48,10 +57,27 @@ interface ShardContext extends ShardInput {
   queue: FairQueue<DueJob>;
   inFlight: number;
   lastLoadAt: number;
+  lastFetchAt: number;
   lastRescueAt: number;
   batch: DueJob[];
   dispatched: number;
   lastError: string | null;
+}
+
+export interface LoadInput {
+  shard: number;
+  epoch: string;
+  horizon: number;
+  /** Rescue expired in-flight jobs first. */
+  rescue: boolean;
+  /** Read waiting jobs (otherwise only the in-flight count). */
+  fetchJobs: boolean;
+}
+
+export interface LoadOutput {
+  jobs: DueJob[];
+  inFlight: number;
+  fetched: boolean;
 }
 
 export type ShardEvent = { type: "STOP" } | { type: "WAKE" };
@@ -65,7 +91,7 @@ export const shardMachine = setup({
     events: {} as ShardEvent,
   },
   actors: {
-    load: fromPromise<{ jobs: DueJob[]; inFlight: number }, { shard: number; epoch: string; horizon: number; rescue: boolean }>(async () => {
+    load: fromPromise<LoadOutput, LoadInput>(async () => {
       throw new Error("load not provided");
     }),
     dispatch: fromPromise<number, { shard: number; epoch: string; jobs: DueJob[] }>(async () => {
@@ -78,13 +104,13 @@ export const shardMachine = setup({
       const now = c.now();
       const nextPoll = c.lastLoadAt + c.settings.pollIntervalMs;
       const free = c.settings.credits - c.inFlight;
-      const nextDue = free > 0 ? (c.queue.nextDueAt() ?? Infinity) : Infinity;
+      const nextDue = free > 0 ? (c.queue.nextDueAt() ?? Infinity) - c.settings.premarkMs : Infinity;
       return Math.max(0, Math.min(nextPoll, nextDue) - now);
     },
     retryDelay: ({ context: c }) => c.settings.retryDelayMs,
   },
   guards: {
-    canSend: ({ context: c }) => c.settings.credits - c.inFlight > 0 && c.queue.hasReady(c.now()),
+    canSend: ({ context: c }) => c.settings.credits - c.inFlight > 0 && c.queue.hasReady(c.now() + c.settings.premarkMs),
     pollDue: ({ context: c }) => c.now() - c.lastLoadAt >= c.settings.pollIntervalMs,
     fencedOut: ({ event }) => isFencedOut((event as { error?: unknown }).error),
   },
@@ -95,6 +121,7 @@ export const shardMachine = setup({
     queue: new FairQueue<DueJob>(),
     inFlight: 0,
     lastLoadAt: -Infinity,
+    lastFetchAt: -Infinity,
     lastRescueAt: -Infinity,
     batch: [],
     dispatched: 0,
@@ -111,6 +138,7 @@ export const shardMachine = setup({
           epoch: c.epoch,
           horizon: c.now() + c.settings.lookaheadMs,
           rescue: c.now() - c.lastRescueAt >= c.settings.rescueIntervalMs,
+          fetchJobs: c.queue.size < c.settings.refillBelow || c.now() - c.lastFetchAt >= c.settings.fullReloadMs,
         }),
         onDone: {
           target: "deciding",
@@ -120,6 +148,7 @@ export const shardMachine = setup({
             return {
               inFlight: event.output.inFlight,
               lastLoadAt: now,
+              lastFetchAt: event.output.fetched ? now : c.lastFetchAt,
               lastRescueAt: now - c.lastRescueAt >= c.settings.rescueIntervalMs ? now : c.lastRescueAt,
               lastError: null,
             };
@@ -140,7 +169,7 @@ export const shardMachine = setup({
     },
     sending: {
       entry: assign(({ context: c }) => {
-        const now = c.now();
+        const now = c.now() + c.settings.premarkMs;
         const n = Math.min(c.settings.batchMax, c.settings.credits - c.inFlight);
         const batch: DueJob[] = [];
         for (let i = 0; i < n; i++) {

@@ -113,10 +113,38 @@ export class KafkaBus {
       retry: { initialRetryTime: 100, maxRetryTime: 2_000, retries: 10 },
     });
     await producer.connect();
+    // Group commit for the producer: while one request is in flight, later publish calls queue
+    // up and go out together in the next request (one round trip for many callers, e.g. all
+    // shard actors of a scheduler), each caller resolving when its own messages are acked.
+    let queue: { topic: string; messages: OutMessage[]; done: PromiseWithResolvers<void> }[] = [];
+    let sending = false;
+    const pump = async () => {
+      sending = true;
+      while (queue.length > 0) {
+        const batch = queue;
+        queue = [];
+        const byTopic = new Map<string, OutMessage[]>();
+        for (const q of batch) byTopic.set(q.topic, [...(byTopic.get(q.topic) ?? []), ...q.messages]);
+        try {
+          await producer.sendBatch({
+            acks: -1,
+            timeout: 30_000,
+            topicMessages: [...byTopic].map(([topic, messages]) => ({ topic, messages })),
+          });
+          for (const q of batch) q.done.resolve();
+        } catch (e) {
+          for (const q of batch) q.done.reject(e);
+        }
+      }
+      sending = false;
+    };
     return {
-      publish: async (topic, messages) => {
-        if (messages.length === 0) return;
-        await producer.send({ topic, acks: -1, timeout: 30_000, messages });
+      publish: (topic, messages) => {
+        if (messages.length === 0) return Promise.resolve();
+        const done = Promise.withResolvers<void>();
+        queue.push({ topic, messages, done });
+        if (!sending) void pump();
+        return done.promise;
       },
       close: () => producer.disconnect(),
     };

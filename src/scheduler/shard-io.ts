@@ -10,6 +10,8 @@ import type { Config } from "../config.ts";
 import type postgres from "postgres";
 import type { Sql } from "../db/databases.ts";
 import type { Publisher } from "../kafka.ts";
+import { Batcher } from "../batcher.ts";
+import { log } from "../log.ts";
 import { metrics } from "../metrics.ts";
 import { extractContext, injectContext, tracer } from "../telemetry.ts";
 
@@ -66,8 +68,84 @@ async function checkFence(tx: postgres.TransactionSql, shard: number, epoch: str
   if (!row || row.epoch !== epoch) throw new FencedOutError(shard, epoch, row?.epoch ?? null);
 }
 
+interface MarkRequest {
+  shard: number;
+  epoch: string;
+  ids: string[];
+}
+interface MarkedRow {
+  id: string;
+  user_id: string;
+  attempt: number;
+  execute_at: Date;
+  trace_context: Record<string, string> | null;
+}
+interface MarkResult {
+  fence: string | null;
+  rows: MarkedRow[];
+}
+
+/**
+ * Marks due jobs `scheduled` for every shard actor of one database that dispatches in the same
+ * tick, in one statement: each shard's fence row is share-locked for the statement, and a
+ * request's rows change only if its epoch matches its shard's fence; every request gets its
+ * fence's current epoch back. (At the seed's peak most dispatches are of one job; one statement
+ * per job was the scheduler's largest cost in PostgreSQL.)
+ */
+async function markMany(sql: Sql, deadlineMs: number, reqs: MarkRequest[]): Promise<MarkResult[]> {
+  const ids = reqs.flatMap((r) => r.ids);
+  // Asynchronous commit for this statement only: it takes a WAL flush (and any I/O stall) off
+  // the dispatch path. Safe because a mark lost in a database crash only reverts the row to
+  // waiting: its message, if already published, loses the executor's guarded claim
+  // (scheduled -> running) and is dropped, and the job is dispatched again. The fence row is
+  // only read here; fence bumps, rescues and executor transitions commit synchronously.
+  //
+  // Rows are found by `id = ANY($ids)` (a primary-key lookup the planner keeps even in the
+  // generic plan of a prepared statement); joining the jobs table to an unnest() of the ids
+  // instead flipped, once the table had statistics, to a hash join over a full scan that took
+  // seconds per statement.
+  type Row = { kind: "f" | "r"; shard_id: number; epoch: string | null; id: string | null; user_id: string; attempt: number; execute_at: Date; trace_context: Record<string, string> | null };
+  const [, result] = await sql.begin((tx) => [tx`SET LOCAL synchronous_commit TO OFF`, tx<Row[]>`
+    WITH want AS (SELECT * FROM unnest(${reqs.map((r) => r.shard)}::int[], ${reqs.map((r) => r.epoch)}::bigint[]) AS w(shard_id, epoch)),
+    fence AS (SELECT shard_id, epoch FROM shard_fences WHERE shard_id = ANY(${reqs.map((r) => r.shard)}::int[]) FOR SHARE),
+    valid AS (SELECT DISTINCT f.shard_id, f.epoch FROM fence f JOIN want w ON w.shard_id = f.shard_id AND w.epoch = f.epoch),
+    upd AS (
+      UPDATE jobs j SET status = 'scheduled', dispatch_epoch = v.epoch, updated_at = now(),
+        deadline_at = now() + ${deadlineMs} * interval '1 millisecond'
+      FROM valid v
+      WHERE j.id = ANY(${ids}::bigint[]) AND j.shard_id = v.shard_id AND j.status IN ('created', 'retrying')
+      RETURNING j.id, j.shard_id, j.user_id, j.attempt, j.execute_at, j.trace_context)
+    SELECT 'f' AS kind, shard_id, epoch::text AS epoch, NULL::text AS id, NULL::text AS user_id, NULL::int AS attempt,
+      NULL::timestamptz AS execute_at, NULL::jsonb AS trace_context FROM fence
+    UNION ALL
+    SELECT 'r', shard_id, NULL, id::text, user_id::text, attempt, execute_at, trace_context FROM upd`]);
+  const fences = new Map<number, string>();
+  const rowsByShard = new Map<number, MarkedRow[]>();
+  for (const r of result as Row[]) {
+    if (r.kind === "f") fences.set(r.shard_id, r.epoch!);
+    else {
+      const list = rowsByShard.get(r.shard_id) ?? [];
+      list.push({ id: r.id!, user_id: r.user_id, attempt: r.attempt, execute_at: r.execute_at, trace_context: r.trace_context });
+      rowsByShard.set(r.shard_id, list);
+    }
+  }
+  // Two requests for one shard in one tick cannot both hold a valid epoch unless they are the
+  // same actor's; ids are disjoint, so each request takes the rows it asked for.
+  return reqs.map((q) => {
+    const wanted = new Set(q.ids);
+    return { fence: fences.get(q.shard) ?? null, rows: (rowsByShard.get(q.shard) ?? []).filter((r) => wanted.has(r.id)) };
+  });
+}
+
+const markBatchers = new WeakMap<Sql, Batcher<Sql, MarkRequest, MarkResult>>();
+function markBatcher(sql: Sql, deadlineMs: number): Batcher<Sql, MarkRequest, MarkResult> {
+  let b = markBatchers.get(sql);
+  if (!b) markBatchers.set(sql, (b = new Batcher((db, reqs) => markMany(db, deadlineMs, reqs), 64)));
+  return b;
+}
+
 export class ShardIo {
-  /** Dispatches under way: a stopping owner waits for them so it never leaves rows half-done. */
+  /** Publishes of marked rows under way: a stopping owner waits for them (drain). */
   private pending = new Set<Promise<unknown>>();
 
   constructor(
@@ -78,68 +156,76 @@ export class ShardIo {
 
   /**
    * Jobs waiting on the shard that are due by `horizon`: up to `perUserLoad` per user (earliest
-   * first), `maxLoad` in all; plus the count of in-flight (scheduled or running) jobs, which is
-   * how dispatch credits come back as executors finish.
+   * first), `maxLoad` in all.
    */
-  async load(shard: number, horizon: Date): Promise<{ jobs: DueJob[]; inFlight: number }> {
-    const [rows, [count]] = await Promise.all([
-      this.sql<{ id: string; user_id: string; job_weight: number; execute_at: Date }[]>`
-        WITH RECURSIVE u(user_id) AS (
-          (SELECT user_id FROM jobs WHERE shard_id = ${shard} AND status IN ('created', 'retrying')
-           ORDER BY user_id LIMIT 1)
-          UNION ALL
-          SELECT (SELECT j.user_id FROM jobs j
-                  WHERE j.shard_id = ${shard} AND j.status IN ('created', 'retrying') AND j.user_id > u.user_id
-                  ORDER BY j.user_id LIMIT 1)
-          FROM u WHERE u.user_id IS NOT NULL)
-        SELECT d.id, d.user_id, d.job_weight, d.execute_at
-        FROM u CROSS JOIN LATERAL (
-          SELECT j.id, j.user_id, j.job_weight, j.execute_at FROM jobs j
-          WHERE j.shard_id = ${shard} AND j.user_id = u.user_id AND j.status IN ('created', 'retrying')
-            AND j.execute_at <= ${horizon}
-          ORDER BY j.execute_at, j.id LIMIT ${this.s.perUserLoad}) d
-        WHERE u.user_id IS NOT NULL
-        LIMIT ${this.s.maxLoad}`,
-      this.sql<{ n: number }[]>`
-        SELECT count(*)::int AS n FROM jobs WHERE shard_id = ${shard} AND status IN ('scheduled', 'running')`,
-    ]);
-    return {
-      jobs: rows.map((r) => ({ id: BigInt(r.id), userId: r.user_id, weight: r.job_weight, executeAt: r.execute_at.getTime() })),
-      inFlight: count!.n,
-    };
+  async loadDue(shard: number, horizon: Date): Promise<DueJob[]> {
+    const rows = await this.sql<{ id: string; user_id: string; job_weight: number; execute_at: Date }[]>`
+      WITH RECURSIVE u(user_id) AS (
+        (SELECT user_id FROM jobs WHERE shard_id = ${shard} AND status IN ('created', 'retrying')
+         ORDER BY user_id LIMIT 1)
+        UNION ALL
+        SELECT (SELECT j.user_id FROM jobs j
+                WHERE j.shard_id = ${shard} AND j.status IN ('created', 'retrying') AND j.user_id > u.user_id
+                ORDER BY j.user_id LIMIT 1)
+        FROM u WHERE u.user_id IS NOT NULL)
+      SELECT d.id, d.user_id, d.job_weight, d.execute_at
+      FROM u CROSS JOIN LATERAL (
+        SELECT j.id, j.user_id, j.job_weight, j.execute_at FROM jobs j
+        WHERE j.shard_id = ${shard} AND j.user_id = u.user_id AND j.status IN ('created', 'retrying')
+          AND j.execute_at <= ${horizon}
+        ORDER BY j.execute_at, j.id LIMIT ${this.s.perUserLoad}) d
+      WHERE u.user_id IS NOT NULL
+      LIMIT ${this.s.maxLoad}`;
+    return rows.map((r) => ({ id: BigInt(r.id), userId: r.user_id, weight: r.job_weight, executeAt: r.execute_at.getTime() }));
+  }
+
+  /** In-flight (scheduled or running) jobs: dispatch credits come back as this count drops. */
+  async inFlight(shard: number): Promise<number> {
+    const [row] = await this.sql<{ n: number }[]>`
+      SELECT count(*)::int AS n FROM jobs WHERE shard_id = ${shard} AND status IN ('scheduled', 'running')`;
+    return row!.n;
   }
 
   /**
    * Dispatches jobs: marks them `scheduled` (fenced, guarded: only rows still waiting), then
-   * publishes one message each. Marking first means a stale owner can never publish; a crash
-   * after marking leaves `scheduled` rows that the rescuer re-dispatches after their deadline.
-   * If publishing fails the rows go back to waiting. Returns the number dispatched.
+   * publishes each at its execute_at (never before; at once if already due). Marking first
+   * means a stale owner can never publish; a crash after marking leaves `scheduled` rows that
+   * the rescuer re-dispatches after their deadline. If publishing fails the rows go back to
+   * waiting and the next load queues them again. Resolves with the number marked, once marked;
+   * the publishes are tracked so that drain() can wait for them.
    */
-  dispatch(shard: number, epoch: string, jobs: DueJob[]): Promise<number> {
-    const p = this.dispatchNow(shard, epoch, jobs);
-    this.pending.add(p);
-    void p.catch(() => {}).finally(() => this.pending.delete(p));
-    return p;
-  }
-
-  /** Resolves once every dispatch started so far has finished (or failed). */
-  async drain(): Promise<void> {
-    await Promise.allSettled([...this.pending]);
-  }
-
-  private async dispatchNow(shard: number, epoch: string, jobs: DueJob[]): Promise<number> {
+  async dispatch(shard: number, epoch: string, jobs: DueJob[]): Promise<number> {
     if (jobs.length === 0) return 0;
-    const ids = jobs.map((j) => j.id.toString());
-    const rows = await this.sql.begin(async (tx) => {
-      await checkFence(tx, shard, epoch);
-      return tx<{ id: string; user_id: string; attempt: number; execute_at: Date; trace_context: Record<string, string> | null }[]>`
-        UPDATE jobs SET status = 'scheduled', dispatch_epoch = ${epoch}, updated_at = now(),
-          deadline_at = now() + ${this.s.scheduledDeadlineMs} * interval '1 millisecond'
-        WHERE shard_id = ${shard} AND id = ANY(${ids}::bigint[]) AND status IN ('created', 'retrying')
-        RETURNING id, user_id, attempt, execute_at, trace_context`;
-    });
-    if (rows.length === 0) return 0;
-    const publishedAt = Date.now();
+    const t0 = performance.now();
+    const { fence, rows } = await markBatcher(this.sql, this.s.scheduledDeadlineMs).submit(this.sql, { shard, epoch, ids: jobs.map((j) => j.id.toString()) });
+    if (fence !== epoch) throw new FencedOutError(shard, epoch, fence);
+    metrics.dispatchStep.observe((performance.now() - t0) / 1000, { step: "mark" });
+    // Publish in groups by due time, each group when it falls due.
+    const groups = new Map<number, MarkedRow[]>();
+    for (const r of rows) {
+      const at = r.execute_at.getTime();
+      const list = groups.get(at);
+      if (list) list.push(r);
+      else groups.set(at, [r]);
+    }
+    for (const [at, group] of groups) {
+      const wait = at - Date.now();
+      const p = (wait > 0 ? Bun.sleep(wait) : Promise.resolve()).then(() => this.publish(shard, epoch, group));
+      this.pending.add(p);
+      void p
+        .catch((e) => log.warn("publish failed; jobs go back to waiting", { shard, count: group.length, err: e as Error }))
+        .finally(() => this.pending.delete(p));
+    }
+    return rows.length;
+  }
+
+  /** Resolves once every publish started so far has finished (or failed). */
+  async drain(): Promise<void> {
+    while (this.pending.size > 0) await Promise.allSettled([...this.pending]);
+  }
+
+  private async publish(shard: number, epoch: string, rows: MarkedRow[]): Promise<void> {
+    const t1 = performance.now();
     const messages = rows.map((r) => {
       // One span per job, child of the API request that created it: the job's trace continues.
       const span = tracer().startSpan("job.dispatch", { attributes: { "job.id": r.id, "job.shard": shard, "job.attempt": r.attempt + 1 } }, extractContext(r.trace_context));
@@ -154,13 +240,14 @@ export class ShardIo {
       await this.sql`
         UPDATE jobs SET status = CASE WHEN attempt = 0 THEN 'created'::job_status ELSE 'retrying'::job_status END,
           deadline_at = NULL, updated_at = now()
-        WHERE shard_id = ${shard} AND id = ANY(${rows.map((r) => r.id)}::bigint[]) AND status = 'scheduled' AND dispatch_epoch = ${epoch}`
+        WHERE id = ANY(${rows.map((r) => r.id)}::bigint[]) AND shard_id = ${shard} AND status = 'scheduled' AND dispatch_epoch = ${epoch}`
         .catch(() => {});
       throw e;
     }
+    const publishedAt = Date.now();
+    metrics.dispatchStep.observe((performance.now() - t1) / 1000, { step: "publish" });
     for (const r of rows) metrics.dispatchLateness.observe(Math.max(0, publishedAt - r.execute_at.getTime()) / 1000);
     metrics.jobsDispatched.inc({ shard: String(shard) }, rows.length);
-    return rows.length;
   }
 
   /**

@@ -15,7 +15,7 @@ import { hostname } from "node:os";
 import type { Etcd3, Watcher } from "etcd3";
 import { createActor, fromPromise, type ActorRefFrom } from "xstate";
 import { planOwnership } from "../../actors/ownership.ts";
-import { shardMachine, type DueJob, type ShardSettings } from "../../actors/shard.machine.ts";
+import { shardMachine, type LoadInput, type LoadOutput, type ShardSettings } from "../../actors/shard.machine.ts";
 import type { Config } from "../config.ts";
 import type { Databases } from "../db/databases.ts";
 import { etcdClient, grantGuardedLease, type GuardedLease } from "../etcd.ts";
@@ -173,6 +173,9 @@ export class ShardOwnership {
       batchMax: s.batchMax,
       rescueIntervalMs: s.rescueIntervalMs,
       retryDelayMs: 1_000,
+      refillBelow: Math.max(1, Math.floor(s.maxLoad / 2)),
+      fullReloadMs: 4 * s.pollIntervalMs,
+      premarkMs: s.premarkMs,
     };
     const machine = shardMachine.provide({
       actors: {
@@ -237,17 +240,16 @@ export class ShardOwnership {
 }
 
 function fromPromiseLoad(io: ShardIo) {
-  return fromPromise<{ jobs: DueJob[]; inFlight: number }, { shard: number; epoch: string; horizon: number; rescue: boolean }>(
-    async ({ input }) => {
-      if (input.rescue) {
-        const rescued = await io.rescue(input.shard, input.epoch);
-        if (rescued > 0) log.warn("rescued in-flight jobs past their deadline", { shard: input.shard, count: rescued });
-      }
-      return io.load(input.shard, new Date(input.horizon));
-    },
-  );
+  return fromPromise<LoadOutput, LoadInput>(async ({ input }) => {
+    if (input.rescue) {
+      const rescued = await io.rescue(input.shard, input.epoch);
+      if (rescued > 0) log.warn("rescued in-flight jobs past their deadline", { shard: input.shard, count: rescued });
+    }
+    const [jobs, inFlight] = await Promise.all([input.fetchJobs ? io.loadDue(input.shard, new Date(input.horizon)) : [], io.inFlight(input.shard)]);
+    return { jobs, inFlight, fetched: input.fetchJobs };
+  });
 }
 
 function fromPromiseDispatch(io: ShardIo) {
-  return fromPromise<number, { shard: number; epoch: string; jobs: DueJob[] }>(({ input }) => io.dispatch(input.shard, input.epoch, input.jobs));
+  return fromPromise<number, { shard: number; epoch: string; jobs: import("../../actors/shard.machine.ts").DueJob[] }>(({ input }) => io.dispatch(input.shard, input.epoch, input.jobs));
 }

@@ -16,7 +16,7 @@ let nextPort = 21_000 + (process.pid % 500) * 20;
 /** The next port in our range that nothing listens on right now. */
 function freePort(): number {
   for (;;) {
-    const port = freePort();
+    const port = nextPort++;
     if (nextPort >= 32_000) nextPort = 21_000;
     try {
       const probe = Bun.listen({ hostname: "127.0.0.1", port, socket: { data() {} } });

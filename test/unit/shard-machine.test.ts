@@ -2,7 +2,7 @@ import { describe, expect, test } from "bun:test";
 import { createActor, fromPromise, SimulatedClock } from "xstate";
 import { shardMachine, type DueJob, type ShardSettings } from "../../actors/shard.machine.ts";
 
-const settings: ShardSettings = { lookaheadMs: 2_000, pollIntervalMs: 500, credits: 100, batchMax: 50, rescueIntervalMs: 5_000, retryDelayMs: 1_000 };
+const settings: ShardSettings = { lookaheadMs: 2_000, pollIntervalMs: 500, credits: 100, batchMax: 50, rescueIntervalMs: 5_000, retryDelayMs: 1_000, refillBelow: 1_000, fullReloadMs: 2_000, premarkMs: 0 };
 const flush = () => new Promise((r) => setTimeout(r, 0));
 async function advance(clock: SimulatedClock, ms: number, step = 10) {
   for (let t = 0; t < ms; t += step) {
@@ -17,12 +17,15 @@ function harness(opts: { jobs: DueJob[]; inFlight?: () => number; settings?: Par
   const pending = opts.jobs; // shared: tests add jobs while the actor runs
   const dispatches: { at: number; ids: bigint[] }[] = [];
   const loads: { at: number; horizon: number; rescue: boolean }[] = [];
+  const fetches: boolean[] = [];
   const machine = shardMachine.provide({
     actors: {
       load: fromPromise(async ({ input }) => {
         loads.push({ at: clock.now(), horizon: input.horizon, rescue: input.rescue });
         if (opts.loadError) throw opts.loadError;
-        return { jobs: pending.filter((j) => j.executeAt <= input.horizon), inFlight: opts.inFlight?.() ?? 0 };
+        fetches.push(input.fetchJobs);
+        const jobs = input.fetchJobs ? pending.filter((j) => j.executeAt <= input.horizon) : [];
+        return { jobs, inFlight: opts.inFlight?.() ?? 0, fetched: input.fetchJobs };
       }),
       dispatch: fromPromise(async ({ input }) => {
         if (opts.dispatchError) throw opts.dispatchError;
@@ -34,7 +37,7 @@ function harness(opts: { jobs: DueJob[]; inFlight?: () => number; settings?: Par
   });
   const actor = createActor(machine, { clock, input: { shard: 3, epoch: "42", settings: { ...settings, ...opts.settings }, now: () => clock.now() } });
   actor.start();
-  return { clock, actor, dispatches, loads };
+  return { clock, actor, dispatches, loads, fetches };
 }
 
 describe("shard actor", () => {
@@ -43,6 +46,12 @@ describe("shard actor", () => {
     await advance(h.clock, 1_000);
     expect(h.dispatches.map((d) => [d.at, d.ids])).toEqual([[130, [1n]], [770, [2n]]]);
     h.actor.stop();
+  });
+
+  test("with premarkMs, the dispatch step starts that much before execute_at (publishing waits for it)", async () => {
+    const h = harness({ jobs: [{ id: 1n, userId: "a", weight: 1, executeAt: 400 }], settings: { premarkMs: 50 } });
+    await advance(h.clock, 600);
+    expect(h.dispatches.map((d) => d.at)).toEqual([350]);
   });
 
   test("a job created after the last load is picked up by the next poll", async () => {
@@ -104,6 +113,16 @@ describe("shard actor", () => {
     expect(rescues.length).toBe(2); // ...but rescues only every 5 s
     expect(rescues[0]).toBe(0);
     expect(rescues[1]!).toBeWithin(5000, 5600);
+  });
+
+  test("a well-stocked queue is not re-read every poll, but is at least every fullReloadMs", async () => {
+    const jobs = Array.from({ length: 30 }, (_, i) => ({ id: BigInt(i + 1), userId: "a", weight: 1, executeAt: 100_000 + i }));
+    const h = harness({ jobs, settings: { refillBelow: 10, fullReloadMs: 2_000, lookaheadMs: 1_000_000 } });
+    await advance(h.clock, 4_100);
+    // Polls every 500 ms; the first reads jobs (queue empty), then only every 2 s.
+    expect(h.fetches.length).toBeGreaterThanOrEqual(8);
+    expect(h.fetches.filter(Boolean).length).toBe(3);
+    expect(h.fetches[0]).toBe(true);
   });
 
   test("STOP ends the actor; nothing is dispatched afterwards", async () => {
