@@ -104,6 +104,7 @@ export const metrics = {
   jobsDispatched: new Counter("jobs_dispatched_total", "Jobs published to the due topic, by shard."),
   dispatchLateness: new Histogram("job_dispatch_lateness_seconds", "Publish time minus execute_at.", LATENCY_S),
   dispatchStep: new Histogram("scheduler_dispatch_step_seconds", "Time of each dispatch step (mark in SQL, publish to Kafka).", [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1]),
+  executorStep: new Histogram("executor_step_seconds", "Time of each batched executor statement (claim, record) and Kafka batch.", [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5]),
   jobsProcessed: new Counter("jobs_processed_total", "Job runs finished by the executor, by outcome."),
   jobLatency: new Histogram("job_latency_seconds", "Finish time minus execute_at of completed runs.", LATENCY_S),
   jobsDeadLettered: new Counter("jobs_dead_lettered_total", "Jobs written to the dead-letter topic."),

@@ -23,6 +23,11 @@ export function connect(url: string, max: number): Sql {
     onnotice: () => {},
     // Pooled statements are prepared once per connection; every query here is static text.
     prepare: true,
+    // ...but always planned for their actual parameters. The batched statements pass arrays of
+    // ids; a generic plan cannot see their length and, on tables of up to ~100k rows, chose a
+    // sequential scan testing every row against the whole array: 175 ms per 1,000-row
+    // outcome update instead of ~5 ms, which capped an executor at ~3,000 jobs/s.
+    connection: { plan_cache_mode: "force_custom_plan" },
   });
 }
 

@@ -44,7 +44,7 @@ export interface Slice {
   bus: KafkaBus;
   etcd: Etcd3;
   procs: RoleProc[];
-  start(role: string, extra?: Record<string, string>): Promise<RoleProc>;
+  start(role: string, extra?: Record<string, string>, bunArgs?: string[]): Promise<RoleProc>;
   close(): Promise<void>;
 }
 
@@ -89,10 +89,10 @@ export async function slice(opts: { databases?: number; env?: Record<string, str
   const etcd = new Etcd3({ hosts: ETCD });
   const procs: RoleProc[] = [];
 
-  const start = async (role: string, extra: Record<string, string> = {}): Promise<RoleProc> => {
+  const start = async (role: string, extra: Record<string, string> = {}, bunArgs: string[] = []): Promise<RoleProc> => {
     const port = freePort();
     const logs: string[] = [];
-    const proc = Bun.spawn(["bun", "src/main.ts", role], {
+    const proc = Bun.spawn(["bun", ...bunArgs, "src/main.ts", role], {
       cwd: ROOT,
       env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "/root", ...env, ...extra, PORT: String(port) },
       stdout: "pipe",
