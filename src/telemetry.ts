@@ -12,12 +12,21 @@ import { resourceFromAttributes } from "@opentelemetry/resources";
 import { BasicTracerProvider, BatchSpanProcessor } from "@opentelemetry/sdk-trace-base";
 
 let provider: BasicTracerProvider | null = null;
+let exporting = false;
+
+/**
+ * True when spans are exported. Per-job spans (dispatch, execute) are made only then: without an
+ * exporter they cost CPU on the hot path for nothing, and the job's stored trace context is passed
+ * through to Kafka headers unchanged, so a trace still links API request and execution.
+ */
+export const tracingEnabled = () => exporting;
 
 export function initTelemetry(opts: { endpoint: string | null; serviceName: string; role: string }): void {
   if (provider) return;
   const spanProcessors = opts.endpoint
     ? [new BatchSpanProcessor(new OTLPTraceExporter({ url: `${opts.endpoint.replace(/\/$/, "")}/v1/traces` }))]
     : [];
+  exporting = spanProcessors.length > 0;
   provider = new BasicTracerProvider({
     resource: resourceFromAttributes({ "service.name": opts.serviceName, "service.instance.role": opts.role }),
     spanProcessors,

@@ -5,6 +5,7 @@ import { databaseOf, shardOf } from "../actors/shard-map.ts";
 import { openDatabases, type Databases } from "../src/db/databases.ts";
 import { apiRoutes } from "../src/http/api.ts";
 import { rootApp } from "../src/http/server.ts";
+import { initTelemetry } from "../src/telemetry.ts";
 import { client } from "./support/http.ts";
 import { freshDatabases, testConfig } from "./support/env.ts";
 
@@ -20,6 +21,7 @@ const config = () =>
 let urls: string[] = [];
 
 beforeAll(async () => {
+  initTelemetry({ endpoint: null, serviceName: "fairshare-test", role: "api" }); // as src/main.ts does
   const fresh = await freshDatabases(2);
   urls = fresh.urls;
   drop = fresh.drop;

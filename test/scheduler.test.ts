@@ -97,6 +97,7 @@ describe("fencing", () => {
       const [{ n }] = (await sql`SELECT count(*)::int AS n FROM jobs WHERE status <> 'created'`) as unknown as [{ n: number }];
       expect(n).toBe(0);
       expect(await io.dispatch(shard, newEpoch, mine)).toBe(mine.length);
+      await io.drain(); // the marked rows are published at their execute_at (already past)
       const [{ m }] = (await sql`SELECT count(*)::int AS m FROM jobs WHERE status = 'scheduled' AND dispatch_epoch = ${newEpoch}`) as unknown as [{ m: number }];
       expect(m).toBe(mine.length);
       expect(ids.length).toBe(40);

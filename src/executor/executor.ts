@@ -7,16 +7,16 @@
  * guarded claim drops what already ran.
  */
 import { context, SpanStatusCode, trace } from "@opentelemetry/api";
-import { createActor, fromPromise, toPromise } from "xstate";
-import { jobRunMachine, type ClaimedJob, type DueMessage } from "../../actors/job-run.machine.ts";
-import type { Decision } from "../../actors/outcome.ts";
+import { createActor } from "xstate";
+import { jobRunMachine, type ClaimedJob, type DueMessage, type RunEvent, type RunStep } from "../../actors/job-run.machine.ts";
+import type { Decision, RunResult } from "../../actors/outcome.ts";
 import { databaseOf } from "../../actors/shard-map.ts";
 import type { Config } from "../config.ts";
 import type { Databases } from "../db/databases.ts";
 import type { InMessage, KafkaBus, Publisher, Subscription } from "../kafka.ts";
 import { log } from "../log.ts";
 import { metrics } from "../metrics.ts";
-import { extractContext, tracer } from "../telemetry.ts";
+import { extractContext, tracer, tracingEnabled } from "../telemetry.ts";
 import { Batcher } from "../batcher.ts";
 import { runJob, type HandlerSettings } from "./handlers.ts";
 import { claimMany, recordMany, type Outcome } from "./job-sql.ts";
@@ -138,41 +138,67 @@ export class Executor {
       metrics.jobsProcessed.inc({ outcome: "malformed" });
       return;
     }
-    const span = tracer().startSpan("job.execute", { attributes: { "job.id": msg.id, "job.shard": msg.shard, "job.attempt": msg.attempt } }, extractContext(m.headers));
     this.inFlight++;
+    // A span per run only when spans are exported (see tracingEnabled).
+    const span = tracingEnabled()
+      ? tracer().startSpan("job.execute", { attributes: { "job.id": msg.id, "job.shard": msg.shard, "job.attempt": msg.attempt } }, extractContext(m.headers))
+      : null;
     try {
-      const outcome = await context.with(trace.setSpan(context.active(), span), () => this.runMachine(msg));
-      span.setAttribute("job.outcome", outcome);
+      const run = () => this.runMachine(msg);
+      const outcome = await (span ? context.with(trace.setSpan(context.active(), span), run) : run());
+      span?.setAttribute("job.outcome", outcome);
       metrics.jobsProcessed.inc({ outcome });
     } catch (e) {
-      span.recordException(e as Error);
-      span.setStatus({ code: SpanStatusCode.ERROR, message: (e as Error).message });
+      span?.recordException(e as Error);
+      span?.setStatus({ code: SpanStatusCode.ERROR, message: (e as Error).message });
       throw e;
     } finally {
       this.inFlight--;
-      span.end();
+      span?.end();
     }
   }
 
-  /** The job-run machine with this executor's I/O, built once (providing is not free). */
-  private readonly machine = jobRunMachine.provide({
-    actors: {
-      claim: fromPromise(({ input }) => this.claims.submit(this.dbOf(input.shard), input)),
-      run: fromPromise(({ input }) => runJob(input, this.handler)),
-      deadLetter: fromPromise(({ input }) => this.deadLetter(input.job, input.error)),
-      record: fromPromise(async ({ input }) => {
-        await this.records.submit(this.dbOf(input.job.shard_id), input);
-        this.observeOutcome(input.job, input.decision);
-      }),
-    },
-  });
-
+  /**
+   * Runs the job's lifecycle machine (one actor per run), doing the I/O each state names and
+   * sending the result back as an event. Returns the final outcome (the decision's kind, or
+   * "dropped"). An I/O error propagates: nothing is recorded, the offset is not committed.
+   */
   private async runMachine(msg: DueMessage): Promise<string> {
     const backoff = { baseMs: this.config.executor.backoffBaseMs, maxMs: this.config.executor.backoffMaxMs };
-    const actor = createActor(this.machine, { input: { msg, backoff } });
-    actor.start();
-    const out = await toPromise(actor);
-    return out.outcome;
+    const actor = createActor(jobRunMachine, { input: { msg, backoff } }).start();
+    const step = (event: RunEvent) => actor.send(event);
+    for (;;) {
+      const snap = actor.getSnapshot();
+      const c = snap.context;
+      switch (snap.value as RunStep) {
+        case "claiming": {
+          const job = await this.claims.submit(this.dbOf(msg.shard), msg);
+          step(job ? { type: "CLAIMED", job } : { type: "NOT_CLAIMED" });
+          break;
+        }
+        case "running": {
+          // A handler that throws is a bug or an unexpected failure: retried like a transient one.
+          const result = await runJob(c.job!, this.handler).catch(
+            (e): RunResult => ({ ok: false, retryable: true, error: `handler error: ${(e as Error)?.message ?? e}` }),
+          );
+          step({ type: "RAN", result });
+          break;
+        }
+        case "deadLettering":
+          await this.deadLetter(c.job!, (c.decision as { error: string }).error);
+          step({ type: "DEAD_LETTERED" });
+          break;
+        case "recording":
+          await this.records.submit(this.dbOf(c.job!.shard_id), { job: c.job!, decision: c.decision! });
+          this.observeOutcome(c.job!, c.decision!);
+          step({ type: "RECORDED" });
+          break;
+        case "done":
+          return c.decision!.kind;
+        case "dropped":
+          return "dropped";
+      }
+    }
   }
 
   private observeOutcome(job: ClaimedJob, decision: Decision): void {

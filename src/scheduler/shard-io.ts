@@ -13,7 +13,7 @@ import type { Publisher } from "../kafka.ts";
 import { Batcher } from "../batcher.ts";
 import { log } from "../log.ts";
 import { metrics } from "../metrics.ts";
-import { extractContext, injectContext, tracer } from "../telemetry.ts";
+import { extractContext, injectContext, tracer, tracingEnabled } from "../telemetry.ts";
 
 export class FencedOutError extends Error {
   constructor(readonly shard: number, readonly epoch: string, readonly current: string | null) {
@@ -226,11 +226,15 @@ export class ShardIo {
 
   private async publish(shard: number, epoch: string, rows: MarkedRow[]): Promise<void> {
     const t1 = performance.now();
+    const spans = tracingEnabled();
     const messages = rows.map((r) => {
       // One span per job, child of the API request that created it: the job's trace continues.
-      const span = tracer().startSpan("job.dispatch", { attributes: { "job.id": r.id, "job.shard": shard, "job.attempt": r.attempt + 1 } }, extractContext(r.trace_context));
-      const headers = injectContext(trace.setSpan(context.active(), span));
-      span.end();
+      let headers = r.trace_context ?? {};
+      if (spans) {
+        const span = tracer().startSpan("job.dispatch", { attributes: { "job.id": r.id, "job.shard": shard, "job.attempt": r.attempt + 1 } }, extractContext(r.trace_context));
+        headers = injectContext(trace.setSpan(context.active(), span));
+        span.end();
+      }
       const value: DueMessage = { id: r.id, shard, user_id: r.user_id, attempt: r.attempt + 1, execute_at: r.execute_at.toISOString(), epoch };
       return { key: r.id, value: JSON.stringify(value), headers };
     });

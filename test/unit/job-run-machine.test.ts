@@ -1,0 +1,90 @@
+import { describe, expect, test } from "bun:test";
+import { createActor, initialTransition, transition } from "xstate";
+import { jobRunMachine, type ClaimedJob, type RunEvent } from "../../actors/job-run.machine.ts";
+import { classifyHttpStatus, decide } from "../../actors/outcome.ts";
+
+const msg = { id: "42", shard: 3, attempt: 2 };
+const backoff = { baseMs: 1_000, maxMs: 60_000 };
+const job = (attempt: number, max = 3): ClaimedJob => ({
+  id: "42", shard_id: 3, user_id: "7", message: "m", target: null, attempt, max_attempts: max, execute_at: new Date(0), last_error: null, trace_context: null,
+});
+
+function run(events: RunEvent[]) {
+  let [snap] = initialTransition(jobRunMachine, { msg, backoff });
+  const path = [String(snap.value)];
+  for (const e of events) {
+    [snap] = transition(jobRunMachine, snap, e);
+    path.push(String(snap.value));
+  }
+  return { snap, path };
+}
+
+describe("job-run machine", () => {
+  test("claimed, ran ok, recorded: done with succeeded", () => {
+    const { snap, path } = run([{ type: "CLAIMED", job: job(2) }, { type: "RAN", result: { ok: true } }, { type: "RECORDED" }]);
+    expect(path).toEqual(["claiming", "running", "recording", "done"]);
+    expect(snap.status).toBe("done");
+    expect(snap.context.decision).toEqual({ kind: "succeeded" });
+  });
+
+  test("not claimed (duplicate, stale, cancelled): dropped, and the handler never runs", () => {
+    const { snap, path } = run([{ type: "NOT_CLAIMED" }, { type: "RAN", result: { ok: true } }]);
+    expect(path).toEqual(["claiming", "dropped", "dropped"]);
+    expect(snap.context.result).toBeNull();
+  });
+
+  test("a retryable failure with attempts left is recorded as a retry with backoff", () => {
+    const { snap, path } = run([{ type: "CLAIMED", job: job(2) }, { type: "RAN", result: { ok: false, retryable: true, error: "HTTP 503" } }]);
+    expect(path).toEqual(["claiming", "running", "recording"]);
+    const d = snap.context.decision!;
+    expect(d.kind).toBe("retry");
+    if (d.kind === "retry") expect(d.delayMs).toBeWithin(1_000, 2_001); // attempt 2: nominal 2 s, equal jitter
+  });
+
+  test("exhausted or permanent failures are dead-lettered before they are recorded", () => {
+    for (const [j, result] of [
+      [job(3), { ok: false as const, retryable: true, error: "timed out" }],
+      [job(1), { ok: false as const, retryable: false, error: "HTTP 404" }],
+    ] as const) {
+      const { snap, path } = run([{ type: "CLAIMED", job: j }, { type: "RAN", result }, { type: "RECORDED" }]);
+      expect(path).toEqual(["claiming", "running", "deadLettering", "deadLettering"]); // RECORDED is not accepted yet
+      const [after] = transition(jobRunMachine, snap, { type: "DEAD_LETTERED" });
+      expect(after.value).toBe("recording");
+      const [done] = transition(jobRunMachine, after, { type: "RECORDED" });
+      expect(done.value).toBe("done");
+      expect(done.context.decision!.kind).toBe("failed");
+    }
+  });
+
+  test("events out of order change nothing", () => {
+    const { path } = run([{ type: "RECORDED" }, { type: "RAN", result: { ok: true } }, { type: "CLAIMED", job: job(1) }]);
+    expect(path).toEqual(["claiming", "claiming", "claiming", "running"]);
+  });
+});
+
+describe("outcomes", () => {
+  test("HTTP status classes", () => {
+    expect(classifyHttpStatus(204)).toEqual({ ok: true, detail: "HTTP 204" });
+    expect(classifyHttpStatus(429)).toMatchObject({ ok: false, retryable: true });
+    expect(classifyHttpStatus(503)).toMatchObject({ ok: false, retryable: true });
+    expect(classifyHttpStatus(404)).toMatchObject({ ok: false, retryable: false });
+    expect(classifyHttpStatus(302)).toMatchObject({ ok: false, retryable: false });
+  });
+  test("decide: retry while attempts remain, then fail", () => {
+    const err = { ok: false as const, retryable: true, error: "x" };
+    expect(decide(err, 1, 3, backoff, () => 0).kind).toBe("retry");
+    expect(decide(err, 3, 3, backoff, () => 0)).toEqual({ kind: "failed", error: "x (attempts exhausted: 3/3)" });
+    expect(decide({ ok: false, retryable: false, error: "bad" }, 1, 3)).toEqual({ kind: "failed", error: "bad" });
+    expect(decide({ ok: true }, 1, 1)).toEqual({ kind: "succeeded" });
+  });
+});
+
+test("an actor of the machine, driven by events as the executor does, ends done", () => {
+  const actor = createActor(jobRunMachine, { input: { msg, backoff } }).start();
+  actor.send({ type: "CLAIMED", job: job(1) });
+  actor.send({ type: "RAN", result: { ok: false, retryable: false, error: "HTTP 400" } });
+  expect(actor.getSnapshot().value).toBe("deadLettering");
+  actor.send({ type: "DEAD_LETTERED" });
+  actor.send({ type: "RECORDED" });
+  expect(actor.getSnapshot().status).toBe("done");
+});
