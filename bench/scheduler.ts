@@ -27,7 +27,7 @@ const SCHEDULERS = Number(process.env.SCHEDULERS ?? 1);
 const USERS = Number(process.env.USERS ?? 50);
 const SHARDS = Number(process.env.SHARD_COUNT ?? 16);
 
-const s = await slice({ env: { SHARD_COUNT: String(SHARDS), SCHEDULER_CREDITS: "1000000", KAFKA_PARTITIONS: "12", LOG_LEVEL: "warn", DB_POOL_MAX: "10", SCHEDULED_DEADLINE: "1h" } });
+const s = await slice({ env: { SHARD_COUNT: String(SHARDS), SCHEDULER_CREDITS: "1000000", KAFKA_PARTITIONS: "12", LOG_LEVEL: "warn", DB_POOL_MAX: "10", SCHEDULED_DEADLINE: "1h", ...(process.env.SCHEDULER_PREMARK ? { SCHEDULER_PREMARK: process.env.SCHEDULER_PREMARK } : {}) } });
 const config = testConfig(s.env);
 const dbs = openDatabases(config.databaseUrls, config.shardCount, 4);
 const gen = new IdGenerator(4000);

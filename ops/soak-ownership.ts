@@ -23,6 +23,7 @@ const gen = new IdGenerator(4090);
 // Let the initial balancing settle, then take the reference assignment.
 await Bun.sleep(5_000);
 const reference = await owners(s);
+const referenceAt = new Date().toISOString();
 let changes = 0;
 let samples = 0;
 let jobs = 0;
@@ -43,7 +44,8 @@ while (Date.now() < until) {
   }
   await Bun.sleep(1_000);
 }
-const logs = procs.flatMap((p) => p.logs);
+// Only what happened after the reference assignment counts (the start-up hand-over does not).
+const logs = procs.flatMap((p) => p.logs).filter((l) => (/"ts":"([^"]+)"/.exec(l)?.[1] ?? "") > referenceAt);
 const leaseLost = logs.filter((l) => l.includes("lease lost")).length;
 const released = logs.filter((l) => l.includes('"shard released"')).length;
 const fenced = logs.filter((l) => l.includes("fenced out")).length;

@@ -197,7 +197,7 @@ export function loadConfig(env: Env = process.env): Config {
       maxLoad: int("SCHEDULER_MAX_LOAD", 5_000, 1, 1_000_000),
       scheduledDeadlineMs: duration("SCHEDULED_DEADLINE", "60s", 1_000),
       rescueIntervalMs: duration("RESCUE_INTERVAL", "5s", 100),
-      premarkMs: duration("SCHEDULER_PREMARK", "50ms", 0),
+      premarkMs: duration("SCHEDULER_PREMARK", "250ms", 0),
     },
     otel: {
       endpoint: str("OTEL_EXPORTER_OTLP_ENDPOINT", "") || null,

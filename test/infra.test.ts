@@ -89,22 +89,7 @@ describe("etcd", () => {
 
 describe("migrations", () => {
   test("applied to two databases, concurrently from several runners, and safe to re-run", async () => {
-    const { urls, drop } = await freshDatabases(0).then(async () => {
-      // freshDatabases migrates; here we want empty databases, so create them bare.
-      const { PG_BASE } = await import("./support/env.ts");
-      const { ensureDatabase } = await import("../src/db/databases.ts");
-      const base = uniqueName("fs_mig");
-      const urls = [`${PG_BASE}/${base}_a`, `${PG_BASE}/${base}_b`];
-      for (const u of urls) await ensureDatabase(u);
-      return {
-        urls,
-        drop: async () => {
-          const admin = connect(`${PG_BASE}/postgres`, 1);
-          for (const u of urls) await admin.unsafe(`DROP DATABASE IF EXISTS "${new URL(u).pathname.slice(1)}" WITH (FORCE)`);
-          await admin.end();
-        },
-      };
-    });
+    const { urls, drop } = await freshDatabases(2, { migrate: false });
     const all = readMigrations().map((m) => m.version);
     try {
       for (const url of urls) {

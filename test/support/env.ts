@@ -32,13 +32,14 @@ export async function requireService(name: "postgresql" | "kafka" | "etcd"): Pro
 
 export const uniqueName = (prefix: string) => `${prefix}_${process.pid}_${randomBytes(4).toString("hex")}`;
 
-/** Creates `count` fresh migrated databases; `drop()` removes them. */
-export async function freshDatabases(count: number): Promise<{ urls: string[]; drop(): Promise<void> }> {
+/** Creates `count` fresh databases, migrated unless told otherwise; `drop()` removes them. */
+export async function freshDatabases(count: number, opts: { migrate?: boolean } = {}): Promise<{ urls: string[]; drop(): Promise<void> }> {
   await requireService("postgresql");
   const base = uniqueName("fs_test");
   const urls = Array.from({ length: count }, (_, i) => `${PG_BASE}/${base}_${i}`);
   for (const url of urls) {
     await ensureDatabase(url);
+    if (opts.migrate === false) continue;
     const sql = connect(url, 1);
     await migrate(sql);
     await sql.end();
