@@ -89,7 +89,25 @@ export class KafkaBus {
       // TOPIC_ALREADY_EXISTS when another process won the race is fine.
       if (!/already exists/i.test((e as Error).message)) throw e;
     } finally {
-      await admin.disconnect();
+      await this.awaitMetadata(admin, topics).finally(() => admin.disconnect());
+    }
+  }
+
+  /**
+   * Waits until the broker serves metadata for every topic (right after a broker start or a
+   * topic creation it can briefly answer UNKNOWN_TOPIC_OR_PARTITION), up to 30 s.
+   */
+  private async awaitMetadata(admin: ReturnType<Kafka["admin"]>, topics: string[]): Promise<void> {
+    const until = Date.now() + 30_000;
+    for (;;) {
+      try {
+        const meta = await admin.fetchTopicMetadata({ topics });
+        if (meta.topics.every((t) => t.partitions.length > 0 && t.partitions.every((p) => p.leader >= 0))) return;
+      } catch (e) {
+        if (Date.now() > until) throw e;
+      }
+      if (Date.now() > until) throw new Error(`topics ${topics.join(", ")} have no leaders after 30 s`);
+      await Bun.sleep(200);
     }
   }
 
