@@ -60,7 +60,7 @@ describe("etcd", () => {
       watcher.on("delete", (kv) => events.push(`delete ${kv.key.toString().slice(prefix.length)}`));
 
       let lost = false;
-      const lease = await grantGuardedLease(client, 2, () => (lost = true));
+      const lease = await grantGuardedLease(client, 4, () => (lost = true));
       await lease.lease.put(`${prefix}leased`).value("mine");
       const first = await client.if(`${prefix}owned`, "Create", "==", 0).then(client.put(`${prefix}owned`).value("a").lease(lease.id)).commit();
       const second = await client.if(`${prefix}owned`, "Create", "==", 0).then(client.put(`${prefix}owned`).value("b")).commit();
@@ -69,7 +69,7 @@ describe("etcd", () => {
       expect(await client.get(`${prefix}owned`).string()).toBe("a");
 
       // Keep-alives hold the lease past its TTL...
-      await Bun.sleep(3_000);
+      await Bun.sleep(5_000);
       expect(lost).toBe(false);
       expect(await client.get(`${prefix}leased`).string()).toBe("mine");
       // ...and revoking it deletes every key attached to it.

@@ -76,6 +76,33 @@ describe("shard ownership", () => {
   }, 90_000);
 });
 
+describe("lease loss", () => {
+  test("a revoked lease stops the member's shard actors at once; it re-registers and takes the shards back", async () => {
+    const s = await slice({ env: { SHARD_COUNT: "8", ETCD_LEASE_TTL_SECONDS: "6" } });
+    slices.push(s);
+    const a = await s.start("scheduler");
+    await balanced(s, 1, 8);
+    const [member] = await s.etcd.getAll().prefix(`${s.prefix}/members/`).keys();
+    const kv = await s.etcd.get(member!).exec();
+    const lease = kv.kvs[0]!.lease.toString();
+    const revokedAt = Date.now();
+    await s.etcd.leaseClient.leaseRevoke({ ID: lease });
+    // Revoking deletes the member's keys: the watch sees its shard keys go and it stops those
+    // actors; the next keep-alive answers TTL 0 and it gives up whatever is left, without
+    // waiting for the TTL. Then it registers with a new lease and claims the shards back.
+    const gaveUp = JSON.parse(await waitFor("the lease to be declared lost", async () => a.logs.find((l) => l.includes("lease lost: gave up all shards")), 15_000));
+    expect(Date.parse(gaveUp.ts) - revokedAt).toBeLessThan(6_000);
+    const released = a.logs
+      .filter((l) => l.includes('"shard released"'))
+      .map((l) => JSON.parse(l))
+      .filter((l) => Date.parse(l.ts) >= revokedAt && Date.parse(l.ts) <= Date.parse(gaveUp.ts));
+    expect(new Set([...released.map((l) => l.shard), ...gaveUp.shards]).size).toBe(8);
+    await balanced(s, 1, 8);
+    const [again] = await s.etcd.getAll().prefix(`${s.prefix}/members/`).keys();
+    expect((await s.etcd.get(again!).exec()).kvs[0]!.lease.toString()).not.toBe(lease);
+  }, 60_000);
+});
+
 describe("fencing", () => {
   test("a stale owner's dispatch is rejected by the database and changes nothing", async () => {
     const s = await slice({});
