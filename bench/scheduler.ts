@@ -52,8 +52,10 @@ try {
   const total = RATE * DURATION;
   const t0 = Date.now() + 15_000;
   await insert(total, (i) => t0 + (i * 1000) / RATE, "steady");
+  // PROFILE=1 writes a CPU profile (markdown) of the first scheduler to .local/prof on exit.
+  const profile = process.env.PROFILE ? ["--cpu-prof-md", "--cpu-prof-dir=.local/prof"] : [];
   const schedulers = [];
-  for (let i = 0; i < SCHEDULERS; i++) schedulers.push(await s.start("scheduler"));
+  for (let i = 0; i < SCHEDULERS; i++) schedulers.push(await s.start("scheduler", {}, i === 0 ? profile : []));
   const dueAt = new Map<string, number>();
   for (const sql of dbs.all) for (const r of await sql`SELECT id, execute_at FROM jobs WHERE message = 'steady'`) dueAt.set(r.id, r.execute_at.getTime());
   await Bun.sleep(Math.max(0, t0 - Date.now()) + DURATION * 1000);
@@ -89,6 +91,8 @@ try {
     burst_first_publish_after_insert_ms: stamps[0]! - burstStart,
   });
   console.log("steady phase, dispatch steps (cumulative bucket counts):\n" + steps.join("\n"));
+  for (const p of schedulers) p.kill(15);
+  await Promise.all(schedulers.map((p) => p.exited));
 } finally {
   await dbs.close();
   await s.close();
