@@ -13,7 +13,7 @@ import { shardOf } from "../actors/shard-map.ts";
 import { openDatabases } from "../src/db/databases.ts";
 import { testConfig } from "../test/support/env.ts";
 import { slice, waitFor } from "../test/support/procs.ts";
-import { report, summary } from "./lib.ts";
+import { finishRoles, report, startRoles, summary } from "./lib.ts";
 
 const JOBS = Number(process.env.JOBS ?? 100_000);
 const EXECUTORS = Number(process.env.EXECUTORS ?? 1);
@@ -27,10 +27,7 @@ const dbs = openDatabases(config.databaseUrls, config.shardCount, 4);
 const sql = dbs.all[0]!;
 try {
   for (let i = 0; i < SCHEDULERS; i++) await s.start("scheduler");
-  // PROFILE=1 writes a CPU profile (markdown) of the first executor to .local/prof on exit.
-  const profile = process.env.PROFILE ? ["--cpu-prof-md", "--cpu-prof-dir=.local/prof"] : [];
-  const executors = [];
-  for (let i = 0; i < EXECUTORS; i++) executors.push(await s.start("executor", {}, i === 0 ? profile : []));
+  const executors = await startRoles(s.start, "executor", EXECUTORS);
   const dueAt = Date.now() + 10_000;
   const gen = new IdGenerator(4001);
   for (let start = 0; start < JOBS; start += 5_000) {
@@ -56,10 +53,7 @@ try {
     jobs_per_s_end_to_end: Math.round(JOBS / (Number(agg!.span_ms) / 1000)),
     completion_lateness_ms: summary(lateness),
   });
-  const steps = (await (await fetch(`${executors[0]!.url}/metrics`)).text()).split("\n").filter((l) => l.startsWith("executor_step_seconds_"));
-  console.log("executor steps (first executor; cumulative bucket counts):\n" + steps.join("\n"));
-  for (const e of executors) e.kill(15);
-  await Promise.all(executors.map((e) => e.exited));
+  await finishRoles(executors, "executor_step_seconds_", "executor steps");
 } finally {
   await dbs.close();
   await s.close();

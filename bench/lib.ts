@@ -33,3 +33,21 @@ export async function userToken(base: string, username: string, weight = 1): Pro
   await fetch(base + "/api/v1/users", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ username, password: "bench-password", job_weight: weight }) });
   return (await api(base, "/api/v1/auth/login", { username, password: "bench-password" })).data.token;
 }
+
+type Role = { url: string; kill(signal?: number): void; exited: Promise<number> };
+
+/** Starts `n` processes of a role; with PROFILE=1 the first writes a CPU profile to .local/prof on exit. */
+export async function startRoles<T extends Role>(start: (role: string, env: Record<string, string>, bunArgs: string[]) => Promise<T>, role: string, n: number): Promise<T[]> {
+  const profile = process.env.PROFILE ? ["--cpu-prof-md", "--cpu-prof-dir=.local/prof"] : [];
+  const out: T[] = [];
+  for (let i = 0; i < n; i++) out.push(await start(role, {}, i === 0 ? profile : []));
+  return out;
+}
+
+/** Prints the first process's histogram lines starting with `prefix`, then stops them all (SIGTERM). */
+export async function finishRoles(procs: Role[], prefix: string, label: string): Promise<void> {
+  const lines = (await (await fetch(`${procs[0]!.url}/metrics`)).text()).split("\n").filter((l) => l.startsWith(prefix));
+  console.log(`${label} (first process; cumulative bucket counts):\n${lines.join("\n")}`);
+  for (const p of procs) p.kill(15);
+  await Promise.all(procs.map((p) => p.exited));
+}

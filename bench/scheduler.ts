@@ -18,7 +18,7 @@ import { shardOf } from "../actors/shard-map.ts";
 import { openDatabases } from "../src/db/databases.ts";
 import { testConfig } from "../test/support/env.ts";
 import { collect, slice } from "../test/support/procs.ts";
-import { report, summary } from "./lib.ts";
+import { finishRoles, report, startRoles, summary } from "./lib.ts";
 
 const RATE = Number(process.env.RATE ?? 1389);
 const DURATION = Number(process.env.DURATION ?? 60);
@@ -52,17 +52,12 @@ try {
   const total = RATE * DURATION;
   const t0 = Date.now() + 15_000;
   await insert(total, (i) => t0 + (i * 1000) / RATE, "steady");
-  // PROFILE=1 writes a CPU profile (markdown) of the first scheduler to .local/prof on exit.
-  const profile = process.env.PROFILE ? ["--cpu-prof-md", "--cpu-prof-dir=.local/prof"] : [];
-  const schedulers = [];
-  for (let i = 0; i < SCHEDULERS; i++) schedulers.push(await s.start("scheduler", {}, i === 0 ? profile : []));
+  const schedulers = await startRoles(s.start, "scheduler", SCHEDULERS);
   const dueAt = new Map<string, number>();
   for (const sql of dbs.all) for (const r of await sql`SELECT id, execute_at FROM jobs WHERE message = 'steady'`) dueAt.set(r.id, r.execute_at.getTime());
   await Bun.sleep(Math.max(0, t0 - Date.now()) + DURATION * 1000);
   const steady = await collect<{ id: string }>(s, s.topicDue, (all) => all.length >= total, 60_000);
   const lateness = steady.map((m) => m.timestamp - dueAt.get(m.value.id)!);
-  // Where the time goes, from the schedulers' own histograms (cumulative counts per bucket).
-  const steps = (await (await fetch(`${schedulers[0]!.url}/metrics`)).text()).split("\n").filter((l) => l.startsWith("scheduler_dispatch_step_seconds_bucket"));
   const early = lateness.filter((l) => l < 0).length;
   const dupes = steady.length - new Set(steady.map((m) => m.value.id)).size;
 
@@ -90,9 +85,8 @@ try {
     burst_dispatch_per_s: Math.round(burst.length / Math.max(spanS, 0.001)),
     burst_first_publish_after_insert_ms: stamps[0]! - burstStart,
   });
-  console.log("steady phase, dispatch steps (cumulative bucket counts):\n" + steps.join("\n"));
-  for (const p of schedulers) p.kill(15);
-  await Promise.all(schedulers.map((p) => p.exited));
+  // Where the time goes, from the scheduler's own histograms.
+  await finishRoles(schedulers, "scheduler_dispatch_step_seconds_bucket", "dispatch steps");
 } finally {
   await dbs.close();
   await s.close();
