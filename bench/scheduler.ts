@@ -17,7 +17,7 @@ import { IdGenerator } from "../actors/ids.ts";
 import { shardOf } from "../actors/shard-map.ts";
 import { openDatabases } from "../src/db/databases.ts";
 import { testConfig } from "../test/support/env.ts";
-import { collect, slice } from "../test/support/procs.ts";
+import { collectDue, slice } from "../test/support/procs.ts";
 import { finishRoles, report, startRoles, summary } from "./lib.ts";
 
 const RATE = Number(process.env.RATE ?? 1389);
@@ -56,7 +56,7 @@ try {
   const dueAt = new Map<string, number>();
   for (const sql of dbs.all) for (const r of await sql`SELECT id, execute_at FROM jobs WHERE message = 'steady'`) dueAt.set(r.id, r.execute_at.getTime());
   await Bun.sleep(Math.max(0, t0 - Date.now()) + DURATION * 1000);
-  const steady = await collect<{ id: string }>(s, s.topicDue, (all) => all.length >= total, 60_000);
+  const steady = await collectDue(s, (all) => all.length >= total, 60_000);
   const lateness = steady.map((m) => m.timestamp - dueAt.get(m.value.id)!);
   const early = lateness.filter((l) => l < 0).length;
   const dupes = steady.length - new Set(steady.map((m) => m.value.id)).size;
@@ -64,7 +64,7 @@ try {
   // Phase 2: a burst, all due now.
   const burstStart = Date.now();
   await insert(BURST, () => burstStart - 1_000, "burst");
-  const all = await collect<{ id: string }>(s, s.topicDue, (msgs) => msgs.length >= total + BURST, 180_000);
+  const all = await collectDue(s, (msgs) => msgs.length >= total + BURST, 180_000);
   const burst = all.filter((m) => !dueAt.has(m.value.id));
   const stamps = burst.map((m) => m.timestamp).sort((a, b) => a - b);
   const spanS = (stamps[stamps.length - 1]! - stamps[0]!) / 1000;

@@ -9,7 +9,7 @@ import { shardOf } from "../actors/shard-map.ts";
 import { connect, openDatabases } from "../src/db/databases.ts";
 import { acquireFence, FencedOutError, ShardIo } from "../src/scheduler/shard-io.ts";
 import { testConfig } from "./support/env.ts";
-import { collect, owners, slice, waitFor, type Slice } from "./support/procs.ts";
+import { collectDue, owners, slice, waitFor, type Slice } from "./support/procs.ts";
 
 // Real services: allow for broker rebalances and lease expiry on a loaded 2-core machine.
 setDefaultTimeout(60_000);
@@ -163,7 +163,7 @@ describe("dispatch", () => {
     } finally {
       await sql.end();
     }
-    const msgs = await collect<{ id: string }>(s, s.topicDue, (all) => new Set(all.map((m) => m.id)).size >= ids.length, 30_000);
+    const msgs = await collectDue(s, (all) => new Set(all.map((m) => m.id)).size >= ids.length, 30_000);
     const counts = countBy(msgs.map((m) => m.value.id));
     expect(counts.size).toBe(ids.length);
     expect([...counts].filter(([, c]) => c > 1)).toEqual([]);
@@ -184,13 +184,13 @@ describe("dispatch", () => {
       const r = await post("/api/v1/me/jobs", { message: `t${i}`, execute_at: at.toISOString() }, token);
       due.set(r.data.id, at.getTime());
     }
-    const msgs = await collect<{ id: string }>(s, s.topicDue, (all) => all.length >= due.size, 30_000);
+    const msgs = await collectDue(s, (all) => all.length >= due.size, 30_000);
     expect(msgs.length).toBe(due.size);
     const lateness = msgs.map((m) => m.timestamp - due.get(m.value.id)!);
     console.log(`API -> publish lateness ms: min ${Math.min(...lateness)}, max ${Math.max(...lateness)}`);
     expect(Math.min(...lateness)).toBeGreaterThanOrEqual(0); // never early
     expect(Math.max(...lateness)).toBeLessThan(1_500); // well under a poll interval + margin on a loaded CI box
-    // The trace started by the API request continues in the Kafka headers.
-    expect(msgs.every((m) => /^00-[0-9a-f]{32}-[0-9a-f]{16}-0[01]$/.test(m.headers.traceparent ?? ""))).toBe(true);
+    // The trace started by the API request travels with each job on the topic.
+    expect(msgs.every((m) => /^00-[0-9a-f]{32}-[0-9a-f]{16}-0[01]$/.test(m.value.trace?.traceparent ?? ""))).toBe(true);
   }, 90_000);
 });

@@ -13,6 +13,7 @@ import type { Decision, RunResult } from "../../actors/outcome.ts";
 import { databaseOf } from "../../actors/shard-map.ts";
 import type { Config } from "../config.ts";
 import type { Databases } from "../db/databases.ts";
+import { decodeDue, type DueEntry } from "../due-message.ts";
 import type { InMessage, KafkaBus, Publisher, Subscription } from "../kafka.ts";
 import { log } from "../log.ts";
 import { metrics } from "../metrics.ts";
@@ -56,15 +57,6 @@ async function timed<T>(step: string, fn: () => Promise<T>): Promise<T> {
   }
 }
 
-export function parseDueMessage(value: string): DueMessage | null {
-  try {
-    const m = JSON.parse(value);
-    if (typeof m?.id === "string" && /^\d{1,19}$/.test(m.id) && Number.isInteger(m.shard) && m.shard >= 0 && Number.isInteger(m.attempt) && m.attempt >= 1) {
-      return { id: m.id, shard: m.shard, attempt: m.attempt };
-    }
-  } catch {}
-  return null;
-}
 
 export class Executor {
   private sub: Subscription | null = null;
@@ -111,14 +103,24 @@ export class Executor {
 
   private async onBatch(messages: InMessage[], ctx: { commit(offset: string): Promise<void>; heartbeat(): Promise<void>; isRunning(): boolean }): Promise<void> {
     const t0 = performance.now();
+    const entries: DueEntry[] = [];
+    for (const m of messages) {
+      const decoded = decodeDue(m.value);
+      if (decoded && decoded.every((e) => e.shard < this.dbs.shardCount)) entries.push(...decoded);
+      else {
+        // Poison message: nothing can ever process it; skip it so the partition keeps moving.
+        log.error("dropping malformed due message", { partition: m.partition, offset: m.offset, value: m.value.slice(0, 200) });
+        metrics.jobsProcessed.inc({ outcome: "malformed" });
+      }
+    }
     const runs: Promise<void>[] = [];
-    for (let i = 0; i < messages.length; i += this.chunk) {
-      const part = messages.slice(i, i + this.chunk);
+    for (let i = 0; i < entries.length; i += this.chunk) {
+      const part = entries.slice(i, i + this.chunk);
       await this.permits.acquire(part.length);
       let left = part.length;
-      for (const m of part) {
+      for (const entry of part) {
         runs.push(
-          this.runOne(m).finally(() => {
+          this.runOne(entry).finally(() => {
             this.permits.release(1);
             if (--left === 0) void ctx.heartbeat().catch(() => {});
           }),
@@ -130,18 +132,12 @@ export class Executor {
     await timed("commit", () => ctx.commit(messages[messages.length - 1]!.offset));
   }
 
-  private async runOne(m: InMessage): Promise<void> {
-    const msg = parseDueMessage(m.value);
-    if (!msg || msg.shard >= this.dbs.shardCount) {
-      // Poison message: nothing can ever process it; skip it so the partition keeps moving.
-      log.error("dropping malformed due message", { partition: m.partition, offset: m.offset, value: m.value.slice(0, 200) });
-      metrics.jobsProcessed.inc({ outcome: "malformed" });
-      return;
-    }
+  private async runOne(entry: DueEntry): Promise<void> {
+    const msg: DueMessage = { id: entry.id, shard: entry.shard, attempt: entry.attempt };
     this.inFlight++;
     // A span per run only when spans are exported (see tracingEnabled).
     const span = tracingEnabled()
-      ? tracer().startSpan("job.execute", { attributes: { "job.id": msg.id, "job.shard": msg.shard, "job.attempt": msg.attempt } }, extractContext(m.headers))
+      ? tracer().startSpan("job.execute", { attributes: { "job.id": msg.id, "job.shard": msg.shard, "job.attempt": msg.attempt } }, extractContext(entry.trace))
       : null;
     try {
       const run = () => this.runMachine(msg);

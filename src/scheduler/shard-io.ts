@@ -4,9 +4,10 @@
  * stale owner's write fails with FencedOutError; the new owner's epoch bump waits for any
  * in-flight write of the old owner and rejects all later ones.
  */
-import { context, trace } from "@opentelemetry/api";
+import { context, trace as otelTrace } from "@opentelemetry/api";
 import type { DueJob } from "../../actors/shard.machine.ts";
 import type { Config } from "../config.ts";
+import { encodeDue, type DueEntry } from "../due-message.ts";
 import type postgres from "postgres";
 import type { Sql } from "../db/databases.ts";
 import type { Publisher } from "../kafka.ts";
@@ -22,15 +23,6 @@ export class FencedOutError extends Error {
   }
 }
 
-/** What travels on the due topic (JSON). `attempt` is the number of the run it asks for. */
-export interface DueMessage {
-  id: string;
-  shard: number;
-  user_id: string;
-  attempt: number;
-  execute_at: string;
-  epoch: string;
-}
 
 export interface ShardIoSettings {
   topicDue: string;
@@ -227,17 +219,17 @@ export class ShardIo {
   private async publish(shard: number, epoch: string, rows: MarkedRow[]): Promise<void> {
     const t1 = performance.now();
     const spans = tracingEnabled();
-    const messages = rows.map((r) => {
+    const entries = rows.map((r): DueEntry => {
       // One span per job, child of the API request that created it: the job's trace continues.
-      let headers = r.trace_context ?? {};
+      let trace = r.trace_context ?? {};
       if (spans) {
         const span = tracer().startSpan("job.dispatch", { attributes: { "job.id": r.id, "job.shard": shard, "job.attempt": r.attempt + 1 } }, extractContext(r.trace_context));
-        headers = injectContext(trace.setSpan(context.active(), span));
+        trace = injectContext(otelTrace.setSpan(context.active(), span));
         span.end();
       }
-      const value: DueMessage = { id: r.id, shard, user_id: r.user_id, attempt: r.attempt + 1, execute_at: r.execute_at.toISOString(), epoch };
-      return { key: r.id, value: JSON.stringify(value), headers };
+      return { id: r.id, shard, user_id: r.user_id, attempt: r.attempt + 1, execute_at: r.execute_at.toISOString(), epoch, trace };
     });
+    const messages = encodeDue(entries);
     try {
       await this.publisher.publish(this.s.topicDue, messages);
     } catch (e) {

@@ -6,6 +6,7 @@
 import type { Subprocess } from "bun";
 import { join } from "node:path";
 import { Etcd3 } from "etcd3";
+import type { DueEntry } from "../../src/due-message.ts";
 import { KafkaBus } from "../../src/kafka.ts";
 import { ETCD, freshDatabases, KAFKA, requireService, testConfig, uniqueName } from "./env.ts";
 
@@ -150,4 +151,16 @@ export async function collect<T>(s: Slice, topic: string, until: (all: T[]) => b
   await Promise.race([done.promise, Bun.sleep(timeoutMs)]);
   await sub.stop();
   return out;
+}
+
+/** Every job entry published on the due topic (messages carry several), with its publish time. */
+export async function collectDue(s: Slice, until: (all: DueEntry[]) => boolean, timeoutMs = 30_000): Promise<{ value: DueEntry; timestamp: number }[]> {
+  const flat = (msgs: { value: { jobs?: DueEntry[] } & Partial<DueEntry>; timestamp: number }[]) =>
+    msgs.flatMap((m) => (m.value.jobs ?? [m.value as DueEntry]).map((value) => ({ value, timestamp: m.timestamp })));
+  let entries: DueEntry[] = [];
+  const msgs = await collect<{ jobs?: DueEntry[] } & Partial<DueEntry>>(s, s.topicDue, (all) => {
+    entries = all.flatMap((v) => v.jobs ?? [v as DueEntry]);
+    return until(entries);
+  }, timeoutMs);
+  return flat(msgs);
 }

@@ -1,0 +1,52 @@
+/**
+ * The due topic's wire format, shared by the scheduler (encode) and the executor (decode).
+ *
+ * A message carries up to MAX_JOBS_PER_MESSAGE jobs: {"jobs": [{id, shard, user_id, attempt,
+ * execute_at, epoch, trace}]}, where `attempt` is the number of the run it asks for and `trace`
+ * the job's W3C trace context. Jobs travel together because producing with kafkajs costs about
+ * 50 µs of CPU per message (20,900 messages/s at most here) while consuming is cheap: at the
+ * seed's peak most messages still hold one job (jobs leave at their own execute_at), but a burst
+ * of due jobs leaves in a few hundred messages instead of tens of thousands. A bare entry (not
+ * wrapped in `jobs`) is accepted too.
+ */
+import type { OutMessage } from "./kafka.ts";
+
+export interface DueEntry {
+  id: string;
+  shard: number;
+  user_id: string;
+  attempt: number;
+  execute_at: string;
+  epoch: string;
+  trace?: Record<string, string>;
+}
+
+export const MAX_JOBS_PER_MESSAGE = 100;
+
+export function encodeDue(entries: DueEntry[]): OutMessage[] {
+  const out: OutMessage[] = [];
+  for (let i = 0; i < entries.length; i += MAX_JOBS_PER_MESSAGE) {
+    const jobs = entries.slice(i, i + MAX_JOBS_PER_MESSAGE);
+    out.push({ key: jobs[0]!.id, value: JSON.stringify({ jobs }) });
+  }
+  return out;
+}
+
+function validEntry(e: any): e is DueEntry {
+  return (
+    typeof e?.id === "string" && /^\d{1,19}$/.test(e.id) &&
+    Number.isInteger(e.shard) && e.shard >= 0 &&
+    Number.isInteger(e.attempt) && e.attempt >= 1
+  );
+}
+
+/** The entries of a message, or null when it is malformed (a poison message). */
+export function decodeDue(value: string): DueEntry[] | null {
+  try {
+    const v = JSON.parse(value);
+    const entries: unknown[] = Array.isArray(v?.jobs) ? v.jobs : [v];
+    return entries.length > 0 && entries.every(validEntry) ? (entries as DueEntry[]) : null;
+  } catch {
+    return null;
+  }
+}
