@@ -219,8 +219,6 @@ describe("jobs", () => {
     const past = await call("POST", "/api/v1/me/jobs", { token, body: { message: "m", execute_at: "2020-01-01T00:00:00+07:00" } });
     expect(past.status).toBe(201);
     expect(Date.parse(past.json.data.execute_at)).toBeGreaterThanOrEqual(before);
-    const offset = await call("POST", "/api/v1/me/jobs", { token, body: { message: "m", execute_at: "2099-01-01T07:00:00.123456+07:00".replace("2099", String(new Date().getUTCFullYear() + 0)) } });
-    expect([201, 400]).toContain(offset.status);
     for (const bad of ["2030-01-01T00:00:00", "2030-02-30T00:00:00Z", "tomorrow", "2030-01-01", "", "2030-01-01T25:00:00Z", new Date(Date.now() + 40 * 86_400_000).toISOString()]) {
       const r = await call("POST", "/api/v1/me/jobs", { token, body: { message: "m", execute_at: bad } });
       expectError(r, 400, "invalid_request");

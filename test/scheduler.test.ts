@@ -42,7 +42,6 @@ async function insertJobs(s: Slice, n: number, executeAt: (i: number) => Date, u
     const id = gen.next();
     return { id: id.toString(), shard_id: shardOf(id, config.shardCount), user_id: String(1 + (i % users)), job_weight: 1, message: `j${i}`, execute_at: executeAt(i), max_attempts: 3 };
   });
-  for (const [shard, list] of countBy(rows.map((r) => r.shard_id))) void list, void shard;
   for (const sql of dbs.all) {
     const mine = rows.filter((r) => dbs.forShard(r.shard_id) === sql);
     for (let i = 0; i < mine.length; i += 1000) await sql`INSERT INTO jobs ${sql(mine.slice(i, i + 1000))}`;
@@ -108,7 +107,7 @@ describe("fencing", () => {
     const s = await slice({});
     slices.push(s);
     const config = testConfig(s.env);
-    const ids = await insertJobs(s, 40, () => new Date(Date.now() - 1000));
+    await insertJobs(s, 40, () => new Date(Date.now() - 1000));
     const sql = connect(config.databaseUrls[0]!, 2);
     const publisher = await s.bus.publisher();
     try {
@@ -127,7 +126,6 @@ describe("fencing", () => {
       await io.drain(); // the marked rows are published at their execute_at (already past)
       const [{ m }] = (await sql`SELECT count(*)::int AS m FROM jobs WHERE status = 'scheduled' AND dispatch_epoch = ${newEpoch}`) as unknown as [{ m: number }];
       expect(m).toBe(mine.length);
-      expect(ids.length).toBe(40);
     } finally {
       await publisher.close();
       await sql.end();
