@@ -76,20 +76,22 @@ export class KafkaBus {
     try {
       const existing = new Set(await admin.listTopics());
       const missing = topics.filter((t) => !existing.has(t));
-      if (missing.length === 0) return;
-      await admin.createTopics({
-        waitForLeaders: true,
-        topics: missing.map((topic) => ({
-          topic,
-          numPartitions: this.cfg.partitions,
-          replicationFactor: this.cfg.replicationFactor,
-        })),
-      });
-    } catch (e) {
-      // TOPIC_ALREADY_EXISTS when another process won the race is fine.
-      if (!/already exists/i.test((e as Error).message)) throw e;
+      if (missing.length > 0) {
+        await admin
+          .createTopics({
+            waitForLeaders: true,
+            topics: missing.map((topic) => ({ topic, numPartitions: this.cfg.partitions, replicationFactor: this.cfg.replicationFactor })),
+          })
+          .catch((e: Error & { retriable?: boolean }) => {
+            // TOPIC_ALREADY_EXISTS: another process won the race. A retriable error here (a
+            // broker that just started answers UNKNOWN_TOPIC_OR_PARTITION while it loads the
+            // new partitions) is settled by waiting for the leaders below.
+            if (!/already exists/i.test(e.message) && !e.retriable) throw e;
+          });
+      }
+      await this.awaitMetadata(admin, topics);
     } finally {
-      await this.awaitMetadata(admin, topics).finally(() => admin.disconnect());
+      await admin.disconnect();
     }
   }
 
