@@ -44,8 +44,10 @@ if (runs("scheduler")) components.push(await startScheduler(config, dbs));
 if (runs("executor")) components.push(await startExecutor(config, dbs));
 
 const app = rootApp(config.api.maxBodyBytes, () => components, api?.routes);
-// reusePort: several api processes on one host may share the port (the kernel spreads connections).
-app.listen({ port: config.port, hostname: config.host, maxRequestBodySize: config.api.maxBodyBytes, reusePort: true });
+// reusePort for the api role only: several api processes on one host may share the port (the
+// kernel spreads connections); any other role must own its port, or /readyz would answer for
+// whichever process the kernel picked.
+app.listen({ port: config.port, hostname: config.host, maxRequestBodySize: config.api.maxBodyBytes, reusePort: role === "api" });
 log.info("started", { url: `http://${config.host}:${app.server?.port}`, components: components.map((c) => c.name) });
 
 let stopping = false;
