@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the project needs on a fresh Debian machine, idempotently: Bun (pinned, from
-# npm), the JS packages, Debian's etcd-server, PostgreSQL (only when none answers) and the
-# Apache Kafka broker jars (from Maven Central, cached under .local/cache).
+# npm), the JS packages, Debian's etcd-server and prometheus (for promtool), PostgreSQL (only
+# when none answers) and the Apache Kafka broker jars (from Maven Central, cached under
+# .local/cache).
 source "$(dirname "$0")/lib.sh"
 
 apt_updated=0
@@ -29,6 +30,8 @@ if [ ! -d "$ROOT/node_modules" ] || [ "$ROOT/bun.lock" -nt "$ROOT/node_modules" 
 fi
 
 command -v etcd >/dev/null 2>&1 || apt_install etcd-server
+# promtool, for the alert rules' unit tests (the package does not start a server here).
+command -v promtool >/dev/null 2>&1 || apt_install prometheus
 command -v java >/dev/null 2>&1 || apt_install openjdk-17-jre-headless
 command -v mvn >/dev/null 2>&1 || apt_install maven
 
