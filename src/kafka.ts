@@ -144,7 +144,11 @@ export class KafkaBus {
         const batch = queue;
         queue = [];
         const byTopic = new Map<string, OutMessage[]>();
-        for (const q of batch) byTopic.set(q.topic, [...(byTopic.get(q.topic) ?? []), ...q.messages]);
+        for (const q of batch) {
+          const list = byTopic.get(q.topic);
+          if (list) list.push(...q.messages);
+          else byTopic.set(q.topic, [...q.messages]);
+        }
         try {
           await producer.sendBatch({
             acks: -1,

@@ -14,7 +14,7 @@ import { databaseOf } from "../../actors/shard-map.ts";
 import type { Config } from "../config.ts";
 import type { Databases } from "../db/databases.ts";
 import { decodeDue, type DueEntry } from "../due-message.ts";
-import type { InMessage, KafkaBus, Publisher, Subscription } from "../kafka.ts";
+import type { BatchContext, InMessage, KafkaBus, Publisher, Subscription } from "../kafka.ts";
 import { log } from "../log.ts";
 import { metrics } from "../metrics.ts";
 import { extractContext, tracer, tracingEnabled } from "../telemetry.ts";
@@ -30,13 +30,20 @@ import { claimMany, recordMany, type Outcome } from "./job-sql.ts";
  */
 class Permits {
   private waiters: { n: number; go: () => void }[] = [];
-  constructor(private free: number) {}
+  private free: number;
+  constructor(private readonly capacity: number) {
+    this.free = capacity;
+  }
   async acquire(n: number): Promise<void> {
     if (this.waiters.length === 0 && this.free >= n) {
       this.free -= n;
       return;
     }
     await new Promise<void>((go) => this.waiters.push({ n, go }));
+  }
+  /** Permits taken and not yet released: the runs in flight. */
+  get inUse(): number {
+    return this.capacity - this.free;
   }
   release(n: number): void {
     this.free += n;
@@ -57,7 +64,6 @@ async function timed<T>(step: string, fn: () => Promise<T>): Promise<T> {
   }
 }
 
-
 export class Executor {
   private sub: Subscription | null = null;
   private publisher: Publisher | null = null;
@@ -67,7 +73,6 @@ export class Executor {
   private readonly records: Batcher<number, Outcome, void>;
   private readonly handler: HandlerSettings;
   private running = false;
-  private inFlight = 0;
 
   constructor(
     private readonly config: Config,
@@ -101,7 +106,7 @@ export class Executor {
     this.running = true;
   }
 
-  private async onBatch(messages: InMessage[], ctx: { commit(offset: string): Promise<void>; heartbeat(): Promise<void>; isRunning(): boolean }): Promise<void> {
+  private async onBatch(messages: InMessage[], ctx: BatchContext): Promise<void> {
     const t0 = performance.now();
     const entries: DueEntry[] = [];
     for (const m of messages) {
@@ -132,12 +137,10 @@ export class Executor {
     await timed("commit", () => ctx.commit(messages[messages.length - 1]!.offset));
   }
 
-  private async runOne(entry: DueEntry): Promise<void> {
-    const msg: DueMessage = { id: entry.id, shard: entry.shard, attempt: entry.attempt };
-    this.inFlight++;
+  private async runOne(msg: DueEntry): Promise<void> {
     // A span per run only when spans are exported (see tracingEnabled).
     const span = tracingEnabled()
-      ? tracer().startSpan("job.execute", { attributes: { "job.id": msg.id, "job.shard": msg.shard, "job.attempt": msg.attempt } }, extractContext(entry.trace))
+      ? tracer().startSpan("job.execute", { attributes: { "job.id": msg.id, "job.shard": msg.shard, "job.attempt": msg.attempt } }, extractContext(msg.trace))
       : null;
     try {
       const run = () => this.runMachine(msg);
@@ -149,7 +152,6 @@ export class Executor {
       span?.setStatus({ code: SpanStatusCode.ERROR, message: (e as Error).message });
       throw e;
     } finally {
-      this.inFlight--;
       span?.end();
     }
   }
@@ -223,6 +225,6 @@ export class Executor {
     this.running = false;
     await this.sub?.stop();
     await this.publisher?.close();
-    if (this.inFlight > 0) log.warn("executor stopped with runs in flight; the rescuer will re-run them", { in_flight: this.inFlight });
+    if (this.permits.inUse > 0) log.warn("executor stopped with runs in flight; the rescuer will re-run them", { in_flight: this.permits.inUse });
   }
 }

@@ -26,12 +26,19 @@ export function tokens(secret: string, ttlSeconds: number) {
  * API process's CPU under load, and a client sends the same token on every request. An entry
  * is only ever a token that verified, kept no longer than its own expiry or 60 s.
  */
-const verified = new Map<string, { claims: { sub: string; username: string }; until: number }>();
+type Claims = { sub: string; username: string };
+const verified = new Map<string, { claims: Claims; until: number }>();
 const VERIFIED_MAX = 10_000;
 
-function remember(token: string, claims: { sub: string; username: string }, exp: number | undefined): void {
+function remember(token: string, claims: Claims, exp: number | undefined): void {
   if (verified.size >= VERIFIED_MAX) verified.delete(verified.keys().next().value!);
   verified.set(token, { claims, until: Math.min(Date.now() + 60_000, (exp ?? 0) * 1000) });
+}
+
+function remembered(token: string): Claims | undefined {
+  const hit = verified.get(token);
+  if (hit && hit.until <= Date.now()) verified.delete(token);
+  return hit && hit.until > Date.now() ? hit.claims : undefined;
 }
 
 /** Marks a JSON body that did not parse; reported as malformed_body after authentication. */
@@ -60,23 +67,19 @@ export function requireUser(secret: string, ttlSeconds: number) {
         throw unauthorized(header ? "malformed Authorization header; expected 'Bearer <token>'" : "missing bearer token");
       }
       const token = m[1]!;
-      let cached = verified.get(token);
-      if (cached && cached.until <= Date.now()) {
-        verified.delete(token);
-        cached = undefined;
-      }
-      if (!cached) {
-        const claims = await jwt.verify(token).catch(() => false as const);
-        if (!claims || typeof claims.sub !== "string" || !/^\d{1,18}$/.test(claims.sub)) {
+      let claims = remembered(token);
+      if (!claims) {
+        const verifiedClaims = await jwt.verify(token).catch(() => false as const);
+        if (!verifiedClaims || typeof verifiedClaims.sub !== "string" || !/^\d{1,18}$/.test(verifiedClaims.sub)) {
           set.headers["www-authenticate"] = 'Bearer realm="fairshare", error="invalid_token"';
           throw unauthorized("invalid or expired token");
         }
-        cached = { claims: { sub: claims.sub, username: typeof claims.username === "string" ? claims.username : "" }, until: 0 };
-        remember(token, cached.claims, claims.exp);
+        claims = { sub: verifiedClaims.sub, username: typeof verifiedClaims.username === "string" ? verifiedClaims.username : "" };
+        remember(token, claims, verifiedClaims.exp);
       }
       if (body === MALFORMED) {
         throw new ApiError(400, "malformed_body", "the request body could not be parsed; send JSON with content-type application/json");
       }
-      return { userId: cached.claims.sub, username: cached.claims.username };
+      return { userId: claims.sub, username: claims.username };
     });
 }

@@ -224,14 +224,8 @@ export class ShardOwnership {
     if (this.stopped) return;
     this.stopped = true;
     if (this.timer) clearInterval(this.timer);
-    const entries = [...this.actors.values()];
-    for (const entry of entries) {
-      entry.actor.send({ type: "STOP" });
-      entry.actor.stop();
-    }
-    this.actors.clear();
-    metrics.shardsOwned.set(0);
-    await Promise.all(entries.map((e) => e.io.drain()));
+    // Every actor stops before the first await; keys go with the lease below.
+    await Promise.all(this.owned().map((shard) => this.stopActor(shard, false)));
     await this.planning?.catch(() => {});
     await this.watcher?.cancel().catch(() => {});
     await this.lease?.revoke();
