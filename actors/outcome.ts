@@ -21,10 +21,16 @@ export function classifyHttpStatus(status: number): RunResult {
   return { ok: false, retryable: false, error: `HTTP ${status}` };
 }
 
+/** Whether the run's result ends the job as `failed`: permanent, or retryable with no attempts left. */
+export function failsForGood(result: RunResult, attempt: number, maxAttempts: number): boolean {
+  return !result.ok && (!result.retryable || attempt >= maxAttempts);
+}
+
 /** `attempt` is the number of the run that just finished (1 for the first). */
 export function decide(result: RunResult, attempt: number, maxAttempts: number, policy?: BackoffPolicy, random?: () => number): Decision {
   if (result.ok) return { kind: "succeeded" };
-  if (!result.retryable) return { kind: "failed", error: result.error };
-  if (attempt >= maxAttempts) return { kind: "failed", error: `${result.error} (attempts exhausted: ${attempt}/${maxAttempts})` };
+  if (failsForGood(result, attempt, maxAttempts)) {
+    return { kind: "failed", error: result.retryable ? `${result.error} (attempts exhausted: ${attempt}/${maxAttempts})` : result.error };
+  }
   return { kind: "retry", delayMs: backoffDelay(attempt, policy, random), error: result.error };
 }

@@ -3,6 +3,7 @@
  * JOBS jobs (default 100,000; `log` handler) all due at the same instant, dispatched by the
  * scheduler(s) and run by the executor(s). Reports jobs/s from the due instant to the last
  * `succeeded`, and completion lateness (finished_at - execute_at) percentiles, from SQL.
+ * With PROFILE=1 the first scheduler and the first executor write CPU profiles to .local/prof.
  * Executors log at warn here: the `log` handler's one info line per job is not the subject.
  *
  *   bun bench/executor.ts
@@ -21,12 +22,14 @@ const SCHEDULERS = Number(process.env.SCHEDULERS ?? 1);
 const USERS = Number(process.env.USERS ?? 20);
 const SHARDS = 16;
 
-const s = await slice({ env: { SHARD_COUNT: String(SHARDS), KAFKA_PARTITIONS: "12", LOG_LEVEL: "warn", DB_POOL_MAX: "10" } });
+// Role settings (EXECUTOR_*, SCHEDULER_*, DB_POOL_MAX) given to the benchmark pass through to the roles.
+const passed = Object.fromEntries(Object.entries(process.env).filter((e): e is [string, string] => /^(EXECUTOR_|SCHEDULER_|DB_POOL_MAX$)/.test(e[0])));
+const s = await slice({ env: { SHARD_COUNT: String(SHARDS), KAFKA_PARTITIONS: "12", LOG_LEVEL: "warn", DB_POOL_MAX: "10", ...passed } });
 const config = testConfig(s.env);
 const dbs = openDatabases(config.databaseUrls, config.shardCount, 4);
 const sql = dbs.all[0]!;
 try {
-  for (let i = 0; i < SCHEDULERS; i++) await s.start("scheduler");
+  const schedulers = await startRoles(s.start, "scheduler", SCHEDULERS);
   const executors = await startRoles(s.start, "executor", EXECUTORS);
   const dueAt = Date.now() + 10_000;
   const gen = new IdGenerator(4001);
@@ -54,6 +57,7 @@ try {
     completion_lateness_ms: summary(lateness),
   });
   await finishRoles(executors, "executor_step_seconds_", "executor steps");
+  await finishRoles(schedulers, "scheduler_dispatch_step_seconds_", "scheduler dispatch steps");
 } finally {
   await dbs.close();
   await s.close();

@@ -180,7 +180,7 @@ export function loadConfig(env: Env = process.env): Config {
       defaultMaxAttempts: int("JOB_DEFAULT_MAX_ATTEMPTS", 3, 1, 100),
     },
     executor: {
-      concurrency: int("EXECUTOR_CONCURRENCY", 1_000, 1, 10_000),
+      concurrency: int("EXECUTOR_CONCURRENCY", 2_000, 1, 10_000),
       backoffBaseMs: duration("RETRY_BACKOFF_BASE", "1s", 1),
       backoffMaxMs: duration("RETRY_BACKOFF_MAX", "10m", 1),
       runGraceMs: duration("JOB_RUN_GRACE", "30s", 100),

@@ -34,7 +34,7 @@ configureLog(config.logLevel, { role, pid: process.pid });
 initTelemetry({ endpoint: config.otel.endpoint, serviceName: `${config.otel.serviceName}-${role}`, role });
 const runs = (r: Role) => role === r || role === "all";
 
-const dbs = openDatabases(config.databaseUrls, config.shardCount, config.dbPoolMax);
+const dbs = openDatabases(config.databaseUrls, config.shardCount, config.dbPoolMax, `fairshare-${role}`);
 for (const sql of dbs.all) await migrate(sql);
 
 const components: Component[] = [];

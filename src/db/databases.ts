@@ -15,7 +15,7 @@ export interface Databases {
   close(): Promise<void>;
 }
 
-export function connect(url: string, max: number): Sql {
+export function connect(url: string, max: number, applicationName = "fairshare"): Sql {
   return postgres(url, {
     max,
     idle_timeout: 30,
@@ -27,12 +27,13 @@ export function connect(url: string, max: number): Sql {
     // ids; a generic plan cannot see their length and, on tables of up to ~100k rows, chose a
     // sequential scan testing every row against the whole array: 175 ms per 1,000-row
     // outcome update instead of ~5 ms, which capped an executor at ~3,000 jobs/s.
-    connection: { plan_cache_mode: "force_custom_plan" },
+    // application_name names the role in pg_stat_activity (which role holds which backend).
+    connection: { plan_cache_mode: "force_custom_plan", application_name: applicationName },
   });
 }
 
-export function openDatabases(urls: string[], shardCount: number, poolMax: number): Databases {
-  const all = urls.map((u) => connect(u, poolMax));
+export function openDatabases(urls: string[], shardCount: number, poolMax: number, applicationName?: string): Databases {
+  const all = urls.map((u) => connect(u, poolMax, applicationName));
   return {
     all,
     users: all[0]!,

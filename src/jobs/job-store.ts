@@ -192,12 +192,15 @@ export class JobStore {
     return { jobs, nextCursor: merged.length > opts.limit ? jobs[jobs.length - 1]!.id : null };
   }
 
-  /** created | retrying | scheduled -> cancelled; the executor's guarded claim then never wins. */
+  /**
+   * created | retrying | scheduled -> cancelled; the executor's guarded claim then never wins.
+   * (`status::text` keeps the lookup on the primary key: see src/executor/job-sql.ts.)
+   */
   async cancel(userId: string, id: bigint): Promise<CancelResult> {
     const sql = this.dbs.forShard(shardOf(id, this.dbs.shardCount));
     const [row] = await sql<JobRow[]>`
       UPDATE jobs SET status = 'cancelled', finished_at = now(), updated_at = now(), deadline_at = NULL
-      WHERE id = ${id.toString()} AND user_id = ${userId} AND status IN ('created', 'retrying', 'scheduled')
+      WHERE id = ${id.toString()} AND user_id = ${userId} AND status::text IN ('created', 'retrying', 'scheduled')
       RETURNING ${sql.unsafe(COLUMNS)}`;
     if (row) return { kind: "cancelled", job: row };
     const current = await this.get(userId, id);

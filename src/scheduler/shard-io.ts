@@ -92,10 +92,11 @@ async function markMany(sql: Sql, deadlineMs: number, reqs: MarkRequest[]): Prom
   // (scheduled -> running) and is dropped, and the job is dispatched again. The fence row is
   // only read here; fence bumps, rescues and executor transitions commit synchronously.
   //
-  // Rows are found by `id = ANY($ids)` (a primary-key lookup the planner keeps even in the
-  // generic plan of a prepared statement); joining the jobs table to an unnest() of the ids
-  // instead flipped, once the table had statistics, to a hash join over a full scan that took
-  // seconds per statement.
+  // Rows are found by `id = ANY($ids)`, a primary-key lookup: joining the jobs table to an
+  // unnest() of the ids instead flipped, once the table had statistics, to a hash join over a
+  // full scan that took seconds per statement. The status guard compares `status::text` so that
+  // it does not imply the due index's predicate, which would let the planner scan that whole
+  // partial index instead when its statistics are stale (see src/executor/job-sql.ts).
   type Row = { kind: "f" | "r"; shard_id: number; epoch: string | null; id: string | null; user_id: string; attempt: number; execute_at: Date; trace_context: Record<string, string> | null };
   const [, result] = await sql.begin((tx) => [tx`SET LOCAL synchronous_commit TO OFF`, tx<Row[]>`
     WITH want AS (SELECT * FROM unnest(${reqs.map((r) => r.shard)}::int[], ${reqs.map((r) => r.epoch)}::bigint[]) AS w(shard_id, epoch)),
@@ -105,7 +106,7 @@ async function markMany(sql: Sql, deadlineMs: number, reqs: MarkRequest[]): Prom
       UPDATE jobs j SET status = 'scheduled', dispatch_epoch = v.epoch, updated_at = now(),
         deadline_at = now() + ${deadlineMs} * interval '1 millisecond'
       FROM valid v
-      WHERE j.id = ANY(${ids}::bigint[]) AND j.shard_id = v.shard_id AND j.status IN ('created', 'retrying')
+      WHERE j.id = ANY(${ids}::bigint[]) AND j.shard_id = v.shard_id AND j.status::text IN ('created', 'retrying')
       RETURNING j.id, j.shard_id, j.user_id, j.attempt, j.execute_at, j.trace_context)
     SELECT 'f' AS kind, shard_id, epoch::text AS epoch, NULL::text AS id, NULL::text AS user_id, NULL::int AS attempt,
       NULL::timestamptz AS execute_at, NULL::jsonb AS trace_context FROM fence
@@ -236,7 +237,7 @@ export class ShardIo {
       await this.sql`
         UPDATE jobs SET status = CASE WHEN attempt = 0 THEN 'created'::job_status ELSE 'retrying'::job_status END,
           deadline_at = NULL, updated_at = now()
-        WHERE id = ANY(${rows.map((r) => r.id)}::bigint[]) AND shard_id = ${shard} AND status = 'scheduled' AND dispatch_epoch = ${epoch}`
+        WHERE id = ANY(${rows.map((r) => r.id)}::bigint[]) AND shard_id = ${shard} AND status::text = 'scheduled' AND dispatch_epoch = ${epoch}`
         .catch(() => {});
       throw e;
     }
