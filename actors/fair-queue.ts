@@ -8,7 +8,9 @@
  * - a user that becomes ready (first job queued, or first job turns due) starts at no less than
  *   the current virtual clock, so idle time earns no credit and a late arrival is served at once;
  * - a user's own jobs leave in (execute_at, id) order;
- * - an item is queued at most once (by id) until it is popped or removed.
+ * - an item is queued at most once (by id) until it is popped or removed;
+ * - a user's `tail` is the largest item (by execute_at, id) pushed since its queue was last
+ *   empty; the loader may read that user's rows after it (see backlogCursors).
  */
 export interface FairItem {
   id: bigint;
@@ -22,6 +24,8 @@ interface UserState<T extends FairItem> {
   vtime: number;
   weight: number;
   items: MinHeap<T>;
+  /** The largest item pushed since the user's queue was last empty. */
+  tail: T | null;
   /** Where the user sits: nowhere (empty), waiting for its head to be due, or ready. */
   where: "none" | "waiting" | "ready";
 }
@@ -57,12 +61,13 @@ export class FairQueue<T extends FairItem> {
     this.ids.add(item.id);
     let u = this.users.get(item.userId);
     if (!u) {
-      u = { userId: item.userId, vtime: this.clock, weight: item.weight, items: new MinHeap<T>(byItem), where: "none" };
+      u = { userId: item.userId, vtime: this.clock, weight: item.weight, items: new MinHeap<T>(byItem), tail: null, where: "none" };
       this.users.set(item.userId, u);
     }
     u.weight = item.weight;
     const oldHead = u.items.peek();
     u.items.push(item);
+    if (!u.tail || byItem(item, u.tail) > 0) u.tail = item;
     if (u.where === "none") {
       u.where = "waiting";
       this.waiting.push(u);
@@ -127,6 +132,24 @@ export class FairQueue<T extends FairItem> {
     return false;
   }
 
+  /**
+   * For each backlogged user (queued items, the last of which was due by `dueBy`): the last
+   * item queued. Every waiting row of such a user up to that item is queued already or was
+   * dispatched, and a job created from now on sorts after it (execute_at is never in the past;
+   * retries are due later), so a refill may read that user's rows after it instead of
+   * re-reading the whole backlog. The caller passes a `dueBy` some margin before now, so that
+   * a job created meanwhile in the same millisecond (with a smaller id from another node, or
+   * on a clock slightly behind) cannot sort before the cursor. Users whose queued jobs are not
+   * all that old get no cursor: a new job may be due before them.
+   */
+  backlogCursors(dueBy: number): { userId: string; executeAt: number; id: bigint }[] {
+    const out: { userId: string; executeAt: number; id: bigint }[] = [];
+    for (const u of this.users.values()) {
+      if (u.items.size > 0 && u.tail && u.tail.executeAt <= dueBy) out.push({ userId: u.userId, executeAt: u.tail.executeAt, id: u.tail.id });
+    }
+    return out;
+  }
+
   /** Queued items per user (for the loader's per-user caps). */
   countOf(userId: string): number {
     return this.users.get(userId)?.items.size ?? 0;
@@ -137,6 +160,7 @@ export class FairQueue<T extends FairItem> {
     const head = u.items.peek();
     if (!head) {
       u.where = "none";
+      u.tail = null;
       return;
     }
     if (head.executeAt <= now && u.where === "ready") {

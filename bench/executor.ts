@@ -14,7 +14,7 @@ import { shardOf } from "../actors/shard-map.ts";
 import { openDatabases } from "../src/db/databases.ts";
 import { testConfig } from "../test/support/env.ts";
 import { slice, waitFor } from "../test/support/procs.ts";
-import { finishRoles, report, startRoles, summary } from "./lib.ts";
+import { finishRoles, machineBusySeconds, report, startRoles, summary } from "./lib.ts";
 
 const JOBS = Number(process.env.JOBS ?? 100_000);
 const EXECUTORS = Number(process.env.EXECUTORS ?? 1);
@@ -42,7 +42,10 @@ try {
       FROM unnest(${ids.map(String)}::bigint[], ${ids.map((id) => shardOf(id, SHARDS))}::int[], ${ids.map((_, k) => String(1 + ((start + k) % USERS)))}::bigint[]) AS x(id, shard, u)`;
   }
   console.error(`[bench] ${JOBS} jobs due at ${new Date(dueAt).toISOString()}`);
+  await Bun.sleep(Math.max(0, dueAt - Date.now()));
+  const busy0 = machineBusySeconds();
   await waitFor("all jobs to finish", async () => (await sql`SELECT count(*)::int AS n FROM jobs WHERE status IN ('succeeded', 'failed')`)[0]!.n >= JOBS, 600_000, 1_000);
+  const busy = machineBusySeconds() - busy0;
   const [agg] = await sql`SELECT count(*) FILTER (WHERE status = 'succeeded')::int AS ok, max(attempt)::int AS max_attempt,
     extract(epoch from max(finished_at) - min(execute_at)) * 1000 AS span_ms FROM jobs`;
   const lateness = (await sql`SELECT extract(epoch from finished_at - execute_at) * 1000 AS ms FROM jobs`).map((r) => Number(r.ms));
@@ -55,6 +58,9 @@ try {
     drain_seconds: Math.round(Number(agg!.span_ms) / 100) / 10,
     jobs_per_s_end_to_end: Math.round(JOBS / (Number(agg!.span_ms) / 1000)),
     completion_lateness_ms: summary(lateness),
+    // All processes on the machine, from the due instant until the last job finished (polled
+    // once a second, so it includes up to a second of near-idle time).
+    machine_cpu_us_per_job: Math.round((busy * 1e6) / JOBS),
   });
   await finishRoles(executors, "executor_step_seconds_", "executor steps");
   await finishRoles(schedulers, "scheduler_dispatch_step_seconds_", "scheduler dispatch steps");

@@ -1,4 +1,17 @@
-/** Small helpers shared by the benchmark programs: percentiles and a printed report. */
+/** Small helpers shared by the benchmark programs: percentiles, machine CPU and a printed report. */
+import { readFileSync } from "node:fs";
+
+/**
+ * CPU time the whole machine has spent busy (user, nice, system, irq, softirq, steal; not idle
+ * or iowait), in seconds, from /proc/stat. The difference over a run, divided by the work done,
+ * is the all-in CPU cost per job of every process involved (roles, PostgreSQL, Kafka, etcd),
+ * a steadier figure than throughput on a shared 2-core machine.
+ */
+export function machineBusySeconds(): number {
+  const f = readFileSync("/proc/stat", "utf8").split("\n")[0]!.trim().split(/\s+/).slice(1).map(Number);
+  const [user, nice, system, , , irq, softirq, steal] = f;
+  return (user! + nice! + system! + irq! + softirq! + (steal ?? 0)) / 100;
+}
 export function percentile(sorted: number[], p: number): number {
   if (sorted.length === 0) return NaN;
   const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));

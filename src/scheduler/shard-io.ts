@@ -96,17 +96,19 @@ async function markMany(sql: Sql, deadlineMs: number, reqs: MarkRequest[]): Prom
   // unnest() of the ids instead flipped, once the table had statistics, to a hash join over a
   // full scan that took seconds per statement. The status guard compares `status::text` so that
   // it does not imply the due index's predicate, which would let the planner scan that whole
-  // partial index instead when its statistics are stale (see src/executor/job-sql.ts).
+  // partial index instead when its statistics are stale (see src/executor/job-sql.ts). The
+  // valid shards are an array tested per row, not a joined relation: joined, the planner
+  // (estimating one valid shard) looked every id up once per shard of the tick, 16 times over.
   type Row = { kind: "f" | "r"; shard_id: number; epoch: string | null; id: string | null; user_id: string; attempt: number; execute_at: Date; trace_context: Record<string, string> | null };
   const [, result] = await sql.begin((tx) => [tx`SET LOCAL synchronous_commit TO OFF`, tx<Row[]>`
     WITH want AS (SELECT * FROM unnest(${reqs.map((r) => r.shard)}::int[], ${reqs.map((r) => r.epoch)}::bigint[]) AS w(shard_id, epoch)),
     fence AS (SELECT shard_id, epoch FROM shard_fences WHERE shard_id = ANY(${reqs.map((r) => r.shard)}::int[]) FOR SHARE),
     valid AS (SELECT DISTINCT f.shard_id, f.epoch FROM fence f JOIN want w ON w.shard_id = f.shard_id AND w.epoch = f.epoch),
     upd AS (
-      UPDATE jobs j SET status = 'scheduled', dispatch_epoch = v.epoch, updated_at = now(),
-        deadline_at = now() + ${deadlineMs} * interval '1 millisecond'
-      FROM valid v
-      WHERE j.id = ANY(${ids}::bigint[]) AND j.shard_id = v.shard_id AND j.status::text IN ('created', 'retrying')
+      UPDATE jobs j SET status = 'scheduled', dispatch_epoch = (SELECT v.epoch FROM valid v WHERE v.shard_id = j.shard_id),
+        updated_at = now(), deadline_at = now() + ${deadlineMs} * interval '1 millisecond'
+      WHERE j.id = ANY(${ids}::bigint[]) AND j.shard_id = ANY(ARRAY(SELECT shard_id FROM valid))
+        AND j.status::text IN ('created', 'retrying')
       RETURNING j.id, j.shard_id, j.user_id, j.attempt, j.execute_at, j.trace_context)
     SELECT 'f' AS kind, shard_id, epoch::text AS epoch, NULL::text AS id, NULL::text AS user_id, NULL::int AS attempt,
       NULL::timestamptz AS execute_at, NULL::jsonb AS trace_context FROM fence
@@ -149,9 +151,10 @@ export class ShardIo {
 
   /**
    * Jobs waiting on the shard that are due by `horizon`: up to `perUserLoad` per user (earliest
-   * first), `maxLoad` in all.
+   * first), `maxLoad` in all; for a user with a cursor in `after`, only jobs after it (by
+   * execute_at, id: a range on the due index, not a re-read of what is already queued).
    */
-  async loadDue(shard: number, horizon: Date): Promise<DueJob[]> {
+  async loadDue(shard: number, horizon: Date, after: { userId: string; executeAt: number; id: bigint }[] = []): Promise<DueJob[]> {
     const rows = await this.sql<{ id: string; user_id: string; job_weight: number; execute_at: Date }[]>`
       WITH RECURSIVE u(user_id) AS (
         (SELECT user_id FROM jobs WHERE shard_id = ${shard} AND status IN ('created', 'retrying')
@@ -160,12 +163,17 @@ export class ShardIo {
         SELECT (SELECT j.user_id FROM jobs j
                 WHERE j.shard_id = ${shard} AND j.status IN ('created', 'retrying') AND j.user_id > u.user_id
                 ORDER BY j.user_id LIMIT 1)
-        FROM u WHERE u.user_id IS NOT NULL)
+        FROM u WHERE u.user_id IS NOT NULL),
+      cursor AS (
+        SELECT * FROM unnest(${after.map((a) => a.userId)}::bigint[], ${after.map((a) => new Date(a.executeAt).toISOString())}::timestamptz[],
+          ${after.map((a) => a.id.toString())}::bigint[]) AS c(user_id, execute_at, id))
       SELECT d.id, d.user_id, d.job_weight, d.execute_at
-      FROM u CROSS JOIN LATERAL (
+      FROM u LEFT JOIN cursor c ON c.user_id = u.user_id
+      CROSS JOIN LATERAL (
         SELECT j.id, j.user_id, j.job_weight, j.execute_at FROM jobs j
         WHERE j.shard_id = ${shard} AND j.user_id = u.user_id AND j.status IN ('created', 'retrying')
           AND j.execute_at <= ${horizon}
+          AND (j.execute_at, j.id) > (coalesce(c.execute_at, '-infinity'), coalesce(c.id, -1))
         ORDER BY j.execute_at, j.id LIMIT ${this.s.perUserLoad}) d
       WHERE u.user_id IS NOT NULL
       LIMIT ${this.s.maxLoad}`;

@@ -235,11 +235,14 @@ export class ShardOwnership {
 
 function fromPromiseLoad(io: ShardIo) {
   return fromPromise<LoadOutput, LoadInput>(async ({ input }) => {
+    let after = input.after;
     if (input.rescue) {
       const rescued = await io.rescue(input.shard, input.epoch);
       if (rescued > 0) log.warn("rescued in-flight jobs past their deadline", { shard: input.shard, count: rescued });
+      // Rescued rows wait again with their old execute_at, which may sort behind a cursor.
+      if (rescued > 0) after = [];
     }
-    const [jobs, inFlight] = await Promise.all([input.fetchJobs ? io.loadDue(input.shard, new Date(input.horizon)) : [], io.inFlight(input.shard)]);
+    const [jobs, inFlight] = await Promise.all([input.fetchJobs ? io.loadDue(input.shard, new Date(input.horizon), after) : [], io.inFlight(input.shard)]);
     return { jobs, inFlight, fetched: input.fetchJobs };
   });
 }

@@ -116,6 +116,25 @@ describe("FairQueue", () => {
     expect(q.pop(0)).toBe(b);
     expect(q.pop(0)).toBeUndefined();
   });
+
+  test("backlog cursors: the last queued job of each user whose queue is all due by dueBy; reset when it empties", () => {
+    const q = new FairQueue<FairItem>();
+    const a1 = job("a", 1, 10);
+    const a2 = job("a", 1, 20);
+    const b1 = job("b", 1, 10);
+    const b2 = job("b", 1, 500); // b has a job not yet old enough: no cursor for b
+    [a2, a1, b1, b2].forEach((x) => q.push(x));
+    expect(q.backlogCursors(100)).toEqual([{ userId: "a", executeAt: 20, id: a2.id }]);
+    // Pushing an earlier item does not move the cursor back; popping keeps it while items remain.
+    q.push(job("a", 1, 5));
+    expect(q.backlogCursors(100)[0]!.id).toBe(a2.id);
+    expect(q.backlogCursors(500).map((c) => c.userId)).toEqual(["a", "b"]);
+    while (q.size > 0) q.pop(1_000);
+    expect(q.backlogCursors(1_000)).toEqual([]);
+    const a3 = job("a", 1, 30);
+    q.push(a3);
+    expect(q.backlogCursors(1_000)).toEqual([{ userId: "a", executeAt: 30, id: a3.id }]);
+  });
 });
 
 test("MinHeap sorts and removes", () => {

@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import { createActor, fromPromise, SimulatedClock } from "xstate";
-import { shardMachine, type DueJob, type ShardSettings } from "../../actors/shard.machine.ts";
+import { CURSOR_MARGIN_MS, shardMachine, type DueJob, type LoadInput, type ShardSettings } from "../../actors/shard.machine.ts";
 
 const settings: ShardSettings = { lookaheadMs: 2_000, pollIntervalMs: 500, credits: 100, batchMax: 50, rescueIntervalMs: 5_000, retryDelayMs: 1_000, refillBelow: 1_000, fullReloadMs: 2_000, premarkMs: 0 };
 const flush = () => new Promise((r) => setTimeout(r, 0));
@@ -16,15 +16,21 @@ function harness(opts: { jobs: DueJob[]; inFlight?: () => number; settings?: Par
   const clock = new SimulatedClock();
   const pending = opts.jobs; // shared: tests add jobs while the actor runs
   const dispatches: { at: number; ids: bigint[] }[] = [];
-  const loads: { at: number; horizon: number; rescue: boolean }[] = [];
+  const loads: { at: number; horizon: number; rescue: boolean; after: LoadInput["after"] }[] = [];
   const fetches: boolean[] = [];
   const machine = shardMachine.provide({
     actors: {
       load: fromPromise(async ({ input }) => {
-        loads.push({ at: clock.now(), horizon: input.horizon, rescue: input.rescue });
+        loads.push({ at: clock.now(), horizon: input.horizon, rescue: input.rescue, after: input.after });
         if (opts.loadError) throw opts.loadError;
         fetches.push(input.fetchJobs);
-        const jobs = input.fetchJobs ? pending.filter((j) => j.executeAt <= input.horizon) : [];
+        // Like the SQL: a user with a cursor gets only rows after it (by execute_at, id).
+        const cursor = new Map(input.after.map((c) => [c.userId, c]));
+        const afterCursor = (j: DueJob) => {
+          const c = cursor.get(j.userId);
+          return !c || j.executeAt > c.executeAt || (j.executeAt === c.executeAt && j.id > c.id);
+        };
+        const jobs = input.fetchJobs ? pending.filter((j) => j.executeAt <= input.horizon && afterCursor(j)) : [];
         return { jobs, inFlight: opts.inFlight?.() ?? 0, fetched: input.fetchJobs };
       }),
       dispatch: fromPromise(async ({ input }) => {
@@ -123,6 +129,60 @@ describe("shard actor", () => {
     expect(h.fetches.length).toBeGreaterThanOrEqual(8);
     expect(h.fetches.filter(Boolean).length).toBe(3);
     expect(h.fetches[0]).toBe(true);
+  });
+
+  test("in a backlog, loads read only after each user's last queued job, and every job is still dispatched once", async () => {
+    let inFlight = 0;
+    const jobs: DueJob[] = [];
+    for (let i = 0; i < 40; i++) jobs.push({ id: BigInt(1_000 + i), userId: i % 2 ? "a" : "b", weight: 1, executeAt: 0 });
+    const all = jobs.map((j) => j.id);
+    // Credits of 5 keep a backlog queued over many polls.
+    const h = harness({ jobs, settings: { credits: 5, refillBelow: 4 }, inFlight: () => inFlight });
+    await advance(h.clock, CURSOR_MARGIN_MS + 200);
+    inFlight = 0;
+    for (let t = 0; t < 40; t++) {
+      inFlight = 0;
+      await advance(h.clock, 500);
+    }
+    const dispatched = h.dispatches.flatMap((d) => d.ids);
+    expect(dispatched.sort()).toEqual(all.sort());
+    expect(new Set(dispatched).size).toBe(dispatched.length);
+    // The first load had no cursors; once the backlog was older than the margin, loads had them.
+    expect(h.loads[0]!.after).toEqual([]);
+    expect(h.loads.some((l) => l.after.length > 0)).toBe(true);
+    for (const l of h.loads.filter((x) => x.at < CURSOR_MARGIN_MS)) expect(l.after).toEqual([]);
+  });
+
+  test("after a dispatch error the next load reads without cursors (the batch's rows went back to waiting)", async () => {
+    const jobs = Array.from({ length: 6 }, (_, i) => ({ id: BigInt(i + 1), userId: "a", weight: 1, executeAt: 0 }));
+    let fail = false;
+    let failedAtLoad = -1;
+    const clock = new SimulatedClock();
+    const loads: LoadInput[] = [];
+    const machine = shardMachine.provide({
+      actors: {
+        load: fromPromise(async ({ input }) => {
+          loads.push(input);
+          return { jobs: input.fetchJobs ? jobs : [], inFlight: 0, fetched: input.fetchJobs };
+        }),
+        dispatch: fromPromise(async ({ input }) => {
+          if (fail) {
+            if (failedAtLoad < 0) failedAtLoad = loads.length;
+            throw new Error("broker down");
+          }
+          return input.jobs.length;
+        }),
+      },
+    });
+    const actor = createActor(machine, { clock, input: { shard: 1, epoch: "1", settings: { ...settings, credits: 1, batchMax: 1, refillBelow: 100 }, now: () => clock.now() } }).start();
+    await advance(clock, CURSOR_MARGIN_MS + 1_000);
+    expect(loads.at(-1)!.after.length).toBe(1);
+    fail = true;
+    await advance(clock, 1_500);
+    expect(failedAtLoad).toBeGreaterThan(0);
+    const afterError = loads.slice(failedAtLoad).find((l) => l.fetchJobs);
+    expect(afterError?.after).toEqual([]);
+    actor.stop();
   });
 
   test("STOP ends the actor; nothing is dispatched afterwards", async () => {
