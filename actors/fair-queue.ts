@@ -19,6 +19,13 @@ export interface FairItem {
   executeAt: number;
 }
 
+/** A backlogged user's last queued job: loads may read that user's rows after it. */
+export interface BacklogCursor {
+  userId: string;
+  executeAt: number;
+  id: bigint;
+}
+
 interface UserState<T extends FairItem> {
   userId: string;
   vtime: number;
@@ -142,8 +149,8 @@ export class FairQueue<T extends FairItem> {
    * on a clock slightly behind) cannot sort before the cursor. Users whose queued jobs are not
    * all that old get no cursor: a new job may be due before them.
    */
-  backlogCursors(dueBy: number): { userId: string; executeAt: number; id: bigint }[] {
-    const out: { userId: string; executeAt: number; id: bigint }[] = [];
+  backlogCursors(dueBy: number): BacklogCursor[] {
+    const out: BacklogCursor[] = [];
     for (const u of this.users.values()) {
       if (u.items.size > 0 && u.tail && u.tail.executeAt <= dueBy) out.push({ userId: u.userId, executeAt: u.tail.executeAt, id: u.tail.id });
     }

@@ -29,7 +29,7 @@
  *   promises are ignored by XState).
  */
 import { assign, fromPromise, setup } from "xstate";
-import { FairQueue } from "./fair-queue.ts";
+import { FairQueue, type BacklogCursor } from "./fair-queue.ts";
 
 export interface DueJob {
   id: bigint;
@@ -85,7 +85,7 @@ export interface LoadInput {
   /** Read waiting jobs (otherwise only the in-flight count). */
   fetchJobs: boolean;
   /** Backlogged users' last queued job: read only their rows after it (FairQueue.backlogCursors). */
-  after: { userId: string; executeAt: number; id: bigint }[];
+  after: BacklogCursor[];
 }
 
 export interface LoadOutput {

@@ -50,6 +50,18 @@ async function insertJobs(s: Slice, n: number, executeAt: (i: number) => Date, u
   return rows.map((r) => r.id);
 }
 
+/** Waits until all `n` jobs succeeded, then asserts each ran once (every attempt counter is 1). */
+async function expectAllSucceededOnce(s: Slice, n: number): Promise<void> {
+  const sql = connect(s.env.DATABASE_URLS!, 1);
+  try {
+    await waitFor("every job to succeed", async () => (await sql`SELECT count(*)::int AS n FROM jobs WHERE status = 'succeeded'`)[0]!.n === n, 90_000, 500);
+    const attempts = await sql`SELECT attempt, count(*)::int AS n FROM jobs GROUP BY attempt`;
+    expect(attempts.map((r) => [r.attempt, r.n])).toEqual([[1, n]]);
+  } finally {
+    await sql.end();
+  }
+}
+
 describe("shard ownership", () => {
   test("two then three schedulers split the shards evenly; kill -9 hands shards over within the TTL", async () => {
     const s = await slice({ env: { SHARD_COUNT: "12", ETCD_LEASE_TTL_SECONDS: "3" } });
@@ -163,14 +175,7 @@ describe("backlog loads", () => {
     const ids = await insertJobs(s, 1_500, () => new Date(Date.now() - 2_000), 3);
     await s.start("executor");
     await s.start("scheduler");
-    const sql = connect(s.env.DATABASE_URLS!, 1);
-    try {
-      await waitFor("the backlog to drain", async () => (await sql`SELECT count(*)::int AS n FROM jobs WHERE status = 'succeeded'`)[0]!.n === ids.length, 90_000, 500);
-      const attempts = await sql`SELECT attempt, count(*)::int AS n FROM jobs GROUP BY attempt`;
-      expect(attempts.map((r) => [r.attempt, r.n])).toEqual([[1, ids.length]]);
-    } finally {
-      await sql.end();
-    }
+    await expectAllSucceededOnce(s, ids.length);
   }, 120_000);
 });
 
@@ -194,14 +199,7 @@ describe("dispatch", () => {
     await a.exited;
     await Bun.sleep(2_000);
     b.kill(9); // crash: its shards move after the lease TTL
-    const sql = connect(s.env.DATABASE_URLS!, 1);
-    try {
-      await waitFor("every job to succeed", async () => (await sql`SELECT count(*)::int AS n FROM jobs WHERE status = 'succeeded'`)[0]!.n === ids.length, 90_000, 500);
-      const attempts = await sql`SELECT attempt, count(*)::int AS n FROM jobs GROUP BY attempt`;
-      expect(attempts.map((r) => [r.attempt, r.n])).toEqual([[1, ids.length]]);
-    } finally {
-      await sql.end();
-    }
+    await expectAllSucceededOnce(s, ids.length);
     const msgs = await collectDue(s, (all) => new Set(all.map((m) => m.id)).size >= ids.length, 30_000);
     const counts = countBy(msgs.map((m) => m.value.id));
     expect(counts.size).toBe(ids.length);

@@ -5,6 +5,7 @@
  * in-flight write of the old owner and rejects all later ones.
  */
 import { context, trace as otelTrace } from "@opentelemetry/api";
+import type { BacklogCursor } from "../../actors/fair-queue.ts";
 import type { DueJob } from "../../actors/shard.machine.ts";
 import type { Config } from "../config.ts";
 import { encodeDue, type DueEntry } from "../due-message.ts";
@@ -154,7 +155,7 @@ export class ShardIo {
    * first), `maxLoad` in all; for a user with a cursor in `after`, only jobs after it (by
    * execute_at, id: a range on the due index, not a re-read of what is already queued).
    */
-  async loadDue(shard: number, horizon: Date, after: { userId: string; executeAt: number; id: bigint }[] = []): Promise<DueJob[]> {
+  async loadDue(shard: number, horizon: Date, after: BacklogCursor[] = []): Promise<DueJob[]> {
     const rows = await this.sql<{ id: string; user_id: string; job_weight: number; execute_at: Date }[]>`
       WITH RECURSIVE u(user_id) AS (
         (SELECT user_id FROM jobs WHERE shard_id = ${shard} AND status IN ('created', 'retrying')

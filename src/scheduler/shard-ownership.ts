@@ -238,9 +238,11 @@ function fromPromiseLoad(io: ShardIo) {
     let after = input.after;
     if (input.rescue) {
       const rescued = await io.rescue(input.shard, input.epoch);
-      if (rescued > 0) log.warn("rescued in-flight jobs past their deadline", { shard: input.shard, count: rescued });
-      // Rescued rows wait again with their old execute_at, which may sort behind a cursor.
-      if (rescued > 0) after = [];
+      if (rescued > 0) {
+        log.warn("rescued in-flight jobs past their deadline", { shard: input.shard, count: rescued });
+        // Rescued rows wait again with their old execute_at, which may sort behind a cursor.
+        after = [];
+      }
     }
     const [jobs, inFlight] = await Promise.all([input.fetchJobs ? io.loadDue(input.shard, new Date(input.horizon), after) : [], io.inFlight(input.shard)]);
     return { jobs, inFlight, fetched: input.fetchJobs };
