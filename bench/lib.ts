@@ -51,7 +51,7 @@ type Role = { url: string; kill(signal?: number): void; exited: Promise<number> 
 
 /** Starts `n` processes of a role; with PROFILE=1 the first writes a CPU profile to .local/prof on exit. */
 export async function startRoles<T extends Role>(start: (role: string, env: Record<string, string>, bunArgs: string[]) => Promise<T>, role: string, n: number): Promise<T[]> {
-  const profile = process.env.PROFILE ? ["--cpu-prof-md", "--cpu-prof-dir=.local/prof"] : [];
+  const profile = process.env.PROFILE ? [process.env.PROFILE === "json" ? "--cpu-prof" : "--cpu-prof-md", "--cpu-prof-dir=.local/prof"] : [];
   const out: T[] = [];
   for (let i = 0; i < n; i++) out.push(await start(role, {}, i === 0 ? profile : []));
   return out;

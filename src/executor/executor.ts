@@ -8,7 +8,7 @@
  */
 import { context, SpanStatusCode, trace } from "@opentelemetry/api";
 import { createActor } from "xstate";
-import { jobRunMachine, type ClaimedJob, type DueMessage, type RunEvent, type RunStep } from "../../actors/job-run.machine.ts";
+import { jobRunLogic, type ClaimedJob, type DueMessage, type RunEvent } from "../../actors/job-run.machine.ts";
 import type { Decision, RunResult } from "../../actors/outcome.ts";
 import { databaseOf } from "../../actors/shard-map.ts";
 import type { Config } from "../config.ts";
@@ -163,12 +163,11 @@ export class Executor {
    */
   private async runMachine(msg: DueMessage): Promise<string> {
     const backoff = { baseMs: this.config.executor.backoffBaseMs, maxMs: this.config.executor.backoffMaxMs };
-    const actor = createActor(jobRunMachine, { input: { msg, backoff } }).start();
+    const actor = createActor(jobRunLogic, { input: { msg, backoff } }).start();
     const step = (event: RunEvent) => actor.send(event);
     for (;;) {
-      const snap = actor.getSnapshot();
-      const c = snap.context;
-      switch (snap.value as RunStep) {
+      const c = actor.getSnapshot().context;
+      switch (c.step) {
         case "claiming": {
           const job = await this.claims.submit(this.dbOf(msg.shard), msg);
           step(job ? { type: "CLAIMED", job } : { type: "NOT_CLAIMED" });

@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
-import { createActor, initialTransition, transition } from "xstate";
-import { jobRunMachine, type ClaimedJob, type RunEvent } from "../../actors/job-run.machine.ts";
+import { createActor } from "xstate";
+import { initialRun, jobRunLogic, runTransition, type ClaimedJob, type RunEvent, type RunStep } from "../../actors/job-run.machine.ts";
 import { classifyHttpStatus, decide } from "../../actors/outcome.ts";
 
 const msg = { id: "42", shard: 3, attempt: 2 };
@@ -10,11 +10,11 @@ const job = (attempt: number, max = 3): ClaimedJob => ({
 });
 
 function run(events: RunEvent[]) {
-  let [snap] = initialTransition(jobRunMachine, { msg, backoff });
-  const path = [String(snap.value)];
+  let snap = initialRun({ msg, backoff });
+  const path: RunStep[] = [snap.step];
   for (const e of events) {
-    [snap] = transition(jobRunMachine, snap, e);
-    path.push(String(snap.value));
+    snap = runTransition(snap, e);
+    path.push(snap.step);
   }
   return { snap, path };
 }
@@ -23,20 +23,19 @@ describe("job-run machine", () => {
   test("claimed, ran ok, recorded: done with succeeded", () => {
     const { snap, path } = run([{ type: "CLAIMED", job: job(2) }, { type: "RAN", result: { ok: true } }, { type: "RECORDED" }]);
     expect(path).toEqual(["claiming", "running", "recording", "done"]);
-    expect(snap.status).toBe("done");
-    expect(snap.context.decision).toEqual({ kind: "succeeded" });
+    expect(snap.decision).toEqual({ kind: "succeeded" });
   });
 
   test("not claimed (duplicate, stale, cancelled): dropped, and the handler never runs", () => {
     const { snap, path } = run([{ type: "NOT_CLAIMED" }, { type: "RAN", result: { ok: true } }]);
     expect(path).toEqual(["claiming", "dropped", "dropped"]);
-    expect(snap.context.result).toBeNull();
+    expect(snap.result).toBeNull();
   });
 
   test("a retryable failure with attempts left is recorded as a retry with backoff", () => {
     const { snap, path } = run([{ type: "CLAIMED", job: job(2) }, { type: "RAN", result: { ok: false, retryable: true, error: "HTTP 503" } }]);
     expect(path).toEqual(["claiming", "running", "recording"]);
-    const d = snap.context.decision!;
+    const d = snap.decision!;
     expect(d.kind).toBe("retry");
     if (d.kind === "retry") expect(d.delayMs).toBeWithin(1_000, 2_001); // attempt 2: nominal 2 s, equal jitter
   });
@@ -48,17 +47,31 @@ describe("job-run machine", () => {
     ] as const) {
       const { snap, path } = run([{ type: "CLAIMED", job: j }, { type: "RAN", result }, { type: "RECORDED" }]);
       expect(path).toEqual(["claiming", "running", "deadLettering", "deadLettering"]); // RECORDED is not accepted yet
-      const [after] = transition(jobRunMachine, snap, { type: "DEAD_LETTERED" });
-      expect(after.value).toBe("recording");
-      const [done] = transition(jobRunMachine, after, { type: "RECORDED" });
-      expect(done.value).toBe("done");
-      expect(done.context.decision!.kind).toBe("failed");
+      const after = runTransition(snap, { type: "DEAD_LETTERED" });
+      expect(after.step).toBe("recording");
+      const done = runTransition(after, { type: "RECORDED" });
+      expect(done.step).toBe("done");
+      expect(done.decision!.kind).toBe("failed");
     }
   });
 
   test("events out of order change nothing", () => {
     const { path } = run([{ type: "RECORDED" }, { type: "RAN", result: { ok: true } }, { type: "CLAIMED", job: job(1) }]);
     expect(path).toEqual(["claiming", "claiming", "claiming", "running"]);
+  });
+
+  test("final states accept nothing, and a state's own events are the only ones it takes", () => {
+    const all: RunEvent[] = [{ type: "CLAIMED", job: job(1) }, { type: "NOT_CLAIMED" }, { type: "RAN", result: { ok: true } }, { type: "DEAD_LETTERED" }, { type: "RECORDED" }];
+    const accepts: Record<RunStep, string[]> = {
+      claiming: ["CLAIMED", "NOT_CLAIMED"], running: ["RAN"], deadLettering: ["DEAD_LETTERED"], recording: ["RECORDED"], done: [], dropped: [],
+    };
+    for (const step of Object.keys(accepts) as RunStep[]) {
+      const state = { ...initialRun({ msg, backoff }), step, job: job(1) };
+      for (const e of all) {
+        const next = runTransition(state, e);
+        expect(next === state).toBe(!accepts[step].includes(e.type));
+      }
+    }
   });
 });
 
@@ -79,12 +92,12 @@ describe("outcomes", () => {
   });
 });
 
-test("an actor of the machine, driven by events as the executor does, ends done", () => {
-  const actor = createActor(jobRunMachine, { input: { msg, backoff } }).start();
+test("an XState actor of the logic, driven by events as the executor does, ends done", () => {
+  const actor = createActor(jobRunLogic, { input: { msg, backoff } }).start();
   actor.send({ type: "CLAIMED", job: job(1) });
   actor.send({ type: "RAN", result: { ok: false, retryable: false, error: "HTTP 400" } });
-  expect(actor.getSnapshot().value).toBe("deadLettering");
+  expect(actor.getSnapshot().context.step).toBe("deadLettering");
   actor.send({ type: "DEAD_LETTERED" });
   actor.send({ type: "RECORDED" });
-  expect(actor.getSnapshot().status).toBe("done");
+  expect(actor.getSnapshot().context).toMatchObject({ step: "done", decision: { kind: "failed", error: "HTTP 400" } });
 });
