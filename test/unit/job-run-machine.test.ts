@@ -1,7 +1,7 @@
 import { describe, expect, test } from "bun:test";
-import { createActor } from "xstate";
+import { assign, createActor, initialTransition, setup, transition } from "xstate";
 import { initialRun, jobRunLogic, runTransition, type ClaimedJob, type RunEvent, type RunStep } from "../../actors/job-run.machine.ts";
-import { classifyHttpStatus, decide } from "../../actors/outcome.ts";
+import { classifyHttpStatus, decide, failsForGood, type Decision } from "../../actors/outcome.ts";
 
 const msg = { id: "42", shard: 3, attempt: 2 };
 const backoff = { baseMs: 1_000, maxMs: 60_000 };
@@ -100,4 +100,55 @@ test("an XState actor of the logic, driven by events as the executor does, ends 
   actor.send({ type: "DEAD_LETTERED" });
   actor.send({ type: "RECORDED" });
   expect(actor.getSnapshot().context).toMatchObject({ step: "done", decision: { kind: "failed", error: "HTTP 400" } });
+});
+
+/**
+ * The lifecycle as an XState statechart, as it was declared before the executor switched to the
+ * transition function (see actors/job-run.machine.ts for why). Kept here as the model the
+ * transition function must follow, event sequence by event sequence.
+ */
+const lifecycleChart = setup({
+  types: { context: {} as { job: ClaimedJob | null; decisionKind: Decision["kind"] | null }, events: {} as RunEvent },
+}).createMachine({
+  context: { job: null, decisionKind: null },
+  initial: "claiming",
+  states: {
+    claiming: { on: { CLAIMED: { target: "running", actions: assign({ job: ({ event }) => event.job }) }, NOT_CLAIMED: "dropped" } },
+    running: {
+      on: {
+        RAN: [
+          { guard: ({ context, event }) => failsForGood(event.result, context.job!.attempt, context.job!.max_attempts), target: "deadLettering", actions: assign({ decisionKind: "failed" }) },
+          { target: "recording", actions: assign({ decisionKind: ({ event }) => (event.result.ok ? ("succeeded" as const) : ("retry" as const)) }) },
+        ],
+      },
+    },
+    deadLettering: { on: { DEAD_LETTERED: "recording" } },
+    recording: { on: { RECORDED: "done" } },
+    done: { type: "final" },
+    dropped: { type: "final" },
+  },
+});
+
+test("the transition function follows the lifecycle statechart for every sequence of up to 5 events", () => {
+  const events: RunEvent[] = [
+    { type: "CLAIMED", job: job(1) },
+    { type: "CLAIMED", job: job(3) },
+    { type: "NOT_CLAIMED" },
+    { type: "RAN", result: { ok: true } },
+    { type: "RAN", result: { ok: false, retryable: true, error: "HTTP 503" } },
+    { type: "RAN", result: { ok: false, retryable: false, error: "HTTP 404" } },
+    { type: "DEAD_LETTERED" },
+    { type: "RECORDED" },
+  ];
+  let sequences = 0;
+  const walk = (chart: ReturnType<typeof initialTransition<typeof lifecycleChart>>[0], state: ReturnType<typeof initialRun>, depth: number) => {
+    expect(state.step).toBe(chart.value as RunStep);
+    expect(state.decision?.kind ?? null).toBe(chart.context.decisionKind);
+    expect(state.job).toBe(chart.context.job);
+    sequences++;
+    if (depth === 5) return;
+    for (const e of events) walk(transition(lifecycleChart, chart, e)[0], runTransition(state, e), depth + 1);
+  };
+  walk(initialTransition(lifecycleChart)[0], initialRun({ msg, backoff }), 0);
+  expect(sequences).toBe((8 ** 6 - 1) / 7);
 });
