@@ -9,7 +9,7 @@ import { shardOf } from "../actors/shard-map.ts";
 import { connect, openDatabases } from "../src/db/databases.ts";
 import { acquireFence, FencedOutError, ShardIo } from "../src/scheduler/shard-io.ts";
 import { testConfig } from "./support/env.ts";
-import { collectDue, owners, slice, waitFor, type Slice } from "./support/procs.ts";
+import { collect, collectDue, owners, slice, waitFor, type Slice } from "./support/procs.ts";
 
 // Real services: allow for broker rebalances and lease expiry on a loaded 2-core machine.
 setDefaultTimeout(60_000);
@@ -143,6 +143,45 @@ describe("fencing", () => {
       await sql.end();
     }
   });
+});
+
+describe("rescue", () => {
+  test("runs past their deadline retry while attempts remain; the rest fail with a dead-letter record, never without one", async () => {
+    const s = await slice({ env: { SHARD_COUNT: "1" } });
+    slices.push(s);
+    const ids = await insertJobs(s, 6, () => new Date(Date.now() - 120_000));
+    const last = ids.slice(0, 3); // these died on their last attempt (max_attempts is 3)
+    const sql = connect(testConfig(s.env).databaseUrls[0]!, 2);
+    const publisher = await s.bus.publisher();
+    const settings = { topicDue: s.topicDue, topicDlq: s.topicDlq, scheduledDeadlineMs: 60_000, perUserLoad: 100, maxLoad: 1000 };
+    const statuses = async () => Object.fromEntries((await sql`SELECT id, status, attempt FROM jobs`).map((r) => [r.id, `${r.status}/${r.attempt}`]));
+    try {
+      await sql`UPDATE jobs SET status = 'running', attempt = CASE WHEN id = ANY(${last}::bigint[]) THEN 3 ELSE 1 END,
+        started_at = now() - interval '2 minutes', deadline_at = now() - interval '1 minute'`;
+      const epoch = await acquireFence(sql, 0, "owner");
+      const before = await statuses();
+
+      // The dead-letter topic does not exist here (topics are never auto-created), so the
+      // publish fails for real: the rescue fails and no row has changed.
+      const broken = new ShardIo(sql, publisher, { ...settings, topicDlq: `${s.topicDlq}-missing` });
+      await expect(broken.rescue(0, epoch)).rejects.toThrow();
+      expect(await statuses()).toEqual(before);
+
+      expect(await new ShardIo(sql, publisher, settings).rescue(0, epoch)).toBe(6);
+      const after = await sql`SELECT id, status, attempt, last_error, finished_at FROM jobs ORDER BY id`;
+      for (const r of after) {
+        expect(r.status).toBe(last.includes(r.id) ? "failed" : "retrying");
+        expect(r.finished_at !== null).toBe(last.includes(r.id));
+        expect(r.last_error).toContain("run deadline passed");
+      }
+      const records = await collect<{ id: string; reason: string; attempts: number; errors: string[] }>(s, s.topicDlq, (all) => all.length >= 3, 15_000);
+      expect(records.map((r) => r.value.id).sort()).toEqual([...last].sort());
+      for (const { value } of records) expect(value).toMatchObject({ reason: "run_deadline", attempts: 3, errors: [expect.stringContaining("run deadline passed")] });
+    } finally {
+      await publisher.close();
+      await sql.end();
+    }
+  }, 90_000);
 });
 
 describe("backlog loads", () => {

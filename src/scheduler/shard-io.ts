@@ -17,6 +17,8 @@ import { log } from "../log.ts";
 import { metrics } from "../metrics.ts";
 import { extractContext, injectContext, tracer, tracingEnabled } from "../telemetry.ts";
 
+const RUN_DEADLINE_ERROR = "run deadline passed without an outcome (executor lost?)";
+
 export class FencedOutError extends Error {
   constructor(readonly shard: number, readonly epoch: string, readonly current: string | null) {
     super(`shard ${shard}: epoch ${epoch} is fenced out (current ${current ?? "none"})`);
@@ -260,34 +262,48 @@ export class ShardIo {
    * Puts in-flight jobs whose deadline passed back to waiting (their executor died or the
    * message was lost). A job that was running has used its attempt: it retries now if it has
    * attempts left, else fails for good and goes to the dead-letter topic. Fenced.
+   *
+   * As in the executor, a dead-letter record is published before its row says `failed`: the
+   * runs that fail for good are locked first (an executor's late outcome waits, then loses its
+   * guard), their records published, and only then are the rows changed, in the same
+   * transaction. A failed publish or a crash leaves them running past their deadline, and the
+   * next rescue publishes again: a record may be duplicated, never missing.
    */
   async rescue(shard: number, epoch: string): Promise<number> {
-    const rows = await this.sql.begin(async (tx) => {
+    const { changed, deadLettered } = await this.sql.begin(async (tx) => {
       await checkFence(tx, shard, epoch);
-      return tx<{ id: string; user_id: string; status: string; attempt: number; last_error: string | null }[]>`
+      const doomed = await tx<{ id: string; user_id: string; attempt: number; last_error: string | null }[]>`
+        SELECT id, user_id, attempt, last_error FROM jobs
+        WHERE shard_id = ${shard} AND status = 'running' AND deadline_at < now() AND attempt >= max_attempts
+        FOR UPDATE`;
+      if (doomed.length > 0) {
+        const failedAt = new Date().toISOString();
+        await this.publisher.publish(
+          this.s.topicDlq,
+          doomed.map((r) => ({
+            key: r.id,
+            value: JSON.stringify({ id: r.id, shard, user_id: r.user_id, attempts: r.attempt, errors: [r.last_error, RUN_DEADLINE_ERROR].filter((e) => e), failed_at: failedAt, reason: "run_deadline" }),
+          })),
+        );
+      }
+      // now() is the transaction's start, so this sees the same expired runs as the lock above;
+      // a run fails here only if its record went out.
+      const rows = await tx`
         UPDATE jobs SET
           status = CASE
             WHEN status = 'scheduled' THEN CASE WHEN attempt = 0 THEN 'created'::job_status ELSE 'retrying'::job_status END
             WHEN attempt >= max_attempts THEN 'failed'::job_status
             ELSE 'retrying'::job_status END,
-          last_error = CASE WHEN status = 'running' THEN 'run deadline passed without an outcome (executor lost?)' ELSE last_error END,
+          last_error = CASE WHEN status = 'running' THEN ${RUN_DEADLINE_ERROR} ELSE last_error END,
           finished_at = CASE WHEN status = 'running' AND attempt >= max_attempts THEN now() END,
           deadline_at = NULL,
           updated_at = now()
         WHERE shard_id = ${shard} AND status IN ('scheduled', 'running') AND deadline_at < now()
-        RETURNING id, user_id, status, attempt, last_error`;
+          AND (status = 'scheduled' OR attempt < max_attempts OR id = ANY(${doomed.map((r) => r.id)}::bigint[]))
+        RETURNING id`;
+      return { changed: rows.length, deadLettered: doomed.length };
     });
-    const failed = rows.filter((r) => r.status === "failed");
-    if (failed.length > 0) {
-      await this.publisher.publish(
-        this.s.topicDlq,
-        failed.map((r) => ({
-          key: r.id,
-          value: JSON.stringify({ id: r.id, shard, user_id: r.user_id, attempts: r.attempt, errors: [r.last_error], failed_at: new Date().toISOString(), reason: "run_deadline" }),
-        })),
-      );
-      metrics.jobsDeadLettered.inc({ reason: "run_deadline" }, failed.length);
-    }
-    return rows.length;
+    if (deadLettered > 0) metrics.jobsDeadLettered.inc({ reason: "run_deadline" }, deadLettered);
+    return changed;
   }
 }
