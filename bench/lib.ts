@@ -49,7 +49,7 @@ export async function userToken(base: string, username: string, weight = 1): Pro
 
 type Role = { url: string; kill(signal?: number): void; exited: Promise<number> };
 
-/** Starts `n` processes of a role; with PROFILE=1 the first writes a CPU profile to .local/prof on exit. */
+/** Starts `n` processes of a role; with PROFILE=1 (PROFILE=json: Chrome .cpuprofile) the first writes a CPU profile to .local/prof on exit. */
 export async function startRoles<T extends Role>(start: (role: string, env: Record<string, string>, bunArgs: string[]) => Promise<T>, role: string, n: number): Promise<T[]> {
   const profile = process.env.PROFILE ? [process.env.PROFILE === "json" ? "--cpu-prof" : "--cpu-prof-md", "--cpu-prof-dir=.local/prof"] : [];
   const out: T[] = [];
