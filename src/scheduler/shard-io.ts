@@ -26,7 +26,6 @@ export class FencedOutError extends Error {
   }
 }
 
-
 export interface ShardIoSettings {
   topicDue: string;
   topicDlq: string;

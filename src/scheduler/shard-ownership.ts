@@ -15,7 +15,7 @@ import { hostname } from "node:os";
 import type { Etcd3, Watcher } from "etcd3";
 import { createActor, fromPromise, type ActorRefFrom } from "xstate";
 import { planOwnership } from "../../actors/ownership.ts";
-import { shardMachine, type LoadInput, type LoadOutput, type ShardSettings } from "../../actors/shard.machine.ts";
+import { shardMachine, type DueJob, type LoadInput, type LoadOutput, type ShardSettings } from "../../actors/shard.machine.ts";
 import type { Config } from "../config.ts";
 import type { Databases } from "../db/databases.ts";
 import { etcdClient, grantGuardedLease, type GuardedLease } from "../etcd.ts";
@@ -250,5 +250,5 @@ function fromPromiseLoad(io: ShardIo) {
 }
 
 function fromPromiseDispatch(io: ShardIo) {
-  return fromPromise<number, { shard: number; epoch: string; jobs: import("../../actors/shard.machine.ts").DueJob[] }>(({ input }) => io.dispatch(input.shard, input.epoch, input.jobs));
+  return fromPromise<number, { shard: number; epoch: string; jobs: DueJob[] }>(({ input }) => io.dispatch(input.shard, input.epoch, input.jobs));
 }
