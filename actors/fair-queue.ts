@@ -1,98 +1,104 @@
 /**
- * Weighted fair queuing across users, for one shard. Pure: no I/O, time passed in.
+ * Weighted fair queuing across users, for every shard a scheduler process owns: one queue, one
+ * virtual clock, so a user's share does not depend on how its jobs hash over shards. Pure: no
+ * I/O, time passed in.
  *
  * Each user has a virtual time that advances by 1 / weight per dispatched job. Among users whose
  * earliest queued job is due, the one with the smallest virtual time goes next; ties are broken
- * by that job's execute_at, then its id. Invariants:
- * - virtual times persist across polls (the queue is long-lived; it is never reset per batch);
+ * by that job's due time, then its id. Invariants:
+ * - virtual times persist across loads (the queue is long-lived and refilled, never rebuilt);
  * - a user that becomes ready (first job queued, or first job turns due) starts at no less than
- *   the current virtual clock, so idle time earns no credit and a late arrival is served at once;
- * - a user's own jobs leave in (execute_at, id) order;
- * - an item is queued at most once (by id) until it is popped or removed;
- * - a user's `tail` is the largest item (by execute_at, id) pushed since its queue was last
- *   empty; the loader may read that user's rows after it (see backlogCursors).
+ *   the current virtual clock and the smallest virtual time among ready users, so idle time
+ *   earns no credit and a late arrival is served at once without jumping a backlog;
+ * - a user's own jobs leave in (dueAt, id) order, whatever shard they come from;
+ * - an item is queued at most once (by id) until it is popped or its shard is dropped;
+ * - weights are the user's, set at any time (setWeight), and always within
+ *   [MIN_WEIGHT, MAX_WEIGHT]: a value outside (or not a number) is clamped or replaced by the
+ *   default, so 1 / weight is finite and the clock can never jump to Infinity.
  */
+export const MIN_WEIGHT = 0.01;
+export const MAX_WEIGHT = 1000;
+
+/** A weight the queue can use: finite, within [MIN_WEIGHT, MAX_WEIGHT]; `fallback` otherwise. */
+export function sanitizeWeight(w: unknown, fallback = 1): number {
+  if (typeof w !== "number" || !Number.isFinite(w) || w <= 0) return fallback;
+  return Math.min(MAX_WEIGHT, Math.max(MIN_WEIGHT, w));
+}
+
 export interface FairItem {
   id: bigint;
   userId: string;
-  weight: number;
-  executeAt: number;
-}
-
-/** A backlogged user's last queued job: loads may read that user's rows after it. */
-export interface BacklogCursor {
-  userId: string;
-  executeAt: number;
-  id: bigint;
+  shard: number;
+  /** When the job may start (ms since the epoch). */
+  dueAt: number;
 }
 
 interface UserState<T extends FairItem> {
   userId: string;
   vtime: number;
-  weight: number;
   items: MinHeap<T>;
-  /** The largest item pushed since the user's queue was last empty. */
-  tail: T | null;
   /** Where the user sits: nowhere (empty), waiting for its head to be due, or ready. */
   where: "none" | "waiting" | "ready";
 }
 
-const byItem = (a: FairItem, b: FairItem) => a.executeAt - b.executeAt || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+const byItem = (a: FairItem, b: FairItem) => a.dueAt - b.dueAt || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
 
 export class FairQueue<T extends FairItem> {
   private users = new Map<string, UserState<T>>();
   private ids = new Set<bigint>();
+  private weights = new Map<string, number>();
+  /** Queued items per shard and user (the loaders' stock). */
+  private stock = new Map<number, Map<string, number>>();
   /** Users whose head job is due, by (vtime, head). */
   private ready = new MinHeap<UserState<T>>((a, b) => a.vtime - b.vtime || byItem(a.items.peek()!, b.items.peek()!));
-  /** Users with queued jobs none of which is due yet, by head execute_at. */
+  /** Users with queued jobs none of which is due yet, by head due time. */
   private waiting = new MinHeap<UserState<T>>((a, b) => byItem(a.items.peek()!, b.items.peek()!));
   /** The virtual clock: the virtual time of the last dispatch (never decreases). */
   private clock = 0;
+
+  constructor(private readonly defaultWeight = 1) {}
 
   get size(): number {
     return this.ids.size;
   }
 
-  has(id: bigint): boolean {
-    return this.ids.has(id);
+  /** Sets a user's weight; it applies from the user's next dispatch on. */
+  setWeight(userId: string, weight: number): void {
+    this.weights.set(userId, sanitizeWeight(weight, this.defaultWeight));
   }
 
-  /** Virtual time of a user (for tests and metrics); undefined if never seen. */
-  vtimeOf(userId: string): number | undefined {
-    return this.users.get(userId)?.vtime;
+  weightOf(userId: string): number {
+    return this.weights.get(userId) ?? this.defaultWeight;
   }
 
   /** Adds an item; returns false when an item with that id is already queued. */
   push(item: T): boolean {
     if (this.ids.has(item.id)) return false;
     this.ids.add(item.id);
+    this.addStock(item, 1);
     let u = this.users.get(item.userId);
     if (!u) {
-      u = { userId: item.userId, vtime: this.clock, weight: item.weight, items: new MinHeap<T>(byItem), tail: null, where: "none" };
+      u = { userId: item.userId, vtime: this.clock, items: new MinHeap<T>(byItem), where: "none" };
       this.users.set(item.userId, u);
     }
-    u.weight = item.weight;
     const oldHead = u.items.peek();
     u.items.push(item);
-    if (!u.tail || byItem(item, u.tail) > 0) u.tail = item;
     if (u.where === "none") {
       u.where = "waiting";
       this.waiting.push(u);
     } else if (oldHead && byItem(item, oldHead) < 0) {
       // The head changed, so the user's position in its heap did too.
-      (u.where === "ready" ? this.ready : this.waiting).remove(u);
-      (u.where === "ready" ? this.ready : this.waiting).push(u);
+      const heap = u.where === "ready" ? this.ready : this.waiting;
+      heap.remove(u);
+      heap.push(u);
     }
     return true;
   }
 
   /** Moves users whose head is due by `now` from waiting to ready. */
   private promote(now: number): void {
-    for (let u = this.waiting.peek(); u && u.items.peek()!.executeAt <= now; u = this.waiting.peek()) {
+    for (let u = this.waiting.peek(); u && u.items.peek()!.dueAt <= now; u = this.waiting.peek()) {
       this.waiting.pop();
-      // No credit for idle time: start at least at the current clock, and at least at the
-      // smallest virtual time among users already ready (so a newcomer cannot jump ahead of
-      // a backlog it never waited behind).
       const floor = Math.max(this.clock, this.ready.peek()?.vtime ?? -Infinity);
       u.vtime = Math.max(u.vtime, floor);
       u.where = "ready";
@@ -100,66 +106,61 @@ export class FairQueue<T extends FairItem> {
     }
   }
 
-  /** True when some item is due by `now`. */
-  hasReady(now: number): boolean {
+  /** The next item in fair order among those due by `now`, without taking it. */
+  peek(now: number): T | undefined {
     this.promote(now);
-    return this.ready.size > 0;
+    return this.ready.peek()?.items.peek();
   }
 
-  /** The next item in fair order among those due by `now`, or undefined. */
+  /** Takes the next item in fair order among those due by `now`, or undefined. */
   pop(now: number): T | undefined {
     this.promote(now);
     const u = this.ready.pop();
     if (!u) return undefined;
     const item = u.items.pop()!;
     this.ids.delete(item.id);
+    this.addStock(item, -1);
     this.clock = Math.max(this.clock, u.vtime);
-    u.vtime += 1 / u.weight;
+    u.vtime += 1 / this.weightOf(u.userId);
     this.requeue(u, now);
     return item;
   }
 
-  /** Earliest execute_at among queued items that are not yet due; undefined if none. */
+  /** Earliest due time among queued items that are not yet due; undefined if none. */
   nextDueAt(): number | undefined {
-    return this.waiting.peek()?.items.peek()!.executeAt;
+    return this.waiting.peek()?.items.peek()!.dueAt;
   }
 
-  /** Drops an item (e.g. its row changed underneath); returns whether it was queued. */
-  remove(id: bigint, now: number): boolean {
-    if (!this.ids.has(id)) return false;
-    for (const u of this.users.values()) {
-      const item = u.items.find((i) => i.id === id);
-      if (!item) continue;
-      (u.where === "ready" ? this.ready : this.waiting).remove(u);
-      u.items.remove(item);
-      this.ids.delete(id);
+  /** Queued items of `userId` from `shard`. */
+  stockOf(shard: number, userId: string): number {
+    return this.stock.get(shard)?.get(userId) ?? 0;
+  }
+
+  /** Drops every item of a shard (its owner changed, or its dispatch failed); returns them. */
+  removeShard(shard: number, now: number): T[] {
+    const removed: T[] = [];
+    if (!this.stock.has(shard)) return removed;
+    for (const u of [...this.users.values()]) {
+      const mine = u.items.toArray().filter((i) => i.shard === shard);
+      if (mine.length === 0) continue;
+      if (u.where !== "none") (u.where === "ready" ? this.ready : this.waiting).remove(u);
+      const wasReady = u.where === "ready";
+      u.items = MinHeap.from(u.items.toArray().filter((i) => i.shard !== shard), byItem);
+      for (const i of mine) this.ids.delete(i.id);
+      removed.push(...mine);
+      u.where = wasReady ? "ready" : "waiting";
       this.requeue(u, now);
-      return true;
     }
-    return false;
+    this.stock.delete(shard);
+    return removed;
   }
 
-  /**
-   * For each backlogged user (queued items, the last of which was due by `dueBy`): the last
-   * item queued. Every waiting row of such a user up to that item is queued already or was
-   * dispatched, and a job created from now on sorts after it (execute_at is never in the past;
-   * retries are due later), so a refill may read that user's rows after it instead of
-   * re-reading the whole backlog. The caller passes a `dueBy` some margin before now, so that
-   * a job created meanwhile in the same millisecond (with a smaller id from another node, or
-   * on a clock slightly behind) cannot sort before the cursor. Users whose queued jobs are not
-   * all that old get no cursor: a new job may be due before them.
-   */
-  backlogCursors(dueBy: number): BacklogCursor[] {
-    const out: BacklogCursor[] = [];
-    for (const u of this.users.values()) {
-      if (u.items.size > 0 && u.tail && u.tail.executeAt <= dueBy) out.push({ userId: u.userId, executeAt: u.tail.executeAt, id: u.tail.id });
-    }
-    return out;
-  }
-
-  /** Queued items per user (for the loader's per-user caps). */
-  countOf(userId: string): number {
-    return this.users.get(userId)?.items.size ?? 0;
+  private addStock(item: FairItem, by: number): void {
+    let m = this.stock.get(item.shard);
+    if (!m) this.stock.set(item.shard, (m = new Map()));
+    const n = (m.get(item.userId) ?? 0) + by;
+    if (n > 0) m.set(item.userId, n);
+    else m.delete(item.userId);
   }
 
   /** Puts a user that just left its heap back, keeping its virtual time if it stays ready. */
@@ -167,11 +168,12 @@ export class FairQueue<T extends FairItem> {
     const head = u.items.peek();
     if (!head) {
       u.where = "none";
-      u.tail = null;
+      // A user with no lead over the clock loses nothing by being forgotten (it would come
+      // back at the clock); one with a lead keeps it, so emptying between loads earns nothing.
+      if (u.vtime <= this.clock) this.users.delete(u.userId);
       return;
     }
-    if (head.executeAt <= now && u.where === "ready") {
-      u.where = "ready";
+    if (head.dueAt <= now && u.where === "ready") {
       this.ready.push(u);
     } else {
       u.where = "waiting";
@@ -185,14 +187,20 @@ export class MinHeap<T> {
   private a: T[] = [];
   constructor(private readonly less: (x: T, y: T) => number) {}
 
+  static from<T>(items: T[], less: (x: T, y: T) => number): MinHeap<T> {
+    const h = new MinHeap(less);
+    for (const x of items) h.push(x);
+    return h;
+  }
+
   get size(): number {
     return this.a.length;
   }
   peek(): T | undefined {
     return this.a[0];
   }
-  find(pred: (x: T) => boolean): T | undefined {
-    return this.a.find(pred);
+  toArray(): T[] {
+    return [...this.a];
   }
   push(x: T): void {
     this.a.push(x);

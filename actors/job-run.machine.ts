@@ -48,6 +48,8 @@ export interface ClaimedJob {
   attempt: number;
   max_attempts: number;
   execute_at: Date;
+  /** When this attempt was due (execute_at for the first, the retry time after). */
+  due_at: Date;
   last_error: string | null;
   trace_context: Record<string, string> | null;
 }

@@ -1,53 +1,88 @@
 /**
- * The shard actor: one per owned shard, the single owner of that shard's scheduling state
- * (fair queue, in-flight count). Database reads and writes run as invoked promises; the
- * machine only decides what happens next.
+ * The shard actor: one per owned shard, the single owner of that shard's loading state (which
+ * users it has seen, where each user's next rows start, when it last rescued). It loads the
+ * shard's waiting jobs that are due within the look-ahead and offers them to the process's
+ * dispatcher (actors/dispatcher.ts), which owns the one fair order of every shard of the
+ * process. Database reads run as an invoked promise; the machine only decides when to load.
  *
- *   loading ──done──▶ deciding ──ready & credits──▶ sending ──done──▶ deciding
- *      ▲                 │                             │
- *      │                 └──nothing to do──▶ waiting ──┤ (timer: next execute_at or next poll)
- *      │                                        │      │
- *      └────────── poll due / WAKE ─────────────┘      └─error──▶ retrying ─1s─▶ loading
- *   any state ──STOP──▶ stopped (final)      any I/O ──FencedOutError──▶ fenced (final)
+ *   loading ──done──▶ idle ──poll timer, or REFILL when a user runs low──▶ loading
+ *      │                                                                      ▲
+ *      └──error──▶ retrying ──retryDelay──────────────────────────────────────┘
+ *   any state ──STOP──▶ stopped (final)     loading ──FencedOutError──▶ fenced (final)
+ *   any state ──DISPATCH_FAILED──▶ retrying (cursors forgotten)
  *
  * Invariants:
- * - jobs are dispatched in the fair queue's order, once due; "due" here means execute_at <= now
- *   + `premarkMs`: the dispatch step marks a job `scheduled` up to that much early so the SQL
- *   is off the critical path, and publishes it at execute_at (src/scheduler/shard-io.ts);
- * - dispatched-but-unfinished jobs (in-flight) never exceed `credits`: a batch is at most the
- *   remaining credit, and the in-flight count is re-read from SQL on every load;
- * - rescue of expired in-flight jobs runs at most every `rescueIntervalMs`, before a load;
- * - every load refreshes the in-flight count, but reads waiting jobs only when the queue is
- *   below `refillBelow` or `fullReloadMs` has passed since the last read (re-reading thousands
- *   of rows already queued was most of the database's work in a backlog); the periodic full
- *   read bounds how long a newly active user can go unseen;
- * - a load reads a backlogged user's rows only after the last one queued (FairQueue
- *   backlogCursors), except the first load and the first after a dispatch error (whose rows
- *   went back to waiting, behind the cursor); in a long backlog this turned ~5 row reads per
- *   dispatched job into ~1;
- * - after STOP or fencing the actor performs no further I/O (a stopped actor's pending
- *   promises are ignored by XState).
+ * - heavy users stay stocked: a load asks, per user, for enough rows to bring the user's queued
+ *   jobs from this shard back to `userTarget`; the dispatcher sends REFILL as soon as a user it
+ *   serves drops below `userLowWater`, and a refill load runs at once unless every user below
+ *   it is exhausted (its last load returned fewer rows than asked: nothing more is due yet);
+ * - a load reads a user's rows after the user's cursor, never re-reading what is queued or was
+ *   dispatched. A cursor is the last row read that was due at least CURSOR_MARGIN_MS before the
+ *   database's clock at that load: every transition into the waiting state sets due_at to the
+ *   database's now() or later, so a row that starts waiting later always sorts after it (the
+ *   margin covers transactions still open when the load read). Rows the dispatcher popped but
+ *   could not mark (DISPATCH_FAILED) are still waiting behind the cursors, so cursors are
+ *   forgotten and the next load reads every user from the start;
+ * - rescue of expired in-flight jobs runs at most every `rescueIntervalMs`, inside a load, and
+ *   looks only at deadlines since the previous rescue (less RESCUE_MARGIN_MS, which covers
+ *   transactions still open then), so its cost follows the rate, not the history; every
+ *   `fullRescueMs`, and first of all, it looks at every deadline;
+ * - after STOP or fencing the actor performs no further I/O (a stopped actor's pending promises
+ *   are ignored by XState).
  */
 import { assign, fromPromise, setup } from "xstate";
-import { FairQueue, type BacklogCursor } from "./fair-queue.ts";
+import { FencedOutError } from "./errors.ts";
+import type { FairItem } from "./fair-queue.ts";
 
-export interface DueJob {
+export interface Cursor {
+  dueAt: number;
   id: bigint;
-  userId: string;
-  weight: number;
-  executeAt: number;
 }
 
 export interface ShardSettings {
   lookaheadMs: number;
   pollIntervalMs: number;
-  credits: number;
-  batchMax: number;
   rescueIntervalMs: number;
+  /** Every this long a rescue looks at every in-flight deadline, not only the recent ones. */
+  fullRescueMs: number;
   retryDelayMs: number;
-  refillBelow: number;
-  fullReloadMs: number;
-  premarkMs: number;
+  /** Queued jobs per user per shard a load tops up to. */
+  userTarget: number;
+  /** Below this many queued jobs of a user, the dispatcher asks for a refill. */
+  userLowWater: number;
+  /** Rows per load at most. */
+  maxLoad: number;
+}
+
+export interface LoadUser {
+  userId: string;
+  /** Rows to read at most (0: none). */
+  limit: number;
+  after: Cursor | null;
+}
+
+export interface LoadInput {
+  shard: number;
+  epoch: string;
+  horizon: number;
+  /** Rescue expired in-flight jobs first... */
+  rescue: boolean;
+  /** ...whose deadline is at or after this (database clock, ms); null: every deadline. */
+  rescueSince: number | null;
+  /** Users seen before: their limits and cursors. */
+  users: LoadUser[];
+  /** Rows to read at most for a user not listed. */
+  newUserLimit: number;
+  maxRows: number;
+}
+
+export interface LoadOutput {
+  /** In (userId, dueAt, id) order per user. */
+  jobs: FairItem[];
+  /** The database's clock when the load read (ms since the epoch). */
+  dbNow: number;
+  /** The database's clock when the rescue ran (null: no rescue). */
+  rescuedAt: number | null;
 }
 
 export interface ShardInput {
@@ -55,48 +90,103 @@ export interface ShardInput {
   epoch: string;
   settings: ShardSettings;
   now: () => number;
+  /** Queued jobs of a user from this shard, as the dispatcher holds them now. */
+  stockOf: (userId: string) => number;
+}
+
+interface UserLoad {
+  cursor: Cursor | null;
+  /** The last load returned fewer rows than it asked for: nothing more is due yet. */
+  exhausted: boolean;
 }
 
 interface ShardContext extends ShardInput {
-  queue: FairQueue<DueJob>;
-  inFlight: number;
+  users: Map<string, UserLoad>;
+  /** The load under way (or last made), and when it started. */
+  request: LoadInput | null;
   lastLoadAt: number;
-  lastFetchAt: number;
   lastRescueAt: number;
-  batch: DueJob[];
-  dispatched: number;
+  lastFullRescueAt: number;
+  /** Deadlines before this were looked at by an earlier rescue (database clock). */
+  rescueSince: number | null;
+  /** A REFILL arrived while loading. */
+  refillPending: boolean;
   lastError: string | null;
-  /** False until a load without cursors, and again after a dispatch error (its rows went back). */
-  cursorsValid: boolean;
 }
 
 /**
- * How long a backlogged user's last queued job must have been due before loads read only after
- * it: covers clock differences between the processes that set execute_at and this one.
+ * How long before the database's clock a row must have been due for loads to read only after
+ * it: covers transactions that set due_at from now() and were still open when the load read.
  */
 export const CURSOR_MARGIN_MS = 1_000;
 
-export interface LoadInput {
-  shard: number;
-  epoch: string;
-  horizon: number;
-  /** Rescue expired in-flight jobs first. */
-  rescue: boolean;
-  /** Read waiting jobs (otherwise only the in-flight count). */
-  fetchJobs: boolean;
-  /** Backlogged users' last queued job: read only their rows after it (FairQueue.backlogCursors). */
-  after: BacklogCursor[];
+/** A rescue looks this far back before the previous one: claims still open then commit within it. */
+export const RESCUE_MARGIN_MS = 10_000;
+
+export type ShardEvent = { type: "STOP" } | { type: "REFILL" } | { type: "DISPATCH_FAILED"; error: string };
+
+export const isFencedOut = (e: unknown) => e instanceof FencedOutError;
+
+const errorText = (e: unknown) => String((e as Error)?.message ?? e);
+
+/**
+ * What the next load asks for: per known user, enough to top it up from its cursor; a user
+ * without a cursor is read from the start of its rows, which include those already queued, so
+ * it asks for the whole target (the dispatcher's queue drops what it holds already), and
+ * nothing while its stock is full (a backlog due in the future is not re-read every poll).
+ */
+export function loadRequest(c: Omit<ShardContext, "request">): LoadInput {
+  const now = c.now();
+  const users: LoadUser[] = [];
+  for (const [userId, u] of c.users) {
+    const stock = c.stockOf(userId);
+    const limit = u.cursor ? Math.max(0, c.settings.userTarget - stock) : stock >= c.settings.userTarget ? 0 : c.settings.userTarget;
+    users.push({ userId, limit, after: u.cursor });
+  }
+  return {
+    shard: c.shard,
+    epoch: c.epoch,
+    horizon: now + c.settings.lookaheadMs,
+    rescue: now - c.lastRescueAt >= c.settings.rescueIntervalMs,
+    rescueSince: now - c.lastFullRescueAt >= c.settings.fullRescueMs ? null : c.rescueSince,
+    users,
+    newUserLimit: c.settings.userTarget,
+    maxRows: c.settings.maxLoad,
+  };
 }
 
-export interface LoadOutput {
-  jobs: DueJob[];
-  inFlight: number;
-  fetched: boolean;
+/** The users' loading state after a load returned `out` for `req`. */
+export function afterLoad(c: ShardContext, req: LoadInput, out: LoadOutput): Map<string, UserLoad> {
+  const byUser = new Map<string, FairItem[]>();
+  for (const j of out.jobs) {
+    const list = byUser.get(j.userId);
+    if (list) list.push(j);
+    else byUser.set(j.userId, [j]);
+  }
+  const asked = new Map(req.users.map((u) => [u.userId, u]));
+  const next = new Map<string, UserLoad>();
+  const eligibleBy = out.dbNow - CURSOR_MARGIN_MS;
+  for (const [userId, rows] of byUser) {
+    const prev = asked.get(userId);
+    let cursor = prev?.after ?? null;
+    for (const r of rows) if (r.dueAt <= eligibleBy) cursor = { dueAt: r.dueAt, id: r.id };
+    const limit = prev ? prev.limit : req.newUserLimit;
+    next.set(userId, { cursor, exhausted: rows.length < limit && out.jobs.length < req.maxRows });
+  }
+  // Users that returned nothing: keep them while they have jobs queued (their cursor is still
+  // good and a refill may find more); forget them otherwise.
+  for (const u of req.users) {
+    if (byUser.has(u.userId)) continue;
+    if (c.stockOf(u.userId) > 0) next.set(u.userId, { cursor: u.after, exhausted: u.limit > 0 && out.jobs.length < req.maxRows });
+  }
+  return next;
 }
 
-export type ShardEvent = { type: "STOP" } | { type: "WAKE" };
-
-export const isFencedOut = (e: unknown) => (e as { name?: string } | null)?.name === "FencedOutError";
+/** Some user is below the low-water mark and might have more rows. */
+export function needsRefill(c: ShardContext): boolean {
+  for (const [userId, u] of c.users) if (!u.exhausted && c.stockOf(userId) < c.settings.userLowWater) return true;
+  return false;
+}
 
 export const shardMachine = setup({
   types: {
@@ -108,113 +198,70 @@ export const shardMachine = setup({
     load: fromPromise<LoadOutput, LoadInput>(async () => {
       throw new Error("load not provided");
     }),
-    dispatch: fromPromise<number, { shard: number; epoch: string; jobs: DueJob[] }>(async () => {
-      throw new Error("dispatch not provided");
-    }),
+  },
+  actions: {
+    /** Hands loaded jobs to the dispatcher. */
+    offer: (_, _params: { shard: number; jobs: FairItem[] }) => {},
   },
   delays: {
-    /** Until the next queued job is due, or the next poll, whichever is first. */
-    untilNextWake: ({ context: c }) => {
-      const now = c.now();
-      const nextPoll = c.lastLoadAt + c.settings.pollIntervalMs;
-      const free = c.settings.credits - c.inFlight;
-      const nextDue = free > 0 ? (c.queue.nextDueAt() ?? Infinity) - c.settings.premarkMs : Infinity;
-      return Math.max(0, Math.min(nextPoll, nextDue) - now);
-    },
+    untilPoll: ({ context: c }) => Math.max(0, c.lastLoadAt + c.settings.pollIntervalMs - c.now()),
     retryDelay: ({ context: c }) => c.settings.retryDelayMs,
   },
   guards: {
-    canSend: ({ context: c }) => c.settings.credits - c.inFlight > 0 && c.queue.hasReady(c.now() + c.settings.premarkMs),
-    pollDue: ({ context: c }) => c.now() - c.lastLoadAt >= c.settings.pollIntervalMs,
+    needsRefill: ({ context }) => needsRefill(context),
+    refillNow: ({ context }) => context.refillPending && needsRefill(context),
     fencedOut: ({ event }) => isFencedOut((event as { error?: unknown }).error),
   },
 }).createMachine({
   id: "shard",
   context: ({ input }) => ({
     ...input,
-    queue: new FairQueue<DueJob>(),
-    inFlight: 0,
+    users: new Map(),
+    request: null,
     lastLoadAt: -Infinity,
-    lastFetchAt: -Infinity,
     lastRescueAt: -Infinity,
-    batch: [],
-    dispatched: 0,
+    lastFullRescueAt: -Infinity,
+    rescueSince: null,
+    refillPending: false,
     lastError: null,
-    cursorsValid: false,
   }),
   initial: "loading",
-  on: { STOP: ".stopped" },
+  on: {
+    STOP: ".stopped",
+    DISPATCH_FAILED: { target: ".retrying", actions: assign({ users: () => new Map(), lastError: ({ event }) => event.error }) },
+  },
   states: {
     loading: {
+      entry: assign({ refillPending: false, request: ({ context }) => loadRequest(context), lastLoadAt: ({ context }) => context.now() }),
+      on: { REFILL: { actions: assign({ refillPending: true }) } },
       invoke: {
         src: "load",
-        input: ({ context: c }) => ({
-          shard: c.shard,
-          epoch: c.epoch,
-          horizon: c.now() + c.settings.lookaheadMs,
-          rescue: c.now() - c.lastRescueAt >= c.settings.rescueIntervalMs,
-          fetchJobs: c.queue.size < c.settings.refillBelow || c.now() - c.lastFetchAt >= c.settings.fullReloadMs,
-          after: c.cursorsValid ? c.queue.backlogCursors(c.now() - CURSOR_MARGIN_MS) : [],
-        }),
+        input: ({ context }) => context.request!,
         onDone: {
           target: "deciding",
-          actions: assign(({ context: c, event }) => {
-            for (const job of event.output.jobs) c.queue.push(job);
-            const now = c.now();
-            return {
-              inFlight: event.output.inFlight,
-              lastLoadAt: now,
-              lastFetchAt: event.output.fetched ? now : c.lastFetchAt,
-              cursorsValid: c.cursorsValid || event.output.fetched,
-              lastRescueAt: now - c.lastRescueAt >= c.settings.rescueIntervalMs ? now : c.lastRescueAt,
+          actions: [
+            { type: "offer", params: ({ context, event }) => ({ shard: context.shard, jobs: event.output.jobs }) },
+            assign(({ context: c, event }) => ({
+              users: afterLoad(c, c.request!, event.output),
+              lastRescueAt: c.request!.rescue ? c.lastLoadAt : c.lastRescueAt,
+              lastFullRescueAt: c.request!.rescue && c.request!.rescueSince === null ? c.lastLoadAt : c.lastFullRescueAt,
+              rescueSince: event.output.rescuedAt !== null ? event.output.rescuedAt - RESCUE_MARGIN_MS : c.rescueSince,
               lastError: null,
-            };
-          }),
+            })),
+          ],
         },
         onError: [
           { guard: "fencedOut", target: "fenced" },
-          { target: "retrying", actions: assign({ lastError: ({ event }) => String((event.error as Error)?.message ?? event.error) }) },
+          { target: "retrying", actions: assign({ lastError: ({ event }) => errorText(event.error) }) },
         ],
       },
     },
     deciding: {
-      always: [
-        { guard: "canSend", target: "sending" },
-        { guard: "pollDue", target: "loading" },
-        { target: "waiting" },
-      ],
+      always: [{ guard: "refillNow", target: "loading" }, { target: "idle" }],
     },
-    sending: {
-      entry: assign(({ context: c }) => {
-        const now = c.now() + c.settings.premarkMs;
-        const n = Math.min(c.settings.batchMax, c.settings.credits - c.inFlight);
-        const batch: DueJob[] = [];
-        for (let i = 0; i < n; i++) {
-          const job = c.queue.pop(now);
-          if (!job) break;
-          batch.push(job);
-        }
-        return { batch };
-      }),
-      invoke: {
-        src: "dispatch",
-        input: ({ context: c }) => ({ shard: c.shard, epoch: c.epoch, jobs: c.batch }),
-        onDone: {
-          target: "deciding",
-          // Count the whole batch as in flight: rows skipped by the guard (cancelled meanwhile)
-          // are corrected by the next load's count.
-          actions: assign(({ context: c, event }) => ({ inFlight: c.inFlight + c.batch.length, dispatched: c.dispatched + event.output, batch: [] })),
-        },
-        onError: [
-          { guard: "fencedOut", target: "fenced" },
-          // The batch's rows went back to waiting; the next load queues them again.
-          { target: "retrying", actions: assign({ batch: [], cursorsValid: false, lastError: ({ event }) => String((event.error as Error)?.message ?? event.error) }) },
-        ],
-      },
-    },
-    waiting: {
-      after: { untilNextWake: { target: "deciding", reenter: true } },
-      on: { WAKE: "loading" },
+    idle: {
+      after: { untilPoll: "loading" },
+      on: { REFILL: { guard: "needsRefill", target: "loading" } },
     },
     retrying: {
       after: { retryDelay: "loading" },

@@ -1,5 +1,5 @@
 /** Small helpers shared by the benchmark programs: percentiles, machine CPU and a printed report. */
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 
 /**
  * CPU time the whole machine has spent busy (user, nice, system, irq, softirq, steal; not idle
@@ -63,4 +63,47 @@ export async function finishRoles(procs: Role[], prefix: string, label: string):
   console.log(`${label} (first process; cumulative bucket counts):\n${lines.join("\n")}`);
   for (const p of procs) p.kill(15);
   await Promise.all(procs.map((p) => p.exited));
+}
+
+/** CPU seconds (user + system) a process has used, from /proc; 0 once it is gone. */
+export function processCpuSeconds(pid: number): number {
+  try {
+    const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+    return (Number(f[11]) + Number(f[12])) / 100;
+  } catch {
+    return 0;
+  }
+}
+
+/**
+ * CPU per part of the system, for a before/after difference: every process whose command line
+ * matches a pattern (the roles, Kafka, etcd), and PostgreSQL backends grouped by the
+ * application_name the roles set (`fairshare-<role>`), read through `pg`.
+ */
+export async function cpuByPart(pg: (q: TemplateStringsArray) => Promise<{ pid: number; application_name: string }[]>): Promise<Map<string, number>> {
+  const out = new Map<string, number>();
+  const add = (k: string, v: number) => out.set(k, (out.get(k) ?? 0) + v);
+  for (const d of readdirSync("/proc")) {
+    if (!/^\d+$/.test(d)) continue;
+    let cmd = "";
+    try {
+      cmd = readFileSync(`/proc/${d}/cmdline`, "utf8").replaceAll("\0", " ");
+    } catch {
+      continue;
+    }
+    const role = /src\/main\.ts (api|scheduler|executor|all)/.exec(cmd)?.[1];
+    if (role) add(role, processCpuSeconds(Number(d)));
+    else if (cmd.includes("kafka.Kafka")) add("kafka", processCpuSeconds(Number(d)));
+    else if (/(^|\/)etcd /.test(cmd)) add("etcd", processCpuSeconds(Number(d)));
+  }
+  for (const b of await pg`SELECT pid, application_name FROM pg_stat_activity WHERE backend_type = 'client backend'`) {
+    add(`pg:${b.application_name.replace(/^fairshare-/, "") || "other"}`, processCpuSeconds(b.pid));
+  }
+  return out;
+}
+
+/** The difference of two cpuByPart readings, in microseconds per job, largest first. */
+export function cpuPerJob(before: Map<string, number>, after: Map<string, number>, jobs: number): Record<string, number> {
+  const rows = [...after].map(([k, v]) => [k, Math.round(((v - (before.get(k) ?? 0)) * 1e6) / jobs)] as const);
+  return Object.fromEntries(rows.filter(([, v]) => v > 0).sort((a, b) => b[1] - a[1]));
 }

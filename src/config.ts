@@ -5,6 +5,7 @@
  *
  * Durations accept `500ms`, `10s`, `5m`, `1h`, `365d` or a bare number of milliseconds.
  */
+import { MAX_WEIGHT, MIN_WEIGHT } from "../actors/fair-queue.ts";
 
 export type Role = "api" | "scheduler" | "executor" | "all";
 export const ROLES: readonly Role[] = ["api", "scheduler", "executor", "all"];
@@ -43,20 +44,51 @@ export interface Config {
     defaultTimeoutMs: number;
   };
   scheduler: {
-    /** Jobs due within this window are loaded ahead and dispatched at execute_at. */
+    /** Jobs due within this window are loaded ahead and dispatched at their due time. */
     lookaheadMs: number;
     pollIntervalMs: number;
-    /** Per shard: at most this many jobs dispatched and not yet finished. */
-    credits: number;
+    /**
+     * The in-flight window: dispatched-but-unstarted jobs are kept to what the executors start
+     * within this delay at their measured start rate (actors/start-window.ts).
+     */
+    targetDelayMs: number;
+    windowMin: number;
+    windowMax: number;
+    /** While jobs are out, the executors' committed offsets are read back to back, at least this far apart. */
+    startPollMs: number;
+    /** Span of one start-rate sample, and how long the window follows the best sample. */
+    rateSpanMs: number;
+    rateMemoryMs: number;
+    /** Jobs per mark statement batch, and batches under way at once. */
     batchMax: number;
+    /** While batches are under way, a new one waits for room for this many due jobs (a full message). */
+    batchMin: number;
+    batchesInFlight: number;
+    /** Queued jobs per user per shard a load tops up to; a refill starts below half of it. */
     perUserLoad: number;
+    userLowWater: number;
+    /** Rows per load at most. */
     maxLoad: number;
     /** A scheduled job not claimed by then is rescued (its message was lost or its run died). */
     scheduledDeadlineMs: number;
     rescueIntervalMs: number;
-    /** Jobs are marked `scheduled` up to this much before execute_at and published at it. */
+    /** Every this long a rescue looks at every in-flight deadline, not only those since the last one. */
+    fullRescueMs: number;
+    /** Jobs are marked `scheduled` up to this much before their due time and published at it. */
     premarkMs: number;
+    /** After a failed load or dispatch, a shard tries again after this long. */
+    retryDelayMs: number;
+    /** How often the users' weights are re-read (a changed weight applies within this). */
+    weightRefreshMs: number;
   };
+  users: {
+    /** The weight of a user who does not choose one. */
+    defaultWeight: number;
+    /** `open`: anyone may choose a weight at sign-up; `admin`: only with the admin token. */
+    signupWeights: "open" | "admin";
+  };
+  /** Bearer token of the admin endpoints (null: they answer 401 to everyone). */
+  adminToken: string | null;
   otel: { endpoint: string | null; serviceName: string };
 }
 
@@ -70,6 +102,11 @@ export class ConfigError extends Error {
 type Env = Record<string, string | undefined>;
 
 const LOCAL_JWT_SECRET = "local-development-secret-change-me-0123456789";
+
+/** Variables this version no longer reads, and what replaced them. */
+const REMOVED: Record<string, string> = {
+  SCHEDULER_CREDITS: "the in-flight window is measured now; see SCHEDULER_TARGET_DELAY",
+};
 
 /** Parses `10s`-style durations into milliseconds; null when malformed. */
 export function parseDuration(raw: string): number | null {
@@ -127,6 +164,15 @@ export function loadConfig(env: Env = process.env): Config {
     }
     return raw as T;
   };
+  const number = (name: string, def: number, min: number, max: number): number => {
+    const raw = str(name, String(def));
+    const n = Number(raw);
+    if (!Number.isFinite(n) || n < min || n > max) {
+      problems.push(`${name}=${JSON.stringify(raw)}: expected a number from ${min} to ${max}`);
+      return def;
+    }
+    return n;
+  };
   const isUrl = (protocols: string[]) => (s: string) => {
     try {
       return protocols.includes(new URL(s).protocol);
@@ -135,7 +181,11 @@ export function loadConfig(env: Env = process.env): Config {
     }
   };
 
+  for (const [name, why] of Object.entries(REMOVED)) if (env[name] !== undefined) problems.push(`${name}: no longer used (${why})`);
   const mode = oneOf("APP_MODE", "local", ["local", "production"] as const);
+  const adminRaw = env.ADMIN_TOKEN?.trim() ?? "";
+  if (adminRaw === "" && mode === "production") problems.push("ADMIN_TOKEN: required when APP_MODE=production (at least 32 characters)");
+  else if (adminRaw !== "" && adminRaw.length < 32) problems.push("ADMIN_TOKEN: must be at least 32 characters");
   const jwtSecretRaw = env.JWT_SECRET?.trim() ?? "";
   let jwtSecret = jwtSecretRaw;
   if (jwtSecretRaw === "") {
@@ -191,14 +241,32 @@ export function loadConfig(env: Env = process.env): Config {
     scheduler: {
       lookaheadMs: duration("SCHEDULER_LOOKAHEAD", "2s", 100),
       pollIntervalMs: duration("SCHEDULER_POLL_INTERVAL", "500ms", 10),
-      credits: int("SCHEDULER_CREDITS", 2_000, 1, 1_000_000),
+      targetDelayMs: duration("SCHEDULER_TARGET_DELAY", "150ms", 20),
+      windowMin: int("SCHEDULER_WINDOW_MIN", 256, 1, 1_000_000),
+      windowMax: int("SCHEDULER_WINDOW_MAX", 100_000, 1, 10_000_000),
+      startPollMs: duration("SCHEDULER_START_POLL", "50ms", 1),
+      // One start-rate sample spans 100 ms (several commits and offset reads); the window
+      // follows the best sample of the last second, so a dip in commits does not shrink it.
+      rateSpanMs: 100,
+      rateMemoryMs: 1_000,
       batchMax: int("SCHEDULER_BATCH_MAX", 500, 1, 10_000),
-      perUserLoad: int("SCHEDULER_PER_USER_LOAD", 500, 1, 100_000),
+      batchMin: 100,
+      batchesInFlight: int("SCHEDULER_BATCHES_IN_FLIGHT", 4, 1, 64),
+      perUserLoad: int("SCHEDULER_PER_USER_LOAD", 500, 2, 100_000),
+      userLowWater: 0, // set below: half of perUserLoad
       maxLoad: int("SCHEDULER_MAX_LOAD", 5_000, 1, 1_000_000),
       scheduledDeadlineMs: duration("SCHEDULED_DEADLINE", "60s", 1_000),
       rescueIntervalMs: duration("RESCUE_INTERVAL", "5s", 100),
+      fullRescueMs: duration("RESCUE_FULL_INTERVAL", "5m", 1_000),
       premarkMs: duration("SCHEDULER_PREMARK", "250ms", 0),
+      retryDelayMs: duration("SCHEDULER_RETRY_DELAY", "1s", 10),
+      weightRefreshMs: duration("SCHEDULER_WEIGHT_REFRESH", "1s", 50),
     },
+    users: {
+      defaultWeight: number("DEFAULT_JOB_WEIGHT", 1, MIN_WEIGHT, MAX_WEIGHT),
+      signupWeights: oneOf("SIGNUP_WEIGHTS", mode === "production" ? "admin" : "open", ["open", "admin"] as const),
+    },
+    adminToken: adminRaw || null,
     otel: {
       endpoint: str("OTEL_EXPORTER_OTLP_ENDPOINT", "") || null,
       serviceName: str("OTEL_SERVICE_NAME", "fairshare"),
@@ -206,6 +274,10 @@ export function loadConfig(env: Env = process.env): Config {
   };
   if (config.otel.endpoint && !isUrl(["http:", "https:"])(config.otel.endpoint)) {
     problems.push(`OTEL_EXPORTER_OTLP_ENDPOINT=${JSON.stringify(config.otel.endpoint)}: expected an http(s):// URL`);
+  }
+  config.scheduler.userLowWater = Math.max(1, Math.floor(config.scheduler.perUserLoad / 2));
+  if (config.scheduler.windowMin > config.scheduler.windowMax) {
+    problems.push(`SCHEDULER_WINDOW_MIN=${config.scheduler.windowMin}: must not exceed SCHEDULER_WINDOW_MAX (${config.scheduler.windowMax})`);
   }
   if (config.databaseUrls.length > config.shardCount) {
     problems.push(`SHARD_COUNT=${config.shardCount}: must be at least the number of DATABASE_URLS (${config.databaseUrls.length})`);

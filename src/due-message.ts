@@ -2,8 +2,8 @@
  * The due topic's wire format, shared by the scheduler (encode) and the executor (decode).
  *
  * A message carries up to MAX_JOBS_PER_MESSAGE jobs: {"jobs": [{id, shard, user_id, attempt,
- * execute_at, epoch, trace}]}, where `attempt` is the number of the run it asks for and `trace`
- * the job's W3C trace context. Jobs travel together because producing with kafkajs costs about
+ * due_at, epoch, trace}]}, where `attempt` is the number of the run it asks for, `due_at` when
+ * that run was due and `trace` the job's W3C trace context. Jobs travel together because producing with kafkajs costs about
  * 50 µs of CPU per message (20,900 messages/s at most here) while consuming is cheap: at the
  * seed's peak most messages still hold one job (jobs leave at their own execute_at), but a burst
  * of due jobs leaves in a few hundred messages instead of tens of thousands. A bare entry (not
@@ -16,18 +16,19 @@ export interface DueEntry {
   shard: number;
   user_id: string;
   attempt: number;
-  execute_at: string;
+  due_at: string;
   epoch: string;
   trace?: Record<string, string>;
 }
 
 export const MAX_JOBS_PER_MESSAGE = 100;
 
-export function encodeDue(entries: DueEntry[]): OutMessage[] {
-  const out: OutMessage[] = [];
+/** Messages for the entries, each saying how many jobs it carries. */
+export function encodeDue(entries: DueEntry[]): (OutMessage & { jobs: number })[] {
+  const out: (OutMessage & { jobs: number })[] = [];
   for (let i = 0; i < entries.length; i += MAX_JOBS_PER_MESSAGE) {
     const jobs = entries.slice(i, i + MAX_JOBS_PER_MESSAGE);
-    out.push({ key: jobs[0]!.id, value: JSON.stringify({ jobs }) });
+    out.push({ key: jobs[0]!.id, value: JSON.stringify({ jobs }), jobs: jobs.length });
   }
   return out;
 }

@@ -8,8 +8,9 @@
  *   per broker (kafkajs reorders sequence numbers with concurrent requests). Retries are bounded
  *   so a dead broker surfaces as an error the caller handles, instead of an endless hang; a
  *   duplicate that bounded retries may cause is harmless (the executor's guarded claim drops it);
- * - consumers commit offsets by hand, only after the outcome of a message is durable in SQL;
- *   session and heartbeat timeouts are explicit so a dead executor's partitions move in ~10 s.
+ * - consumers commit offsets by hand, only for messages whose processing is durable (for the
+ *   executor: its jobs' claims); session and heartbeat timeouts are explicit so a dead
+ *   executor's partitions move in ~10 s.
  */
 import { Kafka, logLevel, Partitioners, type Consumer, type EachBatchPayload, type IHeaders, type Producer } from "kafkajs";
 import type { Config } from "./config.ts";
@@ -32,20 +33,51 @@ export interface InMessage {
   headers: Record<string, string>;
 }
 
+/** Where a published message landed. */
+export interface Placement {
+  partition: number;
+  /** The message's offset (int64 offsets stay exact as numbers below 2^53). */
+  offset: number;
+}
+
 export interface Publisher {
-  /** Resolves once every message is acknowledged by all in-sync replicas. */
-  publish(topic: string, messages: OutMessage[]): Promise<void>;
+  /**
+   * Resolves once every message is acknowledged by all in-sync replicas, with where each one
+   * landed (in the order given). Messages go to the topic's partitions in turn.
+   */
+  publish(topic: string, messages: OutMessage[]): Promise<Placement[]>;
   close(): Promise<void>;
 }
 
-export interface BatchContext {
-  /** Marks everything up to and including `offset` as done and commits it. */
-  commit(offset: string): Promise<void>;
+/** A fetched batch of one partition, handed to a consumer's onBatch. */
+export interface PartitionBatch {
+  partition: number;
+  messages: InMessage[];
   heartbeat(): Promise<void>;
+  /** False once the partition may have moved to another member (a rebalance) or the consumer is stopping. */
   isRunning(): boolean;
 }
 
+export interface ConsumerHandlers {
+  /**
+   * Takes the batch's messages into processing, in order, and returns the offset of the last
+   * one taken (null: none): fetching continues after it. Committing is separate (commit).
+   */
+  onBatch(batch: PartitionBatch): Promise<string | null>;
+  /** The partitions this member holds after a rebalance. */
+  onAssigned?(partitions: number[]): void;
+  /** The client gave up for good (it will not restart by itself). */
+  onCrash?(error: Error): void;
+}
+
 export interface Subscription {
+  /** Commits, for each partition, the next offset to consume (one request). */
+  commit(next: Map<number, number>): Promise<void>;
+  /** Consumes the partition again from `offset` after `delayMs` (a failed claim). */
+  rewind(partition: number, offset: number, delayMs: number): void;
+  /** Stops fetching (runs already handed out go on); the member stays in the group. */
+  pause(): void;
+  /** Leaves the group and closes the connection. */
   stop(): Promise<void>;
 }
 
@@ -124,38 +156,68 @@ export class KafkaBus {
     }
   }
 
+  /** Partitions of a topic, from the broker's metadata. */
+  async partitionCount(topic: string): Promise<number> {
+    const admin = this.kafka.admin();
+    await admin.connect();
+    try {
+      const meta = await admin.fetchTopicMetadata({ topics: [topic] });
+      return meta.topics[0]!.partitions.length;
+    } finally {
+      await admin.disconnect();
+    }
+  }
+
   async publisher(): Promise<Publisher> {
     const producer: Producer = this.kafka.producer({
       idempotent: true,
       maxInFlightRequests: 1,
-      // Murmur2 on the key (the job id), as the Java client does: spreads jobs over partitions.
+      // Partitions are chosen here (in turn), so every message's offset is known from the reply.
       createPartitioner: Partitioners.DefaultPartitioner,
       retry: { initialRetryTime: 100, maxRetryTime: 2_000, retries: 10 },
     });
     await producer.connect();
+    const partitions = new Map<string, { count: number; next: number }>();
+    const assign = async (topic: string): Promise<{ count: number; next: number }> => {
+      let p = partitions.get(topic);
+      if (!p) partitions.set(topic, (p = { count: await this.partitionCount(topic), next: 0 }));
+      return p;
+    };
     // Group commit for the producer: while one request is in flight, later publish calls queue
-    // up and go out together in the next request (one round trip for many callers, e.g. all
-    // shard actors of a scheduler), each caller resolving when its own messages are acked.
-    let queue: { topic: string; messages: OutMessage[]; done: PromiseWithResolvers<void> }[] = [];
+    // up and go out together in the next request (one round trip for many callers, e.g. every
+    // dispatch of a scheduler), each caller resolving when its own messages are acked.
+    type Queued = { topic: string; messages: (OutMessage & { partition: number })[]; done: PromiseWithResolvers<Placement[]> };
+    let queue: Queued[] = [];
     let sending = false;
     const pump = async () => {
       sending = true;
       while (queue.length > 0) {
         const batch = queue;
         queue = [];
-        const byTopic = new Map<string, OutMessage[]>();
+        const byTopic = new Map<string, (OutMessage & { partition: number })[]>();
         for (const q of batch) {
           const list = byTopic.get(q.topic);
           if (list) list.push(...q.messages);
           else byTopic.set(q.topic, [...q.messages]);
         }
         try {
-          await producer.sendBatch({
+          const meta = await producer.sendBatch({
             acks: -1,
             timeout: 30_000,
             topicMessages: [...byTopic].map(([topic, messages]) => ({ topic, messages })),
           });
-          for (const q of batch) q.done.resolve();
+          // kafkajs sends a partition's messages in the order given, from its base offset.
+          const next = new Map(meta.map((m) => [`${m.topicName}/${m.partition}`, Number(m.baseOffset)]));
+          for (const q of batch) {
+            q.done.resolve(
+              q.messages.map((m) => {
+                const key = `${q.topic}/${m.partition}`;
+                const offset = next.get(key)!;
+                next.set(key, offset + 1);
+                return { partition: m.partition, offset };
+              }),
+            );
+          }
         } catch (e) {
           for (const q of batch) q.done.reject(e);
         }
@@ -163,10 +225,12 @@ export class KafkaBus {
       sending = false;
     };
     return {
-      publish: (topic, messages) => {
-        if (messages.length === 0) return Promise.resolve();
-        const done = Promise.withResolvers<void>();
-        queue.push({ topic, messages, done });
+      publish: async (topic, messages) => {
+        if (messages.length === 0) return [];
+        const p = await assign(topic);
+        const placed = messages.map((m) => ({ ...m, partition: p.next++ % p.count }));
+        const done = Promise.withResolvers<Placement[]>();
+        queue.push({ topic, messages: placed, done });
         if (!sending) void pump();
         return done.promise;
       },
@@ -175,15 +239,30 @@ export class KafkaBus {
   }
 
   /**
-   * Consumes `topic` in the group `groupId`, one batch at a time per partition, with manual
-   * commits. `onBatch` must commit (ctx.commit) only offsets whose outcome is durable.
+   * The consumer group's committed offsets on a topic (the next offset it will consume, per
+   * partition; partitions without a commit are left out). One admin connection, kept open.
    */
-  async subscribe(
-    groupId: string,
-    topic: string,
-    onBatch: (messages: InMessage[], ctx: BatchContext) => Promise<void>,
-    opts: { partitionsConcurrently?: number; fromBeginning?: boolean } = {},
-  ): Promise<Subscription> {
+  async offsetReader(groupId: string, topic: string): Promise<{ read(): Promise<Map<number, number>>; close(): Promise<void> }> {
+    const admin = this.kafka.admin();
+    await admin.connect();
+    return {
+      read: async () => {
+        const [t] = await admin.fetchOffsets({ groupId, topics: [topic] });
+        const out = new Map<number, number>();
+        for (const p of t?.partitions ?? []) if (Number(p.offset) >= 0) out.set(p.partition, Number(p.offset));
+        return out;
+      },
+      close: () => admin.disconnect(),
+    };
+  }
+
+  /**
+   * Consumes `topic` in the group `groupId` with manual commits: onBatch takes messages into
+   * processing and the caller commits (Subscription.commit) only offsets whose processing is
+   * durable. kafkajs fetches again only when every batch of the previous fetch returned, so
+   * onBatch must return as soon as it has taken its messages, not when they are done.
+   */
+  async subscribe(groupId: string, topic: string, handlers: ConsumerHandlers, opts: { fromBeginning?: boolean } = {}): Promise<Subscription> {
     const consumer: Consumer = this.kafka.consumer({
       groupId,
       sessionTimeout: 10_000,
@@ -192,36 +271,52 @@ export class KafkaBus {
       maxWaitTimeInMs: 100,
       retry: { initialRetryTime: 200, maxRetryTime: 5_000, retries: 8 },
     });
+    let fetches = 0; let batches = 0; setInterval(() => { if (fetches) console.error("FETCH", fetches, batches); fetches = 0; batches = 0; }, 1000).unref();
+    consumer.on(consumer.events.FETCH, () => fetches++);
+    consumer.on(consumer.events.END_BATCH_PROCESS, () => batches++);
+    consumer.on(consumer.events.GROUP_JOIN, (e) => handlers.onAssigned?.(e.payload.memberAssignment[topic] ?? []));
+    consumer.on(consumer.events.CRASH, (e) => {
+      if (!e.payload.restart) handlers.onCrash?.(e.payload.error);
+    });
     await consumer.connect();
     await consumer.subscribe({ topic, fromBeginning: opts.fromBeginning ?? true });
     await consumer.run({
       autoCommit: false,
       eachBatchAutoResolve: false,
-      partitionsConsumedConcurrently: opts.partitionsConcurrently ?? 4,
+      partitionsConsumedConcurrently: this.cfg.partitions,
       eachBatch: async (payload: EachBatchPayload) => {
         const { batch } = payload;
-        const messages: InMessage[] = batch.messages.map((m) => ({
-          topic: batch.topic,
+        const last = await handlers.onBatch({
           partition: batch.partition,
-          offset: m.offset,
-          timestamp: Number(m.timestamp),
-          key: m.key?.toString() ?? null,
-          value: m.value?.toString() ?? "",
-          headers: decodeHeaders(m.headers),
-        }));
-        await onBatch(messages, {
-          commit: async (offset) => {
-            payload.resolveOffset(offset);
-            await consumer.commitOffsets([
-              { topic: batch.topic, partition: batch.partition, offset: (BigInt(offset) + 1n).toString() },
-            ]);
-          },
+          messages: batch.messages.map((m) => ({
+            topic: batch.topic,
+            partition: batch.partition,
+            offset: m.offset,
+            timestamp: Number(m.timestamp),
+            key: m.key?.toString() ?? null,
+            value: m.value?.toString() ?? "",
+            headers: decodeHeaders(m.headers),
+          })),
           heartbeat: () => payload.heartbeat(),
           isRunning: () => payload.isRunning() && !payload.isStale(),
         });
+        // The fetch position moves past what was taken; the committed offset does not.
+        if (last !== null) payload.resolveOffset(last);
       },
     });
-    return { stop: () => consumer.disconnect() };
+    return {
+      commit: async (next) => {
+        if (next.size === 0) return;
+        await consumer.commitOffsets([...next].map(([partition, offset]) => ({ topic, partition, offset: String(offset) })));
+      },
+      rewind: (partition, offset, delayMs) => {
+        consumer.pause([{ topic, partitions: [partition] }]);
+        consumer.seek({ topic, partition, offset: String(offset) });
+        setTimeout(() => consumer.resume([{ topic, partitions: [partition] }]), delayMs);
+      },
+      pause: () => consumer.pause([{ topic }]),
+      stop: () => consumer.disconnect(),
+    };
   }
 }
 

@@ -41,7 +41,7 @@ const components: Component[] = [];
 const api = runs("api") ? await startApi(config, dbs) : null;
 if (api) components.push(api.component);
 if (runs("scheduler")) components.push(await startScheduler(config, dbs));
-if (runs("executor")) components.push(await startExecutor(config, dbs));
+if (runs("executor")) components.push(await startExecutor(config, dbs, () => void shutdown("fatal", 1)));
 
 const app = rootApp(config.api.maxBodyBytes, () => components, api?.routes);
 // reusePort for the api role only: several api processes on one host may share the port (the
@@ -51,7 +51,8 @@ app.listen({ port: config.port, hostname: config.host, maxRequestBodySize: confi
 log.info("started", { url: `http://${config.host}:${app.server?.port}`, components: components.map((c) => c.name) });
 
 let stopping = false;
-async function shutdown(signal: string) {
+/** Drains and exits; `code` is 1 when a component cannot go on (a supervisor restarts the role). */
+async function shutdown(signal: string, code = 0) {
   if (stopping) return;
   stopping = true;
   log.info("shutting down", { signal });
@@ -66,7 +67,7 @@ async function shutdown(signal: string) {
     await shutdownTelemetry();
     log.info("stopped");
     clearTimeout(hard);
-    process.exit(0);
+    process.exit(code);
   } catch (e) {
     log.error("shutdown failed", { err: e as Error });
     process.exit(1);

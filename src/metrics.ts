@@ -78,6 +78,52 @@ export class Histogram implements Metric {
   }
 }
 
+/**
+ * A counter per user for the users with the most recent volume only, so cardinality stays
+ * bounded however many users there are. Each user's count is exact since it was first seen by
+ * this process (a series continues where it left off); a user's series is exported while it is
+ * among the `top` users by recent volume (decayed with a one-minute half-life at each increment,
+ * so scrapes do not change it) or started something within the last ten minutes after having
+ * been exported. Users are remembered up to `remember`; the least recently active go first.
+ */
+export class TopUsersCounter implements Metric {
+  private users = new Map<string, { count: number; recent: number; at: number; exported: boolean }>();
+  constructor(
+    readonly name: string,
+    readonly help: string,
+    private readonly label: string,
+    private readonly top = 20,
+    private readonly remember = 10_000,
+  ) {
+    registry.push(this);
+  }
+  inc(user: string, by = 1): void {
+    const now = Date.now();
+    let u = this.users.get(user);
+    if (u) this.users.delete(user); // re-insert: the map's order is least recently active first
+    else u = { count: 0, recent: 0, at: now, exported: false };
+    u.recent = u.recent * 2 ** (-(now - u.at) / 60_000) + by;
+    u.count += by;
+    u.at = now;
+    this.users.set(user, u);
+    if (this.users.size > this.remember) this.users.delete(this.users.keys().next().value!);
+  }
+  get(user: string): number {
+    return this.users.get(user)?.count ?? 0;
+  }
+  render(): string {
+    const now = Date.now();
+    const decayed = (u: { recent: number; at: number }) => u.recent * 2 ** (-(now - u.at) / 60_000);
+    const top = new Set([...this.users].sort((a, b) => decayed(b[1]) - decayed(a[1])).slice(0, this.top).map(([k]) => k));
+    const lines = [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} counter`];
+    for (const [user, u] of this.users) {
+      u.exported = top.has(user) || (u.exported && now - u.at < 600_000);
+      if (u.exported) lines.push(`${this.name}${fmtLabels({ [this.label]: user })} ${u.count}`);
+    }
+    return lines.join("\n");
+  }
+}
+
 export function renderMetrics(): string {
   return registry.map((m) => m.render()).join("\n") + "\n";
 }
@@ -103,10 +149,15 @@ export const metrics = {
   jobsCreated: new Counter("jobs_created_total", "Jobs accepted by the API."),
   jobsDispatched: new Counter("jobs_dispatched_total", "Jobs published to the due topic, by shard."),
   dispatchLateness: new Histogram("job_dispatch_lateness_seconds", "Publish time minus execute_at.", LATENCY_S),
-  dispatchStep: new Histogram("scheduler_dispatch_step_seconds", "Time of each dispatch step (mark in SQL, publish to Kafka).", [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1]),
+  jobsLoaded: new Counter("scheduler_loaded_jobs_total", "Waiting jobs read by the shard actors' loads (a job re-read counts again)."),
+  dispatchStep: new Histogram("scheduler_dispatch_step_seconds", "Time of each dispatch step (load and mark in SQL, publish to Kafka).", [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1]),
   executorStep: new Histogram("executor_step_seconds", "Time of each batched executor statement (claim, record) and Kafka batch.", [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5]),
   jobsProcessed: new Counter("jobs_processed_total", "Job runs finished by the executor, by outcome."),
+  jobsStarted: new TopUsersCounter("jobs_started_total", "Job runs started (claimed) by the executor, per user, for the users with the most recent starts.", "user_id"),
   jobLatency: new Histogram("job_latency_seconds", "Finish time minus execute_at of completed runs.", LATENCY_S),
   jobsDeadLettered: new Counter("jobs_dead_lettered_total", "Jobs written to the dead-letter topic."),
   shardsOwned: new Gauge("scheduler_shards_owned", "Shards this scheduler owns."),
+  inFlightWindow: new Gauge("scheduler_inflight_window_jobs", "Dispatched-but-unstarted jobs this scheduler may have out (start rate x target delay)."),
+  inFlightJobs: new Gauge("scheduler_inflight_jobs", "This scheduler's jobs dispatched and not yet seen started."),
+  startDelay: new Histogram("scheduler_start_delay_seconds", "Publish to start (seen through the executors' commits), per due message.", LATENCY_S),
 };

@@ -16,9 +16,12 @@ const SHARDS = 8;
 let dbs: Databases;
 let drop: () => Promise<void>;
 let call: ReturnType<typeof client>;
-const config = () =>
-  testConfig({ DATABASE_URLS: urls.join(","), SHARD_COUNT: String(SHARDS), API_MAX_BODY_BYTES: "65536", JOB_HORIZON: "30d" });
+const ADMIN_TOKEN = "test-admin-token-0123456789abcdefghijkl";
+const config = (env: Record<string, string> = {}) =>
+  testConfig({ DATABASE_URLS: urls.join(","), SHARD_COUNT: String(SHARDS), API_MAX_BODY_BYTES: "65536", JOB_HORIZON: "30d", ADMIN_TOKEN, ...env });
 let urls: string[] = [];
+/** The same API with SIGNUP_WEIGHTS=admin: only the operator chooses weights. */
+let adminMode: ReturnType<typeof client>;
 
 beforeAll(async () => {
   initTelemetry({ endpoint: null, serviceName: "fairshare-test", role: "api" }); // as src/main.ts does
@@ -28,6 +31,8 @@ beforeAll(async () => {
   dbs = openDatabases(urls, SHARDS, 5);
   const app = rootApp(config().api.maxBodyBytes, () => [], apiRoutes(config(), dbs, new IdGenerator(7)));
   call = client(app);
+  const strict = config({ SIGNUP_WEIGHTS: "admin" });
+  adminMode = client(rootApp(strict.api.maxBodyBytes, () => [], apiRoutes(strict, dbs, new IdGenerator(8))));
 });
 
 afterAll(async () => {
@@ -71,6 +76,8 @@ describe("users", () => {
     [{ username: "ok_name", password: "p4ssword!", job_weight: 0 }],
     [{ username: "ok_name", password: "p4ssword!", job_weight: -2 }],
     [{ username: "ok_name", password: "p4ssword!", job_weight: "heavy" }],
+    [{ username: "ok_name", password: "p4ssword!", job_weight: 5e-324 }],
+    [{ username: "ok_name", password: "p4ssword!", job_weight: 1_000_000 }],
     [{ username: "x", password: "p4ssword!" }],
     [{ username: "ok_name", password: "short" }],
     [{ username: "bad name!", password: "p4ssword!" }],
@@ -79,6 +86,60 @@ describe("users", () => {
     const r = await call("POST", "/api/v1/users", { body });
     expectError(r, 400, "invalid_request");
     expect(Array.isArray(r.json.error.details)).toBe(true);
+  });
+});
+
+describe("weights: who may choose them, and the admin API", () => {
+  const admin = { authorization: `Bearer ${ADMIN_TOKEN}` };
+
+  test("open sign-up (the local default) takes any weight in range", async () => {
+    const r = await call("POST", "/api/v1/users", { body: { username: "open_w", password: "p4ssword!", job_weight: 1000 } });
+    expect(r.status).toBe(201);
+    expect(r.json.data.job_weight).toBe(1000);
+  });
+
+  test("in admin mode a weight other than the default needs the admin token", async () => {
+    expectError(await adminMode("POST", "/api/v1/users", { body: { username: "greedy", password: "p4ssword!", job_weight: 1000 } }), 403, "weight_requires_admin");
+    expectError(await adminMode("POST", "/api/v1/users", { body: { username: "greedy", password: "p4ssword!", job_weight: 4 }, headers: { authorization: "Bearer not-the-admin-token" } }), 403, "weight_requires_admin");
+    // Nothing was created by the refused requests: the name is still free.
+    const plain = await adminMode("POST", "/api/v1/users", { body: { username: "greedy", password: "p4ssword!" } });
+    expect(plain.status).toBe(201);
+    expect(plain.json.data.job_weight).toBe(1);
+    const same = await adminMode("POST", "/api/v1/users", { body: { username: "modest", password: "p4ssword!", job_weight: 1 } });
+    expect(same.status).toBe(201);
+    const granted = await adminMode("POST", "/api/v1/users", { body: { username: "granted", password: "p4ssword!", job_weight: 4 }, headers: admin });
+    expect(granted.status).toBe(201);
+    expect(granted.json.data.job_weight).toBe(4);
+  });
+
+  test("admin endpoints: 401 without or with a wrong token; get and change a weight; 400 for bad weights; 404 for no user", async () => {
+    const { id } = await signup("weighed");
+    expectError(await call("GET", `/api/v1/admin/users/${id}`), 401, "unauthorized");
+    expectError(await call("GET", `/api/v1/admin/users/${id}`, { headers: { authorization: "Bearer nope" } }), 401, "unauthorized");
+    expectError(await call("GET", `/api/v1/admin/users/${id}`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}x` } }), 401, "unauthorized");
+    // A user's own token is not an admin token.
+    const { token } = await signup("not_admin");
+    expectError(await call("PATCH", `/api/v1/admin/users/${id}`, { body: { job_weight: 5 }, token }), 401, "unauthorized");
+
+    const got = await call("GET", `/api/v1/admin/users/${id}`, { headers: admin });
+    expect(got.json).toEqual({ data: { id, username: "weighed", job_weight: 1 }, success: true });
+    const changed = await call("PATCH", `/api/v1/admin/users/${id}`, { body: { job_weight: 7.5 }, headers: admin });
+    expect(changed.json.data.job_weight).toBe(7.5);
+    expect((await call("GET", `/api/v1/admin/users/${id}`, { headers: admin })).json.data.job_weight).toBe(7.5);
+    for (const job_weight of [0, -1, 5e-324, 1001, "4", null]) {
+      expectError(await call("PATCH", `/api/v1/admin/users/${id}`, { body: { job_weight }, headers: admin }), 400, "invalid_request");
+    }
+    expectError(await call("PATCH", `/api/v1/admin/users/999999999`, { body: { job_weight: 2 }, headers: admin }), 404, "not_found");
+    expectError(await call("GET", `/api/v1/admin/users/abc`, { headers: admin }), 400, "invalid_request");
+    expect((await call("GET", `/api/v1/admin/users/${id}`, { headers: admin })).json.data.job_weight).toBe(7.5);
+  });
+
+  test("without ADMIN_TOKEN configured the admin API refuses everyone", async () => {
+    const none = testConfig({ DATABASE_URLS: urls.join(","), SHARD_COUNT: String(SHARDS) });
+    const app = client(rootApp(none.api.maxBodyBytes, () => [], apiRoutes(none, dbs, new IdGenerator(9))));
+    const r = await app("GET", "/api/v1/admin/users/1", { headers: { authorization: "Bearer " } });
+    expectError(r, 401, "unauthorized");
+    expect(r.json.error.message).toContain("ADMIN_TOKEN");
   });
 });
 

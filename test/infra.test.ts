@@ -21,26 +21,40 @@ describe("kafka", () => {
 
     const publisher = await bus.publisher();
     const sent = Array.from({ length: 2_000 }, (_, i) => ({ key: `k${i}`, value: JSON.stringify({ n: i }), headers: { traceparent: `00-${"a".repeat(32)}-${"b".repeat(16)}-01` } }));
-    for (let i = 0; i < sent.length; i += 500) await publisher.publish(topic, sent.slice(i, i + 500));
+    // Publishes under way at once share requests; each still learns where its messages landed.
+    const placements = (await Promise.all(Array.from({ length: 4 }, (_, k) => publisher.publish(topic, sent.slice(k * 500, (k + 1) * 500))))).flat();
+    expect(new Set(placements.map((p) => p.partition))).toEqual(new Set([0, 1, 2])); // in turn over the partitions
 
     const seen = new Map<number, number>();
     let headersOk = true;
+    let placedOk = true;
     const done = Promise.withResolvers<void>();
-    const sub = await bus.subscribe(uniqueName("g"), topic, async (messages, ctx) => {
-      for (const m of messages) {
-        const n = JSON.parse(m.value).n as number;
-        seen.set(n, (seen.get(n) ?? 0) + 1);
-        headersOk &&= m.headers.traceparent === sent[n]!.headers.traceparent && m.key === `k${n}`;
-      }
-      await ctx.commit(messages[messages.length - 1]!.offset);
-      if (seen.size === sent.length) done.resolve();
+    const group = uniqueName("g");
+    const last = new Map<number, number>();
+    const sub = await bus.subscribe(group, topic, {
+      onBatch: async ({ partition, messages }) => {
+        for (const m of messages) {
+          const n = JSON.parse(m.value).n as number;
+          seen.set(n, (seen.get(n) ?? 0) + 1);
+          headersOk &&= m.headers.traceparent === sent[n]!.headers.traceparent && m.key === `k${n}`;
+          placedOk &&= placements[n]!.partition === partition && placements[n]!.offset === Number(m.offset);
+          last.set(partition, Number(m.offset) + 1);
+        }
+        if (seen.size === sent.length) done.resolve();
+        return messages.at(-1)?.offset ?? null;
+      },
     });
     await Promise.race([done.promise, Bun.sleep(45_000)]);
+    await sub.commit(last);
+    const reader = await bus.offsetReader(group, topic);
+    expect(await reader.read()).toEqual(last);
+    await reader.close();
     await sub.stop();
     await publisher.close();
     expect(seen.size).toBe(2_000);
     expect([...seen.values()].every((c) => c === 1)).toBe(true);
     expect(headersOk).toBe(true);
+    expect(placedOk).toBe(true);
   });
 });
 
@@ -114,8 +128,8 @@ describe("migrations", () => {
     const sql = connect(urls[0]!, 1);
     try {
       const insert = (extra: string) =>
-        sql.unsafe(`INSERT INTO jobs (id, shard_id, user_id, job_weight, message, execute_at, max_attempts ${extra ? "," + extra.split("=")[0] : ""})
-                    VALUES (${Math.floor(Math.random() * 1e9)}, 0, 1, 1, 'm', now(), 3 ${extra ? "," + extra.split("=")[1] : ""})`);
+        sql.unsafe(`INSERT INTO jobs (id, shard_id, user_id, message, execute_at, due_at, max_attempts ${extra ? "," + extra.split("=")[0] : ""})
+                    VALUES (${Math.floor(Math.random() * 1e9)}, 0, 1, 'm', now(), now(), 3 ${extra ? "," + extra.split("=")[1] : ""})`);
       await insert("");
       await expect(insert("status='succeeded'")).rejects.toThrow(/finished_iff_terminal/);
       await expect(insert("status='running'")).rejects.toThrow(/running_has_started|deadline_iff_in_flight/);

@@ -6,8 +6,10 @@
 import { afterAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { IdGenerator } from "../actors/ids.ts";
 import { shardOf } from "../actors/shard-map.ts";
+import { FencedOutError } from "../actors/errors.ts";
 import { connect, openDatabases } from "../src/db/databases.ts";
-import { acquireFence, FencedOutError, ShardIo } from "../src/scheduler/shard-io.ts";
+import { acquireFence } from "../src/scheduler/fence.ts";
+import { loadDue, markMany, rescueExpired, type DoomedRun } from "../src/scheduler/scheduler-sql.ts";
 import { testConfig } from "./support/env.ts";
 import { collect, collectDue, owners, slice, waitFor, type Slice } from "./support/procs.ts";
 
@@ -40,7 +42,7 @@ async function insertJobs(s: Slice, n: number, executeAt: (i: number) => Date, u
   const gen = new IdGenerator(99);
   const rows = Array.from({ length: n }, (_, i) => {
     const id = gen.next();
-    return { id: id.toString(), shard_id: shardOf(id, config.shardCount), user_id: String(1 + (i % users)), job_weight: 1, message: `j${i}`, execute_at: executeAt(i), max_attempts: 3 };
+    return { id: id.toString(), shard_id: shardOf(id, config.shardCount), user_id: String(1 + (i % users)), message: `j${i}`, execute_at: executeAt(i), due_at: executeAt(i), max_attempts: 3 };
   });
   for (const sql of dbs.all) {
     const mine = rows.filter((r) => dbs.forShard(r.shard_id) === sql);
@@ -115,31 +117,44 @@ describe("lease loss", () => {
 });
 
 describe("fencing", () => {
-  test("a stale owner's dispatch is rejected by the database and changes nothing", async () => {
+  test("a stale owner's mark and rescue are rejected by the database and change nothing", async () => {
     const s = await slice({});
     slices.push(s);
     const config = testConfig(s.env);
     await insertJobs(s, 40, () => new Date(Date.now() - 1000));
     const sql = connect(config.databaseUrls[0]!, 2);
-    const publisher = await s.bus.publisher();
     try {
-      const jobs = (await sql`SELECT id, user_id, shard_id, execute_at FROM jobs`).map((r) => ({ id: BigInt(r.id), userId: r.user_id, weight: 1, executeAt: r.execute_at.getTime(), shard: r.shard_id }));
-      const shard = jobs[0]!.shard;
-      const mine = jobs.filter((j) => j.shard === shard);
-      const io = new ShardIo(sql, publisher, { topicDue: s.topicDue, topicDlq: s.topicDlq, scheduledDeadlineMs: 60_000, perUserLoad: 100, maxLoad: 1000 });
+      const jobs = await sql`SELECT id::text, shard_id FROM jobs`;
+      const shard = jobs[0]!.shard_id as number;
+      const ids = jobs.filter((j) => j.shard_id === shard).map((j) => j.id as string);
       const oldEpoch = await acquireFence(sql, shard, "old-owner");
       const newEpoch = await acquireFence(sql, shard, "new-owner");
       expect(BigInt(newEpoch)).toBeGreaterThan(BigInt(oldEpoch));
-      await expect(io.dispatch(shard, oldEpoch, mine)).rejects.toBeInstanceOf(FencedOutError);
-      await expect(io.rescue(shard, oldEpoch)).rejects.toBeInstanceOf(FencedOutError);
+      const [stale] = await markMany(sql, 60_000, 1_000, [{ shard, epoch: oldEpoch, ids }]);
+      expect(stale).toEqual({ fence: newEpoch, rows: [] });
+      await expect(rescueExpired(sql, shard, oldEpoch, null, async () => {})).rejects.toBeInstanceOf(FencedOutError);
       const [{ n }] = (await sql`SELECT count(*)::int AS n FROM jobs WHERE status <> 'created'`) as unknown as [{ n: number }];
       expect(n).toBe(0);
-      expect(await io.dispatch(shard, newEpoch, mine)).toBe(mine.length);
-      await io.drain(); // the marked rows are published at their execute_at (already past)
+      const [fresh] = await markMany(sql, 60_000, 1_000, [{ shard, epoch: newEpoch, ids }]);
+      expect(fresh!.rows.length).toBe(ids.length);
       const [{ m }] = (await sql`SELECT count(*)::int AS m FROM jobs WHERE status = 'scheduled' AND dispatch_epoch = ${newEpoch}`) as unknown as [{ m: number }];
-      expect(m).toBe(mine.length);
+      expect(m).toBe(ids.length);
     } finally {
-      await publisher.close();
+      await sql.end();
+    }
+  });
+
+  test("a job rescheduled beyond the premark interval is not marked, however it was queued", async () => {
+    const s = await slice({ env: { SHARD_COUNT: "1" } });
+    slices.push(s);
+    const [id] = await insertJobs(s, 1, () => new Date(Date.now() - 1000));
+    const sql = connect(testConfig(s.env).databaseUrls[0]!, 1);
+    try {
+      const epoch = await acquireFence(sql, 0, "owner");
+      await sql`UPDATE jobs SET due_at = now() + interval '1 minute'`;
+      const [r] = await markMany(sql, 60_000, 1_000, [{ shard: 0, epoch, ids: [id!] }]);
+      expect(r!.rows).toEqual([]);
+    } finally {
       await sql.end();
     }
   });
@@ -153,8 +168,10 @@ describe("rescue", () => {
     const last = ids.slice(0, 3); // these died on their last attempt (max_attempts is 3)
     const sql = connect(testConfig(s.env).databaseUrls[0]!, 2);
     const publisher = await s.bus.publisher();
-    const settings = { topicDue: s.topicDue, topicDlq: s.topicDlq, scheduledDeadlineMs: 60_000, perUserLoad: 100, maxLoad: 1000 };
     const statuses = async () => Object.fromEntries((await sql`SELECT id, status, attempt FROM jobs`).map((r) => [r.id, `${r.status}/${r.attempt}`]));
+    const deadLetter = (topic: string) => async (runs: DoomedRun[]) => {
+      await publisher.publish(topic, runs.map((r) => ({ key: r.id, value: JSON.stringify({ id: r.id, attempts: r.attempt }) })));
+    };
     try {
       await sql`UPDATE jobs SET status = 'running', attempt = CASE WHEN id = ANY(${last}::bigint[]) THEN 3 ELSE 1 END,
         started_at = now() - interval '2 minutes', deadline_at = now() - interval '1 minute'`;
@@ -163,20 +180,26 @@ describe("rescue", () => {
 
       // The dead-letter topic does not exist here (topics are never auto-created), so the
       // publish fails for real: the rescue fails and no row has changed.
-      const broken = new ShardIo(sql, publisher, { ...settings, topicDlq: `${s.topicDlq}-missing` });
-      await expect(broken.rescue(0, epoch)).rejects.toThrow();
+      await expect(rescueExpired(sql, 0, epoch, null, deadLetter(`${s.topicDlq}-missing`))).rejects.toThrow();
       expect(await statuses()).toEqual(before);
 
-      expect(await new ShardIo(sql, publisher, settings).rescue(0, epoch)).toBe(6);
-      const after = await sql`SELECT id, status, attempt, last_error, finished_at FROM jobs ORDER BY id`;
+      // A rescue that looks only at recent deadlines leaves these (a minute past) alone...
+      const recent = await rescueExpired(sql, 0, epoch, new Date(Date.now() - 30_000), deadLetter(s.topicDlq));
+      expect([recent.changed, recent.deadLettered]).toEqual([0, 0]);
+      expect(await statuses()).toEqual(before);
+      // ...and one that looks at every deadline rescues them all.
+      const full = await rescueExpired(sql, 0, epoch, null, deadLetter(s.topicDlq));
+      expect([full.changed, full.deadLettered]).toEqual([6, 3]);
+      expect(Math.abs(full.dbNow.getTime() - Date.now())).toBeLessThan(5_000);
+      const after = await sql`SELECT id, status, attempt, last_error, finished_at, due_at > now() - interval '5 seconds' AS due_now FROM jobs ORDER BY id`;
       for (const r of after) {
         expect(r.status).toBe(last.includes(r.id) ? "failed" : "retrying");
         expect(r.finished_at !== null).toBe(last.includes(r.id));
         expect(r.last_error).toContain("run deadline passed");
+        expect(r.due_now).toBe(true); // due again from now, not from its old time
       }
-      const records = await collect<{ id: string; reason: string; attempts: number; errors: string[] }>(s, s.topicDlq, (all) => all.length >= 3, 15_000);
+      const records = await collect<{ id: string; attempts: number }>(s, s.topicDlq, (all) => all.length >= 3, 15_000);
       expect(records.map((r) => r.value.id).sort()).toEqual([...last].sort());
-      for (const { value } of records) expect(value).toMatchObject({ reason: "run_deadline", attempts: 3, errors: [expect.stringContaining("run deadline passed")] });
     } finally {
       await publisher.close();
       await sql.end();
@@ -185,31 +208,41 @@ describe("rescue", () => {
 });
 
 describe("backlog loads", () => {
-  test("a load with a user's cursor returns only that user's rows after it; others from their start", async () => {
+  test("a load reads each user's rows after its cursor, up to its limit; unknown users up to the new-user limit", async () => {
     const s = await slice({ env: { SHARD_COUNT: "1" } });
     slices.push(s);
-    await insertJobs(s, 60, () => new Date(Date.now() - 5_000), 2); // users 1 and 2, 30 each, all overdue
+    await insertJobs(s, 90, () => new Date(Date.now() - 5_000), 3); // users 1, 2 and 3, 30 each, all overdue
     const sql = connect(testConfig(s.env).databaseUrls[0]!, 1);
     try {
-      const io = new ShardIo(sql, null as never, { topicDue: s.topicDue, topicDlq: s.topicDlq, scheduledDeadlineMs: 60_000, perUserLoad: 10, maxLoad: 1000 });
-      const horizon = new Date(Date.now() + 1_000);
-      const first = await io.loadDue(0, horizon);
-      expect(first.length).toBe(20); // 10 per user
-      const last1 = first.filter((j) => j.userId === "1").at(-1)!;
-      const next = await io.loadDue(0, horizon, [{ userId: "1", executeAt: last1.executeAt, id: last1.id }]);
-      const next1 = next.filter((j) => j.userId === "1");
-      expect(next1.length).toBe(10);
-      expect(next1.every((j) => j.id > last1.id)).toBe(true);
-      // User 2 had no cursor: the same first 10 rows again.
-      expect(next.filter((j) => j.userId === "2").map((j) => j.id)).toEqual(first.filter((j) => j.userId === "2").map((j) => j.id));
+      const base = { shard: 0, epoch: "1", horizon: Date.now() + 1_000, rescue: false, rescueSince: null, maxRows: 1_000 };
+      const first = await loadDue(sql, { ...base, users: [], newUserLimit: 10 });
+      expect(first.jobs.length).toBe(30); // 10 per user
+      expect(Math.abs(first.dbNow - Date.now())).toBeLessThan(5_000);
+      const last1 = first.jobs.filter((j) => j.userId === "1").at(-1)!;
+      const next = await loadDue(sql, {
+        ...base,
+        users: [
+          { userId: "1", limit: 7, after: { dueAt: last1.dueAt, id: last1.id } },
+          { userId: "2", limit: 0, after: null },
+        ],
+        newUserLimit: 4,
+      });
+      const byUser = (u: string) => next.jobs.filter((j) => j.userId === u);
+      expect(byUser("1").length).toBe(7);
+      expect(byUser("1").every((j) => j.id > last1.id)).toBe(true);
+      expect(byUser("2")).toEqual([]); // limit 0: nothing
+      // User 3 is not listed: from the start, up to the new-user limit.
+      expect(byUser("3").map((j) => j.id)).toEqual(first.jobs.filter((j) => j.userId === "3").slice(0, 4).map((j) => j.id));
+      const capped = await loadDue(sql, { ...base, users: [], newUserLimit: 30, maxRows: 25 });
+      expect(capped.jobs.length).toBe(25);
     } finally {
       await sql.end();
     }
   });
 
-  test("a backlog far above the credits and load limits drains completely, each job run once", async () => {
-    // Small credits and loads: the shard actors refill many times with cursors while it drains.
-    const s = await slice({ env: { SHARD_COUNT: "4", SCHEDULER_CREDITS: "25", SCHEDULER_MAX_LOAD: "60", SCHEDULER_PER_USER_LOAD: "20", LOG_LEVEL: "warn" } });
+  test("a backlog far above the window and load limits drains completely, each job run once", async () => {
+    // Small windows and loads: the shard actors refill many times with cursors while it drains.
+    const s = await slice({ env: { SHARD_COUNT: "4", SCHEDULER_WINDOW_MIN: "25", SCHEDULER_WINDOW_MAX: "50", SCHEDULER_MAX_LOAD: "60", SCHEDULER_PER_USER_LOAD: "20", LOG_LEVEL: "warn" } });
     slices.push(s);
     const ids = await insertJobs(s, 1_500, () => new Date(Date.now() - 2_000), 3);
     await s.start("executor");

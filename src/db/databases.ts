@@ -12,6 +12,8 @@ export interface Databases {
   users: Sql;
   shardCount: number;
   forShard(shard: number): Sql;
+  /** Index in `all` of the database holding a shard. */
+  indexOf(shard: number): number;
   close(): Promise<void>;
 }
 
@@ -39,6 +41,7 @@ export function openDatabases(urls: string[], shardCount: number, poolMax: numbe
     users: all[0]!,
     shardCount,
     forShard: (shard) => all[databaseOf(shard, shardCount, all.length)]!,
+    indexOf: (shard) => databaseOf(shard, shardCount, all.length),
     close: async () => {
       await Promise.all(all.map((s) => s.end({ timeout: 5 })));
     },

@@ -1,20 +1,33 @@
 /**
- * The executor: a member of the Kafka consumer group on the due topic. For every message it
- * runs a job-run machine (actors/job-run.machine.ts) with bounded concurrency; claims and
- * outcomes are batched into one SQL statement per database per tick. A partition's offsets are
- * committed only after every message of the batch reached a durable outcome (or was dropped as
- * a duplicate); if any fails, nothing is committed and the batch is redelivered, where the
- * guarded claim drops what already ran.
+ * The executor: a member of the Kafka consumer group on the due topic. For every job of every
+ * message it runs a job-run machine (actors/job-run.machine.ts): claim, handler, outcome.
+ *
+ * Consumption is decoupled from completion. Once a job's claim is durable (scheduled -> running
+ * with a deadline) the database owns it: if this process dies, the rescuer re-runs the job after
+ * its deadline. So a message's offset may be committed as soon as the claims of its jobs are
+ * durable, and fetching never waits for handlers: a batch's messages are taken (each waiting
+ * only for permits, the bound on runs in flight), their claims go out, and the next fetch
+ * follows. Handlers and outcomes run beside it. Invariants:
+ * - a message's offset is never committed before its jobs' claims are durable: commits cover
+ *   the contiguous prefix of such messages per partition (actors/offset-tracker.ts), one request
+ *   at a time for every partition that moved, as soon as the last one is answered (at least
+ *   COMMIT_GAP_MS apart): the schedulers see starts through these commits;
+ * - a claim that fails (database down) rewinds its partition to the first message whose claims
+ *   are not durable, which is fetched and claimed again after a pause;
+ * - a duplicate message never runs a job twice: the claim is guarded on (status scheduled,
+ *   attempt - 1), so only one copy of a message claims a run;
+ * - permits bound the runs in flight, claims included; while none is free the consumer keeps
+ *   heartbeating, so slow handlers never cost the group membership.
  */
 import { context, SpanStatusCode, trace } from "@opentelemetry/api";
 import { createActor } from "xstate";
 import { jobRunLogic, type ClaimedJob, type DueMessage, type RunEvent } from "../../actors/job-run.machine.ts";
+import { OffsetTracker } from "../../actors/offset-tracker.ts";
 import type { Decision, RunResult } from "../../actors/outcome.ts";
-import { databaseOf } from "../../actors/shard-map.ts";
 import type { Config } from "../config.ts";
 import type { Databases } from "../db/databases.ts";
 import { decodeDue, type DueEntry } from "../due-message.ts";
-import type { BatchContext, InMessage, KafkaBus, Publisher, Subscription } from "../kafka.ts";
+import type { KafkaBus, PartitionBatch, Publisher, Subscription } from "../kafka.ts";
 import { log } from "../log.ts";
 import { metrics } from "../metrics.ts";
 import { extractContext, tracer, tracingEnabled } from "../telemetry.ts";
@@ -22,24 +35,28 @@ import { Batcher } from "../batcher.ts";
 import { runJob, type HandlerSettings } from "./handlers.ts";
 import { claimMany, recordMany, type Outcome } from "./job-sql.ts";
 
-/**
- * Bounds the runs in flight. Permits are taken for a whole chunk of a Kafka batch at once, so
- * that a chunk's messages start in the same tick and their claims (and, for fast handlers,
- * their outcomes) go out as one statement each; taking them one by one as slots freed up
- * produced a trickle of tiny statements and capped a process at ~3,000 jobs/s.
- */
+/** Commits go out one at a time, at least this far apart; a failed one is tried again after COMMIT_RETRY_MS. */
+const COMMIT_GAP_MS = 25;
+const COMMIT_RETRY_MS = 1_000;
+/** A partition whose claim failed is consumed again after this pause. */
+const REWIND_DELAY_MS = 1_000;
+/** While waiting for permits, heartbeat at least this often. */
+const HEARTBEAT_EVERY_MS = 1_000;
+
+/** Bounds the runs in flight (claims included). */
 class Permits {
   private waiters: { n: number; go: () => void }[] = [];
   private free: number;
   constructor(private readonly capacity: number) {
     this.free = capacity;
   }
-  async acquire(n: number): Promise<void> {
+  /** Resolves once n permits (at most the capacity) are taken. */
+  acquire(n: number): Promise<void> {
     if (this.waiters.length === 0 && this.free >= n) {
       this.free -= n;
-      return;
+      return Promise.resolve();
     }
-    await new Promise<void>((go) => this.waiters.push({ n, go }));
+    return new Promise<void>((go) => this.waiters.push({ n, go }));
   }
   /** Permits taken and not yet released: the runs in flight. */
   get inUse(): number {
@@ -68,19 +85,24 @@ export class Executor {
   private sub: Subscription | null = null;
   private publisher: Publisher | null = null;
   private readonly permits: Permits;
-  private readonly chunk: number;
+  private readonly offsets = new OffsetTracker();
   private readonly claims: Batcher<number, DueMessage, ClaimedJob | null>;
   private readonly records: Batcher<number, Outcome, void>;
   private readonly handler: HandlerSettings;
+  private commitTimer: ReturnType<typeof setInterval> | null = null;
+  private committing: Promise<void> | null = null;
+  private commitQueued = false;
+  private lastCommitAt = 0;
   private running = false;
+  private crashed: Error | null = null;
 
   constructor(
     private readonly config: Config,
     private readonly dbs: Databases,
     private readonly bus: KafkaBus,
+    private readonly onFatal: (error: Error) => void = () => {},
   ) {
     this.permits = new Permits(config.executor.concurrency);
-    this.chunk = Math.max(1, Math.min(500, config.executor.concurrency));
     this.claims = new Batcher((db, msgs) => timed("claim", () => claimMany(dbs.all[db]!, msgs, config.executor.defaultTimeoutMs, config.executor.runGraceMs)));
     this.records = new Batcher((db, outcomes) => timed("record", () => recordMany(dbs.all[db]!, outcomes)));
     this.handler = {
@@ -90,89 +112,171 @@ export class Executor {
     };
   }
 
+  /** Ready while consuming: false before start, once stopping, or after the client gave up. */
   ready(): boolean {
-    return this.running;
-  }
-
-  private dbOf(shard: number): number {
-    return databaseOf(shard, this.dbs.shardCount, this.dbs.all.length);
+    return this.running && this.crashed === null;
   }
 
   async start(): Promise<void> {
     this.publisher = await this.bus.publisher();
-    this.sub = await this.bus.subscribe(this.config.kafka.groupId, this.config.kafka.topicDue, (msgs, ctx) => this.onBatch(msgs, ctx), {
-      partitionsConcurrently: Math.max(1, Math.min(this.config.kafka.partitions, 8)),
+    this.sub = await this.bus.subscribe(this.config.kafka.groupId, this.config.kafka.topicDue, {
+      onBatch: (batch) => this.onBatch(batch),
+      onAssigned: (partitions) => {
+        const mine = new Set(partitions);
+        for (const p of this.offsets.partitions()) if (!mine.has(p)) this.offsets.drop(p);
+      },
+      onCrash: (error) => {
+        this.crashed = error;
+        log.error("the Kafka consumer gave up; the executor cannot consume any more", { err: error });
+        this.onFatal(error);
+      },
     });
+    // Retries a failed commit, and is a backstop for anything commitSoon missed.
+    this.commitTimer = setInterval(() => this.commitSoon(), COMMIT_RETRY_MS);
     this.running = true;
   }
 
-  private async onBatch(messages: InMessage[], ctx: BatchContext): Promise<void> {
-    const t0 = performance.now();
-    const entries: DueEntry[] = [];
-    for (const m of messages) {
-      const decoded = decodeDue(m.value);
-      if (decoded && decoded.every((e) => e.shard < this.dbs.shardCount)) entries.push(...decoded);
-      else {
+  /** Schedules a commit: after the one under way, at least COMMIT_GAP_MS after the last. */
+  private commitSoon(): void {
+    if (this.commitQueued || !this.sub) return;
+    this.commitQueued = true;
+    setTimeout(async () => {
+      await this.committing;
+      this.commitQueued = false;
+      await this.commit();
+    }, Math.max(0, this.lastCommitAt + COMMIT_GAP_MS - Date.now()));
+  }
+
+  /** Commits the durable prefix of every partition that moved (one request at a time). */
+  private commit(): Promise<void> {
+    if (this.committing || !this.sub) return this.committing ?? Promise.resolve();
+    const next = new Map<number, number>();
+    for (const p of this.offsets.partitions()) {
+      const o = this.offsets.committable(p);
+      if (o !== null) next.set(p, o);
+    }
+    if (next.size === 0) return Promise.resolve();
+    this.lastCommitAt = Date.now();
+    this.committing = timed("commit", () => this.sub!.commit(next))
+      .then(() => {
+        for (const [p, o] of next) this.offsets.committed(p, o);
+        this.committing = null;
+        // Claims that became durable meanwhile go out next.
+        if (this.offsets.partitions().some((p) => this.offsets.committable(p) !== null)) this.commitSoon();
+      })
+      // A rebalance in progress refuses commits; the retry timer tries again with what is ours.
+      .catch((err) => {
+        this.committing = null;
+        log.debug("offset commit failed; will retry", { err: err as Error });
+      });
+    return this.committing;
+  }
+
+  /** Takes the batch's messages in order: permits, then claims (not awaited). */
+  private async onBatch(batch: PartitionBatch): Promise<string | null> {
+    let last: string | null = null;
+    for (const m of batch.messages) {
+      if (!this.running || !batch.isRunning()) break;
+      const entries = decodeDue(m.value);
+      const offset = Number(m.offset);
+      const gen = this.offsets.track(batch.partition, offset);
+      last = m.offset;
+      if (!entries || !entries.every((e) => e.shard < this.dbs.shardCount)) {
         // Poison message: nothing can ever process it; skip it so the partition keeps moving.
         log.error("dropping malformed due message", { partition: m.partition, offset: m.offset, value: m.value.slice(0, 200) });
         metrics.jobsProcessed.inc({ outcome: "malformed" });
+        this.offsets.done(batch.partition, offset, gen);
+        continue;
       }
-    }
-    const runs: Promise<void>[] = [];
-    for (let i = 0; i < entries.length; i += this.chunk) {
-      const part = entries.slice(i, i + this.chunk);
-      await this.permits.acquire(part.length);
-      let left = part.length;
-      for (const entry of part) {
-        runs.push(
-          this.runOne(entry).finally(() => {
-            this.permits.release(1);
-            if (--left === 0) void ctx.heartbeat().catch(() => {});
-          }),
-        );
+      // Claims go out in chunks of at most the permits' capacity, each once its permits are free.
+      const claims: Promise<void>[] = [];
+      for (let i = 0; i < entries.length; i += this.config.executor.concurrency) {
+        const chunk = entries.slice(i, i + this.config.executor.concurrency);
+        await this.takePermits(chunk.length, batch);
+        claims.push(this.claimAndRun(chunk));
       }
+      void Promise.all(claims).then(
+        () => {
+          this.offsets.done(batch.partition, offset, gen);
+          this.commitSoon();
+        },
+        (err) => {
+          const resume = this.offsets.fail(batch.partition, gen);
+          log.warn("claim failed; the partition will be consumed again from its first unclaimed message", { partition: batch.partition, offset: resume, err: err as Error });
+          if (resume !== null) this.sub?.rewind(batch.partition, resume, REWIND_DELAY_MS);
+        },
+      );
     }
-    await Promise.all(runs);
-    metrics.executorStep.observe((performance.now() - t0) / 1000, { step: "batch" });
-    await timed("commit", () => ctx.commit(messages[messages.length - 1]!.offset));
+    return last;
   }
 
-  private async runOne(msg: DueEntry): Promise<void> {
+  /** Waits for permits, heartbeating meanwhile so the group keeps this member. */
+  private async takePermits(n: number, batch: PartitionBatch): Promise<void> {
+    const got = this.permits.acquire(n);
+    let done = false;
+    void got.then(() => (done = true));
+    while (!done) {
+      await Promise.race([got, Bun.sleep(HEARTBEAT_EVERY_MS)]);
+      if (!done) await batch.heartbeat().catch(() => {});
+    }
+  }
+
+  /**
+   * Claims jobs holding one permit each; resolves once the claims are durable, having started
+   * a run for each job claimed (its permit is released when the run ends). A duplicate or
+   * cancelled job is not claimed and its permit goes back at once.
+   */
+  private async claimAndRun(entries: DueEntry[]): Promise<void> {
+    let claimed: (ClaimedJob | null)[];
+    try {
+      claimed = await Promise.all(entries.map((e) => this.claims.submit(this.dbs.indexOf(e.shard), e)));
+    } catch (err) {
+      this.permits.release(entries.length);
+      throw err;
+    }
+    claimed.forEach((job, i) => {
+      if (!job) {
+        metrics.jobsProcessed.inc({ outcome: "dropped" });
+        this.permits.release(1);
+      } else {
+        void this.runOne(entries[i]!, job).finally(() => this.permits.release(1));
+      }
+    });
+  }
+
+  private async runOne(msg: DueEntry, job: ClaimedJob): Promise<void> {
+    metrics.jobsStarted.inc(job.user_id);
     // A span per run only when spans are exported (see tracingEnabled).
     const span = tracingEnabled()
       ? tracer().startSpan("job.execute", { attributes: { "job.id": msg.id, "job.shard": msg.shard, "job.attempt": msg.attempt } }, extractContext(msg.trace))
       : null;
     try {
-      const run = () => this.runMachine(msg);
+      const run = () => this.runMachine(msg, job);
       const outcome = await (span ? context.with(trace.setSpan(context.active(), span), run) : run());
       span?.setAttribute("job.outcome", outcome);
       metrics.jobsProcessed.inc({ outcome });
     } catch (e) {
+      // The run is claimed: the rescuer re-runs it after its deadline.
       span?.recordException(e as Error);
       span?.setStatus({ code: SpanStatusCode.ERROR, message: (e as Error).message });
-      throw e;
+      log.warn("run failed before its outcome was recorded; the rescuer will re-run it", { job_id: msg.id, shard: msg.shard, err: e as Error });
     } finally {
       span?.end();
     }
   }
 
   /**
-   * Runs the job's lifecycle machine (one actor per run), doing the I/O each state names and
-   * sending the result back as an event. Returns the final outcome (the decision's kind, or
-   * "dropped"). An I/O error propagates: nothing is recorded, the offset is not committed.
+   * Runs the job's lifecycle machine from its claim, doing the I/O each state names and sending
+   * the result back as an event. Returns the final outcome (the decision's kind).
    */
-  private async runMachine(msg: DueMessage): Promise<string> {
+  private async runMachine(msg: DueMessage, job: ClaimedJob): Promise<string> {
     const backoff = { baseMs: this.config.executor.backoffBaseMs, maxMs: this.config.executor.backoffMaxMs };
     const actor = createActor(jobRunLogic, { input: { msg, backoff } }).start();
     const step = (event: RunEvent) => actor.send(event);
+    step({ type: "CLAIMED", job });
     for (;;) {
       const c = actor.getSnapshot().context;
       switch (c.step) {
-        case "claiming": {
-          const job = await this.claims.submit(this.dbOf(msg.shard), msg);
-          step(job ? { type: "CLAIMED", job } : { type: "NOT_CLAIMED" });
-          break;
-        }
         case "running": {
           // A handler that throws is a bug or an unexpected failure: retried like a transient one.
           const result = await runJob(c.job!, this.handler).catch(
@@ -186,20 +290,21 @@ export class Executor {
           step({ type: "DEAD_LETTERED" });
           break;
         case "recording":
-          await this.records.submit(this.dbOf(c.job!.shard_id), { job: c.job!, decision: c.decision! });
+          await this.records.submit(this.dbs.indexOf(c.job!.shard_id), { job: c.job!, decision: c.decision! });
           this.observeOutcome(c.job!, c.decision!);
           step({ type: "RECORDED" });
           break;
         case "done":
           return c.decision!.kind;
+        case "claiming":
         case "dropped":
-          return "dropped";
+          throw new Error(`job-run machine in ${c.step} after a claim`);
       }
     }
   }
 
   private observeOutcome(job: ClaimedJob, decision: Decision): void {
-    if (decision.kind !== "retry") metrics.jobLatency.observe(Math.max(0, Date.now() - job.execute_at.getTime()) / 1000);
+    if (decision.kind !== "retry") metrics.jobLatency.observe(Math.max(0, Date.now() - job.due_at.getTime()) / 1000);
     if (decision.kind !== "succeeded") log.warn(`job ${decision.kind === "retry" ? "will retry" : "failed"}`, { job_id: job.id, shard: job.shard_id, attempt: job.attempt, error: decision.error });
   }
 
@@ -219,9 +324,18 @@ export class Executor {
     metrics.jobsDeadLettered.inc({ reason: "failed" });
   }
 
-  /** Stops fetching, lets in-flight runs finish (kafkajs waits for the batch), commits, leaves. */
-  async stop(): Promise<void> {
+  /**
+   * Stops fetching, lets the runs in flight finish (up to `graceMs`), commits what is durable,
+   * leaves the group. Runs still going at the end are claimed: the rescuer re-runs them.
+   */
+  async stop(graceMs = 10_000): Promise<void> {
     this.running = false;
+    this.sub?.pause();
+    const until = Date.now() + graceMs;
+    while (this.permits.inUse > 0 && Date.now() < until) await Bun.sleep(20);
+    if (this.commitTimer) clearInterval(this.commitTimer);
+    await this.committing;
+    await this.commit();
     await this.sub?.stop();
     await this.publisher?.close();
     if (this.permits.inUse > 0) log.warn("executor stopped with runs in flight; the rescuer will re-run them", { in_flight: this.permits.inUse });

@@ -14,7 +14,7 @@ import type { ClaimedJob, DueMessage } from "../../actors/job-run.machine.ts";
 import type { Decision } from "../../actors/outcome.ts";
 import type { Sql } from "../db/databases.ts";
 
-const CLAIMED = "j.id, j.shard_id, j.user_id, j.message, j.target, j.attempt, j.max_attempts, j.execute_at, j.last_error, j.trace_context";
+const CLAIMED = "j.id, j.shard_id, j.user_id, j.message, j.target, j.attempt, j.max_attempts, j.execute_at, j.due_at, j.last_error, j.trace_context";
 
 export async function claimMany(sql: Sql, msgs: DueMessage[], defaultTimeoutMs: number, graceMs: number): Promise<(ClaimedJob | null)[]> {
   const rows = await sql<ClaimedJob[]>`
@@ -48,7 +48,7 @@ export async function recordMany(sql: Sql, outcomes: Outcome[]): Promise<void[]>
     UPDATE jobs j SET
       status = o.status::job_status,
       last_error = coalesce(o.error, j.last_error),
-      execute_at = CASE WHEN o.status = 'retrying' THEN now() + o.delay_ms * interval '1 millisecond' ELSE j.execute_at END,
+      due_at = CASE WHEN o.status = 'retrying' THEN now() + o.delay_ms * interval '1 millisecond' ELSE j.due_at END,
       finished_at = CASE WHEN o.status IN ('succeeded', 'failed') THEN now() END,
       deadline_at = NULL,
       updated_at = now()

@@ -6,6 +6,7 @@ import type { Config } from "../config.ts";
 import type { Databases } from "../db/databases.ts";
 import { JobStore } from "../jobs/job-store.ts";
 import { UserStore } from "../users/user-store.ts";
+import { adminRoutes } from "./admin.routes.ts";
 import { authRoutes } from "./auth.routes.ts";
 import { jobsRoutes } from "./jobs.routes.ts";
 import { usersRoutes } from "./users.routes.ts";
@@ -24,12 +25,18 @@ export function apiRoutes(config: Config, dbs: Databases, ids: IdGenerator) {
             version: "1",
             description: "Schedule one-time jobs that run at execute_at, with weighted fair share across users. Errors answer {\"success\": false, \"error\": {\"code\", \"message\", \"details\"}}.",
           },
-          components: { securitySchemes: { bearer: { type: "http", scheme: "bearer", bearerFormat: "JWT" } } },
+          components: {
+            securitySchemes: {
+              bearer: { type: "http", scheme: "bearer", bearerFormat: "JWT" },
+              admin: { type: "http", scheme: "bearer", description: "the operator's ADMIN_TOKEN" },
+            },
+          },
         },
         exclude: { paths: ["/healthz", "/readyz", "/metrics"] },
       }),
     )
-    .use(usersRoutes(users))
+    .use(usersRoutes(users, config))
     .use(authRoutes(users, config.jwt.secret, config.jwt.ttlSeconds))
-    .use(jobsRoutes(jobs, users, config));
+    .use(jobsRoutes(jobs, users, config))
+    .use(adminRoutes(users, config.adminToken));
 }

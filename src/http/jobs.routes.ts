@@ -44,9 +44,8 @@ export function jobsRoutes(jobs: JobStore, users: UserStore, config: Config) {
   const limits = { jobHorizonMs: config.api.jobHorizonMs, defaultMaxAttempts: config.api.defaultMaxAttempts };
 
   const owner = async (userId: string) => {
-    const weight = await users.weight(userId);
-    if (weight === null) throw new ApiError(401, "unauthorized", "the token's user no longer exists");
-    return { userId, weight };
+    if (!(await users.exists(userId))) throw new ApiError(401, "unauthorized", "the token's user no longer exists");
+    return { userId };
   };
 
   const specsOf = (inputs: JobInput[], prefix: (i: number) => string): JobSpec[] => {

@@ -1,18 +1,31 @@
 import { Elysia, t } from "elysia";
+import type { Config } from "../config.ts";
 import { toUserView, type UserStore } from "../users/user-store.ts";
+import { isAdmin } from "./admin.ts";
+import { Weight } from "./admin.routes.ts";
 import { ApiError } from "./errors.ts";
 
 export const UserInput = t.Object({
   username: t.String({ pattern: "^[A-Za-z0-9_.-]{3,64}$", description: "3-64 letters, digits, _ . -" }),
   password: t.String({ minLength: 8, maxLength: 256 }),
-  job_weight: t.Optional(t.Number({ exclusiveMinimum: 0, maximum: 1_000_000, default: 1, description: "share of executor capacity under overload, > 0" })),
+  job_weight: t.Optional(Weight),
 });
 
-export function usersRoutes(users: UserStore) {
+/**
+ * Sign-up. Who may choose a weight is configuration (SIGNUP_WEIGHTS): `open` lets anyone pick
+ * one in range; `admin` refuses any weight but the default unless the request carries the admin
+ * token, so a user cannot sign up with a weight that takes the whole machine.
+ */
+export function usersRoutes(users: UserStore, config: Config) {
+  const { defaultWeight, signupWeights } = config.users;
   return new Elysia({ name: "users-routes" }).post(
     "/api/v1/users",
-    async ({ body, set }) => {
-      const user = await users.create(body.username, body.password, body.job_weight ?? 1);
+    async ({ body, set, headers }) => {
+      const weight = body.job_weight ?? defaultWeight;
+      if (weight !== defaultWeight && signupWeights === "admin" && !isAdmin(headers.authorization, config.adminToken)) {
+        throw new ApiError(403, "weight_requires_admin", `only an operator may choose a job_weight other than ${defaultWeight}; leave it out or sign up with the admin token`);
+      }
+      const user = await users.create(body.username, body.password, weight);
       if (!user) throw new ApiError(409, "username_taken", `username ${JSON.stringify(body.username)} is taken`);
       set.status = 201;
       return { data: toUserView(user), success: true };

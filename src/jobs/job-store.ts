@@ -55,7 +55,6 @@ const COLUMNS = "id, shard_id, user_id, message, target, status, execute_at, att
 
 export interface Owner {
   userId: string;
-  weight: number;
 }
 
 export type CancelResult = { kind: "cancelled"; job: JobRow } | { kind: "conflict"; status: JobStatus } | { kind: "not_found" };
@@ -85,7 +84,6 @@ export class JobStore {
         id: id.toString(),
         shard_id: shard,
         user_id: owner.userId,
-        job_weight: owner.weight,
         message: spec.message,
         target: spec.target,
         execute_at: spec.executeAt,
@@ -114,8 +112,7 @@ export class JobStore {
     const { shard, row } = this.rowFor(id, owner, spec, trace, idem?.key ?? null);
     const sql = this.dbs.forShard(shard);
     if (!idem) return { job: await this.singles.submit(sql, row), replayed: false };
-    const [inserted] = await sql<JobRow[]>`
-      INSERT INTO jobs ${sql(row)} ON CONFLICT (id) DO NOTHING RETURNING ${sql.unsafe(COLUMNS)}`;
+    const [inserted] = await insertRows(sql, [row], { skipExisting: true });
     if (inserted) return { job: inserted, replayed };
     const [existing] = await sql<JobRow[]>`SELECT ${sql.unsafe(COLUMNS)} FROM jobs WHERE id = ${row.id}`;
     if (!existing) throw new Error(`job ${row.id} neither inserted nor found`);
@@ -210,23 +207,25 @@ export class JobStore {
 
 /**
  * Inserts rows in one statement of fixed text with array parameters (prepared once, whatever the
- * row count), returning them in input order. No idempotency keys here: keyed creates go one by
- * one because they must tolerate an existing row.
+ * row count), returning them in input order. A job is due at its execute_at or, if that is past,
+ * at the database's now(). With `skipExisting`, a row whose id exists is left out of the result
+ * (a keyed create repeated after a crash).
  */
-async function insertRows(sql: Sql, r: NewRow[]): Promise<JobRow[]> {
+async function insertRows(sql: Sql, r: NewRow[], opts: { skipExisting?: boolean } = {}): Promise<JobRow[]> {
   const rows = await sql<JobRow[]>`
-    INSERT INTO jobs (id, shard_id, user_id, job_weight, message, target, execute_at, max_attempts, trace_context)
-    SELECT id, shard_id, user_id, job_weight, message, target::jsonb, execute_at, max_attempts, trace_context::jsonb
+    INSERT INTO jobs (id, shard_id, user_id, message, target, execute_at, due_at, max_attempts, trace_context, idempotency_key)
+    SELECT id, shard_id, user_id, message, target::jsonb, execute_at, greatest(execute_at, now()), max_attempts, trace_context::jsonb, idempotency_key
     FROM unnest(
       ${r.map((x) => x.id)}::bigint[], ${r.map((x) => x.shard_id)}::int[], ${r.map((x) => x.user_id)}::bigint[],
-      ${r.map((x) => x.job_weight)}::float8[], ${r.map((x) => x.message)}::text[],
+      ${r.map((x) => x.message)}::text[],
       ${r.map((x) => (x.target ? JSON.stringify(x.target) : null))}::text[],
       ${r.map((x) => x.execute_at.toISOString())}::timestamptz[], ${r.map((x) => x.max_attempts)}::int[],
-      ${r.map((x) => JSON.stringify(x.trace_context))}::text[])
-      AS u(id, shard_id, user_id, job_weight, message, target, execute_at, max_attempts, trace_context)
+      ${r.map((x) => JSON.stringify(x.trace_context))}::text[], ${r.map((x) => x.idempotency_key)}::text[])
+      AS u(id, shard_id, user_id, message, target, execute_at, max_attempts, trace_context, idempotency_key)
+    ${opts.skipExisting ? sql`ON CONFLICT (id) DO NOTHING` : sql``}
     RETURNING ${sql.unsafe(COLUMNS)}`;
   const byId = new Map(rows.map((row) => [row.id, row]));
-  return r.map((x) => byId.get(x.id)!);
+  return r.flatMap((x) => byId.get(x.id) ?? []);
 }
 
 /** A stable hash of a request body, to tell an idempotent replay from a different request. */

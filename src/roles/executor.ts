@@ -5,10 +5,11 @@ import { Executor } from "../executor/executor.ts";
 import { KafkaBus } from "../kafka.ts";
 import type { Component } from "./component.ts";
 
-export async function startExecutor(config: Config, dbs: Databases): Promise<Component> {
+/** `onFatal`: the executor cannot consume any more (the process should exit non-zero). */
+export async function startExecutor(config: Config, dbs: Databases, onFatal: (error: Error) => void): Promise<Component> {
   const bus = new KafkaBus(config.kafka);
   await bus.ensureTopics();
-  const executor = new Executor(config, dbs, bus);
+  const executor = new Executor(config, dbs, bus, onFatal);
   await executor.start();
   return { name: "executor", ready: () => executor.ready(), stop: () => executor.stop() };
 }

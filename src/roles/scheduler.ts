@@ -9,7 +9,7 @@ export async function startScheduler(config: Config, dbs: Databases): Promise<Co
   const bus = new KafkaBus(config.kafka);
   await bus.ensureTopics();
   const publisher = await bus.publisher();
-  const ownership = new ShardOwnership(config, dbs, publisher);
+  const ownership = new ShardOwnership(config, dbs, bus, publisher);
   await ownership.start();
   return {
     name: "scheduler",

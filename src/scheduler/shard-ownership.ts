@@ -8,23 +8,23 @@
  * A member re-plans (actors/ownership.ts) on every change under the prefix and once a second:
  * it releases surplus shards (stop the actor first, then delete the key if still its own) and
  * claims free ones (a create-if-absent transaction; the winner bumps the shard's SQL fence and
- * starts an actor with that epoch). Lease loss stops every actor synchronously, before anything
- * else runs; the member then re-registers with a fresh lease and claims again from scratch.
+ * hands the shard to the scheduling core with that epoch). Lease loss stops every shard
+ * synchronously, before anything else runs; the member then re-registers with a fresh lease and
+ * claims again from scratch.
  */
 import { hostname } from "node:os";
 import type { Etcd3, Watcher } from "etcd3";
-import { createActor, fromPromise, type ActorRefFrom } from "xstate";
 import { planOwnership } from "../../actors/ownership.ts";
-import { shardMachine, type DueJob, type LoadInput, type LoadOutput, type ShardSettings } from "../../actors/shard.machine.ts";
+import { SchedulerCore } from "../../actors/scheduler-core.ts";
 import type { Config } from "../config.ts";
 import type { Databases } from "../db/databases.ts";
 import { etcdClient, grantGuardedLease, type GuardedLease } from "../etcd.ts";
-import type { Publisher } from "../kafka.ts";
+import type { KafkaBus, Publisher } from "../kafka.ts";
 import { log } from "../log.ts";
 import { metrics } from "../metrics.ts";
-import { acquireFence, ShardIo, shardIoSettings } from "./shard-io.ts";
-
-type ShardActor = ActorRefFrom<typeof shardMachine>;
+import { schedulerIo, type DueRow } from "./dispatch-io.ts";
+import { acquireFence } from "./fence.ts";
+import { WeightBook } from "./weights.ts";
 
 export interface OwnershipOptions {
   memberId?: string;
@@ -32,37 +32,83 @@ export interface OwnershipOptions {
   replanIntervalMs?: number;
 }
 
+/** With nothing dispatched and unstarted, the offsets are read this often (the start rate decays). */
+const IDLE_POLL_MS = 500;
+
+const systemClock = {
+  now: () => Date.now(),
+  setTimeout: (fn: () => void, ms: number) => setTimeout(fn, ms),
+  clearTimeout: (id: unknown) => clearTimeout(id as ReturnType<typeof setTimeout>),
+};
+
 export class ShardOwnership {
   readonly memberId: string;
+  readonly core: SchedulerCore<DueRow>;
   private readonly client: Etcd3;
   private readonly prefix: string;
+  private readonly weights: WeightBook;
   private lease: GuardedLease | null = null;
   private watcher: Watcher | null = null;
-  private actors = new Map<number, { actor: ShardActor; epoch: string; io: ShardIo }>();
+  private epochs = new Map<number, string>();
   private timer: ReturnType<typeof setInterval> | null = null;
   private planning: Promise<void> | null = null;
   private replanRequested = false;
   private stopped = false;
   private registered = false;
+  private observing: Promise<void> | null = null;
 
   constructor(
     private readonly config: Config,
     private readonly dbs: Databases,
+    private readonly bus: KafkaBus,
     private readonly publisher: Publisher,
     private readonly opts: OwnershipOptions = {},
   ) {
     this.memberId = opts.memberId ?? `${hostname()}-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
     this.client = etcdClient(config.etcd);
     this.prefix = config.etcd.prefix.replace(/\/$/, "");
+    const s = config.scheduler;
+    this.weights = new WeightBook(dbs.users, config.users.defaultWeight, (userId, w) => this.core.dispatcher.setWeight(userId, w));
+    this.core = new SchedulerCore(
+      schedulerIo(config, dbs, publisher, { usersSeen: (ids) => this.weights.seen(ids) }),
+      {
+        shard: {
+          lookaheadMs: s.lookaheadMs,
+          pollIntervalMs: s.pollIntervalMs,
+          rescueIntervalMs: s.rescueIntervalMs,
+          fullRescueMs: s.fullRescueMs,
+          retryDelayMs: s.retryDelayMs,
+          userTarget: s.perUserLoad,
+          userLowWater: s.userLowWater,
+          maxLoad: s.maxLoad,
+        },
+        dispatch: {
+          batchMax: s.batchMax,
+          batchMin: s.batchMin,
+          batchesInFlight: s.batchesInFlight,
+          premarkMs: s.premarkMs,
+          userLowWater: s.userLowWater,
+          defaultWeight: config.users.defaultWeight,
+          window: { targetDelayMs: s.targetDelayMs, minJobs: s.windowMin, maxJobs: s.windowMax, rateSpanMs: s.rateSpanMs, rateMemoryMs: s.rateMemoryMs },
+        },
+      },
+      systemClock,
+      {
+        fenced: (shard) => {
+          log.warn("shard fenced out; releasing it", { shard, epoch: this.epochs.get(shard) });
+          void this.stopShard(shard, true);
+        },
+        shardState: (shard, state, error) => {
+          if (state === "retrying") log.warn("shard actor retrying", { shard, epoch: this.epochs.get(shard), error });
+        },
+        publishFailed: (jobs, err) => log.warn("publish failed; jobs go back to waiting", { count: jobs, err: err as Error }),
+      },
+    );
   }
 
-  /** Shards this member runs an actor for right now. */
+  /** Shards this member dispatches for right now. */
   owned(): number[] {
-    return [...this.actors.keys()].sort((a, b) => a - b);
-  }
-
-  epochOf(shard: number): string | undefined {
-    return this.actors.get(shard)?.epoch;
+    return this.core.owned();
   }
 
   ready(): boolean {
@@ -74,9 +120,44 @@ export class ShardOwnership {
     this.watcher.on("put", () => this.requestReplan());
     this.watcher.on("delete", () => this.requestReplan());
     this.watcher.on("error", (err) => log.warn("etcd watch error", { err }));
+    this.weights.start(this.config.scheduler.weightRefreshMs);
+    this.observing = this.observeStarts();
     await this.register();
     this.timer = setInterval(() => this.requestReplan(), this.opts.replanIntervalMs ?? 1_000);
     await this.replan();
+  }
+
+  /**
+   * Reads the executors' committed offsets: the dispatcher learns which of its jobs started
+   * (its window frees up) and how fast the executors start them. Back to back, at least
+   * SCHEDULER_START_POLL apart, while it has jobs out; every IDLE_POLL_MS otherwise.
+   */
+  private async observeStarts(): Promise<void> {
+    const { groupId, topicDue } = this.config.kafka;
+    let reader: Awaited<ReturnType<KafkaBus["offsetReader"]>> | null = null;
+    let failing = false;
+    while (!this.stopped) {
+      const t0 = Date.now();
+      const d = this.core.dispatcher;
+      try {
+        reader ??= await this.bus.offsetReader(groupId, topicDue);
+        d.observe(await reader.read());
+        for (const ms of d.window.lastDelays) metrics.startDelay.observe(ms / 1000);
+        metrics.inFlightWindow.set(d.windowSize(Date.now()));
+        metrics.inFlightJobs.set(d.inFlight);
+        if (failing) log.info("reading the executors' offsets again");
+        failing = false;
+      } catch (err) {
+        if (!failing) log.warn("cannot read the executors' offsets; the window stays as it is", { err: err as Error });
+        failing = true;
+        await reader?.close().catch(() => {});
+        reader = null;
+        await Bun.sleep(this.config.scheduler.retryDelayMs);
+      }
+      const gap = d.inFlight > 0 ? this.config.scheduler.startPollMs : IDLE_POLL_MS;
+      await Bun.sleep(Math.max(0, t0 + gap - Date.now()));
+    }
+    await reader?.close().catch(() => {});
   }
 
   private async register(): Promise<void> {
@@ -86,12 +167,12 @@ export class ShardOwnership {
     log.info("scheduler member registered", { member: this.memberId, lease: this.lease.id });
   }
 
-  /** Runs synchronously from the lease watchdog: no await before every actor is stopped. */
+  /** Runs synchronously from the lease watchdog: every shard stops before anything else runs. */
   private onLeaseLost(reason: string): void {
     this.registered = false;
     const shards = this.owned();
-    for (const { actor } of this.actors.values()) actor.send({ type: "STOP" });
-    this.actors.clear();
+    void this.core.removeAll();
+    this.epochs.clear();
     metrics.shardsOwned.set(0);
     log.warn("lease lost: gave up all shards", { member: this.memberId, shards, reason });
     this.lease = null;
@@ -125,8 +206,8 @@ export class ShardOwnership {
     ]);
     const ownerMap = new Map<number, string>();
     for (const [key, owner] of Object.entries(owners)) ownerMap.set(Number(key.slice(key.lastIndexOf("/") + 1)), owner);
-    // Drop actors for shards etcd no longer shows as ours (e.g. a key deleted by an operator).
-    for (const shard of this.owned()) if (ownerMap.get(shard) !== this.memberId) await this.stopActor(shard, false);
+    // Drop shards etcd no longer shows as ours (e.g. a key deleted by an operator).
+    for (const shard of this.owned()) if (ownerMap.get(shard) !== this.memberId) await this.stopShard(shard, false);
 
     const plan = planOwnership({
       me: this.memberId,
@@ -134,7 +215,7 @@ export class ShardOwnership {
       shardCount: this.config.shardCount,
       owners: ownerMap,
     });
-    for (const shard of plan.release) await this.stopActor(shard, true);
+    for (const shard of plan.release) await this.stopShard(shard, true);
     for (const shard of plan.claim) {
       if (this.stopped || lease.isLost()) return;
       await this.claim(shard, lease);
@@ -160,56 +241,22 @@ export class ShardOwnership {
       throw e;
     }
     if (lease.isLost() || this.stopped) return;
-    this.startActor(shard, epoch);
-  }
-
-  private startActor(shard: number, epoch: string): void {
-    const io = new ShardIo(this.dbs.forShard(shard), this.publisher, shardIoSettings(this.config));
-    const s = this.config.scheduler;
-    const settings: ShardSettings = {
-      lookaheadMs: s.lookaheadMs,
-      pollIntervalMs: s.pollIntervalMs,
-      credits: s.credits,
-      batchMax: s.batchMax,
-      rescueIntervalMs: s.rescueIntervalMs,
-      retryDelayMs: 1_000,
-      refillBelow: Math.max(1, Math.floor(s.maxLoad / 2)),
-      fullReloadMs: 4 * s.pollIntervalMs,
-      premarkMs: s.premarkMs,
-    };
-    const machine = shardMachine.provide({
-      actors: {
-        load: fromPromiseLoad(io),
-        dispatch: fromPromiseDispatch(io),
-      },
-    });
-    const actor = createActor(machine, { input: { shard, epoch, settings, now: Date.now } });
-    actor.subscribe({
-      next: (snap) => {
-        if (snap.value === "retrying") log.warn("shard actor retrying", { shard, epoch, error: snap.context.lastError });
-        if (snap.value === "fenced") {
-          log.warn("shard actor fenced out; releasing the shard", { shard, epoch });
-          if (this.actors.get(shard)?.actor === actor) void this.stopActor(shard, true);
-        }
-      },
-      error: (err) => log.error("shard actor crashed", { shard, err: err as Error }),
-    });
-    this.actors.set(shard, { actor, epoch, io });
-    actor.start();
-    metrics.shardsOwned.set(this.actors.size);
+    this.epochs.set(shard, epoch);
+    this.core.addShard(shard, epoch);
+    metrics.shardsOwned.set(this.owned().length);
     log.info("shard acquired", { shard, epoch, member: this.memberId });
   }
 
-  private async stopActor(shard: number, deleteKey: boolean): Promise<void> {
-    const entry = this.actors.get(shard);
-    if (entry) {
-      entry.actor.send({ type: "STOP" });
-      entry.actor.stop();
-      this.actors.delete(shard);
-      metrics.shardsOwned.set(this.actors.size);
+  /** Stops the shard at once; waits for its dispatches under way; then hands the key back. */
+  private async stopShard(shard: number, deleteKey: boolean): Promise<void> {
+    const epoch = this.epochs.get(shard);
+    if (epoch !== undefined) {
+      this.epochs.delete(shard);
+      const draining = this.core.removeShard(shard);
+      metrics.shardsOwned.set(this.owned().length);
       // Let a dispatch already under way finish (mark + publish) before handing the shard on.
-      await entry.io.drain();
-      log.info("shard released", { shard, epoch: entry.epoch, member: this.memberId });
+      await draining;
+      log.info("shard released", { shard, epoch, member: this.memberId });
     }
     if (deleteKey) await this.deleteIfMine(shard);
   }
@@ -219,36 +266,20 @@ export class ShardOwnership {
     await this.client.if(key, "Value", "==", this.memberId).then(this.client.delete().key(key)).commit();
   }
 
-  /** Stops every actor, then revokes the lease (deleting the member and shard keys at once). */
+  /** Stops every shard, then revokes the lease (deleting the member and shard keys at once). */
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
     if (this.timer) clearInterval(this.timer);
-    // Every actor stops before the first await; keys go with the lease below.
-    await Promise.all(this.owned().map((shard) => this.stopActor(shard, false)));
+    this.weights.stop();
+    // Every shard stops before the first await; keys go with the lease below.
+    const draining = Promise.all(this.owned().map((shard) => this.stopShard(shard, false)));
+    this.core.dispatcher.stop();
+    await draining;
+    await this.observing;
     await this.planning?.catch(() => {});
     await this.watcher?.cancel().catch(() => {});
     await this.lease?.revoke();
     this.client.close();
   }
-}
-
-function fromPromiseLoad(io: ShardIo) {
-  return fromPromise<LoadOutput, LoadInput>(async ({ input }) => {
-    let after = input.after;
-    if (input.rescue) {
-      const rescued = await io.rescue(input.shard, input.epoch);
-      if (rescued > 0) {
-        log.warn("rescued in-flight jobs past their deadline", { shard: input.shard, count: rescued });
-        // Rescued rows wait again with their old execute_at, which may sort behind a cursor.
-        after = [];
-      }
-    }
-    const [jobs, inFlight] = await Promise.all([input.fetchJobs ? io.loadDue(input.shard, new Date(input.horizon), after) : [], io.inFlight(input.shard)]);
-    return { jobs, inFlight, fetched: input.fetchJobs };
-  });
-}
-
-function fromPromiseDispatch(io: ShardIo) {
-  return fromPromise<number, { shard: number; epoch: string; jobs: DueJob[] }>(({ input }) => io.dispatch(input.shard, input.epoch, input.jobs));
 }

@@ -12,12 +12,12 @@ export function toUserView(u: User) {
 }
 
 export class UserStore {
-  /** userId -> weight, briefly cached: every job create needs it, and it rarely changes. */
-  private weights = new Map<string, { weight: number; until: number }>();
+  /** Users known to exist, briefly cached: every job create checks its owner. */
+  private existing = new Map<string, number>();
 
   constructor(
     private readonly sql: Sql,
-    private readonly weightTtlMs = 30_000,
+    private readonly existsTtlMs = 30_000,
   ) {}
 
   /** Returns null when the username is taken. */
@@ -47,14 +47,20 @@ export class UserStore {
     return row ?? null;
   }
 
-  /** The user's weight, or null when the user no longer exists. */
-  async weight(id: string): Promise<number | null> {
-    const hit = this.weights.get(id);
-    if (hit && hit.until > Date.now()) return hit.weight;
+  /** Whether the user exists (cached for a short while). */
+  async exists(id: string): Promise<boolean> {
+    const until = this.existing.get(id);
+    if (until !== undefined && until > Date.now()) return true;
     const user = await this.byId(id);
-    if (!user) return null;
-    this.weights.set(id, { weight: user.job_weight, until: Date.now() + this.weightTtlMs });
-    return user.job_weight;
+    if (!user) return false;
+    this.existing.set(id, Date.now() + this.existsTtlMs);
+    return true;
+  }
+
+  /** Sets a user's weight; null when there is no such user. */
+  async setWeight(id: string, weight: number): Promise<User | null> {
+    const [row] = await this.sql<User[]>`UPDATE users SET job_weight = ${weight} WHERE id = ${id} RETURNING id, username, job_weight`;
+    return row ?? null;
   }
 }
 

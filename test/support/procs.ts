@@ -143,10 +143,12 @@ export async function owners(s: Slice): Promise<Map<number, string>> {
 export async function collect<T>(s: Slice, topic: string, until: (all: T[]) => boolean, timeoutMs = 30_000): Promise<{ value: T; timestamp: number; headers: Record<string, string> }[]> {
   const out: { value: T; timestamp: number; headers: Record<string, string> }[] = [];
   const done = Promise.withResolvers<void>();
-  const sub = await s.bus.subscribe(uniqueName("reader"), topic, async (msgs, ctx) => {
-    for (const m of msgs) out.push({ value: JSON.parse(m.value), timestamp: m.timestamp, headers: m.headers });
-    await ctx.commit(msgs[msgs.length - 1]!.offset);
-    if (until(out.map((o) => o.value))) done.resolve();
+  const sub = await s.bus.subscribe(uniqueName("reader"), topic, {
+    onBatch: async ({ messages }) => {
+      for (const m of messages) out.push({ value: JSON.parse(m.value), timestamp: m.timestamp, headers: m.headers });
+      if (until(out.map((o) => o.value))) done.resolve();
+      return messages.at(-1)?.offset ?? null;
+    },
   });
   await Promise.race([done.promise, Bun.sleep(timeoutMs)]);
   await sub.stop();

@@ -26,9 +26,25 @@ describe("configuration", () => {
     expect(() => loadConfig({ APP_MODE: "production" })).toThrow(/JWT_SECRET: required/);
     expect(() => loadConfig({ APP_MODE: "production", JWT_SECRET: "x".repeat(40) })).toThrow(/TARGET_SIGNING_SECRET/);
     expect(() => loadConfig({ JWT_SECRET: "short" })).toThrow(/at least 32/);
-    const prod = loadConfig({ APP_MODE: "production", JWT_SECRET: "s".repeat(32), TARGET_SIGNING_SECRET: "t".repeat(32) });
+    expect(() => loadConfig({ APP_MODE: "production", JWT_SECRET: "x".repeat(40), TARGET_SIGNING_SECRET: "t".repeat(32) })).toThrow(/ADMIN_TOKEN: required/);
+    expect(() => loadConfig({ ADMIN_TOKEN: "short" })).toThrow(/ADMIN_TOKEN: must be at least 32/);
+    const prod = loadConfig({ APP_MODE: "production", JWT_SECRET: "s".repeat(32), TARGET_SIGNING_SECRET: "t".repeat(32), ADMIN_TOKEN: "a".repeat(32) });
     expect(prod.executor.httpAllowPrivate).toBe(false);
     expect(loadConfig({}).executor.httpAllowPrivate).toBe(true);
+  });
+
+  test("who may choose a weight at sign-up: open locally, admin in production, either on request", () => {
+    const secrets = { JWT_SECRET: "s".repeat(32), TARGET_SIGNING_SECRET: "t".repeat(32), ADMIN_TOKEN: "a".repeat(32) };
+    expect(loadConfig({}).users).toEqual({ defaultWeight: 1, signupWeights: "open" });
+    expect(loadConfig({ APP_MODE: "production", ...secrets }).users.signupWeights).toBe("admin");
+    expect(loadConfig({ SIGNUP_WEIGHTS: "admin", DEFAULT_JOB_WEIGHT: "2.5" }).users).toEqual({ defaultWeight: 2.5, signupWeights: "admin" });
+    expect(() => loadConfig({ SIGNUP_WEIGHTS: "anyone" })).toThrow(/SIGNUP_WEIGHTS/);
+    expect(() => loadConfig({ DEFAULT_JOB_WEIGHT: "0" })).toThrow(/DEFAULT_JOB_WEIGHT/);
+    expect(() => loadConfig({ DEFAULT_JOB_WEIGHT: "5000" })).toThrow(/DEFAULT_JOB_WEIGHT/);
+  });
+
+  test("a variable this version no longer reads is named, not silently ignored", () => {
+    expect(() => loadConfig({ SCHEDULER_CREDITS: "2000" })).toThrow(/SCHEDULER_CREDITS: no longer used/);
   });
 
   test("more databases than shards is refused", () => {

@@ -1,8 +1,14 @@
 import { describe, expect, test } from "bun:test";
-import { FairQueue, MinHeap, type FairItem } from "../../actors/fair-queue.ts";
+import { FairQueue, MAX_WEIGHT, MIN_WEIGHT, MinHeap, sanitizeWeight, type FairItem } from "../../actors/fair-queue.ts";
 
 let nextId = 1n;
-const job = (userId: string, weight: number, executeAt = 0): FairItem => ({ id: nextId++, userId, weight, executeAt });
+const job = (userId: string, dueAt = 0, shard = 0): FairItem => ({ id: nextId++, userId, shard, dueAt });
+
+function queue(weights: Record<string, number> = {}): FairQueue<FairItem> {
+  const q = new FairQueue<FairItem>();
+  for (const [u, w] of Object.entries(weights)) q.setWeight(u, w);
+  return q;
+}
 
 function drain(q: FairQueue<FairItem>, now: number, n = Infinity): string[] {
   const out: string[] = [];
@@ -16,10 +22,10 @@ function drain(q: FairQueue<FairItem>, now: number, n = Infinity): string[] {
 
 describe("FairQueue", () => {
   test("weights 1 and 3, both backlogged: every prefix within 1 job of 1:3", () => {
-    const q = new FairQueue<FairItem>();
+    const q = queue({ a: 1, b: 3 });
     for (let i = 0; i < 400; i++) {
-      q.push(job("a", 1, i));
-      q.push(job("b", 3, i));
+      q.push(job("a", i));
+      q.push(job("b", i));
     }
     const order = drain(q, 1_000, 400);
     let a = 0;
@@ -30,13 +36,25 @@ describe("FairQueue", () => {
     expect(a).toBe(100);
   });
 
-  test("fairness persists across polls (the queue is refilled, not reset)", () => {
-    const q = new FairQueue<FairItem>();
+  test("one order across shards: a user's share does not depend on how its jobs spread over shards", () => {
+    // a's jobs sit on one shard, b's are spread over 16; equal weights must still alternate.
+    const q = queue();
+    for (let i = 0; i < 320; i++) {
+      q.push(job("a", 0, 3));
+      q.push(job("b", 0, i % 16));
+    }
+    const order = drain(q, 0, 200);
+    expect(order.filter((u) => u === "a").length).toBe(100);
+    for (let k = 0; k < order.length; k += 2) expect(new Set(order.slice(k, k + 2)).size).toBe(2);
+  });
+
+  test("fairness persists across refills (the queue is refilled, not reset)", () => {
+    const q = queue({ a: 1, b: 3 });
     const counts = { a: 0, b: 0 };
     for (let poll = 0; poll < 50; poll++) {
-      // Each poll tops up both users and dispatches only 3 jobs (less than one full round for b).
-      while (q.countOf("a") < 5) q.push(job("a", 1, poll));
-      while (q.countOf("b") < 5) q.push(job("b", 3, poll));
+      // Each round tops up both users and dispatches only 3 jobs (less than one full round for b).
+      while (q.stockOf(0, "a") < 5) q.push(job("a", poll));
+      while (q.stockOf(0, "b") < 5) q.push(job("b", poll));
       for (const u of drain(q, poll, 3)) counts[u as "a" | "b"]++;
     }
     expect(counts.a + counts.b).toBe(150);
@@ -44,32 +62,47 @@ describe("FairQueue", () => {
   });
 
   test("a late user is served promptly and is not starved by an existing backlog", () => {
-    const q = new FairQueue<FairItem>();
-    for (let i = 0; i < 1000; i++) q.push(job("big", 1, 0));
+    const q = queue();
+    for (let i = 0; i < 1000; i++) q.push(job("big", 0));
     drain(q, 0, 500);
-    q.push(job("late", 1, 10));
-    q.push(job("late", 1, 10));
+    q.push(job("late", 10));
+    q.push(job("late", 10));
     const next = drain(q, 10, 4);
     expect(next.slice(0, 2)).toContain("late");
     expect(next.filter((u) => u === "late").length).toBe(2);
   });
 
   test("an idle user earns no credit: after idling it alternates instead of bursting", () => {
-    const q = new FairQueue<FairItem>();
-    for (let i = 0; i < 300; i++) q.push(job("busy", 1, 0));
-    q.push(job("idler", 1, 0));
+    const q = queue();
+    for (let i = 0; i < 300; i++) q.push(job("busy", 0));
+    q.push(job("idler", 0));
     drain(q, 0, 200); // idler got its one job early, then was idle for ~199 dispatches
-    for (let i = 0; i < 50; i++) q.push(job("idler", 1, 5));
+    for (let i = 0; i < 50; i++) q.push(job("idler", 5));
     const next = drain(q, 5, 20);
     const idler = next.filter((u) => u === "idler").length;
     expect(idler).toBeGreaterThanOrEqual(9);
     expect(idler).toBeLessThanOrEqual(11);
   });
 
+  test("emptying between refills earns nothing: a user keeps its lead over the clock", () => {
+    // b (weight 9) is backlogged; a (weight 1) has one job at a time and is refilled right
+    // after each of its dispatches. It must get a tenth, not more.
+    const q = queue({ a: 1, b: 9 });
+    for (let i = 0; i < 1000; i++) q.push(job("b", 0));
+    q.push(job("a", 0));
+    const order: string[] = [];
+    for (let i = 0; i < 500; i++) {
+      const it = q.pop(0)!;
+      order.push(it.userId);
+      if (it.userId === "a") q.push(job("a", 0));
+    }
+    expect(Math.abs(order.filter((u) => u === "a").length - 50)).toBeLessThanOrEqual(1);
+  });
+
   test("many users with fractional weights get shares proportional to weight", () => {
-    const q = new FairQueue<FairItem>();
     const weights: Record<string, number> = { u1: 0.5, u2: 1, u3: 1.5, u4: 2.25, u5: 4.75 };
-    for (const [u, w] of Object.entries(weights)) for (let i = 0; i < 2000; i++) q.push(job(u, w, i));
+    const q = queue(weights);
+    for (const u of Object.keys(weights)) for (let i = 0; i < 2000; i++) q.push(job(u, i));
     const n = 1000;
     const counts: Record<string, number> = {};
     for (const u of drain(q, 1e9, n)) counts[u] = (counts[u] ?? 0) + 1;
@@ -77,13 +110,41 @@ describe("FairQueue", () => {
     for (const [u, w] of Object.entries(weights)) expect(Math.abs(counts[u]! - (n * w) / total)).toBeLessThanOrEqual(1.5);
   });
 
-  test("only due items are dispatched; nextDueAt tells when the next one is", () => {
-    const q = new FairQueue<FairItem>();
-    q.push(job("a", 1, 100));
-    q.push(job("b", 1, 50));
+  test("a weight change applies from the user's next dispatch", () => {
+    const q = queue({ a: 1, b: 1 });
+    for (let i = 0; i < 1000; i++) {
+      q.push(job("a", 0));
+      q.push(job("b", 0));
+    }
+    expect(drain(q, 0, 100).filter((u) => u === "a").length).toBe(50);
+    q.setWeight("a", 4);
+    expect(Math.abs(drain(q, 0, 500).filter((u) => u === "a").length - 400)).toBeLessThanOrEqual(2);
+  });
+
+  test("any weight it is given keeps the clock finite and the order fair", () => {
+    for (const bad of [5e-324, 0, -1, Number.NaN, Number.POSITIVE_INFINITY, 1e308]) {
+      const q = queue({ bad, good: 1 });
+      for (let i = 0; i < 200; i++) {
+        q.push(job("bad", 0));
+        q.push(job("good", 0));
+      }
+      drain(q, 0, 100);
+      // After the bad user, a newcomer still gets served at once (the clock did not run away).
+      q.push(job("new", 1));
+      expect(drain(q, 1, 3)).toContain("new");
+      expect(Number.isFinite(1 / q.weightOf("bad"))).toBe(true);
+    }
+    expect([sanitizeWeight(5e-324), sanitizeWeight(1e9), sanitizeWeight(Number.NaN, 2), sanitizeWeight(3)]).toEqual([MIN_WEIGHT, MAX_WEIGHT, 2, 3]);
+  });
+
+  test("only due items leave; peek shows the next without taking it; nextDueAt tells when", () => {
+    const q = queue();
+    q.push(job("a", 100));
+    q.push(job("b", 50));
     expect(q.pop(10)).toBeUndefined();
-    expect(q.hasReady(10)).toBe(false);
+    expect(q.peek(10)).toBeUndefined();
     expect(q.nextDueAt()).toBe(50);
+    expect(q.peek(60)?.userId).toBe("b");
     expect(q.pop(60)?.userId).toBe("b");
     expect(q.pop(60)).toBeUndefined();
     expect(q.nextDueAt()).toBe(100);
@@ -91,49 +152,43 @@ describe("FairQueue", () => {
     expect(q.size).toBe(0);
   });
 
-  test("ties go to the earlier execute_at, then the smaller id; a user's jobs leave in time order", () => {
-    const q = new FairQueue<FairItem>();
-    const late = { id: 10n, userId: "a", weight: 1, executeAt: 5 };
-    const early = { id: 20n, userId: "a", weight: 1, executeAt: 3 };
-    const other = { id: 15n, userId: "b", weight: 1, executeAt: 3 };
+  test("ties go to the earlier due time, then the smaller id; a user's jobs leave in time order across shards", () => {
+    const q = queue();
+    const late = { id: 10n, userId: "a", shard: 1, dueAt: 5 };
+    const early = { id: 20n, userId: "a", shard: 2, dueAt: 3 };
+    const other = { id: 15n, userId: "b", shard: 1, dueAt: 3 };
     q.push(late);
     q.push(early);
     q.push(other);
-    expect(q.pop(10)).toBe(other); // tie at vtime 0 and execute_at 3: id 15 < 20
+    expect(q.pop(10)).toBe(other); // tie at vtime 0 and due 3: id 15 < 20
     expect(q.pop(10)).toBe(early);
     expect(q.pop(10)).toBe(late);
   });
 
-  test("duplicate ids are refused; removed items never come out", () => {
-    const q = new FairQueue<FairItem>();
-    const a = job("a", 1, 0);
+  test("duplicate ids are refused; stock counts per shard and user", () => {
+    const q = queue();
+    const a = job("a", 0, 2);
     expect(q.push(a)).toBe(true);
     expect(q.push({ ...a })).toBe(false);
-    const b = job("a", 1, 0);
-    q.push(b);
-    expect(q.remove(a.id, 0)).toBe(true);
-    expect(q.remove(a.id, 0)).toBe(false);
-    expect(q.pop(0)).toBe(b);
-    expect(q.pop(0)).toBeUndefined();
+    q.push(job("a", 0, 2));
+    q.push(job("a", 0, 3));
+    expect([q.stockOf(2, "a"), q.stockOf(3, "a"), q.stockOf(2, "b")]).toEqual([2, 1, 0]);
+    q.pop(0);
+    expect(q.stockOf(2, "a") + q.stockOf(3, "a")).toBe(2);
   });
 
-  test("backlog cursors: the last queued job of each user whose queue is all due by dueBy; reset when it empties", () => {
-    const q = new FairQueue<FairItem>();
-    const a1 = job("a", 1, 10);
-    const a2 = job("a", 1, 20);
-    const b1 = job("b", 1, 10);
-    const b2 = job("b", 1, 500); // b has a job not yet old enough: no cursor for b
-    [a2, a1, b1, b2].forEach((x) => q.push(x));
-    expect(q.backlogCursors(100)).toEqual([{ userId: "a", executeAt: 20, id: a2.id }]);
-    // Pushing an earlier item does not move the cursor back; popping keeps it while items remain.
-    q.push(job("a", 1, 5));
-    expect(q.backlogCursors(100)[0]!.id).toBe(a2.id);
-    expect(q.backlogCursors(500).map((c) => c.userId)).toEqual(["a", "b"]);
-    while (q.size > 0) q.pop(1_000);
-    expect(q.backlogCursors(1_000)).toEqual([]);
-    const a3 = job("a", 1, 30);
-    q.push(a3);
-    expect(q.backlogCursors(1_000)).toEqual([{ userId: "a", executeAt: 30, id: a3.id }]);
+  test("removeShard drops exactly that shard's items and keeps the others' order", () => {
+    const q = queue();
+    const kept = [job("a", 1, 1), job("b", 2, 1), job("a", 3, 2)];
+    const gone = [job("a", 0, 7), job("b", 0, 7), job("c", 5, 7)];
+    [...kept, ...gone].forEach((x) => q.push(x));
+    expect(q.removeShard(7, 0).map((i) => i.id).sort()).toEqual(gone.map((i) => i.id).sort());
+    expect(q.size).toBe(3);
+    expect(q.stockOf(7, "a")).toBe(0);
+    const out: bigint[] = [];
+    for (let it = q.pop(10); it; it = q.pop(10)) out.push(it.id);
+    expect(out.sort()).toEqual(kept.map((i) => i.id).sort());
+    expect(q.push(gone[0]!)).toBe(true); // its id may be queued again
   });
 });
 

@@ -1,8 +1,10 @@
 import { describe, expect, test } from "bun:test";
 import { createActor, fromPromise, SimulatedClock } from "xstate";
-import { CURSOR_MARGIN_MS, shardMachine, type DueJob, type LoadInput, type ShardSettings } from "../../actors/shard.machine.ts";
+import { FencedOutError } from "../../actors/errors.ts";
+import type { FairItem } from "../../actors/fair-queue.ts";
+import { CURSOR_MARGIN_MS, shardMachine, type LoadInput, type ShardSettings } from "../../actors/shard.machine.ts";
 
-const settings: ShardSettings = { lookaheadMs: 2_000, pollIntervalMs: 500, credits: 100, batchMax: 50, rescueIntervalMs: 5_000, retryDelayMs: 1_000, refillBelow: 1_000, fullReloadMs: 2_000, premarkMs: 0 };
+const settings: ShardSettings = { lookaheadMs: 2_000, pollIntervalMs: 500, rescueIntervalMs: 5_000, fullRescueMs: 60_000, retryDelayMs: 1_000, userTarget: 10, userLowWater: 5, maxLoad: 1_000 };
 const flush = () => new Promise((r) => setTimeout(r, 0));
 async function advance(clock: SimulatedClock, ms: number, step = 10) {
   for (let t = 0; t < ms; t += step) {
@@ -12,90 +14,163 @@ async function advance(clock: SimulatedClock, ms: number, step = 10) {
   }
 }
 
-function harness(opts: { jobs: DueJob[]; inFlight?: () => number; settings?: Partial<ShardSettings>; dispatchError?: Error; loadError?: Error }) {
+/**
+ * A shard actor over an in-memory shard: `rows` are the waiting jobs (the test removes what the
+ * "dispatcher" took); `stock` is what the dispatcher holds queued per user.
+ */
+function harness(opts: { rows: FairItem[]; settings?: Partial<ShardSettings>; loadError?: () => Error | null }) {
   const clock = new SimulatedClock();
-  const pending = opts.jobs; // shared: tests add jobs while the actor runs
-  const dispatches: { at: number; ids: bigint[] }[] = [];
-  const loads: { at: number; horizon: number; rescue: boolean; after: LoadInput["after"] }[] = [];
-  const fetches: boolean[] = [];
+  const rows = opts.rows;
+  const stock = new Map<string, number>();
+  const loads: (LoadInput & { at: number })[] = [];
+  const offered: FairItem[] = [];
   const machine = shardMachine.provide({
     actors: {
       load: fromPromise(async ({ input }) => {
-        loads.push({ at: clock.now(), horizon: input.horizon, rescue: input.rescue, after: input.after });
-        if (opts.loadError) throw opts.loadError;
-        fetches.push(input.fetchJobs);
-        // Like the SQL: a user with a cursor gets only rows after it (by execute_at, id).
-        const cursor = new Map(input.after.map((c) => [c.userId, c]));
-        const afterCursor = (j: DueJob) => {
-          const c = cursor.get(j.userId);
-          return !c || j.executeAt > c.executeAt || (j.executeAt === c.executeAt && j.id > c.id);
-        };
-        const jobs = input.fetchJobs ? pending.filter((j) => j.executeAt <= input.horizon && afterCursor(j)) : [];
-        return { jobs, inFlight: opts.inFlight?.() ?? 0, fetched: input.fetchJobs };
-      }),
-      dispatch: fromPromise(async ({ input }) => {
-        if (opts.dispatchError) throw opts.dispatchError;
-        dispatches.push({ at: clock.now(), ids: input.jobs.map((j) => j.id) });
-        for (const j of input.jobs) pending.splice(pending.findIndex((p) => p.id === j.id), 1);
-        return input.jobs.length;
+        loads.push({ ...input, at: clock.now() });
+        const err = opts.loadError?.();
+        if (err) throw err;
+        // Like the SQL: per user, rows due by the horizon after the cursor, up to the limit.
+        const known = new Map(input.users.map((u) => [u.userId, u]));
+        const jobs: FairItem[] = [];
+        for (const userId of [...new Set(rows.map((r) => r.userId))].sort()) {
+          const k = known.get(userId);
+          const mine = rows
+            .filter((r) => r.userId === userId && r.dueAt <= input.horizon)
+            .filter((r) => !k?.after || r.dueAt > k.after.dueAt || (r.dueAt === k.after.dueAt && r.id > k.after.id))
+            .sort((a, b) => a.dueAt - b.dueAt || Number(a.id - b.id))
+            .slice(0, k ? k.limit : input.newUserLimit);
+          jobs.push(...mine);
+        }
+        return { jobs, dbNow: clock.now(), rescuedAt: input.rescue ? clock.now() : null };
       }),
     },
+    actions: {
+      offer: (_, p) => {
+        // Like the dispatcher's queue: a job already queued is not queued twice.
+        for (const j of p.jobs) {
+          if (offered.some((o) => o.id === j.id)) continue;
+          offered.push(j);
+          stock.set(j.userId, (stock.get(j.userId) ?? 0) + 1);
+        }
+      },
+    },
   });
-  const actor = createActor(machine, { clock, input: { shard: 3, epoch: "42", settings: { ...settings, ...opts.settings }, now: () => clock.now() } });
+  const actor = createActor(machine, {
+    clock,
+    input: { shard: 3, epoch: "42", settings: { ...settings, ...opts.settings }, now: () => clock.now(), stockOf: (u) => stock.get(u) ?? 0 },
+  });
   actor.start();
-  return { clock, actor, dispatches, loads, fetches };
+  /** The dispatcher takes n of a user's queued jobs (they leave the waiting rows too). */
+  const take = (userId: string, n: number) => {
+    const mine = offered.filter((j) => j.userId === userId && rows.includes(j)).slice(0, n);
+    for (const j of mine) rows.splice(rows.indexOf(j), 1);
+    stock.set(userId, (stock.get(userId) ?? 0) - mine.length);
+    return mine;
+  };
+  return { clock, actor, loads, offered, stock, take };
 }
 
+const job = (id: number, userId: string, dueAt: number): FairItem => ({ id: BigInt(id), userId, shard: 3, dueAt });
+
 describe("shard actor", () => {
-  test("dispatches each job at its execute_at, not at the next poll", async () => {
-    const h = harness({ jobs: [{ id: 1n, userId: "a", weight: 1, executeAt: 130 }, { id: 2n, userId: "b", weight: 1, executeAt: 770 }] });
-    await advance(h.clock, 1_000);
-    expect(h.dispatches.map((d) => [d.at, d.ids])).toEqual([[130, [1n]], [770, [2n]]]);
+  test("loads at once, then every poll interval; offers jobs due within the look-ahead", async () => {
+    const h = harness({ rows: [job(1, "a", 100), job(2, "b", 1_800), job(3, "a", 2_900)] });
+    await advance(h.clock, 1_100);
+    expect(h.loads.map((l) => l.at)).toEqual([0, 500, 1_000]);
+    // Job 3 is due at 2,900: outside the 2 s look-ahead until the load at 1,000.
+    expect(h.offered.map((j) => j.id)).toEqual([1n, 2n, 3n]);
+    expect(h.loads[0]!.horizon).toBe(2_000);
     h.actor.stop();
   });
 
-  test("with premarkMs, the dispatch step starts that much before execute_at (publishing waits for it)", async () => {
-    const h = harness({ jobs: [{ id: 1n, userId: "a", weight: 1, executeAt: 400 }], settings: { premarkMs: 50 } });
-    await advance(h.clock, 600);
-    expect(h.dispatches.map((d) => d.at)).toEqual([350]);
+  test("each load tops a user up to userTarget from its cursor, never re-reading what is queued", async () => {
+    const rows = Array.from({ length: 50 }, (_, i) => job(i + 1, "a", 0));
+    const h = harness({ rows });
+    await advance(h.clock, CURSOR_MARGIN_MS + 20);
+    expect(h.offered.length).toBe(10); // the target: while the stock is full, polls read nothing
+    expect(h.loads.slice(1).every((l) => l.users[0]!.limit === 0)).toBe(true);
+    h.take("a", 4);
+    await advance(h.clock, 500);
+    // No cursor yet (the rows were too young at the first load): read from the start, which
+    // re-reads the 6 queued; the rows are old enough now, so the last one read is the cursor.
+    expect(h.loads.at(-1)!.users).toEqual([{ userId: "a", limit: 10, after: null }]);
+    expect(h.offered.length).toBe(14);
+    h.take("a", 4);
+    await advance(h.clock, 500);
+    expect(h.loads.at(-1)!.users).toEqual([{ userId: "a", limit: 4, after: { dueAt: 0, id: 14n } }]);
+    expect(h.offered.map((j) => j.id)).toEqual(Array.from({ length: 18 }, (_, i) => BigInt(i + 1)));
+    h.actor.stop();
   });
 
-  test("a job created after the last load is picked up by the next poll", async () => {
-    const jobs: DueJob[] = [];
-    const h = harness({ jobs });
-    await advance(h.clock, 200);
-    jobs.push({ id: 9n, userId: "a", weight: 1, executeAt: 900 });
-    await advance(h.clock, 1_000);
-    expect(h.dispatches.map((d) => d.at)).toEqual([900]);
+  test("a row due less than CURSOR_MARGIN_MS before the database's clock does not become a cursor", async () => {
+    const h = harness({ rows: [job(1, "a", 0), job(2, "a", 200)], settings: { userTarget: 10 } });
+    await advance(h.clock, 10);
+    await advance(h.clock, 500);
+    // At the second load (t=500) neither row was old enough at the first load (t=0).
+    expect(h.loads[1]!.users[0]!.after).toBeNull();
+    h.actor.stop();
   });
 
-  test("in-flight work stays within credits; credits return when the load's count drops", async () => {
-    let inFlight = 0;
-    const jobs = Array.from({ length: 10 }, (_, i) => ({ id: BigInt(i + 1), userId: "a", weight: 1, executeAt: 0 }));
-    const h = harness({ jobs, settings: { credits: 3 }, inFlight: () => inFlight });
+  test("REFILL loads at once when a user fell below the low-water mark, not when every such user is exhausted", async () => {
+    const rows = Array.from({ length: 30 }, (_, i) => job(i + 1, "a", -CURSOR_MARGIN_MS));
+    const h = harness({ rows });
+    await advance(h.clock, 20);
+    expect(h.loads.length).toBe(1);
+    h.take("a", 7); // stock 3 < low water 5
+    h.actor.send({ type: "REFILL" });
+    await advance(h.clock, 20);
+    expect(h.loads.length).toBe(2);
+    expect(h.loads[1]!.users[0]!.limit).toBe(7);
+    // Drain everything: the poll at t=500 asks for more and gets nothing, so a is exhausted.
+    h.take("a", 100);
+    rows.length = 0;
+    await advance(h.clock, 500);
+    expect(h.loads.length).toBe(3);
+    h.actor.send({ type: "REFILL" });
     await advance(h.clock, 100);
-    expect(h.dispatches.flatMap((d) => d.ids).length).toBe(3);
-    inFlight = 3; // nothing finished yet
-    await advance(h.clock, 1_000);
-    expect(h.dispatches.flatMap((d) => d.ids).length).toBe(3);
-    inFlight = 1; // two finished
-    await advance(h.clock, 600);
-    expect(h.dispatches.flatMap((d) => d.ids).length).toBe(5);
+    expect(h.loads.length).toBe(3);
+    // New rows arrive: the next poll finds them, and the user is refillable again.
+    rows.push(...Array.from({ length: 30 }, (_, i) => job(100 + i, "a", -CURSOR_MARGIN_MS + 1)));
+    await advance(h.clock, 400);
+    expect(h.loads.length).toBe(4);
+    h.take("a", 8);
+    h.actor.send({ type: "REFILL" });
+    await advance(h.clock, 20);
+    expect(h.loads.length).toBe(5);
+    h.actor.stop();
   });
 
-  test("dispatch order across users follows the fair queue", async () => {
-    const jobs: DueJob[] = [];
-    for (let i = 0; i < 8; i++) jobs.push({ id: BigInt(100 + i), userId: "heavy", weight: 1, executeAt: 0 });
-    jobs.push({ id: 200n, userId: "light", weight: 1, executeAt: 1 });
-    const h = harness({ jobs, settings: { batchMax: 3 } });
-    await advance(h.clock, 50);
-    const first = h.dispatches[0]!.ids;
-    expect(first).toContain(200n);
+  test("a REFILL during a load loads again right after it", async () => {
+    const rows = Array.from({ length: 30 }, (_, i) => job(i + 1, "a", 0));
+    const h = harness({ rows });
+    await advance(h.clock, 20);
+    h.take("a", 8);
+    h.actor.send({ type: "REFILL" });
+    await flush();
+    await advance(h.clock, 20);
+    expect(h.loads.length).toBe(2);
+    h.actor.stop();
   });
 
-  test("a fenced-out write ends the actor in 'fenced' and stops all I/O", async () => {
-    const err = Object.assign(new Error("fenced"), { name: "FencedOutError" });
-    const h = harness({ jobs: [{ id: 1n, userId: "a", weight: 1, executeAt: 0 }], dispatchError: err });
+  test("DISPATCH_FAILED forgets every cursor and reloads after the retry delay", async () => {
+    const rows = Array.from({ length: 30 }, (_, i) => job(i + 1, "a", -CURSOR_MARGIN_MS));
+    const h = harness({ rows });
+    await advance(h.clock, 20);
+    h.take("a", 5);
+    await advance(h.clock, 500);
+    expect(h.loads.at(-1)!.users[0]!.after).not.toBeNull();
+    const n = h.loads.length;
+    h.actor.send({ type: "DISPATCH_FAILED", error: "db down" });
+    expect(h.actor.getSnapshot().value).toBe("retrying");
+    await advance(h.clock, 1_010);
+    expect(h.loads.length).toBe(n + 1);
+    expect(h.loads.at(-1)!.users).toEqual([]); // read from the start, as new users
+    h.actor.stop();
+  });
+
+  test("a fenced-out load ends the actor in 'fenced' and stops all I/O", async () => {
+    const h = harness({ rows: [job(1, "a", 0)], loadError: () => new FencedOutError(3, "42", "43") });
     await advance(h.clock, 100);
     expect(h.actor.getSnapshot().value).toBe("fenced");
     expect(h.actor.getSnapshot().status).toBe("done");
@@ -105,14 +180,13 @@ describe("shard actor", () => {
   });
 
   test("other errors retry after a delay; rescue runs at most every rescueInterval", async () => {
-    const h = harness({ jobs: [], loadError: new Error("db down") });
+    const h = harness({ rows: [], loadError: () => new Error("db down") });
     await advance(h.clock, 2_500);
     expect(h.actor.getSnapshot().value).toBe("retrying");
-    // One retry per retryDelay (the simulated clock advances in 10 ms steps).
     const at = h.loads.map((l) => l.at);
     expect(at.length).toBe(3);
     for (let i = 1; i < at.length; i++) expect(at[i]! - at[i - 1]!).toBeWithin(1000, 1011);
-    const ok = harness({ jobs: [] });
+    const ok = harness({ rows: [] });
     await advance(ok.clock, 6_000);
     const rescues = ok.loads.filter((l) => l.rescue).map((l) => l.at);
     expect(ok.loads.length).toBeGreaterThan(10); // polls every 500 ms...
@@ -121,76 +195,13 @@ describe("shard actor", () => {
     expect(rescues[1]!).toBeWithin(5000, 5600);
   });
 
-  test("a well-stocked queue is not re-read every poll, but is at least every fullReloadMs", async () => {
-    const jobs = Array.from({ length: 30 }, (_, i) => ({ id: BigInt(i + 1), userId: "a", weight: 1, executeAt: 100_000 + i }));
-    const h = harness({ jobs, settings: { refillBelow: 10, fullReloadMs: 2_000, lookaheadMs: 1_000_000 } });
-    await advance(h.clock, 4_100);
-    // Polls every 500 ms; the first reads jobs (queue empty), then only every 2 s.
-    expect(h.fetches.length).toBeGreaterThanOrEqual(8);
-    expect(h.fetches.filter(Boolean).length).toBe(3);
-    expect(h.fetches[0]).toBe(true);
-  });
-
-  test("in a backlog, loads read only after each user's last queued job, and every job is still dispatched once", async () => {
-    let inFlight = 0;
-    const jobs: DueJob[] = [];
-    for (let i = 0; i < 40; i++) jobs.push({ id: BigInt(1_000 + i), userId: i % 2 ? "a" : "b", weight: 1, executeAt: 0 });
-    const all = jobs.map((j) => j.id);
-    // Credits of 5 keep a backlog queued over many polls.
-    const h = harness({ jobs, settings: { credits: 5, refillBelow: 4 }, inFlight: () => inFlight });
-    await advance(h.clock, CURSOR_MARGIN_MS + 200);
-    inFlight = 0;
-    for (let t = 0; t < 40; t++) {
-      inFlight = 0;
-      await advance(h.clock, 500);
-    }
-    const dispatched = h.dispatches.flatMap((d) => d.ids);
-    expect(dispatched.sort()).toEqual(all.sort());
-    expect(new Set(dispatched).size).toBe(dispatched.length);
-    // The first load had no cursors; once the backlog was older than the margin, loads had them.
-    expect(h.loads[0]!.after).toEqual([]);
-    expect(h.loads.some((l) => l.after.length > 0)).toBe(true);
-    for (const l of h.loads.filter((x) => x.at < CURSOR_MARGIN_MS)) expect(l.after).toEqual([]);
-  });
-
-  test("after a dispatch error the next load reads without cursors (the batch's rows went back to waiting)", async () => {
-    const jobs = Array.from({ length: 6 }, (_, i) => ({ id: BigInt(i + 1), userId: "a", weight: 1, executeAt: 0 }));
-    let fail = false;
-    let failedAtLoad = -1;
-    const clock = new SimulatedClock();
-    const loads: LoadInput[] = [];
-    const machine = shardMachine.provide({
-      actors: {
-        load: fromPromise(async ({ input }) => {
-          loads.push(input);
-          return { jobs: input.fetchJobs ? jobs : [], inFlight: 0, fetched: input.fetchJobs };
-        }),
-        dispatch: fromPromise(async ({ input }) => {
-          if (fail) {
-            if (failedAtLoad < 0) failedAtLoad = loads.length;
-            throw new Error("broker down");
-          }
-          return input.jobs.length;
-        }),
-      },
-    });
-    const actor = createActor(machine, { clock, input: { shard: 1, epoch: "1", settings: { ...settings, credits: 1, batchMax: 1, refillBelow: 100 }, now: () => clock.now() } }).start();
-    await advance(clock, CURSOR_MARGIN_MS + 1_000);
-    expect(loads.at(-1)!.after.length).toBe(1);
-    fail = true;
-    await advance(clock, 1_500);
-    expect(failedAtLoad).toBeGreaterThan(0);
-    const afterError = loads.slice(failedAtLoad).find((l) => l.fetchJobs);
-    expect(afterError?.after).toEqual([]);
-    actor.stop();
-  });
-
-  test("STOP ends the actor; nothing is dispatched afterwards", async () => {
-    const h = harness({ jobs: [{ id: 1n, userId: "a", weight: 1, executeAt: 300 }] });
+  test("STOP ends the actor; nothing is loaded or offered afterwards", async () => {
+    const h = harness({ rows: [job(1, "a", 3_000)] });
     await advance(h.clock, 100);
     h.actor.send({ type: "STOP" });
-    await advance(h.clock, 500);
+    await advance(h.clock, 2_000);
     expect(h.actor.getSnapshot().value).toBe("stopped");
-    expect(h.dispatches).toEqual([]);
+    expect(h.loads.length).toBe(1);
+    expect(h.offered).toEqual([]);
   });
 });

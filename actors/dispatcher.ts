@@ -1,0 +1,330 @@
+/**
+ * The dispatcher: one per scheduler process, the single owner of the process's fair order
+ * (one FairQueue over every owned shard) and of its start window (StartWindow). Shard actors
+ * offer the jobs they load; the dispatcher takes them in fair order, marks them `scheduled`
+ * (one request per shard, fenced by the shard's epoch) and publishes each at its due time.
+ * All I/O and time are injected (DispatchIo, Clock), so a simulation drives this same code.
+ *
+ * Invariants:
+ * - jobs leave in the queue's fair order; a job due now leaves only while the window has room
+ *   (published-and-unstarted plus due-and-not-yet-published < window). A job popped ahead of its
+ *   due time (premark) is published at its due time, never before;
+ * - when the next job in fair order is due and the window is full, nothing leaves: a later
+ *   user's job does not overtake it, so the window decides how much, the fair order who;
+ * - a shard's jobs are dispatched only while the dispatcher holds the shard (addShard ..
+ *   removeShard), and removeShard resolves only after every mark and publish started for the
+ *   shard has finished, so the next owner's fence bump follows them;
+ * - a mark that fails (not fenced) gives its jobs back to the shard actor's loading (they are
+ *   still waiting in the database); a fenced mark hands the shard back to ownership.
+ */
+import { FairQueue, type FairItem } from "./fair-queue.ts";
+import { StartWindow, type Placement, type WindowSettings } from "./start-window.ts";
+
+export interface Clock {
+  now(): number;
+  setTimeout(fn: () => void, ms: number): unknown;
+  clearTimeout(id: unknown): void;
+}
+
+/** A job the database marked `scheduled`, with whatever its publication needs. */
+export interface Marked {
+  id: bigint;
+  shard: number;
+  dueAt: number;
+}
+
+export interface MarkRequest {
+  shard: number;
+  epoch: string;
+  jobs: FairItem[];
+}
+
+export type MarkOutcome<M extends Marked> =
+  | { kind: "marked"; rows: M[] }
+  | { kind: "fenced"; current: string | null }
+  | { kind: "failed"; error: unknown };
+
+export interface DispatchIo<M extends Marked> {
+  /** Marks each request's jobs that are still waiting; one outcome per request, in order. */
+  mark(reqs: MarkRequest[]): Promise<MarkOutcome<M>[]>;
+  /** Publishes marked jobs; resolves with where each message landed. On failure the jobs go back to waiting, then it throws. */
+  publish(jobs: M[]): Promise<Placement[]>;
+}
+
+export interface DispatcherHooks {
+  fenced(shard: number, current: string | null): void;
+  markFailed(shard: number, error: unknown): void;
+  publishFailed(jobs: number, error: unknown): void;
+  /** Some user's queued jobs from this shard fell below the low-water mark. */
+  refill(shard: number): void;
+}
+
+export interface DispatcherSettings {
+  /** Jobs per mark request batch at most; while batches are under way, at least batchMin due jobs. */
+  batchMax: number;
+  batchMin: number;
+  /** Mark batches under way at once at most. */
+  batchesInFlight: number;
+  /** Jobs are marked up to this much before their due time and published at it. */
+  premarkMs: number;
+  /** A shard's user with fewer queued jobs than this gets a refill. */
+  userLowWater: number;
+  defaultWeight: number;
+  window: WindowSettings;
+}
+
+export class Dispatcher<M extends Marked> {
+  readonly queue: FairQueue<FairItem>;
+  readonly window: StartWindow;
+  private epochs = new Map<number, string>();
+  /** Marks and publishes under way, per shard. */
+  private work = new Map<number, Set<Promise<unknown>>>();
+  /** Jobs popped while due whose publication has not finished: they count against the window. */
+  private pendingDue = 0;
+  /** Jobs popped before their due time (premark) and not yet published, by due time. */
+  private pendingEarly = 0;
+  private earlyByDue = new Map<number, number>();
+  private batches = 0;
+  private timer: unknown = null;
+  private timerAt = Infinity;
+  private stopped = false;
+  /** Moving average of the time from taking a due job to its publication (mark + publish). */
+  private leadMs = 0;
+
+  constructor(
+    private readonly io: DispatchIo<M>,
+    private readonly hooks: DispatcherHooks,
+    private readonly s: DispatcherSettings,
+    private readonly clock: Clock,
+  ) {
+    this.queue = new FairQueue(s.defaultWeight);
+    this.window = new StartWindow(s.window);
+  }
+
+  /**
+   * Jobs due now that may still leave before the window is full. Jobs marked ahead whose due
+   * time has come count as due: they are about to join the topic.
+   */
+  budget(now: number): number {
+    let earlyDue = 0;
+    for (const [at, n] of this.earlyByDue) if (at <= now) earlyDue += n;
+    return this.windowSize(now) - this.window.outstanding - this.pendingDue - earlyDue;
+  }
+
+  /** The window covers the dispatcher's own lead (mark, publish) as well as the target delay. */
+  windowSize(now: number): number {
+    return this.window.size(now, this.leadMs);
+  }
+
+  /**
+   * Jobs not yet due that may still be marked ahead of time: twice what the executors would
+   * start during the premark interval at the measured rate, so a steady stream is always marked
+   * ahead while a burst due at one future instant is not marked wholesale past the window.
+   */
+  earlyBudget(now: number): number {
+    const allowed = Math.max(this.s.window.minJobs, Math.ceil((2 * this.window.rate(now) * this.s.premarkMs) / 1000));
+    return allowed - this.pendingEarly;
+  }
+
+  /** Jobs dispatched and not yet started, including those being marked or waiting to be published. */
+  get inFlight(): number {
+    return this.window.outstanding + this.pendingDue + this.pendingEarly;
+  }
+
+  addShard(shard: number, epoch: string): void {
+    this.epochs.set(shard, epoch);
+  }
+
+  /** Stops dispatching the shard's jobs; resolves once its marks and publishes have finished. */
+  async removeShard(shard: number): Promise<void> {
+    this.epochs.delete(shard);
+    this.queue.removeShard(shard, this.clock.now());
+    for (let w = this.work.get(shard); w && w.size > 0; w = this.work.get(shard)) await Promise.allSettled([...w]);
+    this.work.delete(shard);
+  }
+
+  owns(shard: number): boolean {
+    return this.epochs.has(shard);
+  }
+
+  /** Jobs a shard actor loaded. Ignored for a shard no longer held. */
+  offer(shard: number, jobs: FairItem[]): void {
+    if (!this.epochs.has(shard)) return;
+    for (const j of jobs) this.queue.push(j);
+    this.pump();
+  }
+
+  setWeight(userId: string, weight: number): void {
+    this.queue.setWeight(userId, weight);
+  }
+
+  /** The executors' committed offsets: frees the window for the jobs they started. */
+  observe(committed: Map<number, number>): number {
+    const started = this.window.observe(committed, this.clock.now());
+    this.pump();
+    return started;
+  }
+
+  stop(): void {
+    this.stopped = true;
+    if (this.timer !== null) this.clock.clearTimeout(this.timer);
+    this.timer = null;
+  }
+
+  /** Sends as many batches as the window, the queue and the in-flight limit allow. */
+  pump(): void {
+    if (this.stopped) return;
+    const now = this.clock.now();
+    while (this.batches < this.s.batchesInFlight) {
+      // While batches are under way, wait for room for a full message's worth of due jobs
+      // rather than sending a trickle of tiny statements and messages (their completion pumps).
+      const next = this.queue.peek(now + this.s.premarkMs);
+      if (this.batches > 0 && next && next.dueAt <= now && this.budget(now) < this.s.batchMin) break;
+      const batch = this.take(now);
+      if (batch.length === 0) break;
+      this.batches++;
+      void this.send(batch).finally(() => {
+        this.batches--;
+        this.pump();
+      });
+    }
+    this.arm(now);
+  }
+
+  /**
+   * Wakes up when the next job not yet due reaches its premark time. Jobs already within it are
+   * waiting for room (the window, the early budget or a batch slot), and whatever frees room
+   * pumps again: a start observation or a finished batch.
+   */
+  private arm(now: number): void {
+    const next = this.queue.nextDueAt();
+    const at = next === undefined || next - this.s.premarkMs <= now ? Infinity : next - this.s.premarkMs;
+    if (at === this.timerAt) return;
+    if (this.timer !== null) this.clock.clearTimeout(this.timer);
+    this.timer = null;
+    this.timerAt = at;
+    if (at === Infinity) return;
+    this.timer = this.clock.setTimeout(() => {
+      this.timer = null;
+      this.timerAt = Infinity;
+      this.pump();
+    }, at - now);
+  }
+
+  private take(now: number): { job: FairItem; due: boolean }[] {
+    let budget = this.budget(now);
+    let early = this.earlyBudget(now);
+    const out: { job: FairItem; due: boolean }[] = [];
+    const low = new Set<number>();
+    while (out.length < this.s.batchMax) {
+      const next = this.queue.peek(now + this.s.premarkMs);
+      if (!next) break;
+      const due = next.dueAt <= now;
+      if (due ? budget <= 0 : early <= 0) break;
+      this.queue.pop(now + this.s.premarkMs);
+      if (due) budget--;
+      else early--;
+      out.push({ job: next, due });
+      if (this.queue.stockOf(next.shard, next.userId) < this.s.userLowWater) low.add(next.shard);
+    }
+    for (const o of out) this.hold(o);
+    for (const shard of low) this.hooks.refill(shard);
+    return out;
+  }
+
+  private track(shard: number, p: Promise<unknown>): void {
+    let set = this.work.get(shard);
+    if (!set) this.work.set(shard, (set = new Set()));
+    set.add(p);
+    void p.finally(() => set!.delete(p)).catch(() => {});
+  }
+
+  private async send(batch: { job: FairItem; due: boolean }[]): Promise<void> {
+    const takenAt = this.clock.now();
+    const byShard = new Map<number, { job: FairItem; due: boolean }[]>();
+    for (const b of batch) {
+      const list = byShard.get(b.job.shard);
+      if (list) list.push(b);
+      else byShard.set(b.job.shard, [b]);
+    }
+    const reqs: MarkRequest[] = [];
+    for (const [shard, items] of byShard) {
+      const epoch = this.epochs.get(shard);
+      if (epoch === undefined) this.release(items);
+      else reqs.push({ shard, epoch, jobs: items.map((i) => i.job) });
+    }
+    if (reqs.length === 0) return;
+    const marking = this.io.mark(reqs).catch((error: unknown) => reqs.map((): MarkOutcome<M> => ({ kind: "failed", error })));
+    for (const r of reqs) this.track(r.shard, marking);
+    const outcomes = await marking;
+    // Every shard's marked rows publish together (a message carries jobs of any shard).
+    const rows: M[] = [];
+    const dueIds = new Set<bigint>();
+    reqs.forEach((req, i) => {
+      const items = byShard.get(req.shard)!;
+      const o = outcomes[i]!;
+      if (o.kind !== "marked") {
+        this.release(items);
+        if (o.kind === "fenced") this.hooks.fenced(req.shard, o.current);
+        else this.hooks.markFailed(req.shard, o.error);
+        return;
+      }
+      const marked = new Set(o.rows.map((r) => r.id));
+      this.release(items.filter((it) => !marked.has(it.job.id)));
+      for (const it of items) if (it.due) dueIds.add(it.job.id);
+      rows.push(...o.rows);
+    });
+    this.schedulePublishes(rows, dueIds, takenAt);
+  }
+
+  /** Counts a popped job against the window (due) or the early budget (not yet due). */
+  private hold(it: { job: { dueAt: number }; due: boolean }): void {
+    if (it.due) this.pendingDue++;
+    else {
+      this.pendingEarly++;
+      this.earlyByDue.set(it.job.dueAt, (this.earlyByDue.get(it.job.dueAt) ?? 0) + 1);
+    }
+  }
+
+  /** Popped jobs that will not be published (not marked, or their publication ended). */
+  private release(items: { job: { dueAt: number }; due: boolean }[]): void {
+    for (const it of items) {
+      if (it.due) this.pendingDue--;
+      else {
+        this.pendingEarly--;
+        const n = this.earlyByDue.get(it.job.dueAt)! - 1;
+        if (n > 0) this.earlyByDue.set(it.job.dueAt, n);
+        else this.earlyByDue.delete(it.job.dueAt);
+      }
+    }
+  }
+
+  /** Publishes marked rows in groups by due time, each group when it falls due. */
+  private schedulePublishes(rows: M[], dueIds: Set<bigint>, takenAt: number): void {
+    const groups = new Map<number, M[]>();
+    for (const r of rows) {
+      const list = groups.get(r.dueAt);
+      if (list) list.push(r);
+      else groups.set(r.dueAt, [r]);
+    }
+    for (const [at, group] of groups) {
+      const popped = group.map((r) => ({ job: r, due: dueIds.has(r.id) }));
+      const wait = at - this.clock.now();
+      const publishing = (wait > 0 ? new Promise<void>((go) => this.clock.setTimeout(go, wait)) : Promise.resolve())
+        .then(() => this.io.publish(group))
+        .then(
+          (placements) => {
+            const now = this.clock.now();
+            this.window.published(placements, now);
+            if (wait <= 0) this.leadMs += 0.2 * (now - takenAt - this.leadMs);
+          },
+          (error: unknown) => this.hooks.publishFailed(group.length, error),
+        )
+        .finally(() => {
+          this.release(popped);
+          this.pump();
+        });
+      for (const shard of new Set(group.map((r) => r.shard))) this.track(shard, publishing);
+    }
+  }
+}

@@ -1,0 +1,103 @@
+/**
+ * Which offsets of each partition a consumer may commit. Pure: no I/O.
+ *
+ * A message is tracked when it is taken into processing and marked done once the claims of
+ * its jobs are durable (from then on the database owns those jobs: the rescuer re-runs one
+ * whose executor dies). Messages finish out of order; the committable offset is one past the
+ * longest prefix of done messages, so a commit never covers a message whose claims are not
+ * durable. A failed claim rewinds the partition: `fail` returns the first offset not done
+ * (where consumption must resume) and forgets everything from there; completions of that
+ * earlier generation are ignored afterwards.
+ *
+ * Offsets are int64 in Kafka; they stay exact as numbers below 2^53.
+ */
+interface PartitionState {
+  gen: number;
+  /** Offsets taken into processing and not yet behind the committable point, in order. */
+  offsets: number[];
+  head: number;
+  done: Set<number>;
+  /** Next offset to commit (one past the done prefix); null until something is done. */
+  next: number | null;
+  /** The last committed next-offset. */
+  committed: number | null;
+}
+
+export class OffsetTracker {
+  private parts = new Map<number, PartitionState>();
+  /** Generations are unique across partitions and their re-assignments. */
+  private nextGen = 1;
+
+  private state(partition: number): PartitionState {
+    let p = this.parts.get(partition);
+    if (!p) this.parts.set(partition, (p = { gen: this.nextGen++, offsets: [], head: 0, done: new Set(), next: null, committed: null }));
+    return p;
+  }
+
+  /** A message taken into processing; returns the generation to pass to done/fail. */
+  track(partition: number, offset: number): number {
+    const p = this.state(partition);
+    const last = p.offsets[p.offsets.length - 1];
+    if (last !== undefined && offset <= last) throw new Error(`offset ${offset} tracked after ${last} on partition ${partition}`);
+    p.offsets.push(offset);
+    return p.gen;
+  }
+
+  /** The message's claims are durable. A completion from an older generation is ignored. */
+  done(partition: number, offset: number, gen: number): void {
+    const p = this.parts.get(partition);
+    if (!p || p.gen !== gen) return;
+    p.done.add(offset);
+    while (p.head < p.offsets.length && p.done.has(p.offsets[p.head]!)) {
+      p.done.delete(p.offsets[p.head]!);
+      p.next = p.offsets[p.head]! + 1;
+      p.head++;
+    }
+    if (p.head > 1024 && p.head * 2 > p.offsets.length) {
+      p.offsets.splice(0, p.head);
+      p.head = 0;
+    }
+  }
+
+  /** The offset to commit for the partition, if it moved past the last commit; null otherwise. */
+  committable(partition: number): number | null {
+    const p = this.parts.get(partition);
+    if (!p || p.next === null || p.next === p.committed) return null;
+    return p.next;
+  }
+
+  committed(partition: number, next: number): void {
+    const p = this.parts.get(partition);
+    if (p) p.committed = next;
+  }
+
+  /**
+   * A message's claim failed: everything from the first message not done must be consumed
+   * again. Returns that offset (null when nothing is pending) and starts a new generation.
+   */
+  fail(partition: number, gen: number): number | null {
+    const p = this.parts.get(partition);
+    if (!p || p.gen !== gen) return null;
+    const resume = p.head < p.offsets.length ? p.offsets[p.head]! : null;
+    p.gen = this.nextGen++;
+    p.offsets = [];
+    p.head = 0;
+    p.done.clear();
+    return resume;
+  }
+
+  /** Messages taken into processing whose claims are not durable yet. */
+  pending(partition: number): number {
+    const p = this.parts.get(partition);
+    return p ? p.offsets.length - p.head : 0;
+  }
+
+  /** Forgets a partition (it was revoked): its late completions are ignored. */
+  drop(partition: number): void {
+    this.parts.delete(partition);
+  }
+
+  partitions(): number[] {
+    return [...this.parts.keys()];
+  }
+}

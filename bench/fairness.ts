@@ -1,0 +1,265 @@
+/**
+ * Fair share as a user measures it, through the public API only, against a running cluster
+ * (`bash ops/cluster-up.sh`). A job's start is its `started_at`.
+ *
+ * Phase "shares": users with weights 1, 2 and 4, each with JOBS jobs (default 100,000) due at
+ * the same instant, plus a small user with 200 jobs due evenly over the next 10 s. Prints, for
+ * every full 1-second window while all three are backlogged, each user's share of the three's
+ * starts against its weight share, and the worst deviation in points; the small user's start
+ * lateness; the drain rate; and writes an SVG chart of per-user starts per second.
+ * Phase "flood": one user with FLOOD jobs (default 100,000) due at once, and a small user with
+ * 200 jobs due evenly over 10 s (equal weights): the small user's start lateness.
+ * Phase "drain": SMALL_DRAIN jobs (default 50,000) due at once over the three weighted users:
+ * the drain rate to compare with the shares phase's.
+ *
+ *   bash ops/cluster-up.sh && bun bench/fairness.ts
+ *   API_URL=http://127.0.0.1:8080 JOBS=100000 PHASES=shares,flood,drain bun bench/fairness.ts
+ *   (ADMIN_TOKEN is sent at sign-up when set, for clusters with SIGNUP_WEIGHTS=admin.)
+ */
+import { mkdirSync, writeFileSync } from "node:fs";
+import postgres from "postgres";
+import { cpuByPart, cpuPerJob, machineBusySeconds, report, summary } from "./lib.ts";
+
+const base = process.env.API_URL ?? `http://127.0.0.1:${process.env.API_PORT ?? 8080}`;
+const JOBS = Number(process.env.JOBS ?? 100_000);
+const FLOOD = Number(process.env.FLOOD ?? 100_000);
+const SMALL_DRAIN = Number(process.env.SMALL_DRAIN ?? 50_000);
+const TRICKLE = 200;
+const TRICKLE_SPAN_MS = 10_000;
+const PHASES = (process.env.PHASES ?? "shares,flood,drain").split(",");
+const OUT_DIR = process.env.OUT_DIR ?? "bench/results";
+const run = `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 5)}`;
+// Only to attribute CPU to PostgreSQL backends by role (pg_stat_activity); jobs go through the API.
+const pgAdmin = postgres(process.env.PG_ADMIN_URL ?? "postgres://root@127.0.0.1:5432/postgres", { max: 1, onnotice: () => {} });
+const parts = () => cpuByPart((q) => pgAdmin(q) as never);
+
+interface Job {
+  id: string;
+  execute_at: string;
+  started_at: string | null;
+  finished_at: string | null;
+  status: string;
+}
+
+async function call(method: string, path: string, body?: unknown, token?: string, headers: Record<string, string> = {}): Promise<any> {
+  for (let attempt = 0; ; attempt++) {
+    const res = await fetch(base + path, {
+      method,
+      headers: { ...(body === undefined ? {} : { "content-type": "application/json" }), ...(token ? { authorization: `Bearer ${token}` } : {}), ...headers },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const json: any = await res.json().catch(() => null);
+    if (res.ok) return json;
+    // A busy API may shed load; anything else is a bug worth stopping for.
+    if ((res.status === 503 || res.status === 429) && attempt < 20) {
+      await Bun.sleep(Number(res.headers.get("retry-after") ?? 1) * 1000);
+      continue;
+    }
+    throw new Error(`${method} ${path}: ${res.status} ${JSON.stringify(json)}`);
+  }
+}
+
+async function user(name: string, weight: number): Promise<string> {
+  const username = `fair_${run}_${name}`;
+  const admin = process.env.ADMIN_TOKEN ? { authorization: `Bearer ${process.env.ADMIN_TOKEN}` } : undefined;
+  await call("POST", "/api/v1/users", { username, password: "bench-password", job_weight: weight }, undefined, admin);
+  return (await call("POST", "/api/v1/auth/login", { username, password: "bench-password" })).data.token;
+}
+
+/** Creates jobs in batches of 1,000, four requests at a time; returns the largest id created. */
+async function create(token: string, at: (i: number) => number, n: number, tag: string): Promise<{ token: string; id: string }> {
+  const batches = Array.from({ length: Math.ceil(n / 1000) }, (_, b) => b);
+  let next = 0;
+  let last = 0n;
+  await Promise.all(
+    Array.from({ length: 4 }, async () => {
+      while (next < batches.length) {
+        const b = batches[next++]!;
+        const jobs = Array.from({ length: Math.min(1000, n - b * 1000) }, (_, k) => ({ message: `${tag} ${b * 1000 + k}`, execute_at: new Date(at(b * 1000 + k)).toISOString() }));
+        const created = await call("POST", "/api/v1/me/jobs/batch", { jobs }, token);
+        for (const j of created.data) if (BigInt(j.id) > last) last = BigInt(j.id);
+      }
+    }),
+  );
+  return { token, id: last.toString() };
+}
+
+/**
+ * Waits until the jobs in `last` (per user, the one that starts last: jobs due at one instant
+ * start in id order within a user, and a trickle's last is due last) are finished. A primary-key
+ * read per user per second, so the waiting costs the cluster nothing measurable.
+ */
+async function waitFinished(last: { token: string; id: string }[], timeoutMs: number): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    const open = await Promise.all(last.map(async ({ token, id }) => (await call("GET", `/api/v1/me/jobs/${id}`, undefined, token)).data.finished_at === null));
+    if (!open.some(Boolean)) return;
+    if (Date.now() > until) throw new Error("jobs still open after the timeout");
+    await Bun.sleep(1_000);
+  }
+}
+
+/** Every job of a user, paging through GET /me/jobs, once all `expected` are finished. */
+async function all(token: string, expected: number): Promise<Job[]> {
+  for (let tries = 0; ; tries++) {
+    const out: Job[] = [];
+    for (const status of ["succeeded", "failed"]) {
+      let cursor: string | null = null;
+      do {
+        const page: any = await call("GET", `/api/v1/me/jobs?limit=1000&status=${status}${cursor ? `&cursor=${cursor}` : ""}`, undefined, token);
+        out.push(...page.data);
+        cursor = page.next_cursor;
+      } while (cursor);
+    }
+    if (out.length >= expected || tries > 60) return out;
+    await Bun.sleep(1_000);
+  }
+}
+
+const ms = (iso: string | null) => (iso ? Date.parse(iso) : NaN);
+const lateness = (jobs: Job[]) => summary(jobs.map((j) => ms(j.started_at) - ms(j.execute_at)));
+
+/** Creation takes time; pick a due instant after every job is stored (measured ~25-40k jobs/s). */
+const leadMs = (jobs: number) => Math.max(8_000, (jobs / 12_000) * 1000 + 4_000);
+
+function svg(series: { name: string; color: string; perSecond: number[] }[], title: string): string {
+  const W = 900, H = 420, L = 60, B = 40, T = 30, R = 150;
+  const n = Math.max(...series.map((s) => s.perSecond.length));
+  const max = Math.max(1, ...series.flatMap((s) => s.perSecond));
+  const x = (i: number) => L + ((W - L - R) * i) / Math.max(1, n - 1);
+  const y = (v: number) => H - B - ((H - B - T) * v) / max;
+  const lines = series.map((s) => `<polyline fill="none" stroke="${s.color}" stroke-width="2" points="${s.perSecond.map((v, i) => `${x(i).toFixed(1)},${y(v).toFixed(1)}`).join(" ")}"/>`);
+  const legend = series.map((s, i) => `<text x="${W - R + 10}" y="${T + 20 + i * 20}" fill="${s.color}" font-size="13">${s.name}</text>`);
+  const yTicks = [0, 0.25, 0.5, 0.75, 1].map((f) => `<text x="${L - 8}" y="${y(max * f) + 4}" text-anchor="end" font-size="11">${Math.round(max * f)}</text><line x1="${L}" x2="${W - R}" y1="${y(max * f)}" y2="${y(max * f)}" stroke="#eee"/>`);
+  const xTicks = Array.from({ length: n }, (_, i) => i).filter((i) => i % Math.max(1, Math.round(n / 10)) === 0).map((i) => `<text x="${x(i)}" y="${H - B + 16}" text-anchor="middle" font-size="11">${i}</text>`);
+  return `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif">
+<rect width="100%" height="100%" fill="white"/><text x="${L}" y="18" font-size="14">${title}</text>
+${yTicks.join("\n")}
+${xTicks.join("\n")}
+<text x="${(W - R + L) / 2}" y="${H - 6}" text-anchor="middle" font-size="12">seconds after the due instant</text>
+<text x="14" y="${(H - B + T) / 2}" transform="rotate(-90 14 ${(H - B + T) / 2})" text-anchor="middle" font-size="12">starts per second</text>
+<line x1="${L}" x2="${L}" y1="${T}" y2="${H - B}" stroke="black"/><line x1="${L}" x2="${W - R}" y1="${H - B}" y2="${H - B}" stroke="black"/>
+${lines.join("\n")}
+${legend.join("\n")}
+</svg>
+`;
+}
+
+/** Starts per whole second after `t0`, for each user. */
+function perSecond(jobs: Job[], t0: number, seconds: number): number[] {
+  const out = new Array(seconds).fill(0);
+  for (const j of jobs) {
+    const k = Math.floor((ms(j.started_at) - t0) / 1000);
+    if (k >= 0 && k < seconds) out[k]++;
+  }
+  return out;
+}
+
+async function shares() {
+  const weights = [1, 2, 4];
+  const tokens = await Promise.all(weights.map((w) => user(`w${w}`, w)));
+  const small = await user("small", 1);
+  const t0 = Date.now() + leadMs(JOBS * 3);
+  const created = performance.now();
+  const lasts = await Promise.all(tokens.map((t, i) => create(t, () => t0, JOBS, `w${weights[i]}`)));
+  lasts.push(await create(small, (i) => t0 + (i * TRICKLE_SPAN_MS) / TRICKLE, TRICKLE, "small"));
+  const createdS = (performance.now() - created) / 1000;
+  if (Date.now() > t0) throw new Error(`creating ${JOBS * 3} jobs took ${createdS.toFixed(1)} s, past the due instant; raise the lead`);
+  await Bun.sleep(t0 - Date.now());
+  const busy0 = machineBusySeconds();
+  const cpu0 = await parts();
+  await waitFinished(lasts, 900_000);
+  const busy = machineBusySeconds() - busy0;
+  const cpu1 = await parts();
+  const jobs = await Promise.all(tokens.map((t) => all(t, JOBS)));
+  const smallJobs = await all(small, TRICKLE);
+  const lastStart = jobs.map((js) => Math.max(...js.map((j) => ms(j.started_at))));
+  const lastFinish = Math.max(...jobs.flat().map((j) => ms(j.finished_at)));
+  const firstStart = Math.min(...jobs.flat().map((j) => ms(j.started_at)));
+  // Full 1-second windows from the first start while every heavy user still has jobs to start.
+  const windows = Math.floor((Math.min(...lastStart) - firstStart) / 1000);
+  const counts = jobs.map((js) => perSecond(js, firstStart, windows));
+  const wsum = weights.reduce((a, b) => a + b, 0);
+  const rows: { window: number; starts: number[]; shares_pct: number[]; deviation_pts: number }[] = [];
+  for (let k = 0; k < windows; k++) {
+    const starts = counts.map((c) => c[k]!);
+    const total = starts.reduce((a, b) => a + b, 0);
+    const sharesPct = starts.map((s) => (100 * s) / Math.max(1, total));
+    const dev = Math.max(...sharesPct.map((s, i) => Math.abs(s - (100 * weights[i]!) / wsum)));
+    rows.push({ window: k, starts, shares_pct: sharesPct.map((s) => Math.round(s * 10) / 10), deviation_pts: Math.round(dev * 10) / 10 });
+  }
+  console.log(`\nwindow  starts (w1/w2/w4)         shares % (target ${weights.map((w) => ((100 * w) / wsum).toFixed(1)).join("/")})  deviation`);
+  for (const r of rows) console.log(`${String(r.window).padStart(6)}  ${r.starts.map((s) => String(s).padStart(6)).join(" ")}      ${r.shares_pct.map((s) => s.toFixed(1).padStart(5)).join(" ")}          ${r.deviation_pts.toFixed(1)}`);
+  const seconds = Math.ceil((lastFinish - firstStart) / 1000) + 1;
+  mkdirSync(OUT_DIR, { recursive: true });
+  const chart = `${OUT_DIR}/fairness-${run}.svg`;
+  writeFileSync(chart, svg([
+    ...jobs.map((js, i) => ({ name: `weight ${weights[i]}`, color: ["#1b9e77", "#d95f02", "#7570b3"][i]!, perSecond: perSecond(js, firstStart, seconds) })),
+    { name: "small user", color: "#e7298a", perSecond: perSecond(smallJobs, firstStart, seconds) },
+  ], `starts per second, weights 1:2:4, ${JOBS.toLocaleString("en")} jobs each`));
+  const total = JOBS * 3;
+  report("fair shares under backlog", {
+    jobs_per_user: JOBS,
+    weights: weights.join(":"),
+    full_windows_all_backlogged: windows,
+    worst_deviation_pts: Math.max(...rows.map((r) => r.deviation_pts)),
+    windows_over_5_pts: rows.filter((r) => r.deviation_pts > 5).length,
+    small_user_start_lateness_ms: lateness(smallJobs),
+    heavy_users_p99_start_ms: jobs.map((js) => summary(js.map((j) => ms(j.started_at) - t0)).p99),
+    drain_jobs_per_s: Math.round(total / ((Math.max(...lastStart) - t0) / 1000)),
+    first_start_after_due_ms: firstStart - t0,
+    machine_cpu_us_per_job: Math.round((busy * 1e6) / total),
+    cpu_us_per_job_by_part: cpuPerJob(cpu0, cpu1, total),
+    create_seconds: Math.round(createdS * 10) / 10,
+    chart,
+  });
+}
+
+async function flood() {
+  const a = await user("flood", 1);
+  const b = await user("trickle", 1);
+  const t0 = Date.now() + leadMs(FLOOD);
+  const lasts = [await create(a, () => t0, FLOOD, "flood"), await create(b, (i) => t0 + (i * TRICKLE_SPAN_MS) / TRICKLE, TRICKLE, "trickle")];
+  if (Date.now() > t0) throw new Error("creation ran past the due instant; raise the lead");
+  await Bun.sleep(t0 - Date.now());
+  await waitFinished(lasts, 600_000);
+  const [fa, fb] = [await all(a, FLOOD), await all(b, TRICKLE)];
+  const last = Math.max(...fa.map((j) => ms(j.started_at)));
+  report("small user behind a flood", {
+    flood_jobs: FLOOD,
+    small_user_jobs: TRICKLE,
+    small_user_start_lateness_ms: lateness(fb),
+    flood_drain_jobs_per_s: Math.round(FLOOD / ((last - t0) / 1000)),
+  });
+}
+
+async function drain() {
+  const weights = [1, 2, 4];
+  const tokens = await Promise.all(weights.map((w) => user(`d${w}`, w)));
+  const per = Math.round(SMALL_DRAIN / 3);
+  const t0 = Date.now() + leadMs(per * 3);
+  const lasts = await Promise.all(tokens.map((t, i) => create(t, () => t0, per, `d${weights[i]}`)));
+  if (Date.now() > t0) throw new Error("creation ran past the due instant; raise the lead");
+  await Bun.sleep(t0 - Date.now());
+  const busy0 = machineBusySeconds();
+  const cpu0 = await parts();
+  await waitFinished(lasts, 600_000);
+  const busy = machineBusySeconds() - busy0;
+  const cpu1 = await parts();
+  const jobs = (await Promise.all(tokens.map((t) => all(t, per)))).flat();
+  const last = Math.max(...jobs.map((j) => ms(j.started_at)));
+  report("drain of a smaller burst", {
+    jobs: per * 3,
+    drain_jobs_per_s: Math.round((per * 3) / ((last - t0) / 1000)),
+    machine_cpu_us_per_job: Math.round((busy * 1e6) / (per * 3)),
+    cpu_us_per_job_by_part: cpuPerJob(cpu0, cpu1, per * 3),
+  });
+}
+
+for (const phase of PHASES) {
+  if (phase === "shares") await shares();
+  else if (phase === "flood") await flood();
+  else if (phase === "drain") await drain();
+  else throw new Error(`unknown phase ${phase}; expected shares, flood, drain`);
+}
+await pgAdmin.end();

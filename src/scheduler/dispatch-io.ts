@@ -1,0 +1,133 @@
+/**
+ * The scheduler core's I/O (actors/scheduler-core.ts): loads and marks in SQL, publishes to the
+ * due topic, rescues. The core decides what and when; this only does it.
+ */
+import { context, trace as otelTrace } from "@opentelemetry/api";
+import type { Marked, MarkOutcome, MarkRequest } from "../../actors/dispatcher.ts";
+import type { SchedulerIo } from "../../actors/scheduler-core.ts";
+import type { LoadInput, LoadOutput } from "../../actors/shard.machine.ts";
+import type { Placement } from "../../actors/start-window.ts";
+import type { Config } from "../config.ts";
+import type { Databases } from "../db/databases.ts";
+import { encodeDue, type DueEntry } from "../due-message.ts";
+import type { Publisher } from "../kafka.ts";
+import { log } from "../log.ts";
+import { metrics } from "../metrics.ts";
+import { extractContext, injectContext, tracer, tracingEnabled } from "../telemetry.ts";
+import { loadDue, markMany, RUN_DEADLINE_ERROR, rescueExpired, unmark, type DoomedRun, type MarkedRow } from "./scheduler-sql.ts";
+
+/** A job marked `scheduled`, ready to be published. */
+export interface DueRow extends Marked {
+  userId: string;
+  attempt: number;
+  epoch: string;
+  trace: Record<string, string> | null;
+}
+
+export interface DispatchIoOptions {
+  /** Called with the user ids of every load, before it resolves (weights must be known). */
+  usersSeen(userIds: string[]): Promise<void>;
+}
+
+export function schedulerIo(config: Config, dbs: Databases, publisher: Publisher, opts: DispatchIoOptions): SchedulerIo<DueRow> {
+  const s = config.scheduler;
+  const { topicDue, topicDlq } = config.kafka;
+  // A row is marked only if still due within the premark interval plus a second of clock slack.
+  const aheadMs = s.premarkMs + 1_000;
+
+  const rescue = async (shard: number, epoch: string, since: number | null): Promise<number> => {
+    const deadLetter = async (runs: DoomedRun[]) => {
+      const failedAt = new Date().toISOString();
+      await publisher.publish(
+        topicDlq,
+        runs.map((r) => ({
+          key: r.id,
+          value: JSON.stringify({ id: r.id, shard, user_id: r.user_id, attempts: r.attempt, errors: [r.last_error, RUN_DEADLINE_ERROR].filter((e) => e), failed_at: failedAt, reason: "run_deadline" }),
+        })),
+      );
+    };
+    const { changed, deadLettered, dbNow } = await rescueExpired(dbs.forShard(shard), shard, epoch, since === null ? null : new Date(since), deadLetter);
+    if (deadLettered > 0) metrics.jobsDeadLettered.inc({ reason: "run_deadline" }, deadLettered);
+    if (changed > 0) log.warn("rescued in-flight jobs past their deadline", { shard, count: changed });
+    return dbNow.getTime();
+  };
+
+  return {
+    async load(input: LoadInput): Promise<LoadOutput> {
+      const rescuedAt = input.rescue ? await rescue(input.shard, input.epoch, input.rescueSince) : null;
+      const t0 = performance.now();
+      const out = { ...(await loadDue(dbs.forShard(input.shard), input)), rescuedAt };
+      metrics.dispatchStep.observe((performance.now() - t0) / 1000, { step: "load" });
+      metrics.jobsLoaded.inc({}, out.jobs.length);
+      if (out.jobs.length > 0) await opts.usersSeen([...new Set(out.jobs.map((j) => j.userId))]);
+      return out;
+    },
+
+    async mark(reqs: MarkRequest[]): Promise<MarkOutcome<DueRow>[]> {
+      const t0 = performance.now();
+      const byDb = new Map<number, number[]>();
+      reqs.forEach((r, i) => {
+        const db = dbs.indexOf(r.shard);
+        const list = byDb.get(db);
+        if (list) list.push(i);
+        else byDb.set(db, [i]);
+      });
+      const out: MarkOutcome<DueRow>[] = new Array(reqs.length);
+      await Promise.all(
+        [...byDb].map(async ([db, idx]) => {
+          const sqlReqs = idx.map((i) => ({ shard: reqs[i]!.shard, epoch: reqs[i]!.epoch, ids: reqs[i]!.jobs.map((j) => j.id.toString()) }));
+          try {
+            const results = await markMany(dbs.all[db]!, s.scheduledDeadlineMs, aheadMs, sqlReqs);
+            idx.forEach((i, k) => {
+              const { fence, rows } = results[k]!;
+              const req = reqs[i]!;
+              out[i] = fence !== req.epoch ? { kind: "fenced", current: fence } : { kind: "marked", rows: rows.map((r) => dueRow(r, req.epoch)) };
+            });
+          } catch (error) {
+            for (const i of idx) out[i] = { kind: "failed", error };
+          }
+        }),
+      );
+      metrics.dispatchStep.observe((performance.now() - t0) / 1000, { step: "mark" });
+      return out;
+    },
+
+    async publish(rows: DueRow[]): Promise<Placement[]> {
+      const t0 = performance.now();
+      const spans = tracingEnabled();
+      const entries = rows.map((r): DueEntry => {
+        // One span per job, child of the API request that created it: the job's trace continues.
+        let tc = r.trace ?? {};
+        if (spans) {
+          const span = tracer().startSpan("job.dispatch", { attributes: { "job.id": r.id.toString(), "job.shard": r.shard, "job.attempt": r.attempt + 1 } }, extractContext(r.trace));
+          tc = injectContext(otelTrace.setSpan(context.active(), span));
+          span.end();
+        }
+        return { id: r.id.toString(), shard: r.shard, user_id: r.userId, attempt: r.attempt + 1, due_at: new Date(r.dueAt).toISOString(), epoch: r.epoch, trace: tc };
+      });
+      const messages = encodeDue(entries);
+      let placed;
+      try {
+        placed = await publisher.publish(topicDue, messages);
+      } catch (e) {
+        await revert(rows).catch((err) => log.warn("could not put unpublished jobs back to waiting; the rescuer will", { err: err as Error }));
+        throw e;
+      }
+      const publishedAt = Date.now();
+      metrics.dispatchStep.observe((performance.now() - t0) / 1000, { step: "publish" });
+      for (const r of rows) metrics.dispatchLateness.observe(Math.max(0, publishedAt - r.dueAt) / 1000);
+      metrics.jobsDispatched.inc({ shard: String(rows[0]!.shard) }, rows.length);
+      return placed.map((p, i) => ({ ...p, jobs: messages[i]!.jobs }));
+    },
+  };
+
+  async function revert(rows: DueRow[]): Promise<void> {
+    const byShard = new Map<number, DueRow[]>();
+    for (const r of rows) byShard.set(r.shard, [...(byShard.get(r.shard) ?? []), r]);
+    await Promise.all([...byShard].map(([shard, list]) => unmark(dbs.forShard(shard), shard, list[0]!.epoch, list.map((r) => r.id.toString()))));
+  }
+}
+
+function dueRow(r: MarkedRow, epoch: string): DueRow {
+  return { id: BigInt(r.id), shard: r.shard_id, dueAt: r.due_at.getTime(), userId: r.user_id, attempt: r.attempt, epoch, trace: r.trace_context };
+}

@@ -1,0 +1,181 @@
+/**
+ * The scheduler's SQL on one shard database: loading waiting jobs, marking them `scheduled`
+ * (fenced, batched across the shards of a database), putting them back after a failed publish,
+ * and rescuing in-flight jobs whose deadline passed.
+ *
+ * Status guards of by-id updates compare `status::text` on purpose: a plain `status = 'created'`
+ * implies a partial index's predicate, and with statistics taken before a burst the planner
+ * answered a 1,000-id update by scanning that whole index instead of looking the ids up.
+ */
+import type { FairItem } from "../../actors/fair-queue.ts";
+import type { LoadInput, LoadOutput } from "../../actors/shard.machine.ts";
+import type { Sql } from "../db/databases.ts";
+import { checkFence } from "./fence.ts";
+
+/**
+ * Waiting jobs of a shard due by the horizon: for each user with waiting jobs (a skip-scan over
+ * the due index), up to its limit, after its cursor (a range on the same index), in (due_at, id)
+ * order; `maxRows` in all. Also returns the database's clock, which decides the cursors.
+ */
+export async function loadDue(sql: Sql, input: LoadInput): Promise<Omit<LoadOutput, "rescuedAt">> {
+  const users = input.users;
+  const rows = await sql<{ id: string; user_id: string; due_at: Date; db_now: Date }[]>`
+    WITH RECURSIVE u(user_id) AS (
+      (SELECT user_id FROM jobs WHERE shard_id = ${input.shard} AND status IN ('created', 'retrying')
+       ORDER BY user_id LIMIT 1)
+      UNION ALL
+      SELECT (SELECT j.user_id FROM jobs j
+              WHERE j.shard_id = ${input.shard} AND j.status IN ('created', 'retrying') AND j.user_id > u.user_id
+              ORDER BY j.user_id LIMIT 1)
+      FROM u WHERE u.user_id IS NOT NULL),
+    known AS (
+      SELECT * FROM unnest(${users.map((u) => u.userId)}::bigint[], ${users.map((u) => u.limit)}::int[],
+        ${users.map((u) => (u.after ? new Date(u.after.dueAt).toISOString() : null))}::timestamptz[],
+        ${users.map((u) => u.after?.id.toString() ?? null)}::bigint[]) AS k(user_id, lim, due_at, id))
+    SELECT d.id, d.user_id, d.due_at, now() AS db_now
+    FROM u LEFT JOIN known k ON k.user_id = u.user_id
+    CROSS JOIN LATERAL (
+      SELECT j.id, j.user_id, j.due_at FROM jobs j
+      WHERE j.shard_id = ${input.shard} AND j.user_id = u.user_id AND j.status IN ('created', 'retrying')
+        AND j.due_at <= ${new Date(input.horizon)}
+        AND (j.due_at, j.id) > (coalesce(k.due_at, '-infinity'), coalesce(k.id, -1))
+      ORDER BY j.due_at, j.id LIMIT coalesce(k.lim, ${input.newUserLimit})) d
+    WHERE u.user_id IS NOT NULL
+    LIMIT ${input.maxRows}`;
+  const jobs: FairItem[] = rows.map((r) => ({ id: BigInt(r.id), userId: r.user_id, shard: input.shard, dueAt: r.due_at.getTime() }));
+  return { jobs, dbNow: rows[0]?.db_now.getTime() ?? Date.now() };
+}
+
+export interface MarkRequestSql {
+  shard: number;
+  epoch: string;
+  ids: string[];
+}
+
+export interface MarkedRow {
+  id: string;
+  shard_id: number;
+  user_id: string;
+  attempt: number;
+  due_at: Date;
+  trace_context: Record<string, string> | null;
+}
+
+export interface MarkResult {
+  /** The shard's fence epoch now (null: no fence row). */
+  fence: string | null;
+  rows: MarkedRow[];
+}
+
+/**
+ * Marks waiting jobs `scheduled` for several shards of one database in one statement: each
+ * shard's fence row is share-locked for the statement, and a request's rows change only if its
+ * epoch matches its shard's fence; every request gets its fence's current epoch back. A row
+ * whose due time moved beyond `aheadMs` from now (rescheduled meanwhile) is left waiting.
+ *
+ * Asynchronous commit for this statement only: it takes a WAL flush (and any I/O stall) off the
+ * dispatch path. Safe because a mark lost in a database crash only reverts the row to waiting:
+ * its message, if already published, loses the executor's guarded claim and is dropped, and the
+ * job is dispatched again. Fence bumps, rescues and executor transitions commit synchronously.
+ *
+ * Rows are found by `id = ANY($ids)`, a primary-key lookup (a join against an unnest() of the
+ * ids flipped, once the table had statistics, to a hash join over a full scan). The valid shards
+ * are an array tested per row, not a joined relation: joined, the planner (estimating one valid
+ * shard) looked every id up once per shard of the statement.
+ */
+export async function markMany(sql: Sql, deadlineMs: number, aheadMs: number, reqs: MarkRequestSql[]): Promise<MarkResult[]> {
+  const ids = reqs.flatMap((r) => r.ids);
+  type Row = { kind: "f" | "r"; shard_id: number; epoch: string | null; id: string | null; user_id: string; attempt: number; due_at: Date; trace_context: Record<string, string> | null };
+  const [, result] = await sql.begin((tx) => [tx`SET LOCAL synchronous_commit TO OFF`, tx<Row[]>`
+    WITH want AS (SELECT * FROM unnest(${reqs.map((r) => r.shard)}::int[], ${reqs.map((r) => r.epoch)}::bigint[]) AS w(shard_id, epoch)),
+    fence AS (SELECT shard_id, epoch FROM shard_fences WHERE shard_id = ANY(${reqs.map((r) => r.shard)}::int[]) FOR SHARE),
+    valid AS (SELECT DISTINCT f.shard_id, f.epoch FROM fence f JOIN want w ON w.shard_id = f.shard_id AND w.epoch = f.epoch),
+    upd AS (
+      UPDATE jobs j SET status = 'scheduled', dispatch_epoch = (SELECT v.epoch FROM valid v WHERE v.shard_id = j.shard_id),
+        updated_at = now(), deadline_at = now() + ${deadlineMs} * interval '1 millisecond'
+      WHERE j.id = ANY(${ids}::bigint[]) AND j.shard_id = ANY(ARRAY(SELECT shard_id FROM valid))
+        AND j.status::text IN ('created', 'retrying') AND j.due_at <= now() + ${aheadMs} * interval '1 millisecond'
+      RETURNING j.id, j.shard_id, j.user_id, j.attempt, j.due_at, j.trace_context)
+    SELECT 'f' AS kind, shard_id, epoch::text AS epoch, NULL::text AS id, NULL::text AS user_id, NULL::int AS attempt,
+      NULL::timestamptz AS due_at, NULL::jsonb AS trace_context FROM fence
+    UNION ALL
+    SELECT 'r', shard_id, NULL, id::text, user_id::text, attempt, due_at, trace_context FROM upd`]);
+  const fences = new Map<number, string>();
+  const rowsByShard = new Map<number, MarkedRow[]>();
+  for (const r of result as Row[]) {
+    if (r.kind === "f") fences.set(r.shard_id, r.epoch!);
+    else {
+      const list = rowsByShard.get(r.shard_id) ?? [];
+      list.push({ id: r.id!, shard_id: r.shard_id, user_id: r.user_id, attempt: r.attempt, due_at: r.due_at, trace_context: r.trace_context });
+      rowsByShard.set(r.shard_id, list);
+    }
+  }
+  // Two requests for one shard in one statement cannot both hold a valid epoch unless they are
+  // the same owner's; ids are disjoint, so each request takes the rows it asked for.
+  return reqs.map((q) => {
+    const wanted = new Set(q.ids);
+    return { fence: fences.get(q.shard) ?? null, rows: (rowsByShard.get(q.shard) ?? []).filter((r) => wanted.has(r.id)) };
+  });
+}
+
+/** Marked rows whose message could not be published go back to waiting, due now. */
+export async function unmark(sql: Sql, shard: number, epoch: string, ids: string[]): Promise<void> {
+  await sql`
+    UPDATE jobs SET status = CASE WHEN attempt = 0 THEN 'created'::job_status ELSE 'retrying'::job_status END,
+      deadline_at = NULL, due_at = now(), updated_at = now()
+    WHERE id = ANY(${ids}::bigint[]) AND shard_id = ${shard} AND status::text = 'scheduled' AND dispatch_epoch = ${epoch}`;
+}
+
+export const RUN_DEADLINE_ERROR = "run deadline passed without an outcome (executor lost?)";
+
+export interface DoomedRun {
+  id: string;
+  user_id: string;
+  attempt: number;
+  last_error: string | null;
+}
+
+/**
+ * Puts in-flight jobs whose deadline passed (and is at or after `since`) back to waiting, due
+ * now (their executor died or the message was lost). A job that was running has used its attempt: it retries if it has
+ * attempts left; runs on their last attempt fail for good, and `deadLetter` must publish their
+ * records first: they are locked, handed to it, and marked `failed` in the same transaction
+ * only once it resolves (a failed publish changes nothing; the next rescue tries again). Fenced.
+ */
+export async function rescueExpired(
+  sql: Sql,
+  shard: number,
+  epoch: string,
+  since: Date | null,
+  deadLetter: (runs: DoomedRun[]) => Promise<void>,
+): Promise<{ changed: number; deadLettered: number; dbNow: Date }> {
+  // Only deadlines from `since` on: the in-flight index keeps an entry for every job that
+  // passed through, dead until vacuumed, and a scan from the start walks them all.
+  const from = since ?? new Date(0);
+  return sql.begin(async (tx) => {
+    await checkFence(tx, shard, epoch);
+    const doomed = await tx<DoomedRun[]>`
+      SELECT id, user_id, attempt, last_error FROM jobs
+      WHERE shard_id = ${shard} AND status = 'running' AND deadline_at < now() AND deadline_at >= ${from} AND attempt >= max_attempts
+      FOR UPDATE`;
+    if (doomed.length > 0) await deadLetter(doomed);
+    // now() is the transaction's start, so this sees the same expired runs as the lock above;
+    // a run fails here only if its record went out.
+    const rows = await tx`
+      UPDATE jobs SET
+        status = CASE
+          WHEN status = 'scheduled' THEN CASE WHEN attempt = 0 THEN 'created'::job_status ELSE 'retrying'::job_status END
+          WHEN attempt >= max_attempts THEN 'failed'::job_status
+          ELSE 'retrying'::job_status END,
+        last_error = CASE WHEN status = 'running' THEN ${RUN_DEADLINE_ERROR} ELSE last_error END,
+        finished_at = CASE WHEN status = 'running' AND attempt >= max_attempts THEN now() END,
+        due_at = now(),
+        deadline_at = NULL,
+        updated_at = now()
+      WHERE shard_id = ${shard} AND status IN ('scheduled', 'running') AND deadline_at < now() AND deadline_at >= ${from}
+        AND (status = 'scheduled' OR attempt < max_attempts OR id = ANY(${doomed.map((r) => r.id)}::bigint[]))
+      RETURNING id`;
+    const [{ now }] = (await tx`SELECT now() AS now`) as unknown as [{ now: Date }];
+    return { changed: rows.length, deadLettered: doomed.length, dbNow: now };
+  });
+}

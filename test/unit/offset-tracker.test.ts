@@ -1,0 +1,72 @@
+import { describe, expect, test } from "bun:test";
+import { OffsetTracker } from "../../actors/offset-tracker.ts";
+
+describe("OffsetTracker", () => {
+  test("out-of-order completions: the commit never passes an offset whose claim is not durable", () => {
+    const t = new OffsetTracker();
+    const gen = [10, 11, 12, 13, 14].map((o) => t.track(0, o))[0]!;
+    expect(t.committable(0)).toBeNull();
+    t.done(0, 12, gen);
+    t.done(0, 14, gen);
+    expect(t.committable(0)).toBeNull(); // 10 is not done: nothing may be committed
+    t.done(0, 10, gen);
+    expect(t.committable(0)).toBe(11); // 10 done; 11 not: commit up to (not including) 11
+    t.committed(0, 11);
+    expect(t.committable(0)).toBeNull(); // unchanged since the last commit
+    t.done(0, 11, gen);
+    expect(t.committable(0)).toBe(13); // 11, 12 done; 13 not
+    t.done(0, 13, gen);
+    expect(t.committable(0)).toBe(15);
+    expect(t.pending(0)).toBe(0);
+  });
+
+  test("every permutation of completions commits exactly the done prefix", () => {
+    const perms = (xs: number[]): number[][] => (xs.length <= 1 ? [xs] : xs.flatMap((x, i) => perms([...xs.slice(0, i), ...xs.slice(i + 1)]).map((p) => [x, ...p])));
+    const offsets = [3, 4, 7, 8, 9]; // gaps: other messages of the partition (e.g. already committed) in between
+    for (const order of perms(offsets)) {
+      const t = new OffsetTracker();
+      const gen = offsets.map((o) => t.track(1, o))[0]!;
+      const done = new Set<number>();
+      for (const o of order) {
+        t.done(1, o, gen);
+        done.add(o);
+        let prefix = 0;
+        while (prefix < offsets.length && done.has(offsets[prefix]!)) prefix++;
+        const expected = prefix === 0 ? null : offsets[prefix - 1]! + 1;
+        const got = t.committable(1);
+        if (got !== null) t.committed(1, got);
+        if (expected !== null) expect(got === null ? expected : got).toBe(expected);
+        else expect(got).toBeNull();
+      }
+    }
+  });
+
+  test("a failed claim rewinds to the first message not done; late completions of the old generation are ignored", () => {
+    const t = new OffsetTracker();
+    const gen = [20, 21, 22, 23].map((o) => t.track(2, o))[0]!;
+    t.done(2, 20, gen);
+    t.done(2, 22, gen);
+    expect(t.fail(2, gen)).toBe(21); // consume again from 21
+    t.done(2, 21, gen); // a claim of the old generation finishing late: ignored
+    expect(t.committable(2)).toBe(21); // 20 stays committable; nothing beyond it
+    const gen2 = t.track(2, 21);
+    expect(gen2).not.toBe(gen);
+    t.track(2, 22);
+    t.done(2, 21, gen2);
+    t.done(2, 22, gen2);
+    expect(t.committable(2)).toBe(23);
+    expect(t.fail(2, gen)).toBeNull(); // a stale failure changes nothing
+  });
+
+  test("a dropped (revoked) partition ignores late completions, even once assigned again", () => {
+    const t = new OffsetTracker();
+    const gen = t.track(5, 100);
+    t.drop(5);
+    const gen2 = t.track(5, 50); // re-assigned: consumption restarts at the committed offset
+    t.done(5, 100, gen);
+    expect(t.committable(5)).toBeNull();
+    t.done(5, 50, gen2);
+    expect(t.committable(5)).toBe(51);
+    expect(() => t.track(5, 50)).toThrow();
+  });
+});
