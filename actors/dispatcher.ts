@@ -7,8 +7,9 @@
  *
  * Invariants:
  * - jobs leave in the queue's fair order; a job due now leaves only while the window has room
- *   (published-and-unstarted plus due-and-not-yet-published < window). A job popped ahead of its
- *   due time (premark) is published at its due time, never before;
+ *   (published-and-unstarted plus due-and-not-yet-published < window) and a batch slot is free.
+ *   A job popped ahead of its due time (premark, within the early budget) is published at its
+ *   due time, never before, and needs no batch slot;
  * - when the next job in fair order is due and the window is full, nothing leaves: a later
  *   user's job does not overtake it, so the window decides how much, the fair order who;
  * - a shard's jobs are dispatched only while the dispatcher holds the shard (addShard ..
@@ -18,7 +19,7 @@
  *   still waiting in the database); a fenced mark hands the shard back to ownership.
  */
 import { FairQueue, type FairItem } from "./fair-queue.ts";
-import { StartWindow, type Placement, type WindowSettings } from "./start-window.ts";
+import { StartWindow, type Commit, type Placement, type WindowSettings } from "./start-window.ts";
 
 export interface Clock {
   now(): number;
@@ -47,8 +48,13 @@ export type MarkOutcome<M extends Marked> =
 export interface DispatchIo<M extends Marked> {
   /** Marks each request's jobs that are still waiting; one outcome per request, in order. */
   mark(reqs: MarkRequest[]): Promise<MarkOutcome<M>[]>;
-  /** Publishes marked jobs; resolves with where each message landed. On failure the jobs go back to waiting, then it throws. */
-  publish(jobs: M[]): Promise<Placement[]>;
+  /**
+   * Publishes marked jobs; resolves with where each message landed. On failure the jobs go back
+   * to waiting, then it throws. `onTime`: the jobs were marked ahead and are published at their
+   * due time, so their publication must not wait behind a backlog's; `partition` (if not null):
+   * where they should go.
+   */
+  publish(jobs: M[], onTime: boolean, partition: number | null): Promise<Placement[]>;
 }
 
 export interface DispatcherHooks {
@@ -65,8 +71,10 @@ export interface DispatcherSettings {
   batchMin: number;
   /** Mark batches under way at once at most. */
   batchesInFlight: number;
-  /** Jobs are marked up to this much before their due time and published at it. */
+  /** Jobs are marked up to this much before their due time and published at it... */
   premarkMs: number;
+  /** ...in one batch per this interval at most (a steady stream marks in tens of jobs, not one by one). */
+  premarkEveryMs: number;
   /** A shard's user with fewer queued jobs than this gets a refill. */
   userLowWater: number;
   defaultWeight: number;
@@ -88,8 +96,9 @@ export class Dispatcher<M extends Marked> {
   private timer: unknown = null;
   private timerAt = Infinity;
   private stopped = false;
-  /** Moving average of the time from taking a due job to its publication (mark + publish). */
-  private leadMs = 0;
+  private lastEarlyAt = -Infinity;
+  /** Shards asked to refill whose loads have not brought jobs since (asked once, not per pop). */
+  private refillAsked = new Set<number>();
 
   constructor(
     private readonly io: DispatchIo<M>,
@@ -108,12 +117,7 @@ export class Dispatcher<M extends Marked> {
   budget(now: number): number {
     let earlyDue = 0;
     for (const [at, n] of this.earlyByDue) if (at <= now) earlyDue += n;
-    return this.windowSize(now) - this.window.outstanding - this.pendingDue - earlyDue;
-  }
-
-  /** The window covers the dispatcher's own lead (mark, publish) as well as the target delay. */
-  windowSize(now: number): number {
-    return this.window.size(now, this.leadMs);
+    return this.window.size(now) - this.window.outstanding - this.pendingDue - earlyDue;
   }
 
   /**
@@ -138,6 +142,7 @@ export class Dispatcher<M extends Marked> {
   /** Stops dispatching the shard's jobs; resolves once its marks and publishes have finished. */
   async removeShard(shard: number): Promise<void> {
     this.epochs.delete(shard);
+    this.refillAsked.delete(shard);
     this.queue.removeShard(shard, this.clock.now());
     for (let w = this.work.get(shard); w && w.size > 0; w = this.work.get(shard)) await Promise.allSettled([...w]);
     this.work.delete(shard);
@@ -151,6 +156,7 @@ export class Dispatcher<M extends Marked> {
   offer(shard: number, jobs: FairItem[]): void {
     if (!this.epochs.has(shard)) return;
     for (const j of jobs) this.queue.push(j);
+    if (jobs.length > 0) this.refillAsked.delete(shard);
     this.pump();
   }
 
@@ -158,8 +164,8 @@ export class Dispatcher<M extends Marked> {
     this.queue.setWeight(userId, weight);
   }
 
-  /** The executors' committed offsets: frees the window for the jobs they started. */
-  observe(committed: Map<number, number>): number {
+  /** The executors' commits: frees the window for the jobs they started, and steers it. */
+  observe(committed: Map<number, Commit>): number {
     const started = this.window.observe(committed, this.clock.now());
     this.pump();
     return started;
@@ -175,12 +181,21 @@ export class Dispatcher<M extends Marked> {
   pump(): void {
     if (this.stopped) return;
     const now = this.clock.now();
-    while (this.batches < this.s.batchesInFlight) {
+    for (;;) {
+      const next = this.queue.peek(now + this.s.premarkMs);
+      if (!next) break;
+      const due = next.dueAt <= now;
+      // Due jobs wait for a batch slot; a job not yet due (marked ahead, published at its due
+      // time) does not: it is what keeps a small user on time behind someone's backlog.
+      const slot = this.batches < this.s.batchesInFlight;
+      if (due && !slot) break;
       // While batches are under way, wait for room for a full message's worth of due jobs
       // rather than sending a trickle of tiny statements and messages (their completion pumps).
-      const next = this.queue.peek(now + this.s.premarkMs);
-      if (this.batches > 0 && next && next.dueAt <= now && this.budget(now) < this.s.batchMin) break;
-      const batch = this.take(now);
+      if (due && this.batches > 0 && this.budget(now) < this.s.batchMin) {
+        this.window.limited(now);
+        break;
+      }
+      const batch = this.take(now, !slot);
       if (batch.length === 0) break;
       this.batches++;
       void this.send(batch).finally(() => {
@@ -192,13 +207,15 @@ export class Dispatcher<M extends Marked> {
   }
 
   /**
-   * Wakes up when the next job not yet due reaches its premark time. Jobs already within it are
-   * waiting for room (the window, the early budget or a batch slot), and whatever frees room
-   * pumps again: a start observation or a finished batch.
+   * Wakes up when the next job not yet due reaches its premark time (no sooner than
+   * premarkEveryMs after the last early batch). Jobs already within it are waiting for room (the
+   * window, the early budget or a batch slot), and whatever frees room pumps again: a start
+   * observation or a finished batch.
    */
   private arm(now: number): void {
     const next = this.queue.nextDueAt();
-    const at = next === undefined || next - this.s.premarkMs <= now ? Infinity : next - this.s.premarkMs;
+    const ready = next === undefined ? Infinity : Math.max(next - this.s.premarkMs, this.lastEarlyAt + this.s.premarkEveryMs);
+    const at = ready <= now ? Infinity : ready;
     if (at === this.timerAt) return;
     if (this.timer !== null) this.clock.clearTimeout(this.timer);
     this.timer = null;
@@ -211,24 +228,32 @@ export class Dispatcher<M extends Marked> {
     }, at - now);
   }
 
-  private take(now: number): { job: FairItem; due: boolean }[] {
+  /** Pops the next batch in fair order; `earlyOnly`: stop at the first job already due. */
+  private take(now: number, earlyOnly: boolean): { job: FairItem; due: boolean }[] {
     let budget = this.budget(now);
-    let early = this.earlyBudget(now);
+    let early = now - this.lastEarlyAt >= this.s.premarkEveryMs ? this.earlyBudget(now) : 0;
     const out: { job: FairItem; due: boolean }[] = [];
     const low = new Set<number>();
     while (out.length < this.s.batchMax) {
       const next = this.queue.peek(now + this.s.premarkMs);
       if (!next) break;
       const due = next.dueAt <= now;
-      if (due ? budget <= 0 : early <= 0) break;
+      if (due && budget <= 0 && !earlyOnly) this.window.limited(now);
+      if (due ? earlyOnly || budget <= 0 : early <= 0) break;
       this.queue.pop(now + this.s.premarkMs);
       if (due) budget--;
-      else early--;
+      else {
+        early--;
+        this.lastEarlyAt = now;
+      }
       out.push({ job: next, due });
-      if (this.queue.stockOf(next.shard, next.userId) < this.s.userLowWater) low.add(next.shard);
+      if (this.queue.stockOf(next.shard, next.userId) < this.s.userLowWater && !this.refillAsked.has(next.shard)) low.add(next.shard);
     }
     for (const o of out) this.hold(o);
-    for (const shard of low) this.hooks.refill(shard);
+    for (const shard of low) {
+      this.refillAsked.add(shard);
+      this.hooks.refill(shard);
+    }
     return out;
   }
 
@@ -240,7 +265,6 @@ export class Dispatcher<M extends Marked> {
   }
 
   private async send(batch: { job: FairItem; due: boolean }[]): Promise<void> {
-    const takenAt = this.clock.now();
     const byShard = new Map<number, { job: FairItem; due: boolean }[]>();
     for (const b of batch) {
       const list = byShard.get(b.job.shard);
@@ -274,7 +298,7 @@ export class Dispatcher<M extends Marked> {
       for (const it of items) if (it.due) dueIds.add(it.job.id);
       rows.push(...o.rows);
     });
-    this.schedulePublishes(rows, dueIds, takenAt);
+    this.schedulePublishes(rows, dueIds);
   }
 
   /** Counts a popped job against the window (due) or the early budget (not yet due). */
@@ -300,7 +324,7 @@ export class Dispatcher<M extends Marked> {
   }
 
   /** Publishes marked rows in groups by due time, each group when it falls due. */
-  private schedulePublishes(rows: M[], dueIds: Set<bigint>, takenAt: number): void {
+  private schedulePublishes(rows: M[], dueIds: Set<bigint>): void {
     const groups = new Map<number, M[]>();
     for (const r of rows) {
       const list = groups.get(r.dueAt);
@@ -311,13 +335,10 @@ export class Dispatcher<M extends Marked> {
       const popped = group.map((r) => ({ job: r, due: dueIds.has(r.id) }));
       const wait = at - this.clock.now();
       const publishing = (wait > 0 ? new Promise<void>((go) => this.clock.setTimeout(go, wait)) : Promise.resolve())
-        .then(() => this.io.publish(group))
+        // Jobs published at their due time go to the partition with the least unstarted work.
+        .then(() => this.io.publish(group, wait > 0, wait > 0 ? this.window.leastLoaded() : null))
         .then(
-          (placements) => {
-            const now = this.clock.now();
-            this.window.published(placements, now);
-            if (wait <= 0) this.leadMs += 0.2 * (now - takenAt - this.leadMs);
-          },
+          (placements) => this.window.published(placements, this.clock.now()),
           (error: unknown) => this.hooks.publishFailed(group.length, error),
         )
         .finally(() => {

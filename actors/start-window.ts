@@ -3,33 +3,37 @@
  * time, not by a count. Pure: no I/O, time passed in.
  *
  * The scheduler knows where each of its due messages landed (partition, offset, jobs in it) and
- * reads the executors' consumer-group commits, which cover a message only once every job in it
- * was claimed (started). So it knows, exactly and without a query that grows with the backlog:
+ * reads the executors' consumer-group commits. A commit covers a message only once every job in
+ * it was claimed (started), and carries the executor's measure of how long the messages it
+ * covers waited: from publication to durable claims. So the scheduler knows, exactly and
+ * without a query that grows with the backlog:
  * - `outstanding`: its jobs published and not yet started;
- * - the start rate: jobs seen started per second.
- * The window is `rate x (lead + targetDelay)`, where `rate` is the highest start rate seen over
- * the last `rateMemoryMs` (each sample over `rateSpanMs`) and `lead` the time the dispatcher
- * itself measures from taking a due job to its publication (the mark and the publish), clamped
- * to [minJobs, maxJobs]. So `targetDelay` is the time from publication to an observed start.
+ * - the start rate (jobs seen started per second);
+ * - the wait in front of the executors, the delay a newly published job will see.
  *
- * Why this converges (Little's law): with L the time from publish to an observed start when
- * nothing queues, the pipeline carries `window / L` jobs per second. While the executors have
- * spare capacity, window / L = rate x targetDelay / L > rate whenever targetDelay > L, so the
- * measured rate, and with it the window, grows until the executors are saturated; from then on
- * the rate stays at their capacity C and the work waiting outside the scheduler holds
- * C x targetDelay jobs: a job published now starts within about `targetDelay` (less the
- * observation lag: its start is seen through a commit and an offset read after it happened).
- * The one requirement is targetDelay > L (fetch, claim, commit and the offset read), which is
- * why the executors commit as soon as claims are durable and the scheduler reads offsets back
- * to back while it has jobs out; the floor `minJobs` restarts the growth after an idle spell.
+ * The window is `rate x span`, within [minJobs, maxJobs], where `rate` is the highest start
+ * rate seen over the last `rateMemoryMs` (each sample over `rateSpanMs`) and `span` starts at
+ * `targetDelayMs` and is steered by the executors' wait, like the delay-based congestion
+ * controls (TCP Vegas, LEDBAT): after each observation that started something, span is
+ * multiplied by (target / wait)^GAIN (at most +3 % or -10 % per observation), but grows only
+ * while the window held dispatching back (otherwise the wait says nothing about a larger
+ * window). Why both:
+ * - the rate term follows the executors' capacity at once (a burst after an idle spell starts
+ *   at minJobs and grows within a few observations, and a drop in capacity shrinks it);
+ * - the span term removes what the rate term cannot know: the time between a start and its
+ *   observation (a commit, then an offset read), a rate sample's noise, the fetch and claim.
+ *   It moves slowly (a few percent per observation), so the delayed feedback does not
+ *   oscillate, and it cannot let the window collapse: a window too small for the pipeline
+ *   leaves the executors idle, their wait falls below the target and span grows.
+ * Under a backlog the wait settles at `targetDelayMs`: a job published now starts within about
+ * that, whatever the executors' capacity.
  */
 export interface WindowSettings {
   targetDelayMs: number;
   minJobs: number;
   maxJobs: number;
-  /** Span of one start-rate sample. */
+  /** Span of one start-rate sample, and how long the reported rate keeps its best sample. */
   rateSpanMs: number;
-  /** The window follows the highest sample within this long. */
   rateMemoryMs: number;
 }
 
@@ -46,17 +50,41 @@ export interface Placement {
   jobs: number;
 }
 
+/** A partition's committed offset (the next to consume) and the wait the executor measured. */
+export interface Commit {
+  next: number;
+  /** Publication to durable claims, ms, of the messages the last commit covered (null: unknown). */
+  waitMs: number | null;
+}
+
+/** How strongly one observation steers the span: (target / wait)^GAIN, within [SHRINK, GROW]. */
+const GAIN = 0.1;
+const GROW = 1.03;
+const SHRINK = 0.9;
+/** The span stays within [target / SPAN_RANGE, target x SPAN_RANGE]. */
+const SPAN_RANGE = 8;
+/** The window counts as holding dispatching back for this long after it last did. */
+const LIMITED_FOR_MS = 1_000;
+
 export class StartWindow {
   private sent = new Map<number, Sent[]>();
   private heads = new Map<number, number>();
+  /** Published and not yet seen started, per partition. */
+  private pending = new Map<number, number>();
   private outstandingJobs = 0;
   private startedTotal = 0;
-  /** (time, cumulative starts) at each observation, newest last, kept for rateMemoryMs + rateSpanMs. */
+  /** (time, cumulative starts) at each observation, newest last. */
   private history: { at: number; started: number }[] = [];
+  private span: number;
+  private limitedAt = -Infinity;
+  /** The executors' wait seen at the last observation that started something (ms). */
+  lastWaitMs: number | null = null;
   /** Publish-to-observed-start times of the messages seen started by the last observation. */
   lastDelays: number[] = [];
 
-  constructor(private readonly s: WindowSettings) {}
+  constructor(private readonly s: WindowSettings) {
+    this.span = s.targetDelayMs;
+  }
 
   /** Jobs published and not yet seen started. */
   get outstanding(): number {
@@ -67,6 +95,21 @@ export class StartWindow {
     return this.startedTotal;
   }
 
+  /** The window: jobs that may be dispatched and not yet started. */
+  size(now: number): number {
+    return Math.min(this.s.maxJobs, Math.max(this.s.minJobs, Math.ceil((this.rate(now) * this.span) / 1000)));
+  }
+
+  /** The time the window covers at the start rate (ms). */
+  get spanMs(): number {
+    return this.span;
+  }
+
+  /** Dispatching was held back by the window just now (the window may grow). */
+  limited(now: number): void {
+    this.limitedAt = now;
+  }
+
   /** Records messages as published at `at` (in acknowledgement order). */
   published(placements: Placement[], at: number): void {
     for (const p of placements) {
@@ -74,25 +117,45 @@ export class StartWindow {
       if (!list) this.sent.set(p.partition, (list = []));
       list.push({ offset: p.offset, jobs: p.jobs, at });
       this.outstandingJobs += p.jobs;
+      this.pending.set(p.partition, (this.pending.get(p.partition) ?? 0) + p.jobs);
     }
   }
 
   /**
-   * Applies the group's committed offsets (the next offset to consume, per partition): every
-   * message of ours below it has started. Returns the jobs newly seen started.
+   * The partition with the least of our work not yet started, among those published to so far
+   * (null before any): a job that must start now goes where it waits least.
    */
-  observe(committed: Map<number, number>, now: number): number {
+  leastLoaded(): number | null {
+    let best: number | null = null;
+    for (const [p, n] of this.pending) if (best === null || n < this.pending.get(best)!) best = p;
+    return best;
+  }
+
+  /**
+   * Applies the group's commits: every message of ours below a partition's committed offset has
+   * started. Steers the window by the executors' wait. Returns the jobs newly seen started.
+   */
+  observe(committed: Map<number, Commit>, now: number): number {
     let started = 0;
+    let waited = 0;
+    let weight = 0;
     this.lastDelays = [];
-    for (const [partition, next] of committed) {
+    for (const [partition, c] of committed) {
       const list = this.sent.get(partition);
       if (!list) continue;
       let head = this.heads.get(partition) ?? 0;
-      while (head < list.length && list[head]!.offset < next) {
-        started += list[head]!.jobs;
+      let here = 0;
+      while (head < list.length && list[head]!.offset < c.next) {
+        here += list[head]!.jobs;
         this.lastDelays.push(now - list[head]!.at);
         head++;
       }
+      if (here > 0) this.pending.set(partition, this.pending.get(partition)! - here);
+      if (here > 0 && c.waitMs !== null) {
+        waited += c.waitMs * here;
+        weight += here;
+      }
+      started += here;
       // Compact now and then rather than shifting on every observation.
       if (head > 1024 && head * 2 > list.length) {
         list.splice(0, head);
@@ -105,17 +168,17 @@ export class StartWindow {
     this.history.push({ at: now, started: this.startedTotal });
     const keep = now - this.s.rateMemoryMs - this.s.rateSpanMs;
     while (this.history.length > 2 && this.history[0]!.at < keep) this.history.shift();
+    if (weight > 0) this.steer(waited / weight, now);
     return started;
   }
 
-  /** Forgets messages that will never be seen started (their partition moved to nobody we track). */
-  forget(partition: number): void {
-    const list = this.sent.get(partition);
-    if (!list) return;
-    const head = this.heads.get(partition) ?? 0;
-    for (let i = head; i < list.length; i++) this.outstandingJobs -= list[i]!.jobs;
-    this.sent.delete(partition);
-    this.heads.delete(partition);
+  private steer(waitMs: number, now: number): void {
+    this.lastWaitMs = waitMs;
+    const ratio = this.s.targetDelayMs / Math.max(1, waitMs);
+    if (ratio > 1 && now - this.limitedAt > LIMITED_FOR_MS) return;
+    const t = this.s.targetDelayMs;
+    const step = Math.min(GROW, Math.max(SHRINK, ratio ** GAIN));
+    this.span = Math.min(t * SPAN_RANGE, Math.max(t / SPAN_RANGE, this.span * step));
   }
 
   /**
@@ -135,11 +198,5 @@ export class StartWindow {
       best = Math.max(best, ((h[i]!.started - h[j]!.started) * 1000) / (h[i]!.at - h[j]!.at));
     }
     return best;
-  }
-
-  /** The window: jobs that may be dispatched and not yet started; `leadMs`: take-to-publish time. */
-  size(now: number, leadMs = 0): number {
-    const w = Math.ceil((this.rate(now) * (leadMs + this.s.targetDelayMs)) / 1000);
-    return Math.min(this.s.maxJobs, Math.max(this.s.minJobs, w));
   }
 }

@@ -46,8 +46,8 @@ try {
       const k = Math.min(5_000, n - start);
       const ids = Array.from({ length: k }, () => gen.next());
       await sql`
-        INSERT INTO jobs (id, shard_id, user_id, job_weight, message, execute_at, max_attempts)
-        SELECT id, shard, u, 1, ${message}, ${new Date(dueAt)}, 3
+        INSERT INTO jobs (id, shard_id, user_id, message, execute_at, due_at, max_attempts)
+        SELECT id, shard, u, ${message}, ${new Date(dueAt)}, ${new Date(dueAt)}, 3
         FROM unnest(${ids.map(String)}::bigint[], ${ids.map((id) => shardOf(id, SHARDS))}::int[], ${ids.map((_, i) => String(1 + ((start + i) % USERS)))}::bigint[]) AS x(id, shard, u)`;
     }
   };

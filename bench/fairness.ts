@@ -11,6 +11,9 @@
  * 200 jobs due evenly over 10 s (equal weights): the small user's start lateness.
  * Phase "drain": SMALL_DRAIN jobs (default 50,000) due at once over the three weighted users:
  * the drain rate to compare with the shares phase's.
+ * First, unmeasured, a warm-up burst of WARMUP jobs (default 20,000; 0 to skip): the roles are
+ * fresh processes, and the first burst they see pays for compiling their hot paths, which a
+ * long-running process pays once.
  *
  *   bash ops/cluster-up.sh && bun bench/fairness.ts
  *   API_URL=http://127.0.0.1:8080 JOBS=100000 PHASES=shares,flood,drain bun bench/fairness.ts
@@ -27,6 +30,7 @@ const SMALL_DRAIN = Number(process.env.SMALL_DRAIN ?? 50_000);
 const TRICKLE = 200;
 const TRICKLE_SPAN_MS = 10_000;
 const PHASES = (process.env.PHASES ?? "shares,flood,drain").split(",");
+const WARMUP = Number(process.env.WARMUP ?? 20_000);
 const OUT_DIR = process.env.OUT_DIR ?? "bench/results";
 const run = `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 5)}`;
 // Only to attribute CPU to PostgreSQL backends by role (pg_stat_activity); jobs go through the API.
@@ -254,6 +258,14 @@ async function drain() {
     machine_cpu_us_per_job: Math.round((busy * 1e6) / (per * 3)),
     cpu_us_per_job_by_part: cpuPerJob(cpu0, cpu1, per * 3),
   });
+}
+
+if (WARMUP > 0) {
+  const t = await user("warmup", 1);
+  const t0 = Date.now() + leadMs(WARMUP);
+  const last = await create(t, () => t0, WARMUP, "warmup");
+  await waitFinished([last], 600_000);
+  console.error(`[bench] warm-up: ${WARMUP} jobs drained`);
 }
 
 for (const phase of PHASES) {

@@ -7,8 +7,10 @@
  * Phase 2, capacity: BURST jobs (default 200,000) all due at once; reports the sustained
  * dispatch rate from the first to the last publish.
  * Runs SCHEDULERS scheduler processes (default 1) on a fresh database, topic and etcd prefix.
- * Nothing consumes the topic here (no executors), so credits are set high: this measures the
- * scheduler alone; bench/executor.ts measures the whole pipeline.
+ * No executor runs: a stand-in member of the executors' consumer group commits every message as
+ * soon as it is fetched (as if its jobs started at once), so the scheduler's in-flight window
+ * opens as far as the scheduler itself can go. This measures the scheduler alone;
+ * bench/executor.ts and bench/fairness.ts measure the whole pipeline.
  *
  *   bun bench/scheduler.ts
  *   RATE=1389 DURATION=60 BURST=200000 SCHEDULERS=1 bun bench/scheduler.ts
@@ -27,7 +29,9 @@ const SCHEDULERS = Number(process.env.SCHEDULERS ?? 1);
 const USERS = Number(process.env.USERS ?? 50);
 const SHARDS = Number(process.env.SHARD_COUNT ?? 16);
 
-const s = await slice({ env: { SHARD_COUNT: String(SHARDS), SCHEDULER_CREDITS: "1000000", KAFKA_PARTITIONS: "12", LOG_LEVEL: "warn", DB_POOL_MAX: "10", SCHEDULED_DEADLINE: "1h", ...(process.env.SCHEDULER_PREMARK ? { SCHEDULER_PREMARK: process.env.SCHEDULER_PREMARK } : {}) } });
+// Role settings (SCHEDULER_*, DB_POOL_MAX) given to the benchmark pass through to the schedulers.
+const passed = Object.fromEntries(Object.entries(process.env).filter((e): e is [string, string] => /^(SCHEDULER_|DB_POOL_MAX$)/.test(e[0])));
+const s = await slice({ env: { SHARD_COUNT: String(SHARDS), KAFKA_PARTITIONS: "12", LOG_LEVEL: "warn", DB_POOL_MAX: "10", SCHEDULED_DEADLINE: "1h", ...passed } });
 const config = testConfig(s.env);
 const dbs = openDatabases(config.databaseUrls, config.shardCount, 4);
 const gen = new IdGenerator(4000);
@@ -41,10 +45,24 @@ async function insert(n: number, at: (i: number) => number, tag: string): Promis
     });
     const sql = dbs.all[0]!;
     await sql`
-      INSERT INTO jobs (id, shard_id, user_id, job_weight, message, execute_at, max_attempts)
-      SELECT id, shard, u, 1, ${tag}, at, 3
+      INSERT INTO jobs (id, shard_id, user_id, message, execute_at, due_at, max_attempts)
+      SELECT id, shard, u, ${tag}, at, at, 3
       FROM unnest(${rows.map((r) => r.id)}::bigint[], ${rows.map((r) => r.shard)}::int[], ${rows.map((r) => r.user)}::bigint[], ${rows.map((r) => r.at)}::timestamptz[]) AS x(id, shard, u, at)`;
   }
+}
+
+// The stand-in executors: commit each batch as soon as it arrives, noting the wait.
+const standIn = await s.bus.subscribe(s.env.KAFKA_GROUP_ID!, s.topicDue, {
+  onBatch: async ({ partition, messages }) => {
+    const last = messages.at(-1);
+    if (!last) return null;
+    const wait = Math.round(messages.reduce((sum, m) => sum + Date.now() - m.timestamp, 0) / messages.length);
+    await standInCommit(new Map([[partition, { next: Number(last.offset) + 1, metadata: String(wait) }]]));
+    return last.offset;
+  },
+});
+async function standInCommit(next: Map<number, { next: number; metadata: string }>) {
+  await standIn.commit(next).catch(() => {});
 }
 
 try {
@@ -88,6 +106,7 @@ try {
   // Where the time goes, from the scheduler's own histograms.
   await finishRoles(schedulers, "scheduler_dispatch_step_seconds_bucket", "dispatch steps");
 } finally {
+  await standIn.stop();
   await dbs.close();
   await s.close();
 }

@@ -31,8 +31,8 @@ const until = Date.now() + minutes * 60_000;
 let lastReport = Date.now();
 while (Date.now() < until) {
   const id = gen.next();
-  await sql`INSERT INTO jobs (id, shard_id, user_id, job_weight, message, execute_at, max_attempts)
-            VALUES (${String(id)}, ${shardOf(id, 16)}, 1, 1, 'soak', now() + interval '1 second', 3)`;
+  await sql`INSERT INTO jobs (id, shard_id, user_id, message, execute_at, due_at, max_attempts)
+            VALUES (${String(id)}, ${shardOf(id, 16)}, 1, 'soak', now() + interval '1 second', now() + interval '1 second', 3)`;
   jobs++;
   const now = await owners(s);
   samples++;

@@ -74,8 +74,10 @@ export interface Config {
     rescueIntervalMs: number;
     /** Every this long a rescue looks at every in-flight deadline, not only those since the last one. */
     fullRescueMs: number;
-    /** Jobs are marked `scheduled` up to this much before their due time and published at it. */
+    /** Jobs are marked `scheduled` up to this much before their due time and published at it... */
     premarkMs: number;
+    /** ...in one statement per this interval at most. */
+    premarkEveryMs: number;
     /** After a failed load or dispatch, a shard tries again after this long. */
     retryDelayMs: number;
     /** How often the users' weights are re-read (a changed weight applies within this). */
@@ -230,7 +232,7 @@ export function loadConfig(env: Env = process.env): Config {
       defaultMaxAttempts: int("JOB_DEFAULT_MAX_ATTEMPTS", 3, 1, 100),
     },
     executor: {
-      concurrency: int("EXECUTOR_CONCURRENCY", 2_000, 1, 10_000),
+      concurrency: int("EXECUTOR_CONCURRENCY", 4_000, 1, 100_000),
       backoffBaseMs: duration("RETRY_BACKOFF_BASE", "1s", 1),
       backoffMaxMs: duration("RETRY_BACKOFF_MAX", "10m", 1),
       runGraceMs: duration("JOB_RUN_GRACE", "30s", 100),
@@ -241,7 +243,7 @@ export function loadConfig(env: Env = process.env): Config {
     scheduler: {
       lookaheadMs: duration("SCHEDULER_LOOKAHEAD", "2s", 100),
       pollIntervalMs: duration("SCHEDULER_POLL_INTERVAL", "500ms", 10),
-      targetDelayMs: duration("SCHEDULER_TARGET_DELAY", "150ms", 20),
+      targetDelayMs: duration("SCHEDULER_TARGET_DELAY", "100ms", 20),
       windowMin: int("SCHEDULER_WINDOW_MIN", 256, 1, 1_000_000),
       windowMax: int("SCHEDULER_WINDOW_MAX", 100_000, 1, 10_000_000),
       startPollMs: duration("SCHEDULER_START_POLL", "50ms", 1),
@@ -249,9 +251,9 @@ export function loadConfig(env: Env = process.env): Config {
       // follows the best sample of the last second, so a dip in commits does not shrink it.
       rateSpanMs: 100,
       rateMemoryMs: 1_000,
-      batchMax: int("SCHEDULER_BATCH_MAX", 500, 1, 10_000),
+      batchMax: int("SCHEDULER_BATCH_MAX", 1_000, 1, 10_000),
       batchMin: 100,
-      batchesInFlight: int("SCHEDULER_BATCHES_IN_FLIGHT", 4, 1, 64),
+      batchesInFlight: int("SCHEDULER_BATCHES_IN_FLIGHT", 8, 1, 64),
       perUserLoad: int("SCHEDULER_PER_USER_LOAD", 500, 2, 100_000),
       userLowWater: 0, // set below: half of perUserLoad
       maxLoad: int("SCHEDULER_MAX_LOAD", 5_000, 1, 1_000_000),
@@ -259,6 +261,7 @@ export function loadConfig(env: Env = process.env): Config {
       rescueIntervalMs: duration("RESCUE_INTERVAL", "5s", 100),
       fullRescueMs: duration("RESCUE_FULL_INTERVAL", "5m", 1_000),
       premarkMs: duration("SCHEDULER_PREMARK", "250ms", 0),
+      premarkEveryMs: 50,
       retryDelayMs: duration("SCHEDULER_RETRY_DELAY", "1s", 10),
       weightRefreshMs: duration("SCHEDULER_WEIGHT_REFRESH", "1s", 50),
     },

@@ -20,6 +20,8 @@ export interface OutMessage {
   key: string;
   value: string;
   headers?: Record<string, string>;
+  /** Where to publish; the partitions in turn when not given. */
+  partition?: number;
 }
 
 export interface InMessage {
@@ -70,9 +72,15 @@ export interface ConsumerHandlers {
   onCrash?(error: Error): void;
 }
 
+/** A partition's next offset to consume, and a note that travels with the commit. */
+export interface CommitEntry {
+  next: number;
+  metadata: string | null;
+}
+
 export interface Subscription {
   /** Commits, for each partition, the next offset to consume (one request). */
-  commit(next: Map<number, number>): Promise<void>;
+  commit(next: Map<number, CommitEntry>): Promise<void>;
   /** Consumes the partition again from `offset` after `delayMs` (a failed claim). */
   rewind(partition: number, offset: number, delayMs: number): void;
   /** Stops fetching (runs already handed out go on); the member stays in the group. */
@@ -168,7 +176,8 @@ export class KafkaBus {
     }
   }
 
-  async publisher(): Promise<Publisher> {
+  /** A publisher; the partitions of `topics` are looked up now, not on the first publish. */
+  async publisher(topics = [this.cfg.topicDue, this.cfg.topicDlq]): Promise<Publisher> {
     const producer: Producer = this.kafka.producer({
       idempotent: true,
       maxInFlightRequests: 1,
@@ -183,6 +192,7 @@ export class KafkaBus {
       if (!p) partitions.set(topic, (p = { count: await this.partitionCount(topic), next: 0 }));
       return p;
     };
+    for (const t of topics) await assign(t).catch(() => {}); // a missing topic is looked up again when used
     // Group commit for the producer: while one request is in flight, later publish calls queue
     // up and go out together in the next request (one round trip for many callers, e.g. every
     // dispatch of a scheduler), each caller resolving when its own messages are acked.
@@ -228,7 +238,7 @@ export class KafkaBus {
       publish: async (topic, messages) => {
         if (messages.length === 0) return [];
         const p = await assign(topic);
-        const placed = messages.map((m) => ({ ...m, partition: p.next++ % p.count }));
+        const placed = messages.map((m) => ({ ...m, partition: m.partition !== undefined && m.partition < p.count ? m.partition : p.next++ % p.count }));
         const done = Promise.withResolvers<Placement[]>();
         queue.push({ topic, messages: placed, done });
         if (!sending) void pump();
@@ -239,17 +249,17 @@ export class KafkaBus {
   }
 
   /**
-   * The consumer group's committed offsets on a topic (the next offset it will consume, per
-   * partition; partitions without a commit are left out). One admin connection, kept open.
+   * The consumer group's commits on a topic: per partition, the next offset it will consume and
+   * the commit's note (partitions without a commit are left out). One admin connection, kept open.
    */
-  async offsetReader(groupId: string, topic: string): Promise<{ read(): Promise<Map<number, number>>; close(): Promise<void> }> {
+  async offsetReader(groupId: string, topic: string): Promise<{ read(): Promise<Map<number, CommitEntry>>; close(): Promise<void> }> {
     const admin = this.kafka.admin();
     await admin.connect();
     return {
       read: async () => {
         const [t] = await admin.fetchOffsets({ groupId, topics: [topic] });
-        const out = new Map<number, number>();
-        for (const p of t?.partitions ?? []) if (Number(p.offset) >= 0) out.set(p.partition, Number(p.offset));
+        const out = new Map<number, CommitEntry>();
+        for (const p of t?.partitions ?? []) if (Number(p.offset) >= 0) out.set(p.partition, { next: Number(p.offset), metadata: p.metadata || null });
         return out;
       },
       close: () => admin.disconnect(),
@@ -307,7 +317,7 @@ export class KafkaBus {
     return {
       commit: async (next) => {
         if (next.size === 0) return;
-        await consumer.commitOffsets([...next].map(([partition, offset]) => ({ topic, partition, offset: String(offset) })));
+        await consumer.commitOffsets([...next].map(([partition, c]) => ({ topic, partition, offset: String(c.next), metadata: c.metadata })));
       },
       rewind: (partition, offset, delayMs) => {
         consumer.pause([{ topic, partitions: [partition] }]);

@@ -152,6 +152,7 @@ export const metrics = {
   jobsLoaded: new Counter("scheduler_loaded_jobs_total", "Waiting jobs read by the shard actors' loads (a job re-read counts again)."),
   dispatchStep: new Histogram("scheduler_dispatch_step_seconds", "Time of each dispatch step (load and mark in SQL, publish to Kafka).", [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1]),
   executorStep: new Histogram("executor_step_seconds", "Time of each batched executor statement (claim, record) and Kafka batch.", [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5]),
+  claimDelay: new Histogram("executor_claim_delay_seconds", "Publish time of a due message to its jobs' claims being durable (the wait in the topic and the claim).", LATENCY_S),
   jobsProcessed: new Counter("jobs_processed_total", "Job runs finished by the executor, by outcome."),
   jobsStarted: new TopUsersCounter("jobs_started_total", "Job runs started (claimed) by the executor, per user, for the users with the most recent starts.", "user_id"),
   jobLatency: new Histogram("job_latency_seconds", "Finish time minus execute_at of completed runs.", LATENCY_S),

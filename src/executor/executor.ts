@@ -27,7 +27,7 @@ import type { Decision, RunResult } from "../../actors/outcome.ts";
 import type { Config } from "../config.ts";
 import type { Databases } from "../db/databases.ts";
 import { decodeDue, type DueEntry } from "../due-message.ts";
-import type { KafkaBus, PartitionBatch, Publisher, Subscription } from "../kafka.ts";
+import type { CommitEntry, KafkaBus, PartitionBatch, Publisher, Subscription } from "../kafka.ts";
 import { log } from "../log.ts";
 import { metrics } from "../metrics.ts";
 import { extractContext, tracer, tracingEnabled } from "../telemetry.ts";
@@ -93,6 +93,8 @@ export class Executor {
   private committing: Promise<void> | null = null;
   private commitQueued = false;
   private lastCommitAt = 0;
+  /** Per partition, publication-to-durable-claims waits of the messages claimed since its last commit. */
+  private waits = new Map<number, { sum: number; n: number }>();
   private running = false;
   private crashed: Error | null = null;
 
@@ -147,19 +149,26 @@ export class Executor {
     }, Math.max(0, this.lastCommitAt + COMMIT_GAP_MS - Date.now()));
   }
 
-  /** Commits the durable prefix of every partition that moved (one request at a time). */
+  /**
+   * Commits the durable prefix of every partition that moved (one request at a time). Each
+   * commit notes the mean wait, in ms, of the messages claimed since the partition's last one:
+   * the schedulers steer their windows by it (actors/start-window.ts).
+   */
   private commit(): Promise<void> {
     if (this.committing || !this.sub) return this.committing ?? Promise.resolve();
-    const next = new Map<number, number>();
+    const next = new Map<number, CommitEntry>();
     for (const p of this.offsets.partitions()) {
       const o = this.offsets.committable(p);
-      if (o !== null) next.set(p, o);
+      if (o === null) continue;
+      const w = this.waits.get(p);
+      next.set(p, { next: o, metadata: w && w.n > 0 ? String(Math.round(w.sum / w.n)) : null });
+      this.waits.delete(p);
     }
     if (next.size === 0) return Promise.resolve();
     this.lastCommitAt = Date.now();
     this.committing = timed("commit", () => this.sub!.commit(next))
       .then(() => {
-        for (const [p, o] of next) this.offsets.committed(p, o);
+        for (const [p, c] of next) this.offsets.committed(p, c.next);
         this.committing = null;
         // Claims that became durable meanwhile go out next.
         if (this.offsets.partitions().some((p) => this.offsets.committable(p) !== null)) this.commitSoon();
@@ -197,6 +206,12 @@ export class Executor {
       }
       void Promise.all(claims).then(
         () => {
+          const waited = Math.max(0, Date.now() - m.timestamp);
+          const w = this.waits.get(batch.partition) ?? { sum: 0, n: 0 };
+          w.sum += waited;
+          w.n++;
+          this.waits.set(batch.partition, w);
+          metrics.claimDelay.observe(waited / 1000);
           this.offsets.done(batch.partition, offset, gen);
           this.commitSoon();
         },

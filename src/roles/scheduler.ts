@@ -8,8 +8,8 @@ import type { Component } from "./component.ts";
 export async function startScheduler(config: Config, dbs: Databases): Promise<Component & { ownership: ShardOwnership }> {
   const bus = new KafkaBus(config.kafka);
   await bus.ensureTopics();
-  const publisher = await bus.publisher();
-  const ownership = new ShardOwnership(config, dbs, bus, publisher);
+  const publishers = { bulk: await bus.publisher(), onTime: await bus.publisher() };
+  const ownership = new ShardOwnership(config, dbs, bus, publishers);
   await ownership.start();
   return {
     name: "scheduler",
@@ -17,7 +17,7 @@ export async function startScheduler(config: Config, dbs: Databases): Promise<Co
     ready: () => ownership.ready(),
     stop: async () => {
       await ownership.stop();
-      await publisher.close();
+      await Promise.all([publishers.bulk.close(), publishers.onTime.close()]);
     },
   };
 }

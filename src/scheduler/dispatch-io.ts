@@ -29,7 +29,17 @@ export interface DispatchIoOptions {
   usersSeen(userIds: string[]): Promise<void>;
 }
 
-export function schedulerIo(config: Config, dbs: Databases, publisher: Publisher, opts: DispatchIoOptions): SchedulerIo<DueRow> {
+/**
+ * Two producers: `bulk` carries what is dispatched as soon as the window allows (a backlog, in
+ * large requests), `onTime` what was marked ahead and is published at its due time. Each has one
+ * request in flight, so with a single producer a job due now waited for a backlog's request.
+ */
+export interface Publishers {
+  bulk: Publisher;
+  onTime: Publisher;
+}
+
+export function schedulerIo(config: Config, dbs: Databases, publishers: Publishers, opts: DispatchIoOptions): SchedulerIo<DueRow> {
   const s = config.scheduler;
   const { topicDue, topicDlq } = config.kafka;
   // A row is marked only if still due within the premark interval plus a second of clock slack.
@@ -38,7 +48,7 @@ export function schedulerIo(config: Config, dbs: Databases, publisher: Publisher
   const rescue = async (shard: number, epoch: string, since: number | null): Promise<number> => {
     const deadLetter = async (runs: DoomedRun[]) => {
       const failedAt = new Date().toISOString();
-      await publisher.publish(
+      await publishers.bulk.publish(
         topicDlq,
         runs.map((r) => ({
           key: r.id,
@@ -92,7 +102,7 @@ export function schedulerIo(config: Config, dbs: Databases, publisher: Publisher
       return out;
     },
 
-    async publish(rows: DueRow[]): Promise<Placement[]> {
+    async publish(rows: DueRow[], onTime: boolean, partition: number | null): Promise<Placement[]> {
       const t0 = performance.now();
       const spans = tracingEnabled();
       const entries = rows.map((r): DueEntry => {
@@ -105,10 +115,10 @@ export function schedulerIo(config: Config, dbs: Databases, publisher: Publisher
         }
         return { id: r.id.toString(), shard: r.shard, user_id: r.userId, attempt: r.attempt + 1, due_at: new Date(r.dueAt).toISOString(), epoch: r.epoch, trace: tc };
       });
-      const messages = encodeDue(entries);
+      const messages = encodeDue(entries).map((m) => (partition === null ? m : { ...m, partition }));
       let placed;
       try {
-        placed = await publisher.publish(topicDue, messages);
+        placed = await (onTime ? publishers.onTime : publishers.bulk).publish(topicDue, messages);
       } catch (e) {
         await revert(rows).catch((err) => log.warn("could not put unpublished jobs back to waiting; the rescuer will", { err: err as Error }));
         throw e;

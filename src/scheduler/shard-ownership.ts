@@ -16,13 +16,14 @@ import { hostname } from "node:os";
 import type { Etcd3, Watcher } from "etcd3";
 import { planOwnership } from "../../actors/ownership.ts";
 import { SchedulerCore } from "../../actors/scheduler-core.ts";
+import type { Commit } from "../../actors/start-window.ts";
 import type { Config } from "../config.ts";
 import type { Databases } from "../db/databases.ts";
 import { etcdClient, grantGuardedLease, type GuardedLease } from "../etcd.ts";
-import type { KafkaBus, Publisher } from "../kafka.ts";
+import type { KafkaBus } from "../kafka.ts";
 import { log } from "../log.ts";
 import { metrics } from "../metrics.ts";
-import { schedulerIo, type DueRow } from "./dispatch-io.ts";
+import { schedulerIo, type DueRow, type Publishers } from "./dispatch-io.ts";
 import { acquireFence } from "./fence.ts";
 import { WeightBook } from "./weights.ts";
 
@@ -61,7 +62,7 @@ export class ShardOwnership {
     private readonly config: Config,
     private readonly dbs: Databases,
     private readonly bus: KafkaBus,
-    private readonly publisher: Publisher,
+    publishers: Publishers,
     private readonly opts: OwnershipOptions = {},
   ) {
     this.memberId = opts.memberId ?? `${hostname()}-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
@@ -70,7 +71,7 @@ export class ShardOwnership {
     const s = config.scheduler;
     this.weights = new WeightBook(dbs.users, config.users.defaultWeight, (userId, w) => this.core.dispatcher.setWeight(userId, w));
     this.core = new SchedulerCore(
-      schedulerIo(config, dbs, publisher, { usersSeen: (ids) => this.weights.seen(ids) }),
+      schedulerIo(config, dbs, publishers, { usersSeen: (ids) => this.weights.seen(ids) }),
       {
         shard: {
           lookaheadMs: s.lookaheadMs,
@@ -87,6 +88,7 @@ export class ShardOwnership {
           batchMin: s.batchMin,
           batchesInFlight: s.batchesInFlight,
           premarkMs: s.premarkMs,
+          premarkEveryMs: s.premarkEveryMs,
           userLowWater: s.userLowWater,
           defaultWeight: config.users.defaultWeight,
           window: { targetDelayMs: s.targetDelayMs, minJobs: s.windowMin, maxJobs: s.windowMax, rateSpanMs: s.rateSpanMs, rateMemoryMs: s.rateMemoryMs },
@@ -141,9 +143,11 @@ export class ShardOwnership {
       const d = this.core.dispatcher;
       try {
         reader ??= await this.bus.offsetReader(groupId, topicDue);
-        d.observe(await reader.read());
+        const commits = new Map<number, Commit>();
+        for (const [p, c] of await reader.read()) commits.set(p, { next: c.next, waitMs: c.metadata !== null && /^\d+$/.test(c.metadata) ? Number(c.metadata) : null });
+        d.observe(commits);
         for (const ms of d.window.lastDelays) metrics.startDelay.observe(ms / 1000);
-        metrics.inFlightWindow.set(d.windowSize(Date.now()));
+        metrics.inFlightWindow.set(d.window.size(Date.now()));
         metrics.inFlightJobs.set(d.inFlight);
         if (failing) log.info("reading the executors' offsets again");
         failing = false;

@@ -12,7 +12,7 @@ import type { Marked, MarkOutcome, MarkRequest } from "../../actors/dispatcher.t
 import type { FairItem } from "../../actors/fair-queue.ts";
 import { SchedulerCore, type CoreSettings } from "../../actors/scheduler-core.ts";
 import type { LoadInput, LoadOutput } from "../../actors/shard.machine.ts";
-import type { Placement } from "../../actors/start-window.ts";
+import type { Commit, Placement } from "../../actors/start-window.ts";
 
 interface Row extends FairItem {
   status: "waiting" | "scheduled" | "started";
@@ -26,6 +26,7 @@ const settings: CoreSettings = {
     batchMin: 100,
     batchesInFlight: 4,
     premarkMs: 250,
+    premarkEveryMs: 50,
     userLowWater: 50,
     defaultWeight: 1,
     window: { targetDelayMs: 150, minJobs: 100, maxJobs: 100_000, rateSpanMs: 100, rateMemoryMs: 1_000 },
@@ -102,7 +103,7 @@ function world(opts: { shards: number; capacity: number; weights: Record<string,
         const p = rr++ % partitions.length;
         const part = jobs.slice(i, i + 100);
         partitions[p]!.push({ jobs: part.map((j) => j.id) });
-        published.push({ p, jobs: part.map((j) => j.id) });
+        published.push({ p, jobs: part.map((j) => j.id), at: clock.now() });
         placements.push({ partition: p, offset: partitions[p]!.length - 1, jobs: part.length });
       }
       return placements;
@@ -117,9 +118,10 @@ function world(opts: { shards: number; capacity: number; weights: Record<string,
   // (it consumes every partition at once); a message is committed once started, the executors
   // commit every commitEveryMs and the scheduler reads the commits every 25 ms.
   let credit = 0;
-  const published: { p: number; jobs: bigint[] }[] = [];
+  const published: { p: number; jobs: bigint[]; at: number }[] = [];
   let next = 0;
-  const committed = new Map<number, number>();
+  const committed = new Map<number, Commit>();
+  const waits = new Map<number, { sum: number; n: number }>();
   const tick = () => {
     credit = Math.min(credit + opts.capacity / 1000, opts.capacity / 1000); // idle capacity does not accumulate
     while (credit > 0 && next < published.length) {
@@ -131,8 +133,19 @@ function world(opts: { shards: number; capacity: number; weights: Record<string,
       }
       consumed[msg.p]!++;
       credit -= msg.jobs.length;
+      const w = waits.get(msg.p) ?? { sum: 0, n: 0 };
+      w.sum += clock.now() - msg.at;
+      w.n++;
+      waits.set(msg.p, w);
     }
   };
+  const commit = () =>
+    partitions.forEach((_, p) => {
+      if (committed.get(p)?.next === consumed[p]) return;
+      const w = waits.get(p);
+      committed.set(p, { next: consumed[p]!, waitMs: w ? w.sum / w.n : null });
+      waits.delete(p);
+    });
 
   const w: World = {
     clock,
@@ -150,8 +163,8 @@ function world(opts: { shards: number; capacity: number; weights: Record<string,
       while (clock.now() < untilMs) {
         clock.increment(1);
         tick();
-        if (clock.now() % (opts.commitEveryMs ?? 20) === 0) partitions.forEach((_, p) => committed.set(p, consumed[p]!));
-        if (clock.now() % 25 === 0) core.dispatcher.observe(new Map(committed));
+        if (clock.now() % (opts.commitEveryMs ?? 25) === 0) commit();
+        if (clock.now() % 50 === 0) core.dispatcher.observe(new Map(committed));
         w.maxOutstanding = Math.max(w.maxOutstanding, core.dispatcher.inFlight);
         for (let i = 0; i < 3; i++) await new Promise((r) => setImmediate(r));
       }
