@@ -8,8 +8,9 @@
  * Invariants:
  * - jobs leave in the queue's fair order; a job due now leaves only while the window has room
  *   (published-and-unstarted plus due-and-not-yet-published < window) and a batch slot is free.
- *   A job popped ahead of its due time (premark, within the early budget) is published at its
- *   due time, never before, and needs no batch slot;
+ *   A job popped ahead of its due time (premark, within the early budget) is published at the
+ *   end of its due time's slot (at most publishSlotMs late), never before, and needs no batch
+ *   slot;
  * - when the next job in fair order is due and the window is full, nothing leaves: a later
  *   user's job does not overtake it, so the window decides how much, the fair order who;
  * - a shard's jobs are dispatched only while the dispatcher holds the shard (addShard ..
@@ -75,6 +76,8 @@ export interface DispatcherSettings {
   premarkMs: number;
   /** ...in one batch per this interval at most (a steady stream marks in tens of jobs, not one by one). */
   premarkEveryMs: number;
+  /** Jobs due within one slot of this length are published together, at its end. */
+  publishSlotMs: number;
   /** A shard's user with fewer queued jobs than this gets a refill. */
   userLowWater: number;
   defaultWeight: number;
@@ -97,6 +100,13 @@ export class Dispatcher<M extends Marked> {
   private timerAt = Infinity;
   private stopped = false;
   private lastEarlyAt = -Infinity;
+  /** Rows marked ahead, waiting for the end of their due time's slot, by that time. */
+  private slots = new Map<number, Slot<M>>();
+  /**
+   * Jobs popped and being marked. A load that read a job before its mark committed offers it
+   * again; queued again it would go out in a second, concurrent mark of the same row.
+   */
+  private marking = new Set<bigint>();
   /** Shards asked to refill whose loads have not brought jobs since (asked once, not per pop). */
   private refillAsked = new Set<number>();
 
@@ -155,7 +165,7 @@ export class Dispatcher<M extends Marked> {
   /** Jobs a shard actor loaded. Ignored for a shard no longer held. */
   offer(shard: number, jobs: FairItem[]): void {
     if (!this.epochs.has(shard)) return;
-    for (const j of jobs) this.queue.push(j);
+    for (const j of jobs) if (!this.marking.has(j.id)) this.queue.push(j);
     if (jobs.length > 0) this.refillAsked.delete(shard);
     this.pump();
   }
@@ -278,9 +288,11 @@ export class Dispatcher<M extends Marked> {
       else reqs.push({ shard, epoch, jobs: items.map((i) => i.job) });
     }
     if (reqs.length === 0) return;
+    for (const b of batch) this.marking.add(b.job.id);
     const marking = this.io.mark(reqs).catch((error: unknown) => reqs.map((): MarkOutcome<M> => ({ kind: "failed", error })));
     for (const r of reqs) this.track(r.shard, marking);
     const outcomes = await marking;
+    for (const b of batch) this.marking.delete(b.job.id);
     // Every shard's marked rows publish together (a message carries jobs of any shard).
     const rows: M[] = [];
     const dueIds = new Set<bigint>();
@@ -323,29 +335,56 @@ export class Dispatcher<M extends Marked> {
     }
   }
 
-  /** Publishes marked rows in groups by due time, each group when it falls due. */
+  /**
+   * Publishes marked rows: those already due at once, in one request; the others at the end of
+   * their due time's slot (publishSlotMs), together with every other row due in that slot, so a
+   * steady stream leaves in one message per slot rather than one per millisecond (each message
+   * costs a produce, a fetch, a claim and a commit). A job is published at most one slot after
+   * its due time and never before it.
+   */
   private schedulePublishes(rows: M[], dueIds: Set<bigint>): void {
-    const groups = new Map<number, M[]>();
-    for (const r of rows) {
-      const list = groups.get(r.dueAt);
-      if (list) list.push(r);
-      else groups.set(r.dueAt, [r]);
+    const now = this.clock.now();
+    const popped = (r: M) => ({ job: r, due: dueIds.has(r.id) });
+    const ready = rows.filter((r) => r.dueAt <= now);
+    if (ready.length > 0) {
+      const publishing = this.publishGroup(ready, ready.map(popped), false);
+      for (const shard of new Set(ready.map((r) => r.shard))) this.track(shard, publishing);
     }
-    for (const [at, group] of groups) {
-      const popped = group.map((r) => ({ job: r, due: dueIds.has(r.id) }));
-      const wait = at - this.clock.now();
-      const publishing = (wait > 0 ? new Promise<void>((go) => this.clock.setTimeout(go, wait)) : Promise.resolve())
-        // Jobs published at their due time go to the partition with the least unstarted work.
-        .then(() => this.io.publish(group, wait > 0, wait > 0 ? this.window.leastLoaded() : null))
-        .then(
-          (placements) => this.window.published(placements, this.clock.now()),
-          (error: unknown) => this.hooks.publishFailed(group.length, error),
-        )
-        .finally(() => {
-          this.release(popped);
-          this.pump();
+    for (const r of rows) {
+      if (r.dueAt <= now) continue;
+      const at = Math.ceil(r.dueAt / this.s.publishSlotMs) * this.s.publishSlotMs;
+      let slot = this.slots.get(at);
+      if (!slot) {
+        const s: Slot<M> = { rows: [], popped: [], publishing: Promise.resolve() };
+        s.publishing = new Promise<void>((go) => this.clock.setTimeout(go, at - now)).then(() => {
+          this.slots.delete(at);
+          return this.publishGroup(s.rows, s.popped, true);
         });
-      for (const shard of new Set(group.map((r) => r.shard))) this.track(shard, publishing);
+        this.slots.set(at, (slot = s));
+      }
+      slot.rows.push(r);
+      slot.popped.push(popped(r));
+      this.track(r.shard, slot.publishing);
     }
   }
+
+  /** Publishes one group; `onTime`: at its due time, to the partition with the least unstarted work. */
+  private publishGroup(rows: M[], popped: { job: M; due: boolean }[], onTime: boolean): Promise<void> {
+    return this.io
+      .publish(rows, onTime, onTime ? this.window.leastLoaded() : null)
+      .then(
+        (placements) => this.window.published(placements, this.clock.now()),
+        (error: unknown) => this.hooks.publishFailed(rows.length, error),
+      )
+      .finally(() => {
+        this.release(popped);
+        this.pump();
+      });
+  }
+}
+
+interface Slot<M> {
+  rows: M[];
+  popped: { job: M; due: boolean }[];
+  publishing: Promise<void>;
 }

@@ -91,6 +91,12 @@ export class SchedulerCore<M extends Marked> {
     actor.start();
   }
 
+  /** A job of the shard became waiting, due at `at` (null: every shard owned). */
+  wake(shard: number | null, at: number): void {
+    if (shard === null) for (const a of this.actors.values()) a.send({ type: "WAKE", at });
+    else this.actors.get(shard)?.send({ type: "WAKE", at });
+  }
+
   /** Stops a shard synchronously (no I/O of its actor after this returns); resolves once its dispatches finished. */
   removeShard(shard: number): Promise<void> {
     const actor = this.actors.get(shard);

@@ -5,9 +5,10 @@
  * dispatcher (actors/dispatcher.ts), which owns the one fair order of every shard of the
  * process. Database reads run as an invoked promise; the machine only decides when to load.
  *
- *   loading ──done──▶ idle ──poll timer, or REFILL when a user runs low──▶ loading
- *      │                                                                      ▲
- *      └──error──▶ retrying ──retryDelay──────────────────────────────────────┘
+ *   loading ──done──▶ idle ──REFILL when a user runs low, the next due job within the
+ *      │                │     look-ahead, or the poll timer──▶ loading
+ *      │                └──WAKE (a job was created or is retried)──▶ idle (timer re-armed)
+ *      └──error──▶ retrying ──retryDelay──────────────────────────────────▶ loading
  *   any state ──STOP──▶ stopped (final)     loading ──FencedOutError──▶ fenced (final)
  *   any state ──DISPATCH_FAILED──▶ retrying (cursors forgotten)
  *
@@ -23,6 +24,11 @@
  *   margin covers transactions still open when the load read). Rows the dispatcher popped but
  *   could not mark (DISPATCH_FAILED) are still waiting behind the cursors, so cursors are
  *   forgotten and the next load reads every user from the start;
+ * - loads follow the work, not a clock: a load reports the earliest waiting job beyond its
+ *   horizon, and the next load runs when that job comes within the look-ahead; writers of
+ *   waiting jobs (the API, an executor's retry) notify the shard's due time (WAKE), so a job
+ *   created for a second from now is loaded at once. `pollIntervalMs` is only the backstop for a
+ *   notification lost while the listener reconnected, so an idle shard costs next to nothing;
  * - rescue of expired in-flight jobs runs at most every `rescueIntervalMs`, inside a load, and
  *   looks only at deadlines since the previous rescue (less RESCUE_MARGIN_MS, which covers
  *   transactions still open then), so its cost follows the rate, not the history; every
@@ -79,6 +85,8 @@ export interface LoadInput {
 export interface LoadOutput {
   /** In (userId, dueAt, id) order per user. */
   jobs: FairItem[];
+  /** The earliest due time of a waiting job beyond the horizon (null: none). */
+  nextDue: number | null;
   /** The database's clock when the load read (ms since the epoch). */
   dbNow: number;
   /** The database's clock when the rescue ran (null: no rescue). */
@@ -111,6 +119,10 @@ interface ShardContext extends ShardInput {
   rescueSince: number | null;
   /** A REFILL arrived while loading. */
   refillPending: boolean;
+  /** The earliest waiting job the last load left beyond its horizon (Infinity: none). */
+  nextDueAt: number;
+  /** The earliest due time a WAKE announced since the last load began (Infinity: none). */
+  wakeAt: number;
   lastError: string | null;
 }
 
@@ -123,7 +135,20 @@ export const CURSOR_MARGIN_MS = 1_000;
 /** A rescue looks this far back before the previous one: claims still open then commit within it. */
 export const RESCUE_MARGIN_MS = 10_000;
 
-export type ShardEvent = { type: "STOP" } | { type: "REFILL" } | { type: "DISPATCH_FAILED"; error: string };
+/**
+ * Loads triggered by due times come at least a quarter of the look-ahead apart (a steady stream
+ * has a job due every millisecond, and each load would otherwise trigger the next at once): jobs
+ * due up to three quarters of the look-ahead after a load are still loaded ahead of time.
+ * Loads triggered by WAKE come at least WAKE_GAP_MS apart, so a burst of notifications is one load.
+ */
+export const WAKE_GAP_MS = 20;
+
+export type ShardEvent =
+  | { type: "STOP" }
+  | { type: "REFILL" }
+  /** A job of this shard was made waiting, due at `at` (ms). */
+  | { type: "WAKE"; at: number }
+  | { type: "DISPATCH_FAILED"; error: string };
 
 export const isFencedOut = (e: unknown) => e instanceof FencedOutError;
 
@@ -182,6 +207,17 @@ export function afterLoad(c: ShardContext, req: LoadInput, out: LoadOutput): Map
   return next;
 }
 
+/** When the next load is due: a backstop poll, a rescue, the next waiting job, or a WAKE. */
+export function nextLoadAt(c: Omit<ShardContext, "request">): number {
+  const { lookaheadMs, pollIntervalMs, rescueIntervalMs } = c.settings;
+  return Math.min(
+    c.lastLoadAt + pollIntervalMs,
+    c.lastRescueAt + rescueIntervalMs,
+    Math.max(c.nextDueAt - lookaheadMs, c.lastLoadAt + lookaheadMs / 4),
+    Math.max(c.wakeAt - lookaheadMs, c.lastLoadAt + WAKE_GAP_MS),
+  );
+}
+
 /** Some user is below the low-water mark and might have more rows. */
 export function needsRefill(c: ShardContext): boolean {
   for (const [userId, u] of c.users) if (!u.exhausted && c.stockOf(userId) < c.settings.userLowWater) return true;
@@ -204,7 +240,7 @@ export const shardMachine = setup({
     offer: (_, _params: { shard: number; jobs: FairItem[] }) => {},
   },
   delays: {
-    untilPoll: ({ context: c }) => Math.max(0, c.lastLoadAt + c.settings.pollIntervalMs - c.now()),
+    untilNextLoad: ({ context: c }) => Math.max(0, nextLoadAt(c) - c.now()),
     retryDelay: ({ context: c }) => c.settings.retryDelayMs,
   },
   guards: {
@@ -223,6 +259,8 @@ export const shardMachine = setup({
     lastFullRescueAt: -Infinity,
     rescueSince: null,
     refillPending: false,
+    nextDueAt: Infinity,
+    wakeAt: Infinity,
     lastError: null,
   }),
   initial: "loading",
@@ -232,8 +270,12 @@ export const shardMachine = setup({
   },
   states: {
     loading: {
-      entry: assign({ refillPending: false, request: ({ context }) => loadRequest(context), lastLoadAt: ({ context }) => context.now() }),
-      on: { REFILL: { actions: assign({ refillPending: true }) } },
+      // Whatever a WAKE before this load announced is read by it, or reported as nextDue.
+      entry: assign({ refillPending: false, wakeAt: Infinity, request: ({ context }) => loadRequest(context), lastLoadAt: ({ context }) => context.now() }),
+      on: {
+        REFILL: { actions: assign({ refillPending: true }) },
+        WAKE: { actions: assign({ wakeAt: ({ context, event }) => Math.min(context.wakeAt, event.at) }) },
+      },
       invoke: {
         src: "load",
         input: ({ context }) => context.request!,
@@ -243,6 +285,7 @@ export const shardMachine = setup({
             { type: "offer", params: ({ context, event }) => ({ shard: context.shard, jobs: event.output.jobs }) },
             assign(({ context: c, event }) => ({
               users: afterLoad(c, c.request!, event.output),
+              nextDueAt: event.output.nextDue ?? Infinity,
               lastRescueAt: c.request!.rescue ? c.lastLoadAt : c.lastRescueAt,
               lastFullRescueAt: c.request!.rescue && c.request!.rescueSince === null ? c.lastLoadAt : c.lastFullRescueAt,
               rescueSince: event.output.rescuedAt !== null ? event.output.rescuedAt - RESCUE_MARGIN_MS : c.rescueSince,
@@ -260,8 +303,12 @@ export const shardMachine = setup({
       always: [{ guard: "refillNow", target: "loading" }, { target: "idle" }],
     },
     idle: {
-      after: { untilPoll: "loading" },
-      on: { REFILL: { guard: "needsRefill", target: "loading" } },
+      after: { untilNextLoad: "loading" },
+      on: {
+        REFILL: { guard: "needsRefill", target: "loading" },
+        // Re-entering re-arms the timer for the earlier wake.
+        WAKE: { target: "idle", reenter: true, actions: assign({ wakeAt: ({ context, event }) => Math.min(context.wakeAt, event.at) }) },
+      },
     },
     retrying: {
       after: { retryDelay: "loading" },

@@ -15,9 +15,9 @@
  * rate seen over the last `rateMemoryMs` (each sample over `rateSpanMs`) and `span` starts at
  * `targetDelayMs` and is steered by the executors' wait, like the delay-based congestion
  * controls (TCP Vegas, LEDBAT): after each observation that started something, span is
- * multiplied by (target / wait)^GAIN (at most +3 % or -10 % per observation), but grows only
- * while the window held dispatching back (otherwise the wait says nothing about a larger
- * window). Why both:
+ * multiplied by (target / wait)^GAIN (at most +3 % or -10 % per observation; +10 % while the
+ * wait is under half the target), but grows only while the window held dispatching back
+ * (otherwise the wait says nothing about a larger window). Why both:
  * - the rate term follows the executors' capacity at once (a burst after an idle spell starts
  *   at minJobs and grows within a few observations, and a drop in capacity shrinks it);
  * - the span term removes what the rate term cannot know: the time between a start and its
@@ -57,10 +57,15 @@ export interface Commit {
   waitMs: number | null;
 }
 
-/** How strongly one observation steers the span: (target / wait)^GAIN, within [SHRINK, GROW]. */
+/**
+ * How strongly one observation steers the span: (target / wait)^GAIN, within [SHRINK, GROW];
+ * while the wait is under half the target the executors are starved and the span grows by
+ * SLOW_START per observation (doubling in about seven), as a congestion window does at first.
+ */
 const GAIN = 0.1;
 const GROW = 1.03;
 const SHRINK = 0.9;
+const SLOW_START = 1.1;
 /** The span stays within [target / SPAN_RANGE, target x SPAN_RANGE]. */
 const SPAN_RANGE = 8;
 /** The window counts as holding dispatching back for this long after it last did. */
@@ -108,6 +113,11 @@ export class StartWindow {
   /** Dispatching was held back by the window just now (the window may grow). */
   limited(now: number): void {
     this.limitedAt = now;
+  }
+
+  /** Whether the window held dispatching back within the last second (it matters then). */
+  isLimited(now: number): boolean {
+    return now - this.limitedAt <= LIMITED_FOR_MS;
   }
 
   /** Records messages as published at `at` (in acknowledgement order). */
@@ -175,9 +185,9 @@ export class StartWindow {
   private steer(waitMs: number, now: number): void {
     this.lastWaitMs = waitMs;
     const ratio = this.s.targetDelayMs / Math.max(1, waitMs);
-    if (ratio > 1 && now - this.limitedAt > LIMITED_FOR_MS) return;
+    if (ratio > 1 && !this.isLimited(now)) return;
     const t = this.s.targetDelayMs;
-    const step = Math.min(GROW, Math.max(SHRINK, ratio ** GAIN));
+    const step = ratio > 2 ? SLOW_START : Math.min(GROW, Math.max(SHRINK, ratio ** GAIN));
     this.span = Math.min(t * SPAN_RANGE, Math.max(t / SPAN_RANGE, this.span * step));
   }
 

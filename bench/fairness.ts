@@ -21,9 +21,10 @@
  */
 import { mkdirSync, writeFileSync } from "node:fs";
 import postgres from "postgres";
+import { ApiClient, ms, type Job } from "./api-client.ts";
 import { cpuByPart, cpuPerJob, machineBusySeconds, report, summary } from "./lib.ts";
 
-const base = process.env.API_URL ?? `http://127.0.0.1:${process.env.API_PORT ?? 8080}`;
+const client = new ApiClient();
 const JOBS = Number(process.env.JOBS ?? 100_000);
 const FLOOD = Number(process.env.FLOOD ?? 100_000);
 const SMALL_DRAIN = Number(process.env.SMALL_DRAIN ?? 50_000);
@@ -32,95 +33,11 @@ const TRICKLE_SPAN_MS = 10_000;
 const PHASES = (process.env.PHASES ?? "shares,flood,drain").split(",");
 const WARMUP = Number(process.env.WARMUP ?? 20_000);
 const OUT_DIR = process.env.OUT_DIR ?? "bench/results";
-const run = `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 5)}`;
+const run = client.run;
 // Only to attribute CPU to PostgreSQL backends by role (pg_stat_activity); jobs go through the API.
 const pgAdmin = postgres(process.env.PG_ADMIN_URL ?? "postgres://root@127.0.0.1:5432/postgres", { max: 1, onnotice: () => {} });
 const parts = () => cpuByPart((q) => pgAdmin(q) as never);
 
-interface Job {
-  id: string;
-  execute_at: string;
-  started_at: string | null;
-  finished_at: string | null;
-  status: string;
-}
-
-async function call(method: string, path: string, body?: unknown, token?: string, headers: Record<string, string> = {}): Promise<any> {
-  for (let attempt = 0; ; attempt++) {
-    const res = await fetch(base + path, {
-      method,
-      headers: { ...(body === undefined ? {} : { "content-type": "application/json" }), ...(token ? { authorization: `Bearer ${token}` } : {}), ...headers },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-    const json: any = await res.json().catch(() => null);
-    if (res.ok) return json;
-    // A busy API may shed load; anything else is a bug worth stopping for.
-    if ((res.status === 503 || res.status === 429) && attempt < 20) {
-      await Bun.sleep(Number(res.headers.get("retry-after") ?? 1) * 1000);
-      continue;
-    }
-    throw new Error(`${method} ${path}: ${res.status} ${JSON.stringify(json)}`);
-  }
-}
-
-async function user(name: string, weight: number): Promise<string> {
-  const username = `fair_${run}_${name}`;
-  const admin = process.env.ADMIN_TOKEN ? { authorization: `Bearer ${process.env.ADMIN_TOKEN}` } : undefined;
-  await call("POST", "/api/v1/users", { username, password: "bench-password", job_weight: weight }, undefined, admin);
-  return (await call("POST", "/api/v1/auth/login", { username, password: "bench-password" })).data.token;
-}
-
-/** Creates jobs in batches of 1,000, four requests at a time; returns the largest id created. */
-async function create(token: string, at: (i: number) => number, n: number, tag: string): Promise<{ token: string; id: string }> {
-  const batches = Array.from({ length: Math.ceil(n / 1000) }, (_, b) => b);
-  let next = 0;
-  let last = 0n;
-  await Promise.all(
-    Array.from({ length: 4 }, async () => {
-      while (next < batches.length) {
-        const b = batches[next++]!;
-        const jobs = Array.from({ length: Math.min(1000, n - b * 1000) }, (_, k) => ({ message: `${tag} ${b * 1000 + k}`, execute_at: new Date(at(b * 1000 + k)).toISOString() }));
-        const created = await call("POST", "/api/v1/me/jobs/batch", { jobs }, token);
-        for (const j of created.data) if (BigInt(j.id) > last) last = BigInt(j.id);
-      }
-    }),
-  );
-  return { token, id: last.toString() };
-}
-
-/**
- * Waits until the jobs in `last` (per user, the one that starts last: jobs due at one instant
- * start in id order within a user, and a trickle's last is due last) are finished. A primary-key
- * read per user per second, so the waiting costs the cluster nothing measurable.
- */
-async function waitFinished(last: { token: string; id: string }[], timeoutMs: number): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  for (;;) {
-    const open = await Promise.all(last.map(async ({ token, id }) => (await call("GET", `/api/v1/me/jobs/${id}`, undefined, token)).data.finished_at === null));
-    if (!open.some(Boolean)) return;
-    if (Date.now() > until) throw new Error("jobs still open after the timeout");
-    await Bun.sleep(1_000);
-  }
-}
-
-/** Every job of a user, paging through GET /me/jobs, once all `expected` are finished. */
-async function all(token: string, expected: number): Promise<Job[]> {
-  for (let tries = 0; ; tries++) {
-    const out: Job[] = [];
-    for (const status of ["succeeded", "failed"]) {
-      let cursor: string | null = null;
-      do {
-        const page: any = await call("GET", `/api/v1/me/jobs?limit=1000&status=${status}${cursor ? `&cursor=${cursor}` : ""}`, undefined, token);
-        out.push(...page.data);
-        cursor = page.next_cursor;
-      } while (cursor);
-    }
-    if (out.length >= expected || tries > 60) return out;
-    await Bun.sleep(1_000);
-  }
-}
-
-const ms = (iso: string | null) => (iso ? Date.parse(iso) : NaN);
 const lateness = (jobs: Job[]) => summary(jobs.map((j) => ms(j.started_at) - ms(j.execute_at)));
 
 /** Creation takes time; pick a due instant after every job is stored (measured ~25-40k jobs/s). */
@@ -161,22 +78,22 @@ function perSecond(jobs: Job[], t0: number, seconds: number): number[] {
 
 async function shares() {
   const weights = [1, 2, 4];
-  const tokens = await Promise.all(weights.map((w) => user(`w${w}`, w)));
-  const small = await user("small", 1);
+  const tokens = await Promise.all(weights.map((w) => client.user(`w${w}`, w)));
+  const small = await client.user("small", 1);
   const t0 = Date.now() + leadMs(JOBS * 3);
   const created = performance.now();
-  const lasts = await Promise.all(tokens.map((t, i) => create(t, () => t0, JOBS, `w${weights[i]}`)));
-  lasts.push(await create(small, (i) => t0 + (i * TRICKLE_SPAN_MS) / TRICKLE, TRICKLE, "small"));
+  const lasts = await Promise.all(tokens.map((t, i) => client.create(t, () => t0, JOBS, `w${weights[i]}`)));
+  lasts.push(await client.create(small, (i) => t0 + (i * TRICKLE_SPAN_MS) / TRICKLE, TRICKLE, "small"));
   const createdS = (performance.now() - created) / 1000;
   if (Date.now() > t0) throw new Error(`creating ${JOBS * 3} jobs took ${createdS.toFixed(1)} s, past the due instant; raise the lead`);
   await Bun.sleep(t0 - Date.now());
   const busy0 = machineBusySeconds();
   const cpu0 = await parts();
-  await waitFinished(lasts, 900_000);
+  await client.waitFinished(lasts, 900_000);
   const busy = machineBusySeconds() - busy0;
   const cpu1 = await parts();
-  const jobs = await Promise.all(tokens.map((t) => all(t, JOBS)));
-  const smallJobs = await all(small, TRICKLE);
+  const jobs = await Promise.all(tokens.map((t) => client.finished(t, JOBS)));
+  const smallJobs = await client.finished(small, TRICKLE);
   const lastStart = jobs.map((js) => Math.max(...js.map((j) => ms(j.started_at))));
   const lastFinish = Math.max(...jobs.flat().map((j) => ms(j.finished_at)));
   const firstStart = Math.min(...jobs.flat().map((j) => ms(j.started_at)));
@@ -220,14 +137,14 @@ async function shares() {
 }
 
 async function flood() {
-  const a = await user("flood", 1);
-  const b = await user("trickle", 1);
+  const a = await client.user("flood", 1);
+  const b = await client.user("trickle", 1);
   const t0 = Date.now() + leadMs(FLOOD);
-  const lasts = [await create(a, () => t0, FLOOD, "flood"), await create(b, (i) => t0 + (i * TRICKLE_SPAN_MS) / TRICKLE, TRICKLE, "trickle")];
+  const lasts = [await client.create(a, () => t0, FLOOD, "flood"), await client.create(b, (i) => t0 + (i * TRICKLE_SPAN_MS) / TRICKLE, TRICKLE, "trickle")];
   if (Date.now() > t0) throw new Error("creation ran past the due instant; raise the lead");
   await Bun.sleep(t0 - Date.now());
-  await waitFinished(lasts, 600_000);
-  const [fa, fb] = [await all(a, FLOOD), await all(b, TRICKLE)];
+  await client.waitFinished(lasts, 600_000);
+  const [fa, fb] = [await client.finished(a, FLOOD), await client.finished(b, TRICKLE)];
   const last = Math.max(...fa.map((j) => ms(j.started_at)));
   report("small user behind a flood", {
     flood_jobs: FLOOD,
@@ -239,18 +156,18 @@ async function flood() {
 
 async function drain() {
   const weights = [1, 2, 4];
-  const tokens = await Promise.all(weights.map((w) => user(`d${w}`, w)));
+  const tokens = await Promise.all(weights.map((w) => client.user(`d${w}`, w)));
   const per = Math.round(SMALL_DRAIN / 3);
   const t0 = Date.now() + leadMs(per * 3);
-  const lasts = await Promise.all(tokens.map((t, i) => create(t, () => t0, per, `d${weights[i]}`)));
+  const lasts = await Promise.all(tokens.map((t, i) => client.create(t, () => t0, per, `d${weights[i]}`)));
   if (Date.now() > t0) throw new Error("creation ran past the due instant; raise the lead");
   await Bun.sleep(t0 - Date.now());
   const busy0 = machineBusySeconds();
   const cpu0 = await parts();
-  await waitFinished(lasts, 600_000);
+  await client.waitFinished(lasts, 600_000);
   const busy = machineBusySeconds() - busy0;
   const cpu1 = await parts();
-  const jobs = (await Promise.all(tokens.map((t) => all(t, per)))).flat();
+  const jobs = (await Promise.all(tokens.map((t) => client.finished(t, per)))).flat();
   const last = Math.max(...jobs.map((j) => ms(j.started_at)));
   report("drain of a smaller burst", {
     jobs: per * 3,
@@ -261,10 +178,10 @@ async function drain() {
 }
 
 if (WARMUP > 0) {
-  const t = await user("warmup", 1);
+  const t = await client.user("warmup", 1);
   const t0 = Date.now() + leadMs(WARMUP);
-  const last = await create(t, () => t0, WARMUP, "warmup");
-  await waitFinished([last], 600_000);
+  const last = await client.create(t, () => t0, WARMUP, "warmup");
+  await client.waitFinished([last], 600_000);
   console.error(`[bench] warm-up: ${WARMUP} jobs drained`);
 }
 

@@ -30,7 +30,13 @@ export interface Config {
     replicationFactor: number;
     groupId: string;
   };
-  etcd: { endpoints: string[]; prefix: string; leaseTtlSeconds: number };
+  etcd: {
+    endpoints: string[];
+    prefix: string;
+    leaseTtlSeconds: number;
+    /** Schedulers re-plan shard ownership on every change they watch, and at least this often. */
+    replanIntervalMs: number;
+  };
   jwt: { secret: string; ttlSeconds: number };
   api: { jobHorizonMs: number; maxBodyBytes: number; batchMax: number; defaultMaxAttempts: number };
   executor: {
@@ -46,6 +52,7 @@ export interface Config {
   scheduler: {
     /** Jobs due within this window are loaded ahead and dispatched at their due time. */
     lookaheadMs: number;
+    /** Loads follow notifications and due times; this is the backstop poll of an idle shard. */
     pollIntervalMs: number;
     /**
      * The in-flight window: dispatched-but-unstarted jobs are kept to what the executors start
@@ -78,6 +85,8 @@ export interface Config {
     premarkMs: number;
     /** ...in one statement per this interval at most. */
     premarkEveryMs: number;
+    /** Jobs due within one slot of this length are published together at its end (at most this late). */
+    publishSlotMs: number;
     /** After a failed load or dispatch, a shard tries again after this long. */
     retryDelayMs: number;
     /** How often the users' weights are re-read (a changed weight applies within this). */
@@ -223,6 +232,7 @@ export function loadConfig(env: Env = process.env): Config {
       endpoints: list("ETCD_ENDPOINTS", "http://127.0.0.1:2379", isUrl(["http:", "https:"]), "http(s):// URL"),
       prefix: str("ETCD_PREFIX", "/fairshare"),
       leaseTtlSeconds: int("ETCD_LEASE_TTL_SECONDS", 10, 2, 300),
+      replanIntervalMs: 5_000,
     },
     jwt: { secret: jwtSecret, ttlSeconds: Math.round(duration("JWT_TTL", "1h", 1_000) / 1000) },
     api: {
@@ -241,8 +251,8 @@ export function loadConfig(env: Env = process.env): Config {
       defaultTimeoutMs: duration("HTTP_TARGET_TIMEOUT", "10s", 100),
     },
     scheduler: {
-      lookaheadMs: duration("SCHEDULER_LOOKAHEAD", "2s", 100),
-      pollIntervalMs: duration("SCHEDULER_POLL_INTERVAL", "500ms", 10),
+      lookaheadMs: duration("SCHEDULER_LOOKAHEAD", "4s", 100),
+      pollIntervalMs: duration("SCHEDULER_POLL_INTERVAL", "5s", 10),
       targetDelayMs: duration("SCHEDULER_TARGET_DELAY", "100ms", 20),
       windowMin: int("SCHEDULER_WINDOW_MIN", 256, 1, 1_000_000),
       windowMax: int("SCHEDULER_WINDOW_MAX", 100_000, 1, 10_000_000),
@@ -262,6 +272,7 @@ export function loadConfig(env: Env = process.env): Config {
       fullRescueMs: duration("RESCUE_FULL_INTERVAL", "5m", 1_000),
       premarkMs: duration("SCHEDULER_PREMARK", "250ms", 0),
       premarkEveryMs: 50,
+      publishSlotMs: duration("SCHEDULER_PUBLISH_SLOT", "25ms", 1),
       retryDelayMs: duration("SCHEDULER_RETRY_DELAY", "1s", 10),
       weightRefreshMs: duration("SCHEDULER_WEIGHT_REFRESH", "1s", 50),
     },

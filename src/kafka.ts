@@ -15,6 +15,7 @@
 import { Kafka, logLevel, Partitioners, type Consumer, type EachBatchPayload, type IHeaders, type Producer } from "kafkajs";
 import type { Config } from "./config.ts";
 import { log } from "./log.ts";
+import { metrics } from "./metrics.ts";
 
 export interface OutMessage {
   key: string;
@@ -185,6 +186,7 @@ export class KafkaBus {
       createPartitioner: Partitioners.DefaultPartitioner,
       retry: { initialRetryTime: 100, maxRetryTime: 2_000, retries: 10 },
     });
+    producer.on(producer.events.REQUEST, (e) => metrics.kafkaRequests.inc({ client: "producer", api: e.payload.apiName }));
     await producer.connect();
     const partitions = new Map<string, { count: number; next: number }>();
     const assign = async (topic: string): Promise<{ count: number; next: number }> => {
@@ -254,6 +256,7 @@ export class KafkaBus {
    */
   async offsetReader(groupId: string, topic: string): Promise<{ read(): Promise<Map<number, CommitEntry>>; close(): Promise<void> }> {
     const admin = this.kafka.admin();
+    admin.on(admin.events.REQUEST, (e) => metrics.kafkaRequests.inc({ client: "admin", api: e.payload.apiName }));
     await admin.connect();
     return {
       read: async () => {
@@ -278,12 +281,14 @@ export class KafkaBus {
       sessionTimeout: 10_000,
       rebalanceTimeout: 30_000,
       heartbeatInterval: 1_000,
-      maxWaitTimeInMs: 100,
+      // The broker answers a fetch as soon as data arrives; this only spaces out empty fetches.
+      maxWaitTimeInMs: 1_000,
       retry: { initialRetryTime: 200, maxRetryTime: 5_000, retries: 8 },
     });
     let fetches = 0; let batches = 0; setInterval(() => { if (fetches) console.error("FETCH", fetches, batches); fetches = 0; batches = 0; }, 1000).unref();
     consumer.on(consumer.events.FETCH, () => fetches++);
     consumer.on(consumer.events.END_BATCH_PROCESS, () => batches++);
+    consumer.on(consumer.events.REQUEST, (e) => metrics.kafkaRequests.inc({ client: "consumer", api: e.payload.apiName }));
     consumer.on(consumer.events.GROUP_JOIN, (e) => handlers.onAssigned?.(e.payload.memberAssignment[topic] ?? []));
     consumer.on(consumer.events.CRASH, (e) => {
       if (!e.payload.restart) handlers.onCrash?.(e.payload.error);

@@ -157,6 +157,7 @@ export const metrics = {
   jobsStarted: new TopUsersCounter("jobs_started_total", "Job runs started (claimed) by the executor, per user, for the users with the most recent starts.", "user_id"),
   jobLatency: new Histogram("job_latency_seconds", "Finish time minus execute_at of completed runs.", LATENCY_S),
   jobsDeadLettered: new Counter("jobs_dead_lettered_total", "Jobs written to the dead-letter topic."),
+  kafkaRequests: new Counter("kafka_requests_total", "Requests this process sent to Kafka brokers, by client and API."),
   shardsOwned: new Gauge("scheduler_shards_owned", "Shards this scheduler owns."),
   inFlightWindow: new Gauge("scheduler_inflight_window_jobs", "Dispatched-but-unstarted jobs this scheduler may have out (start rate x target delay)."),
   inFlightJobs: new Gauge("scheduler_inflight_jobs", "This scheduler's jobs dispatched and not yet seen started."),

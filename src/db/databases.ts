@@ -69,3 +69,22 @@ export async function ensureDatabase(url: string): Promise<void> {
     await admin.end({ timeout: 5 });
   }
 }
+
+/** SQLSTATEs of a statement that was rolled back whole and may simply run again. */
+const ROLLED_BACK = new Set(["40P01", "40001"]); // deadlock detected, serialization failure
+
+/**
+ * Runs `fn` again (up to `tries` times, with a short jittered pause) when PostgreSQL rolled it
+ * back for a deadlock or a serialization failure: the statement had no effect, and every
+ * statement retried this way is guarded, so running it again is safe. Other errors pass through.
+ */
+export async function retryRolledBack<T>(fn: () => Promise<T>, tries = 5): Promise<T> {
+  for (let i = 1; ; i++) {
+    try {
+      return await fn();
+    } catch (e) {
+      if (i >= tries || !ROLLED_BACK.has((e as { code?: string }).code ?? "")) throw e;
+      await Bun.sleep(5 * i + Math.random() * 10);
+    }
+  }
+}

@@ -25,7 +25,7 @@ import { jobRunLogic, type ClaimedJob, type DueMessage, type RunEvent } from "..
 import { OffsetTracker } from "../../actors/offset-tracker.ts";
 import type { Decision, RunResult } from "../../actors/outcome.ts";
 import type { Config } from "../config.ts";
-import type { Databases } from "../db/databases.ts";
+import { retryRolledBack, type Databases } from "../db/databases.ts";
 import { decodeDue, type DueEntry } from "../due-message.ts";
 import type { CommitEntry, KafkaBus, PartitionBatch, Publisher, Subscription } from "../kafka.ts";
 import { log } from "../log.ts";
@@ -36,7 +36,7 @@ import { runJob, type HandlerSettings } from "./handlers.ts";
 import { claimMany, recordMany, type Outcome } from "./job-sql.ts";
 
 /** Commits go out one at a time, at least this far apart; a failed one is tried again after COMMIT_RETRY_MS. */
-const COMMIT_GAP_MS = 25;
+const COMMIT_GAP_MS = 50;
 const COMMIT_RETRY_MS = 1_000;
 /** A partition whose claim failed is consumed again after this pause. */
 const REWIND_DELAY_MS = 1_000;
@@ -105,8 +105,10 @@ export class Executor {
     private readonly onFatal: (error: Error) => void = () => {},
   ) {
     this.permits = new Permits(config.executor.concurrency);
-    this.claims = new Batcher((db, msgs) => timed("claim", () => claimMany(dbs.all[db]!, msgs, config.executor.defaultTimeoutMs, config.executor.runGraceMs)));
-    this.records = new Batcher((db, outcomes) => timed("record", () => recordMany(dbs.all[db]!, outcomes)));
+    // Two batched statements can deadlock when a duplicate message puts a job in both, in
+    // different orders; PostgreSQL then rolls one back whole, and it is simply run again.
+    this.claims = new Batcher((db, msgs) => timed("claim", () => retryRolledBack(() => claimMany(dbs.all[db]!, msgs, config.executor.defaultTimeoutMs, config.executor.runGraceMs))));
+    this.records = new Batcher((db, outcomes) => timed("record", () => retryRolledBack(() => recordMany(dbs.all[db]!, outcomes))));
     this.handler = {
       allowPrivate: config.executor.httpAllowPrivate,
       signingSecret: config.executor.signingSecret,

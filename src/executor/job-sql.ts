@@ -13,6 +13,7 @@
 import type { ClaimedJob, DueMessage } from "../../actors/job-run.machine.ts";
 import type { Decision } from "../../actors/outcome.ts";
 import type { Sql } from "../db/databases.ts";
+import { DUE_CHANNEL, duePayload } from "../db/due-notify.ts";
 
 const CLAIMED = "j.id, j.shard_id, j.user_id, j.message, j.target, j.attempt, j.max_attempts, j.execute_at, j.due_at, j.last_error, j.trace_context";
 
@@ -44,7 +45,11 @@ export async function recordMany(sql: Sql, outcomes: Outcome[]): Promise<void[]>
   const statuses = outcomes.map((o) => (o.decision.kind === "retry" ? "retrying" : o.decision.kind));
   const errors = outcomes.map((o) => (o.decision.kind === "succeeded" ? null : o.decision.error.slice(0, 2_000)));
   const delays = outcomes.map((o) => (o.decision.kind === "retry" ? o.decision.delayMs : 0));
+  // Retries wait again: the shards' owners hear when they are due (src/db/due-notify.ts).
+  const now = Date.now();
+  const retries = outcomes.filter((o) => o.decision.kind === "retry").map((o) => ({ shard: o.job.shard_id, dueAt: now + (o.decision as { delayMs: number }).delayMs }));
   await sql`
+    WITH upd AS (
     UPDATE jobs j SET
       status = o.status::job_status,
       last_error = coalesce(o.error, j.last_error),
@@ -54,6 +59,8 @@ export async function recordMany(sql: Sql, outcomes: Outcome[]): Promise<void[]>
       updated_at = now()
     FROM unnest(${ids}::bigint[], ${attempts}::int[], ${statuses}::text[], ${errors}::text[], ${delays}::int[])
       AS o(id, attempt, status, error, delay_ms)
-    WHERE j.id = ANY(${ids}::bigint[]) AND j.id = o.id AND j.status::text = 'running' AND j.attempt = o.attempt`;
+    WHERE j.id = ANY(${ids}::bigint[]) AND j.id = o.id AND j.status::text = 'running' AND j.attempt = o.attempt
+    RETURNING 1)
+    SELECT count(*) FROM upd${retries.length > 0 ? sql`, (SELECT pg_notify(${DUE_CHANNEL}, ${duePayload(retries)})) n` : sql``}`;
   return outcomes.map(() => undefined);
 }

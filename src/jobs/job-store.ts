@@ -7,6 +7,7 @@ import type { IdGenerator } from "../../actors/ids.ts";
 import { Batcher } from "../batcher.ts";
 import { shardOf } from "../../actors/shard-map.ts";
 import type { Databases, Sql } from "../db/databases.ts";
+import { DUE_CHANNEL, duePayload } from "../db/due-notify.ts";
 import type { JobSpec, Target } from "./job-input.ts";
 
 export const JOB_STATUSES = ["created", "scheduled", "running", "retrying", "succeeded", "failed", "cancelled"] as const;
@@ -212,7 +213,11 @@ export class JobStore {
  * (a keyed create repeated after a crash).
  */
 async function insertRows(sql: Sql, r: NewRow[], opts: { skipExisting?: boolean } = {}): Promise<JobRow[]> {
+  const now = Date.now();
+  // The shards' owners hear of the new jobs when they commit (src/db/due-notify.ts).
+  const notify = duePayload(r.map((x) => ({ shard: x.shard_id, dueAt: Math.max(x.execute_at.getTime(), now) })));
   const rows = await sql<JobRow[]>`
+    WITH ins AS (
     INSERT INTO jobs (id, shard_id, user_id, message, target, execute_at, due_at, max_attempts, trace_context, idempotency_key)
     SELECT id, shard_id, user_id, message, target::jsonb, execute_at, greatest(execute_at, now()), max_attempts, trace_context::jsonb, idempotency_key
     FROM unnest(
@@ -223,7 +228,8 @@ async function insertRows(sql: Sql, r: NewRow[], opts: { skipExisting?: boolean 
       ${r.map((x) => JSON.stringify(x.trace_context))}::text[], ${r.map((x) => x.idempotency_key)}::text[])
       AS u(id, shard_id, user_id, message, target, execute_at, max_attempts, trace_context, idempotency_key)
     ${opts.skipExisting ? sql`ON CONFLICT (id) DO NOTHING` : sql``}
-    RETURNING ${sql.unsafe(COLUMNS)}`;
+    RETURNING ${sql.unsafe(COLUMNS)})
+    SELECT ins.* FROM ins, (SELECT pg_notify(${DUE_CHANNEL}, ${notify})) n`;
   const byId = new Map(rows.map((row) => [row.id, row]));
   return r.flatMap((x) => byId.get(x.id) ?? []);
 }

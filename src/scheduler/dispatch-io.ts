@@ -8,7 +8,7 @@ import type { SchedulerIo } from "../../actors/scheduler-core.ts";
 import type { LoadInput, LoadOutput } from "../../actors/shard.machine.ts";
 import type { Placement } from "../../actors/start-window.ts";
 import type { Config } from "../config.ts";
-import type { Databases } from "../db/databases.ts";
+import { retryRolledBack, type Databases } from "../db/databases.ts";
 import { encodeDue, type DueEntry } from "../due-message.ts";
 import type { Publisher } from "../kafka.ts";
 import { log } from "../log.ts";
@@ -87,7 +87,7 @@ export function schedulerIo(config: Config, dbs: Databases, publishers: Publishe
         [...byDb].map(async ([db, idx]) => {
           const sqlReqs = idx.map((i) => ({ shard: reqs[i]!.shard, epoch: reqs[i]!.epoch, ids: reqs[i]!.jobs.map((j) => j.id.toString()) }));
           try {
-            const results = await markMany(dbs.all[db]!, s.scheduledDeadlineMs, aheadMs, sqlReqs);
+            const results = await retryRolledBack(() => markMany(dbs.all[db]!, s.scheduledDeadlineMs, aheadMs, sqlReqs));
             idx.forEach((i, k) => {
               const { fence, rows } = results[k]!;
               const req = reqs[i]!;

@@ -15,11 +15,14 @@ import { checkFence } from "./fence.ts";
 /**
  * Waiting jobs of a shard due by the horizon: for each user with waiting jobs (a skip-scan over
  * the due index), up to its limit, after its cursor (a range on the same index), in (due_at, id)
- * order; `maxRows` in all. Also returns the database's clock, which decides the cursors.
+ * order; `maxRows` in all. Also returns the earliest due time beyond the horizon (one index probe
+ * per user), which tells the shard actor when to load next, and the database's clock, which
+ * decides the cursors.
  */
 export async function loadDue(sql: Sql, input: LoadInput): Promise<Omit<LoadOutput, "rescuedAt">> {
   const users = input.users;
-  const rows = await sql<{ id: string; user_id: string; due_at: Date; db_now: Date }[]>`
+  const horizon = new Date(input.horizon);
+  const rows = await sql<{ kind: "r" | "n"; id: string | null; user_id: string | null; due_at: Date | null; db_now: Date }[]>`
     WITH RECURSIVE u(user_id) AS (
       (SELECT user_id FROM jobs WHERE shard_id = ${input.shard} AND status IN ('created', 'retrying')
        ORDER BY user_id LIMIT 1)
@@ -31,19 +34,34 @@ export async function loadDue(sql: Sql, input: LoadInput): Promise<Omit<LoadOutp
     known AS (
       SELECT * FROM unnest(${users.map((u) => u.userId)}::bigint[], ${users.map((u) => u.limit)}::int[],
         ${users.map((u) => (u.after ? new Date(u.after.dueAt).toISOString() : null))}::timestamptz[],
-        ${users.map((u) => u.after?.id.toString() ?? null)}::bigint[]) AS k(user_id, lim, due_at, id))
-    SELECT d.id, d.user_id, d.due_at, now() AS db_now
-    FROM u LEFT JOIN known k ON k.user_id = u.user_id
-    CROSS JOIN LATERAL (
-      SELECT j.id, j.user_id, j.due_at FROM jobs j
-      WHERE j.shard_id = ${input.shard} AND j.user_id = u.user_id AND j.status IN ('created', 'retrying')
-        AND j.due_at <= ${new Date(input.horizon)}
-        AND (j.due_at, j.id) > (coalesce(k.due_at, '-infinity'), coalesce(k.id, -1))
-      ORDER BY j.due_at, j.id LIMIT coalesce(k.lim, ${input.newUserLimit})) d
-    WHERE u.user_id IS NOT NULL
-    LIMIT ${input.maxRows}`;
-  const jobs: FairItem[] = rows.map((r) => ({ id: BigInt(r.id), userId: r.user_id, shard: input.shard, dueAt: r.due_at.getTime() }));
-  return { jobs, dbNow: rows[0]?.db_now.getTime() ?? Date.now() };
+        ${users.map((u) => u.after?.id.toString() ?? null)}::bigint[]) AS k(user_id, lim, due_at, id)),
+    per_user AS (
+      SELECT u.user_id, k.lim, k.due_at, k.id FROM u LEFT JOIN known k ON k.user_id = u.user_id WHERE u.user_id IS NOT NULL),
+    due AS (
+      SELECT d.id, d.user_id, d.due_at FROM per_user p
+      CROSS JOIN LATERAL (
+        SELECT j.id, j.user_id, j.due_at FROM jobs j
+        WHERE j.shard_id = ${input.shard} AND j.user_id = p.user_id AND j.status IN ('created', 'retrying')
+          AND j.due_at <= ${horizon}
+          AND (j.due_at, j.id) > (coalesce(p.due_at, '-infinity'), coalesce(p.id, -1))
+        ORDER BY j.due_at, j.id LIMIT coalesce(p.lim, ${input.newUserLimit})) d
+      LIMIT ${input.maxRows}),
+    later AS (
+      SELECT min(n.due_at) AS due_at FROM per_user p
+      CROSS JOIN LATERAL (
+        SELECT j.due_at FROM jobs j
+        WHERE j.shard_id = ${input.shard} AND j.user_id = p.user_id AND j.status IN ('created', 'retrying') AND j.due_at > ${horizon}
+        ORDER BY j.due_at LIMIT 1) n)
+    SELECT 'r' AS kind, id::text, user_id::text, due_at, now() AS db_now FROM due
+    UNION ALL
+    SELECT 'n', NULL, NULL, due_at, now() FROM later`;
+  const jobs: FairItem[] = [];
+  let nextDue: number | null = null;
+  for (const r of rows) {
+    if (r.kind === "n") nextDue = r.due_at?.getTime() ?? null;
+    else jobs.push({ id: BigInt(r.id!), userId: r.user_id!, shard: input.shard, dueAt: r.due_at!.getTime() });
+  }
+  return { jobs, nextDue, dbNow: rows[0]!.db_now.getTime() };
 }
 
 export interface MarkRequestSql {

@@ -24,6 +24,7 @@ import type { KafkaBus } from "../kafka.ts";
 import { log } from "../log.ts";
 import { metrics } from "../metrics.ts";
 import { schedulerIo, type DueRow, type Publishers } from "./dispatch-io.ts";
+import { DUE_CHANNEL, parseDuePayload } from "../db/due-notify.ts";
 import { acquireFence } from "./fence.ts";
 import { WeightBook } from "./weights.ts";
 
@@ -33,8 +34,9 @@ export interface OwnershipOptions {
   replanIntervalMs?: number;
 }
 
-/** With nothing dispatched and unstarted, the offsets are read this often (the start rate decays). */
-const IDLE_POLL_MS = 500;
+/** Offsets are read this often while the window holds nothing back, and when nothing is out. */
+const UNLIMITED_POLL_MS = 200;
+const IDLE_POLL_MS = 2_000;
 
 const systemClock = {
   now: () => Date.now(),
@@ -57,6 +59,7 @@ export class ShardOwnership {
   private stopped = false;
   private registered = false;
   private observing: Promise<void> | null = null;
+  private listeners: { unlisten(): Promise<void> }[] = [];
 
   constructor(
     private readonly config: Config,
@@ -89,6 +92,7 @@ export class ShardOwnership {
           batchesInFlight: s.batchesInFlight,
           premarkMs: s.premarkMs,
           premarkEveryMs: s.premarkEveryMs,
+          publishSlotMs: s.publishSlotMs,
           userLowWater: s.userLowWater,
           defaultWeight: config.users.defaultWeight,
           window: { targetDelayMs: s.targetDelayMs, minJobs: s.windowMin, maxJobs: s.windowMax, rateSpanMs: s.rateSpanMs, rateMemoryMs: s.rateMemoryMs },
@@ -123,16 +127,24 @@ export class ShardOwnership {
     this.watcher.on("delete", () => this.requestReplan());
     this.watcher.on("error", (err) => log.warn("etcd watch error", { err }));
     this.weights.start(this.config.scheduler.weightRefreshMs);
+    // New and retried jobs wake their shard's actor (src/db/due-notify.ts); postgres.js
+    // listens on a connection of its own and listens again after a reconnect.
+    for (const sql of this.dbs.all) {
+      this.listeners.push(
+        await sql.listen(DUE_CHANNEL, (payload) => {
+          for (const { shard, at } of parseDuePayload(payload)) this.core.wake(shard, at);
+        }),
+      );
+    }
     this.observing = this.observeStarts();
     await this.register();
-    this.timer = setInterval(() => this.requestReplan(), this.opts.replanIntervalMs ?? 1_000);
+    this.timer = setInterval(() => this.requestReplan(), this.opts.replanIntervalMs ?? this.config.etcd.replanIntervalMs);
     await this.replan();
   }
 
   /**
    * Reads the executors' committed offsets: the dispatcher learns which of its jobs started
-   * (its window frees up) and how fast the executors start them. Back to back, at least
-   * SCHEDULER_START_POLL apart, while it has jobs out; every IDLE_POLL_MS otherwise.
+   * (its window frees up) and how fast the executors start them.
    */
   private async observeStarts(): Promise<void> {
     const { groupId, topicDue } = this.config.kafka;
@@ -158,7 +170,9 @@ export class ShardOwnership {
         reader = null;
         await Bun.sleep(this.config.scheduler.retryDelayMs);
       }
-      const gap = d.inFlight > 0 ? this.config.scheduler.startPollMs : IDLE_POLL_MS;
+      // Fast while the window holds dispatching back (then it must follow every start); a
+      // few times a second otherwise (it only keeps the rate and the wait current).
+      const gap = d.window.isLimited(Date.now()) ? this.config.scheduler.startPollMs : d.inFlight > 0 ? UNLIMITED_POLL_MS : IDLE_POLL_MS;
       await Bun.sleep(Math.max(0, t0 + gap - Date.now()));
     }
     await reader?.close().catch(() => {});
@@ -280,6 +294,7 @@ export class ShardOwnership {
     const draining = Promise.all(this.owned().map((shard) => this.stopShard(shard, false)));
     this.core.dispatcher.stop();
     await draining;
+    await Promise.all(this.listeners.map((l) => l.unlisten().catch(() => {})));
     await this.observing;
     await this.planning?.catch(() => {});
     await this.watcher?.cancel().catch(() => {});

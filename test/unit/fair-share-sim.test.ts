@@ -27,6 +27,7 @@ const settings: CoreSettings = {
     batchesInFlight: 4,
     premarkMs: 250,
     premarkEveryMs: 50,
+    publishSlotMs: 10,
     userLowWater: 50,
     defaultWeight: 1,
     window: { targetDelayMs: 150, minJobs: 100, maxJobs: 100_000, rateSpanMs: 100, rateMemoryMs: 1_000 },
@@ -79,7 +80,7 @@ function world(opts: { shards: number; capacity: number; weights: Record<string,
       for (const r of mine) if (out.length < input.maxRows) out.push({ id: r.id, userId: r.userId, shard: r.shard, dueAt: r.dueAt });
     }
     const dbNow = clock.now();
-    return after(ioMs, () => ({ jobs: out, dbNow, rescuedAt: input.rescue ? dbNow : null }));
+    return after(ioMs, () => ({ jobs: out, dbNow, nextDue: null, rescuedAt: input.rescue ? dbNow : null }));
   };
 
   const mark = (reqs: MarkRequest[]) =>

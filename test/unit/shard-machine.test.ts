@@ -42,7 +42,8 @@ function harness(opts: { rows: FairItem[]; settings?: Partial<ShardSettings>; lo
             .slice(0, k ? k.limit : input.newUserLimit);
           jobs.push(...mine);
         }
-        return { jobs, dbNow: clock.now(), rescuedAt: input.rescue ? clock.now() : null };
+        const later = rows.filter((r) => r.dueAt > input.horizon).map((r) => r.dueAt);
+        return { jobs, dbNow: clock.now(), nextDue: later.length ? Math.min(...later) : null, rescuedAt: input.rescue ? clock.now() : null };
       }),
     },
     actions: {
@@ -74,13 +75,41 @@ function harness(opts: { rows: FairItem[]; settings?: Partial<ShardSettings>; lo
 const job = (id: number, userId: string, dueAt: number): FairItem => ({ id: BigInt(id), userId, shard: 3, dueAt });
 
 describe("shard actor", () => {
-  test("loads at once, then every poll interval; offers jobs due within the look-ahead", async () => {
-    const h = harness({ rows: [job(1, "a", 100), job(2, "b", 1_800), job(3, "a", 2_900)] });
+  test("loads at once, then when the next waiting job comes within the look-ahead, not on a clock", async () => {
+    const h = harness({ rows: [job(1, "a", 100), job(2, "b", 1_800), job(3, "a", 2_900)], settings: { pollIntervalMs: 60_000 } });
     await advance(h.clock, 1_100);
-    expect(h.loads.map((l) => l.at)).toEqual([0, 500, 1_000]);
-    // Job 3 is due at 2,900: outside the 2 s look-ahead until the load at 1,000.
+    // The first load (horizon 2,000) reports job 3 next, due at 2,900: loaded at 2,900 - 2,000.
+    expect(h.loads.map((l) => l.at)).toEqual([0, 900]);
     expect(h.offered.map((j) => j.id)).toEqual([1n, 2n, 3n]);
     expect(h.loads[0]!.horizon).toBe(2_000);
+    h.actor.stop();
+  });
+
+  test("WAKE loads at once for a job due within the look-ahead, and re-arms the timer for a later one", async () => {
+    const rows: FairItem[] = [];
+    const h = harness({ rows, settings: { pollIntervalMs: 60_000 } });
+    await advance(h.clock, 100);
+    expect(h.loads.length).toBe(1);
+    rows.push(job(1, "a", 1_500)); // created after the first load, due within 2 s
+    h.actor.send({ type: "WAKE", at: 1_500 });
+    await advance(h.clock, 20);
+    expect(h.loads.length).toBe(2);
+    expect(h.offered.map((j) => j.id)).toEqual([1n]);
+    rows.push(job(2, "a", 5_000));
+    h.actor.send({ type: "WAKE", at: 5_000 });
+    await advance(h.clock, 2_700); // now ~2,820: not yet within the look-ahead of 5,000
+    expect(h.loads.length).toBe(2);
+    await advance(h.clock, 300);
+    expect(h.loads.length).toBe(3);
+    expect(h.loads[2]!.at).toBeWithin(3_000, 3_011);
+    expect(h.offered.map((j) => j.id)).toEqual([1n, 2n]);
+    h.actor.stop();
+  });
+
+  test("without notifications or due jobs, a shard polls only every pollIntervalMs", async () => {
+    const h = harness({ rows: [], settings: { pollIntervalMs: 5_000 } });
+    await advance(h.clock, 12_000);
+    expect(h.loads.map((l) => l.at)).toEqual([0, 5_000, 10_000]);
     h.actor.stop();
   });
 
