@@ -72,9 +72,9 @@ try {
   await waitFor("all jobs to finish", async () => (await finished()) >= WARMUP + JOBS, 600_000, 100);
   const busy = machineBusySeconds() - busy0;
   const [agg] = await sql`SELECT count(*)::int AS n, count(*) FILTER (WHERE status = 'succeeded')::int AS ok, max(attempt)::int AS max_attempt,
-    extract(epoch from max(finished_at) - min(execute_at)) * 1000 AS span_ms FROM jobs WHERE message = 'drain'`;
+    extract(epoch from max(finished_at) - min(execute_at)) * 1000 AS span_ms FROM all_jobs WHERE message = 'drain'`;
   if (agg!.n !== JOBS) throw new Error(`expected ${JOBS} measured jobs, found ${agg!.n}`);
-  const lateness = (await sql`SELECT extract(epoch from finished_at - execute_at) * 1000 AS ms FROM jobs WHERE message = 'drain'`).map((r) => Number(r.ms));
+  const lateness = (await sql`SELECT extract(epoch from finished_at - execute_at) * 1000 AS ms FROM all_jobs WHERE message = 'drain'`).map((r) => Number(r.ms));
   report("executor drain (end to end)", {
     jobs: JOBS,
     warmup_jobs: WARMUP,

@@ -72,7 +72,7 @@ try {
   await insert(total, (i) => t0 + (i * 1000) / RATE, "steady");
   const schedulers = await startRoles(s.start, "scheduler", SCHEDULERS);
   const dueAt = new Map<string, number>();
-  for (const sql of dbs.all) for (const r of await sql`SELECT id, execute_at FROM jobs WHERE message = 'steady'`) dueAt.set(r.id, r.execute_at.getTime());
+  for (const sql of dbs.all) for (const r of await sql`SELECT id, execute_at FROM all_jobs WHERE message = 'steady'`) dueAt.set(r.id, r.execute_at.getTime());
   await Bun.sleep(Math.max(0, t0 - Date.now()) + DURATION * 1000);
   const steady = await collectDue(s, (all) => all.length >= total, 60_000);
   const lateness = steady.map((m) => m.timestamp - dueAt.get(m.value.id)!);

@@ -49,7 +49,7 @@ const logs = procs.flatMap((p) => p.logs).filter((l) => (/"ts":"([^"]+)"/.exec(l
 const leaseLost = logs.filter((l) => l.includes("lease lost")).length;
 const released = logs.filter((l) => l.includes('"shard released"')).length;
 const fenced = logs.filter((l) => l.includes("fenced out")).length;
-const [{ dispatched }] = (await sql`SELECT count(*)::int AS dispatched FROM jobs WHERE status <> 'created'`) as unknown as [{ dispatched: number }];
+const [{ dispatched }] = (await sql`SELECT count(*)::int AS dispatched FROM all_jobs WHERE status <> 'created'`) as unknown as [{ dispatched: number }];
 await sql.end();
 await s.close();
 const ok = changes === 0 && leaseLost === 0 && released === 0 && fenced === 0;

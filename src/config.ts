@@ -21,6 +21,13 @@ export interface Config {
   databaseUrls: string[];
   dbPoolMax: number;
   shardCount: number;
+  maintenance: {
+    /** Start in production although a database runs with autovacuum off (the scheduler vacuums). */
+    autovacuumOffOk: boolean;
+    /** A job table with this many dead row versions is vacuumed by a scheduler (0: never). */
+    vacuumDeadTuples: number;
+    vacuumCheckMs: number;
+  };
   kafka: {
     brokers: string[];
     clientId: string;
@@ -219,6 +226,11 @@ export function loadConfig(env: Env = process.env): Config {
     databaseUrls: list("DATABASE_URLS", "postgres://root@127.0.0.1:5432/fairshare", isUrl(["postgres:", "postgresql:"]), "postgres:// URL"),
     dbPoolMax: int("DB_POOL_MAX", 10, 1, 500),
     shardCount: int("SHARD_COUNT", 16, 1, 4096),
+    maintenance: {
+      autovacuumOffOk: bool("DB_AUTOVACUUM_OFF_OK", false),
+      vacuumDeadTuples: int("DB_VACUUM_DEAD_TUPLES", 50_000, 0, 1_000_000_000),
+      vacuumCheckMs: duration("DB_VACUUM_CHECK_INTERVAL", "10s", 100),
+    },
     kafka: {
       brokers: list("KAFKA_BROKERS", "127.0.0.1:9092", (s) => /^[^:\s]+:\d{1,5}$/.test(s), "host:port"),
       clientId: str("KAFKA_CLIENT_ID", "fairshare"),

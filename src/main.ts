@@ -8,6 +8,7 @@
  */
 import { ConfigError, loadConfig, parseRole, type Config, type Role } from "./config.ts";
 import { openDatabases } from "./db/databases.ts";
+import { checkAutovacuum } from "./db/maintenance.ts";
 import { migrate } from "./db/migrate.ts";
 import { rootApp } from "./http/server.ts";
 import { configureLog, log } from "./log.ts";
@@ -36,6 +37,11 @@ const runs = (r: Role) => role === r || role === "all";
 
 const dbs = openDatabases(config.databaseUrls, config.shardCount, config.dbPoolMax, `fairshare-${role}`);
 for (const sql of dbs.all) await migrate(sql);
+const refusal = await checkAutovacuum(dbs, config);
+if (refusal) {
+  process.stderr.write(`${refusal}\n`);
+  process.exit(2);
+}
 
 const components: Component[] = [];
 const api = runs("api") ? await startApi(config, dbs) : null;

@@ -195,7 +195,7 @@ describe("jobs", () => {
     expect(BigInt(job.id)).toBeGreaterThan(2n ** 53n);
     expect(job.shard_id).toBe(shardOf(BigInt(job.id), SHARDS));
     // The request's trace context is stored with the job (as an object) for the scheduler to carry on.
-    const [row] = await dbs.forShard(job.shard_id)`SELECT jsonb_typeof(trace_context) AS kind, trace_context->>'traceparent' AS tp FROM jobs WHERE id = ${job.id}`;
+    const [row] = await dbs.forShard(job.shard_id)`SELECT jsonb_typeof(trace_context) AS kind, trace_context->>'traceparent' AS tp FROM all_jobs WHERE id = ${job.id}`;
     expect(row!.kind).toBe("object");
     expect(row!.tp).toMatch(/^00-[0-9a-f]{32}-[0-9a-f]{16}-0[01]$/);
   });
@@ -214,7 +214,7 @@ describe("jobs", () => {
     expect(databases).toEqual(new Set([0, 1]));
     // Rows really live in the database their shard maps to.
     for (const [i, sql] of dbs.all.entries()) {
-      const rows = await sql`SELECT id, shard_id FROM jobs WHERE id IN ${sql(ids)}`;
+      const rows = await sql`SELECT id, shard_id FROM all_jobs WHERE id IN ${sql(ids)}`;
       for (const row of rows) expect(databaseOf(row.shard_id, SHARDS, 2)).toBe(i);
     }
 
@@ -310,13 +310,28 @@ describe("jobs", () => {
       expect(r.json.data.id).toBe(first.json.data.id);
     }
     let count = 0;
-    for (const sql of dbs.all) count += Number((await sql`SELECT count(*) FROM jobs WHERE message = 'pay invoice 42'`)[0]!.count);
+    for (const sql of dbs.all) count += Number((await sql`SELECT count(*) FROM all_jobs WHERE message = 'pay invoice 42'`)[0]!.count);
     expect(count).toBe(1);
     expectError(await call("POST", "/api/v1/me/jobs", { token: a.token, body: { ...body, message: "other" }, headers: { "idempotency-key": "invoice-42" } }), 422, "idempotency_key_reused");
     const other = await call("POST", "/api/v1/me/jobs", { token: b.token, body, headers: { "idempotency-key": "invoice-42" } });
     expect(other.status).toBe(201);
     expect(other.json.data.id).not.toBe(first.json.data.id);
     expectError(await call("POST", "/api/v1/me/jobs", { token: a.token, body, headers: { "idempotency-key": "has space" } }), 400, "invalid_idempotency_key");
+  });
+
+  test("a repeat after the job finished returns the finished job and does not create it again", async () => {
+    const a = await signup("ola_idem");
+    const body = { message: "once only", execute_at: soon() };
+    const first = await call("POST", "/api/v1/me/jobs", { token: a.token, body, headers: { "idempotency-key": "once-1" } });
+    expect(first.status).toBe(201);
+    for (const s of dbs.all) await s`UPDATE jobs SET status = 'succeeded', finished_at = now() WHERE id = ${first.json.data.id}`;
+    const again = await call("POST", "/api/v1/me/jobs", { token: a.token, body, headers: { "idempotency-key": "once-1" } });
+    expect(again.status).toBe(200);
+    expect(again.json.data.id).toBe(first.json.data.id);
+    expect(again.json.data.status).toBe("succeeded");
+    let waiting = 0;
+    for (const s of dbs.all) waiting += Number((await s`SELECT count(*) FROM jobs WHERE id = ${first.json.data.id}`)[0]!.count);
+    expect(waiting).toBe(0);
   });
 
   test("concurrent first requests with one key create one job", async () => {

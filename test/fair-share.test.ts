@@ -51,8 +51,8 @@ async function backlog(api: RoleProc, token: string, n: number, target?: string)
 async function starts(s: Slice, total: number): Promise<{ user: string; at: number }[]> {
   const sql = connect(s.env.DATABASE_URLS!.split(",")[0]!, 1);
   try {
-    await waitFor("every job to start", async () => (await sql`SELECT count(*)::int AS n FROM jobs WHERE started_at IS NOT NULL`)[0]!.n === total, 90_000, 500);
-    return (await sql`SELECT user_id::text AS user, started_at FROM jobs ORDER BY started_at, md5(id::text)`).map((r) => ({ user: r.user, at: r.started_at.getTime() }));
+    await waitFor("every job to start", async () => (await sql`SELECT count(*)::int AS n FROM all_jobs WHERE started_at IS NOT NULL`)[0]!.n === total, 90_000, 500);
+    return (await sql`SELECT user_id::text AS user, started_at FROM all_jobs ORDER BY started_at, md5(id::text)`).map((r) => ({ user: r.user, at: r.started_at.getTime() }));
   } finally {
     await sql.end();
   }
@@ -99,7 +99,7 @@ describe("fair share end to end", () => {
       await s.start("scheduler");
       await s.start("executor");
       const sql = connect(s.env.DATABASE_URLS!, 1);
-      await waitFor("300 starts", async () => (await sql`SELECT count(*)::int AS n FROM jobs WHERE started_at IS NOT NULL`)[0]!.n >= 300, 60_000, 100);
+      await waitFor("300 starts", async () => (await sql`SELECT count(*)::int AS n FROM all_jobs WHERE started_at IS NOT NULL`)[0]!.n >= 300, 60_000, 100);
       await sql.end();
       const changedAt = Date.now();
       const r = await fetch(`${api.url}/api/v1/admin/users/${a.id}`, {

@@ -56,8 +56,8 @@ async function insertJobs(s: Slice, n: number, executeAt: (i: number) => Date, u
 async function expectAllSucceededOnce(s: Slice, n: number): Promise<void> {
   const sql = connect(s.env.DATABASE_URLS!, 1);
   try {
-    await waitFor("every job to succeed", async () => (await sql`SELECT count(*)::int AS n FROM jobs WHERE status = 'succeeded'`)[0]!.n === n, 90_000, 500);
-    const attempts = await sql`SELECT attempt, count(*)::int AS n FROM jobs GROUP BY attempt`;
+    await waitFor("every job to succeed", async () => (await sql`SELECT count(*)::int AS n FROM all_jobs WHERE status = 'succeeded'`)[0]!.n === n, 90_000, 500);
+    const attempts = await sql`SELECT attempt, count(*)::int AS n FROM all_jobs GROUP BY attempt`;
     expect(attempts.map((r) => [r.attempt, r.n])).toEqual([[1, n]]);
   } finally {
     await sql.end();
@@ -124,7 +124,7 @@ describe("fencing", () => {
     await insertJobs(s, 40, () => new Date(Date.now() - 1000));
     const sql = connect(config.databaseUrls[0]!, 2);
     try {
-      const jobs = await sql`SELECT id::text, shard_id FROM jobs`;
+      const jobs = await sql`SELECT id::text, shard_id FROM all_jobs`;
       const shard = jobs[0]!.shard_id as number;
       const ids = jobs.filter((j) => j.shard_id === shard).map((j) => j.id as string);
       const oldEpoch = await acquireFence(sql, shard, "old-owner");
@@ -133,11 +133,11 @@ describe("fencing", () => {
       const [stale] = await markMany(sql, 60_000, 1_000, [{ shard, epoch: oldEpoch, ids }]);
       expect(stale).toEqual({ fence: newEpoch, rows: [] });
       await expect(rescueExpired(sql, shard, oldEpoch, null, async () => {})).rejects.toBeInstanceOf(FencedOutError);
-      const [{ n }] = (await sql`SELECT count(*)::int AS n FROM jobs WHERE status <> 'created'`) as unknown as [{ n: number }];
+      const [{ n }] = (await sql`SELECT count(*)::int AS n FROM all_jobs WHERE status <> 'created'`) as unknown as [{ n: number }];
       expect(n).toBe(0);
       const [fresh] = await markMany(sql, 60_000, 1_000, [{ shard, epoch: newEpoch, ids }]);
       expect(fresh!.rows.length).toBe(ids.length);
-      const [{ m }] = (await sql`SELECT count(*)::int AS m FROM jobs WHERE status = 'scheduled' AND dispatch_epoch = ${newEpoch}`) as unknown as [{ m: number }];
+      const [{ m }] = (await sql`SELECT count(*)::int AS m FROM all_jobs WHERE status = 'scheduled' AND dispatch_epoch = ${newEpoch}`) as unknown as [{ m: number }];
       expect(m).toBe(ids.length);
     } finally {
       await sql.end();
@@ -168,7 +168,7 @@ describe("rescue", () => {
     const last = ids.slice(0, 3); // these died on their last attempt (max_attempts is 3)
     const sql = connect(testConfig(s.env).databaseUrls[0]!, 2);
     const publisher = await s.bus.publisher();
-    const statuses = async () => Object.fromEntries((await sql`SELECT id, status, attempt FROM jobs`).map((r) => [r.id, `${r.status}/${r.attempt}`]));
+    const statuses = async () => Object.fromEntries((await sql`SELECT id, status, attempt FROM all_jobs`).map((r) => [r.id, `${r.status}/${r.attempt}`]));
     const deadLetter = (topic: string) => async (runs: DoomedRun[]) => {
       await publisher.publish(topic, runs.map((r) => ({ key: r.id, value: JSON.stringify({ id: r.id, attempts: r.attempt }) })));
     };
@@ -191,7 +191,7 @@ describe("rescue", () => {
       const full = await rescueExpired(sql, 0, epoch, null, deadLetter(s.topicDlq));
       expect([full.changed, full.deadLettered]).toEqual([6, 3]);
       expect(Math.abs(full.dbNow.getTime() - Date.now())).toBeLessThan(5_000);
-      const after = await sql`SELECT id, status, attempt, last_error, finished_at, due_at > now() - interval '5 seconds' AS due_now FROM jobs ORDER BY id`;
+      const after = await sql`SELECT id, status, attempt, last_error, finished_at, due_at > now() - interval '5 seconds' AS due_now FROM all_jobs ORDER BY id`;
       for (const r of after) {
         expect(r.status).toBe(last.includes(r.id) ? "failed" : "retrying");
         expect(r.finished_at !== null).toBe(last.includes(r.id));

@@ -113,9 +113,14 @@ export class JobStore {
     const { shard, row } = this.rowFor(id, owner, spec, trace, idem?.key ?? null);
     const sql = this.dbs.forShard(shard);
     if (!idem) return { job: await this.singles.submit(sql, row), replayed: false };
+    // A replay finds the job wherever it is now; only a job that was never written is inserted
+    // (a finished job has left `jobs`, and inserting its id again would run it again).
+    const find = async () => (await sql<JobRow[]>`SELECT ${sql.unsafe(COLUMNS)} FROM all_jobs WHERE id = ${row.id}`)[0];
+    const earlier = replayed ? await find() : undefined;
+    if (earlier) return { job: earlier, replayed };
     const [inserted] = await insertRows(sql, [row], { skipExisting: true });
     if (inserted) return { job: inserted, replayed };
-    const [existing] = await sql<JobRow[]>`SELECT ${sql.unsafe(COLUMNS)} FROM jobs WHERE id = ${row.id}`;
+    const existing = await find();
     if (!existing) throw new Error(`job ${row.id} neither inserted nor found`);
     return { job: existing, replayed };
   }
@@ -168,7 +173,7 @@ export class JobStore {
   async get(userId: string, id: bigint): Promise<JobRow | null> {
     const sql = this.dbs.forShard(shardOf(id, this.dbs.shardCount));
     const [row] = await sql<JobRow[]>`
-      SELECT ${sql.unsafe(COLUMNS)} FROM jobs WHERE id = ${id.toString()} AND user_id = ${userId}`;
+      SELECT ${sql.unsafe(COLUMNS)} FROM all_jobs WHERE id = ${id.toString()} AND user_id = ${userId}`;
     return row ?? null;
   }
 
@@ -178,7 +183,7 @@ export class JobStore {
     const pages = await Promise.all(
       this.dbs.all.map(
         (sql: Sql) => sql<JobRow[]>`
-          SELECT ${sql.unsafe(COLUMNS)} FROM jobs
+          SELECT ${sql.unsafe(COLUMNS)} FROM all_jobs
           WHERE user_id = ${userId}
             ${opts.status ? sql`AND status = ${opts.status}` : sql``}
             ${opts.cursor !== null ? sql`AND id < ${opts.cursor.toString()}` : sql``}

@@ -1,0 +1,132 @@
+/**
+ * Upkeep that keeps the cost of the job tables independent of their history.
+ *
+ * Every job leaves dead row versions in `jobs` (its mark, claim and outcome updates, and its
+ * move to `job_history`). Until they are vacuumed, every index scan the scheduler and executor
+ * make walks them: after ~1.5 million jobs with nothing vacuumed, an idle cluster kept two cores
+ * busy. So:
+ * - at start, a database with autovacuum off is a warning in local mode and a refusal in
+ *   production, unless DB_AUTOVACUUM_OFF_OK says the operator knows (the keeper below then
+ *   does the vacuuming for the job tables);
+ * - every scheduler runs a VacuumKeeper: each DB_VACUUM_CHECK_INTERVAL it reads the dead-row
+ *   counts of this project's tables (exported as `db_dead_tuples`, alerted on in
+ *   ops/prometheus/alerts.yml) and vacuums a table past DB_VACUUM_DEAD_TUPLES. One process per
+ *   database does so at a time (a session advisory lock). With autovacuum on and the per-table
+ *   settings of sql/000003, autovacuum normally gets there first and the keeper is a backstop.
+ */
+import type { Config } from "../config.ts";
+import { log } from "../log.ts";
+import { Counter, Gauge } from "../metrics.ts";
+import type { Databases, Sql } from "./databases.ts";
+
+const VACUUM_LOCK = 0x76_61_63_75; // "vacu"
+const TABLES = ["jobs", "job_history", "idempotency_keys", "shard_fences", "users"] as const;
+
+export const deadTuples = new Gauge("db_dead_tuples", "Dead row versions not yet vacuumed, by database and table");
+const vacuums = new Counter("db_vacuums_total", "Vacuums this process ran, by database and table");
+
+/** Names the databases whose autovacuum is off; what to do about it is the caller's. */
+export async function autovacuumOff(dbs: Databases): Promise<string[]> {
+  const off: string[] = [];
+  for (const sql of dbs.all) {
+    const [row] = (await sql`SELECT current_setting('autovacuum') AS v, current_database() AS db`) as unknown as [{ v: string; db: string }];
+    if (row.v !== "on") off.push(row.db);
+  }
+  return off;
+}
+
+/**
+ * The start-up check: returns a reason to refuse to start, or null. Autovacuum off is refused
+ * in production unless overridden, and logged as a warning otherwise.
+ */
+export async function checkAutovacuum(dbs: Databases, config: Config): Promise<string | null> {
+  const off = await autovacuumOff(dbs);
+  if (off.length === 0) return null;
+  const detail = {
+    databases: off,
+    keeper: `schedulers vacuum the job tables past ${config.maintenance.vacuumDeadTuples} dead rows (DB_VACUUM_DEAD_TUPLES)`,
+  };
+  if (config.mode === "production" && !config.maintenance.autovacuumOffOk) {
+    return `autovacuum is off on ${off.join(", ")}: dead rows would pile up under the job tables. Turn it on, or set DB_AUTOVACUUM_OFF_OK=true to rely on the schedulers' vacuuming`;
+  }
+  log.warn("autovacuum is off; relying on the schedulers' vacuuming", detail);
+  return null;
+}
+
+/** The scheduler's periodic dead-row check and vacuum, one loop per database. */
+export class VacuumKeeper {
+  private timer: ReturnType<typeof setTimeout> | null = null;
+  private stopped = false;
+  private running: Promise<void> = Promise.resolve();
+
+  constructor(
+    private readonly dbs: Databases,
+    private readonly threshold: number,
+    private readonly intervalMs: number,
+  ) {}
+
+  start(): void {
+    this.schedule(0);
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    await this.running;
+  }
+
+  private schedule(delay: number): void {
+    if (this.stopped) return;
+    this.timer = setTimeout(() => {
+      this.running = this.checkAll().then(
+        () => {},
+        () => {},
+      ).finally(() => this.schedule(this.intervalMs));
+    }, delay);
+  }
+
+  /** One pass over every database; returns the tables it vacuumed (for tests). */
+  async checkAll(): Promise<string[]> {
+    const done: string[] = [];
+    for (const sql of this.dbs.all) {
+      try {
+        done.push(...(await this.check(sql)));
+      } catch (e) {
+        log.warn("vacuum check failed", { error: (e as Error).message });
+      }
+    }
+    return done;
+  }
+
+  private async check(sql: Sql): Promise<string[]> {
+    const rows = await sql<{ db: string; relname: string; dead: number }[]>`
+      SELECT current_database() AS db, relname, n_dead_tup::float8 AS dead
+      FROM pg_stat_user_tables WHERE schemaname = current_schema() AND relname = ANY(${TABLES as unknown as string[]})`;
+    for (const r of rows) deadTuples.set(r.dead, { database: r.db, table: r.relname });
+    const due = rows.filter((r) => this.threshold > 0 && r.dead >= this.threshold);
+    if (due.length === 0 || this.stopped) return [];
+    // VACUUM cannot run in a transaction, and the lock must outlive single statements: one
+    // reserved connection holds the session lock for the vacuums.
+    const conn = await sql.reserve();
+    const done: string[] = [];
+    try {
+      const [{ ok }] = (await conn`SELECT pg_try_advisory_lock(${VACUUM_LOCK}) AS ok`) as unknown as [{ ok: boolean }];
+      if (!ok) return [];
+      try {
+        for (const r of due) {
+          const started = performance.now();
+          // The names come from TABLES, not from input.
+          await conn.unsafe(`VACUUM ${r.relname}`);
+          vacuums.inc({ database: r.db, table: r.relname });
+          done.push(r.relname);
+          log.info("vacuumed", { database: r.db, table: r.relname, dead_rows: r.dead, ms: Math.round(performance.now() - started) });
+        }
+      } finally {
+        await conn`SELECT pg_advisory_unlock(${VACUUM_LOCK})`;
+      }
+    } finally {
+      conn.release();
+    }
+    return done;
+  }
+}
