@@ -107,8 +107,12 @@ export class Dispatcher<M extends Marked> {
    * again; queued again it would go out in a second, concurrent mark of the same row.
    */
   private marking = new Set<bigint>();
-  /** Shards asked to refill whose loads have not brought jobs since (asked once, not per pop). */
-  private refillAsked = new Set<number>();
+  /**
+   * Users per shard a refill was asked for whose shard's loads have not brought jobs since
+   * (asked once, not per pop). Per user: a shard declines a refill for a user with no more rows,
+   * and its other users must still be able to ask when they run low.
+   */
+  private refillAsked = new Map<number, Set<string>>();
 
   constructor(
     private readonly io: DispatchIo<M>,
@@ -257,13 +261,14 @@ export class Dispatcher<M extends Marked> {
         this.lastEarlyAt = now;
       }
       out.push({ job: next, due });
-      if (this.queue.stockOf(next.shard, next.userId) < this.s.userLowWater && !this.refillAsked.has(next.shard)) low.add(next.shard);
+      if (this.queue.stockOf(next.shard, next.userId) < this.s.userLowWater && !this.refillAsked.get(next.shard)?.has(next.userId)) {
+        const asked = this.refillAsked.get(next.shard) ?? new Set<string>();
+        this.refillAsked.set(next.shard, asked.add(next.userId));
+        low.add(next.shard);
+      }
     }
     for (const o of out) this.hold(o);
-    for (const shard of low) {
-      this.refillAsked.add(shard);
-      this.hooks.refill(shard);
-    }
+    for (const shard of low) this.hooks.refill(shard);
     return out;
   }
 

@@ -266,7 +266,7 @@ export function loadConfig(env: Env = process.env): Config {
       lookaheadMs: duration("SCHEDULER_LOOKAHEAD", "4s", 100),
       pollIntervalMs: duration("SCHEDULER_POLL_INTERVAL", "5s", 10),
       targetDelayMs: duration("SCHEDULER_TARGET_DELAY", "100ms", 20),
-      windowMin: int("SCHEDULER_WINDOW_MIN", 256, 1, 1_000_000),
+      windowMin: int("SCHEDULER_WINDOW_MIN", 1_024, 1, 1_000_000),
       windowMax: int("SCHEDULER_WINDOW_MAX", 100_000, 1, 10_000_000),
       startPollMs: duration("SCHEDULER_START_POLL", "50ms", 1),
       // One start-rate sample spans 100 ms (several commits and offset reads); the window

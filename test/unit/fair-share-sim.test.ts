@@ -48,7 +48,7 @@ interface World {
 /**
  * capacity: jobs the executors start per second. latency: ms for each I/O step.
  */
-function world(opts: { shards: number; capacity: number; weights: Record<string, number>; partitions?: number; ioMs?: number; commitEveryMs?: number }): World {
+function world(opts: { shards: number; capacity: number; weights: Record<string, number>; partitions?: number; ioMs?: number; commitEveryMs?: number; pollIntervalMs?: number }): World {
   const clock = new SimulatedClock();
   const rows = new Map<bigint, Row>();
   const ioMs = opts.ioMs ?? 5;
@@ -110,7 +110,8 @@ function world(opts: { shards: number; capacity: number; weights: Record<string,
       return placements;
     });
 
-  const core = new SchedulerCore({ load, mark, publish }, settings, clock, { fenced: () => {} });
+  const shardSettings = { ...settings.shard, pollIntervalMs: opts.pollIntervalMs ?? settings.shard.pollIntervalMs };
+  const core = new SchedulerCore({ load, mark, publish }, { ...settings, shard: shardSettings }, clock, { fenced: () => {} });
   for (const [u, w] of Object.entries(opts.weights)) core.dispatcher.setWeight(u, w);
   for (let s = 0; s < opts.shards; s++) core.addShard(s, "1");
 
@@ -229,6 +230,20 @@ describe("fair share, simulated (scheduler core on a simulated clock, 8 shards, 
     // The late user's first job starts within the window's delay, not behind a queue.
     const firstLate = Math.min(...[...w.rows.values()].filter((r) => r.userId === "late").map((r) => r.startedAt ?? Infinity));
     expect(firstLate - 4_000).toBeLessThan(300);
+  });
+
+  test("when the heaviest user runs out, the others keep the executors busy (refills do not wait for a poll)", async () => {
+    // Polls far apart: only refills can keep the queues stocked. A refill declined for the
+    // exhausted user must not stop its shard's other users from asking for theirs.
+    const w = world({ shards: 8, capacity: 5_000, weights: { a: 1, b: 2, c: 4 }, pollIntervalMs: 60_000 });
+    for (const u of ["a", "b"]) w.add(u, 20_000, 1_000);
+    w.add("c", 12_000, 1_000);
+    await w.run(14_000);
+    const cDone = lastStart(w, "c");
+    const until = Math.min(lastStart(w, "a"), lastStart(w, "b"));
+    const after = windows(w.rows.values(), ["a", "b"], cDone + 100, until);
+    expect(after.length).toBeGreaterThanOrEqual(2);
+    for (const c of after) expect(c[0]! + c[1]!).toBeGreaterThanOrEqual(4_900);
   });
 
   test("a small user behind a flood starts each job within ~the target delay", async () => {
