@@ -168,6 +168,35 @@ describe("executor", () => {
     expect(calls.get("/dup-a")!.length).toBe(1);
   });
 
+  test("a message whose claim failed (database unreachable) is not committed: it is consumed again and runs once", async () => {
+    const { data } = await post("/api/v1/me/jobs", { message: "claim later", execute_at: inSeconds(600), target: { url: targetUrl("/claim-later") } });
+    await sql`UPDATE jobs SET status = 'scheduled', deadline_at = now() + interval '5 minutes' WHERE id = ${data.id}`;
+    const url = new URL(s.env.DATABASE_URLS!);
+    const db = url.pathname.slice(1);
+    url.pathname = "/postgres";
+    const admin = connect(url.toString(), 1);
+    // The executor's connections go away and no new one is let in.
+    await admin.unsafe(`ALTER DATABASE "${db}" ALLOW_CONNECTIONS false`);
+    try {
+      await admin`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = ${db} AND application_name = 'fairshare-executor'`;
+      const msg = { key: data.id, value: JSON.stringify({ id: data.id, shard: data.shard_id, attempt: 1, user_id: "1", execute_at: new Date().toISOString(), epoch: "1" }) };
+      const pub = await s.bus.publisher();
+      await pub.publish(s.topicDue, [msg]);
+      await pub.close();
+      await Bun.sleep(4_000); // claims fail meanwhile
+      expect(calls.get("/claim-later")).toBeUndefined();
+    } finally {
+      await admin.unsafe(`ALTER DATABASE "${db}" ALLOW_CONNECTIONS true`);
+      await admin.end();
+    }
+    // Had the offset been committed past the message, nothing would run it before the rescuer
+    // (5 minutes) and execute_at (10 minutes): it runs now because the message is read again.
+    const done = await terminal(data.id, 45_000);
+    expect(done.status).toBe("succeeded");
+    expect(done.attempt).toBe(1);
+    expect(calls.get("/claim-later")!.length).toBe(1);
+  });
+
   test("kill -9 an executor holding running jobs: every job still finishes, re-runs show in the attempt counter", async () => {
     const ids: string[] = [];
     for (let i = 0; i < 12; i++) {
@@ -182,6 +211,8 @@ describe("executor", () => {
     const finished = await Promise.all(ids.map((id) => terminal(id, 90_000)));
     expect(finished.every((j) => j.status === "succeeded")).toBe(true);
     for (const j of finished) if (running.includes(j.id)) expect(j.attempt).toBeGreaterThanOrEqual(2);
+    // No attempt ran twice: a target hears at most once per attempt.
+    ids.forEach((id, i) => expect(calls.get(`/slow-${i}`)?.length ?? 0).toBeLessThanOrEqual(finished.find((j) => j.id === id)!.attempt));
     expect(finished.filter((j) => running.includes(j.id)).length).toBe(running.length);
   }, 150_000);
 });
