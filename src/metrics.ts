@@ -162,4 +162,6 @@ export const metrics = {
   inFlightWindow: new Gauge("scheduler_inflight_window_jobs", "Dispatched-but-unstarted jobs this scheduler may have out (start rate x target delay)."),
   inFlightJobs: new Gauge("scheduler_inflight_jobs", "This scheduler's jobs dispatched and not yet seen started."),
   startDelay: new Histogram("scheduler_start_delay_seconds", "Publish to start (seen through the executors' commits), per due message.", LATENCY_S),
+  deadTuples: new Gauge("db_dead_tuples", "Dead row versions not yet vacuumed, by database and table."),
+  vacuums: new Counter("db_vacuums_total", "Vacuums this process ran, by database and table."),
 };

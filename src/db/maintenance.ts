@@ -16,14 +16,12 @@
  */
 import type { Config } from "../config.ts";
 import { log } from "../log.ts";
-import { Counter, Gauge } from "../metrics.ts";
+import { metrics } from "../metrics.ts";
 import type { Databases, Sql } from "./databases.ts";
 
 const VACUUM_LOCK = 0x76_61_63_75; // "vacu"
 const TABLES = ["jobs", "job_history", "idempotency_keys", "shard_fences", "users"] as const;
 
-export const deadTuples = new Gauge("db_dead_tuples", "Dead row versions not yet vacuumed, by database and table");
-const vacuums = new Counter("db_vacuums_total", "Vacuums this process ran, by database and table");
 
 /** Names the databases whose autovacuum is off; what to do about it is the caller's. */
 export async function autovacuumOff(dbs: Databases): Promise<string[]> {
@@ -102,7 +100,7 @@ export class VacuumKeeper {
     const rows = await sql<{ db: string; relname: string; dead: number }[]>`
       SELECT current_database() AS db, relname, n_dead_tup::float8 AS dead
       FROM pg_stat_user_tables WHERE schemaname = current_schema() AND relname = ANY(${TABLES as unknown as string[]})`;
-    for (const r of rows) deadTuples.set(r.dead, { database: r.db, table: r.relname });
+    for (const r of rows) metrics.deadTuples.set(r.dead, { database: r.db, table: r.relname });
     const due = rows.filter((r) => this.threshold > 0 && r.dead >= this.threshold);
     if (due.length === 0 || this.stopped) return [];
     // VACUUM cannot run in a transaction, and the lock must outlive single statements: one
@@ -117,7 +115,7 @@ export class VacuumKeeper {
           const started = performance.now();
           // The names come from TABLES, not from input.
           await conn.unsafe(`VACUUM ${r.relname}`);
-          vacuums.inc({ database: r.db, table: r.relname });
+          metrics.vacuums.inc({ database: r.db, table: r.relname });
           done.push(r.relname);
           log.info("vacuumed", { database: r.db, table: r.relname, dead_rows: r.dead, ms: Math.round(performance.now() - started) });
         }
