@@ -4,13 +4,17 @@
  * can verify it came from this scheduler:
  *   X-Signature-Timestamp: <unix seconds>
  *   X-Signature: sha256=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>
- * Targets that resolve to loopback, private, link-local or otherwise internal addresses are
- * refused (a permanent error) unless HTTP_TARGET_ALLOW_PRIVATE is set. Redirects are not
- * followed, so a public URL cannot bounce the call to an internal one.
+ * Targets that resolve to loopback, private, link-local or otherwise internal addresses, in any
+ * spelling, are refused (a permanent error) unless HTTP_TARGET_ALLOW_PRIVATE is set; the host is
+ * resolved once and the call connects to the address checked (DNS rebinding cannot swap it); a
+ * name that does not resolve is never called. Redirects are not followed, so a public URL cannot
+ * bounce the call to an internal one.
  */
 import { createHmac } from "node:crypto";
 import { lookup } from "node:dns/promises";
 import { isIP } from "node:net";
+import { checkServerIdentity, type PeerCertificate } from "node:tls";
+import ipaddr from "ipaddr.js";
 import type { ClaimedJob } from "../../actors/job-run.machine.ts";
 import { classifyHttpStatus, type RunResult } from "../../actors/outcome.ts";
 import { log } from "../log.ts";
@@ -25,30 +29,43 @@ export function sign(secret: string, timestamp: string, body: string): string {
   return `sha256=${createHmac("sha256", secret).update(`${timestamp}.${body}`).digest("hex")}`;
 }
 
-/** True for addresses a public webhook must never reach. */
+/**
+ * True for addresses a public webhook must never reach: anything but plain global unicast, in
+ * every spelling (ipaddr.js parses dotted, hex, IPv4-mapped and -compatible IPv6). IPv6 forms
+ * that carry an IPv4 address (mapped, translated, NAT64, 6to4, Teredo) count as internal: they
+ * route to that address by other means.
+ */
 export function isInternalAddress(ip: string): boolean {
-  if (isIP(ip) === 4) {
-    const [a, b] = ip.split(".").map(Number) as [number, number];
-    return a === 0 || a === 10 || a === 127 || (a === 100 && b >= 64 && b <= 127) || (a === 169 && b === 254) ||
-      (a === 172 && b >= 16 && b <= 31) || (a === 192 && b === 168) || (a === 198 && (b === 18 || b === 19)) || a >= 224;
+  if (!ipaddr.isValid(ip)) return true;
+  const addr = ipaddr.process(ip); // IPv4-mapped IPv6 becomes the IPv4 address
+  if (addr.kind() === "ipv4") {
+    const [a, b] = (addr as ipaddr.IPv4).octets;
+    // unicast by ipaddr's table, less what it does not name: benchmarking 198.18/15, IETF 192.0.0/24.
+    return addr.range() !== "unicast" || (a === 198 && (b === 18 || b === 19)) || (a === 192 && b === 0);
   }
-  const v6 = ip.toLowerCase();
-  if (v6 === "::" || v6 === "::1") return true;
-  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/.exec(v6);
-  if (mapped) return isInternalAddress(mapped[1]!);
-  return /^(fc|fd|fe8|fe9|fea|feb|ff)/.test(v6);
+  const v6 = addr as ipaddr.IPv6;
+  // ::a.b.c.d (IPv4-compatible, deprecated) is not named by ipaddr: the first 96 bits are zero.
+  if (v6.parts.slice(0, 6).every((p) => p === 0)) return true;
+  return v6.range() !== "unicast";
 }
 
-async function refusedTarget(url: URL): Promise<string | null> {
+/**
+ * Resolves the target's host once and checks every address; the call then connects to the
+ * address that was checked (no second lookup a rebinding DNS could answer differently). A name
+ * that does not resolve is a retryable failure, never a call.
+ */
+async function resolveTarget(url: URL, allowPrivate: boolean): Promise<{ address: string } | { error: string; retryable: boolean }> {
   const host = url.hostname.replace(/^\[|\]$/g, "");
   let addresses: string[];
   try {
     addresses = isIP(host) ? [host] : (await lookup(host, { all: true })).map((a) => a.address);
-  } catch {
-    return null; // unresolvable: let the request fail as a (retryable) connection error
+  } catch (e) {
+    return { error: `cannot resolve ${host}: ${(e as Error).message}`, retryable: true };
   }
-  const internal = addresses.find(isInternalAddress);
-  return internal ? `target ${host} resolves to internal address ${internal}; refused (set HTTP_TARGET_ALLOW_PRIVATE to allow)` : null;
+  if (addresses.length === 0) return { error: `cannot resolve ${host}`, retryable: true };
+  const internal = allowPrivate ? undefined : addresses.find(isInternalAddress);
+  if (internal) return { error: `target ${host} resolves to internal address ${internal}; refused (set HTTP_TARGET_ALLOW_PRIVATE to allow)`, retryable: false };
+  return { address: addresses[0]! };
 }
 
 export async function runHttp(job: ClaimedJob, s: HandlerSettings): Promise<RunResult> {
@@ -59,19 +76,24 @@ export async function runHttp(job: ClaimedJob, s: HandlerSettings): Promise<RunR
   } catch {
     return { ok: false, retryable: false, error: "invalid target url" };
   }
-  if (!s.allowPrivate) {
-    const refused = await refusedTarget(url);
-    if (refused) return { ok: false, retryable: false, error: refused };
-  }
+  if (url.protocol !== "http:" && url.protocol !== "https:") return { ok: false, retryable: false, error: "target url must be http or https" };
+  const resolved = await resolveTarget(url, s.allowPrivate);
+  if ("error" in resolved) return { ok: false, retryable: resolved.retryable, error: resolved.error };
+  // Connect to the checked address; the name still goes out as Host (and as SNI and the name
+  // the certificate must carry, for https).
+  const host = url.hostname.replace(/^\[|\]$/g, "");
+  const pinned = new URL(url);
+  pinned.hostname = isIP(resolved.address) === 6 ? `[${resolved.address}]` : resolved.address;
   const timestamp = String(Math.floor(Date.now() / 1000));
   const body = target.method === "GET" || target.method === "DELETE" ? "" : job.message;
   const timeoutMs = target.timeout_ms ?? s.defaultTimeoutMs;
   try {
-    const res = await fetch(url, {
+    const res = await fetch(pinned, {
       method: target.method,
       headers: {
         "content-type": "text/plain; charset=utf-8",
         ...target.headers,
+        host: url.host,
         "x-job-id": job.id,
         "x-job-attempt": String(job.attempt),
         "x-signature-timestamp": timestamp,
@@ -80,6 +102,9 @@ export async function runHttp(job: ClaimedJob, s: HandlerSettings): Promise<RunR
       body: body === "" ? undefined : body,
       redirect: "manual",
       signal: AbortSignal.timeout(timeoutMs),
+      ...(url.protocol === "https:" && !isIP(host)
+        ? { tls: { serverName: host, checkServerIdentity: (_: string, cert: PeerCertificate) => checkServerIdentity(host, cert) } }
+        : {}),
     });
     await res.body?.cancel().catch(() => {});
     return classifyHttpStatus(res.status);
