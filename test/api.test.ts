@@ -2,12 +2,12 @@ import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "
 import { SignJWT } from "jose";
 import { IdGenerator } from "../actors/ids.ts";
 import { databaseOf, shardOf } from "../actors/shard-map.ts";
-import { openDatabases, type Databases } from "../src/db/databases.ts";
+import { connect, openDatabases, type Databases } from "../src/db/databases.ts";
 import { apiRoutes } from "../src/http/api.ts";
 import { rootApp } from "../src/http/server.ts";
 import { initTelemetry } from "../src/telemetry.ts";
 import { client } from "./support/http.ts";
-import { freshDatabases, testConfig } from "./support/env.ts";
+import { freshDatabases, PG_BASE, testConfig } from "./support/env.ts";
 
 // Real services: allow for broker rebalances and lease expiry on a loaded 2-core machine.
 setDefaultTimeout(60_000);
@@ -371,6 +371,38 @@ describe("jobs", () => {
     expectError(await call("POST", "/api/v1/me/jobs/batch", { token, body: { jobs: [] } }), 400, "invalid_request");
     const tooMany = Array.from({ length: 1001 }, () => ({ message: "x", execute_at: soon() }));
     expectError(await call("POST", "/api/v1/me/jobs/batch", { token, body: { jobs: tooMany } }), 400, "invalid_request");
+  });
+});
+
+describe("database unavailable", () => {
+  test("every job endpoint answers 503 'unavailable' with Retry-After, and works again once it is back", async () => {
+    const { token } = await signup("pia_down");
+    const made = await call("POST", "/api/v1/me/jobs", { token, body: { message: "before", execute_at: soon() } });
+    expect(made.status).toBe(201);
+    const admin = connect(`${PG_BASE}/postgres`, 1);
+    const names = urls.map((u) => new URL(u).pathname.slice(1));
+    try {
+      for (const db of names) {
+        await admin.unsafe(`ALTER DATABASE "${db}" ALLOW_CONNECTIONS false`);
+        await admin`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = ${db} AND pid <> pg_backend_pid()`;
+      }
+      const replies = [
+        await call("GET", `/api/v1/me/jobs/${made.json.data.id}`, { token }),
+        await call("GET", "/api/v1/me/jobs", { token }),
+        await call("POST", "/api/v1/me/jobs", { token, body: { message: "during", execute_at: soon() } }),
+        await call("POST", "/api/v1/me/jobs/batch", { token, body: { jobs: [{ message: "during", execute_at: soon() }] } }),
+        await call("POST", `/api/v1/me/jobs/${made.json.data.id}/cancel`, { token }),
+        await call("POST", "/api/v1/auth/login", { body: { username: "pia_down", password: "p4ssword!" } }),
+      ];
+      for (const r of replies) {
+        expectError(r, 503, "unavailable");
+        expect(r.headers.get("retry-after")).toBe("1");
+      }
+    } finally {
+      for (const db of names) await admin.unsafe(`ALTER DATABASE "${db}" ALLOW_CONNECTIONS true`);
+      await admin.end();
+    }
+    expect((await call("GET", `/api/v1/me/jobs/${made.json.data.id}`, { token })).status).toBe(200);
   });
 });
 

@@ -60,7 +60,7 @@ describe("SSRF guard", () => {
     ]) {
       const r = await runHttp(job(url), guarded);
       expect(r.ok, url).toBe(false);
-      expect(r.retryable, url).toBe(false);
+      expect((r as { retryable?: boolean }).retryable, url).toBe(false);
     }
     expect(hits).toBe(before);
   });

@@ -88,3 +88,21 @@ export async function retryRolledBack<T>(fn: () => Promise<T>, tries = 5): Promi
     }
   }
 }
+
+/** Driver codes of a connection that could not be made or was lost (postgres.js). */
+const CONNECTION_CODES = new Set(["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EPIPE", "CONNECT_TIMEOUT", "CONNECTION_CLOSED", "CONNECTION_ENDED", "CONNECTION_DESTROYED"]);
+
+/**
+ * True when an error means the database is unreachable or refusing work for now (down,
+ * restarting, shutting down, out of connections, not accepting connections), not that the
+ * statement was wrong: the caller may try again later. Any FATAL or PANIC from the server (the
+ * session is over: e.g. "database is not accepting connections" at start-up), SQLSTATE classes
+ * 08 (connection exception) and 57P (operator intervention), and 53300 (too many connections).
+ */
+export function isUnavailable(e: unknown): boolean {
+  const err = e as { code?: unknown; severity?: unknown } | null;
+  if (err?.severity === "FATAL" || err?.severity === "PANIC") return true;
+  const code = err?.code;
+  if (typeof code !== "string") return false;
+  return CONNECTION_CODES.has(code) || code.startsWith("08") || code.startsWith("57P") || code === "53300";
+}

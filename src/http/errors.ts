@@ -5,6 +5,7 @@
  * cause is logged with the trace id instead.
  */
 import { Elysia, ValidationError } from "elysia";
+import { isUnavailable } from "../db/databases.ts";
 import { log } from "../log.ts";
 
 export class ApiError extends Error {
@@ -61,6 +62,13 @@ export const errorHandler = new Elysia({ name: "errors" }).onError({ as: "global
   if (typeof status === "number" && status >= 400 && status < 500) {
     // Elysia's own 4xx errors (e.g. an unsupported content type).
     return reply(status, status === 413 ? "payload_too_large" : "invalid_request", status === 413 ? "request body too large" : "invalid request");
+  }
+  if (isUnavailable(error)) {
+    // The database is down or restarting. A create whose commit was cut off may or may not have
+    // landed: clients retry with an Idempotency-Key to be sure.
+    log.warn("database unavailable", { err: error as Error, path: new URL(request.url).pathname });
+    set.headers["retry-after"] = "1";
+    return reply(503, "unavailable", "the service is temporarily unavailable; retry after a second");
   }
   log.error("unhandled error", { err: error as Error, path: new URL(request.url).pathname, code: String(code) });
   return reply(500, "internal", "internal error; it has been logged");
