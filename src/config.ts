@@ -5,6 +5,9 @@
  *
  * Durations accept `500ms`, `10s`, `5m`, `1h`, `365d` or a bare number of milliseconds.
  */
+import { randomBytes } from "node:crypto";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { MAX_WEIGHT, MIN_WEIGHT } from "../actors/fair-queue.ts";
 
 export type Role = "api" | "scheduler" | "executor" | "all";
@@ -119,7 +122,34 @@ export class ConfigError extends Error {
 
 type Env = Record<string, string | undefined>;
 
-const LOCAL_JWT_SECRET = "local-development-secret-change-me-0123456789";
+/**
+ * Local mode's secret when none is given: random, made on first start and kept in
+ * `.local/local-secret` (mode 0600) so every process of the local cluster shares it. Never a
+ * value in the source: a deployment that forgot APP_MODE would accept tokens anyone can forge.
+ */
+function localSecret(): string {
+  const dir = join(import.meta.dir, "..", ".local");
+  const file = join(dir, "local-secret");
+  try {
+    return readFileSync(file, "utf8").trim();
+  } catch {
+    mkdirSync(dir, { recursive: true });
+    try {
+      writeFileSync(file, randomBytes(48).toString("base64url"), { flag: "wx", mode: 0o600 });
+    } catch (e) {
+      if ((e as { code?: string }).code !== "EEXIST") throw e; // another process made it first
+    }
+    return readFileSync(file, "utf8").trim();
+  }
+}
+
+/** Example values that appeared in this repository (compose.yaml, older source): never secrets. */
+const EXAMPLE_SECRETS = new Set([
+  "local-development-secret-change-me-0123456789",
+  "compose-only-secret-change-me-0123456789ab",
+  "compose-only-signing-secret-0123456789",
+  "compose-only-admin-token-change-me-0123456789",
+]);
 
 /** Variables this version no longer reads, and what replaced them. */
 const REMOVED: Record<string, string> = {
@@ -208,13 +238,16 @@ export function loadConfig(env: Env = process.env): Config {
   let jwtSecret = jwtSecretRaw;
   if (jwtSecretRaw === "") {
     if (mode === "production") problems.push("JWT_SECRET: required when APP_MODE=production (at least 32 characters)");
-    jwtSecret = LOCAL_JWT_SECRET;
+    else jwtSecret = localSecret();
   } else if (jwtSecretRaw.length < 32) {
     problems.push("JWT_SECRET: must be at least 32 characters");
   }
   const signingRaw = env.TARGET_SIGNING_SECRET?.trim() ?? "";
   if (signingRaw === "" && mode === "production") {
     problems.push("TARGET_SIGNING_SECRET: required when APP_MODE=production (signs outbound HTTP calls)");
+  }
+  for (const [name, value] of [["JWT_SECRET", jwtSecretRaw], ["TARGET_SIGNING_SECRET", signingRaw], ["ADMIN_TOKEN", adminRaw]] as const) {
+    if (mode === "production" && EXAMPLE_SECRETS.has(value)) problems.push(`${name}: is an example value published in this repository; generate one (openssl rand -base64 48)`);
   }
 
   const config: Config = {
@@ -259,7 +292,7 @@ export function loadConfig(env: Env = process.env): Config {
       backoffMaxMs: duration("RETRY_BACKOFF_MAX", "10m", 1),
       runGraceMs: duration("JOB_RUN_GRACE", "30s", 100),
       httpAllowPrivate: bool("HTTP_TARGET_ALLOW_PRIVATE", mode === "local"),
-      signingSecret: signingRaw || LOCAL_JWT_SECRET,
+      signingSecret: signingRaw || (mode === "production" ? "" : localSecret()),
       defaultTimeoutMs: duration("HTTP_TARGET_TIMEOUT", "10s", 100),
     },
     scheduler: {

@@ -178,6 +178,22 @@ describe("auth", () => {
     }
   });
 
+  test("correctly signed tokens without exp, without iat, or living longer than JWT_TTL are 401", async () => {
+    const { id, token } = await signup("ivy_auth");
+    const secret = new TextEncoder().encode(config().jwt.secret);
+    const now = Math.floor(Date.now() / 1000);
+    const ttl = config().jwt.ttlSeconds;
+    const sign = (claims: Record<string, unknown>) => new SignJWT({ sub: String(id), ...claims }).setProtectedHeader({ alg: "HS256" }).sign(secret);
+    const forever = await sign({ iat: now }); // no exp
+    const undated = await sign({ exp: now + 60 }); // no iat
+    const longLived = await sign({ iat: now, exp: now + ttl + 3_600 });
+    const fromTheFuture = await sign({ iat: now + 3_600, exp: now + 3_600 + ttl });
+    for (const t of [forever, undated, longLived, fromTheFuture]) expectError(await call("GET", "/api/v1/me/jobs", { token: t }), 401, "unauthorized");
+    // The tokens login issues pass.
+    expect((await call("GET", "/api/v1/me/jobs", { token })).status).toBe(200);
+    expect((await call("GET", "/api/v1/me/jobs", { token: await sign({ iat: now, exp: now + 60 }) })).status).toBe(200);
+  });
+
   test("a bad token is 401 even with a bad body", async () => {
     expectError(await call("POST", "/api/v1/me/jobs", { raw: "{not json", token: "a.b.c" }), 401, "unauthorized");
   });

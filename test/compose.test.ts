@@ -5,6 +5,7 @@
  * processes export.
  */
 import { describe, expect, test } from "bun:test";
+import { randomBytes } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { parse } from "yaml";
@@ -67,7 +68,10 @@ describe("compose.yaml", () => {
     for (const name of ["api", "scheduler", "executor"]) {
       const svc = services[name];
       expect(ROLES).toContain(svc.command[0]);
-      const env = Object.fromEntries(Object.entries<string>(svc.environment).map(([k, v]) => [k, String(v).replace(/\$\{[A-Z_]+:-([^}]*)\}/, "$1")]));
+      // ${X:-default} takes its default; ${X:?message} must be set by the operator: give it a random value.
+      const env = Object.fromEntries(
+        Object.entries<string>(svc.environment).map(([k, v]) => [k, String(v).replace(/\$\{[A-Z_]+:-([^}]*)\}/, "$1").replace(/\$\{[A-Z_]+:\?[^}]*\}/, randomBytes(36).toString("base64url"))]),
+      );
       const config = loadConfig(env);
       expect(config.mode).toBe("production");
       expect(config.kafka.brokers).toEqual(["redpanda:9092"]);

@@ -15,7 +15,8 @@ export function tokens(secret: string, ttlSeconds: number) {
     .derive({ as: "scoped" }, ({ jwt }) => ({
       issueToken: async (user: { id: string; username: string }) => {
         const exp = Math.floor(Date.now() / 1000) + ttlSeconds;
-        const token = await jwt.sign({ sub: user.id, username: user.username, exp });
+        // iat: true stamps the issue time (the plugin's default, said here because verification requires it).
+        const token = await jwt.sign({ sub: user.id, username: user.username, iat: true, exp });
         return { token, expire: new Date(exp * 1000).toISOString() };
       },
     }));
@@ -46,6 +47,20 @@ const MALFORMED = Object.freeze({ "#malformed": true });
 
 const unauthorized = (message: string) => new ApiError(401, "unauthorized", message);
 
+/** Clock skew allowed between the process that issued a token and the one checking it. */
+const SKEW_S = 60;
+
+/**
+ * A token must say when it was issued and when it expires, and live no longer than JWT_TTL:
+ * a token without `exp` (or with a far one), signed by anyone who once held the secret, would
+ * otherwise be good forever.
+ */
+export function withinAge(claims: { iat?: unknown; exp?: unknown }, ttlSeconds: number, nowS = Date.now() / 1000): boolean {
+  const { iat, exp } = claims;
+  if (typeof iat !== "number" || typeof exp !== "number" || !Number.isFinite(iat) || !Number.isFinite(exp)) return false;
+  return iat <= nowS + SKEW_S && exp > nowS && exp - iat <= ttlSeconds + SKEW_S;
+}
+
 export function requireUser(secret: string, ttlSeconds: number) {
   return new Elysia()
     .use(tokens(secret, ttlSeconds))
@@ -70,7 +85,7 @@ export function requireUser(secret: string, ttlSeconds: number) {
       let claims = remembered(token);
       if (!claims) {
         const verifiedClaims = await jwt.verify(token).catch(() => false as const);
-        if (!verifiedClaims || typeof verifiedClaims.sub !== "string" || !/^\d{1,18}$/.test(verifiedClaims.sub)) {
+        if (!verifiedClaims || typeof verifiedClaims.sub !== "string" || !/^\d{1,18}$/.test(verifiedClaims.sub) || !withinAge(verifiedClaims, ttlSeconds)) {
           set.headers["www-authenticate"] = 'Bearer realm="fairshare", error="invalid_token"';
           throw unauthorized("invalid or expired token");
         }

@@ -47,6 +47,18 @@ describe("configuration", () => {
     expect(() => loadConfig({ SCHEDULER_CREDITS: "2000" })).toThrow(/SCHEDULER_CREDITS: no longer used/);
   });
 
+  test("production refuses the example secrets published in this repository; local mode makes and keeps a random one", () => {
+    const good = { APP_MODE: "production", JWT_SECRET: "s".repeat(32), TARGET_SIGNING_SECRET: "t".repeat(32), ADMIN_TOKEN: "a".repeat(32) };
+    expect(() => loadConfig({ ...good, JWT_SECRET: "compose-only-secret-change-me-0123456789ab" })).toThrow(/JWT_SECRET: is an example value/);
+    expect(() => loadConfig({ ...good, ADMIN_TOKEN: "compose-only-admin-token-change-me-0123456789" })).toThrow(/ADMIN_TOKEN: is an example value/);
+    expect(() => loadConfig({ ...good, JWT_SECRET: "local-development-secret-change-me-0123456789" })).toThrow(/example value/);
+    const a = loadConfig({});
+    const b = loadConfig({});
+    expect(a.jwt.secret.length).toBeGreaterThanOrEqual(48);
+    expect(a.jwt.secret).toBe(b.jwt.secret); // every local process shares it
+    expect(a.jwt.secret).not.toBe("local-development-secret-change-me-0123456789");
+  });
+
   test("more databases than shards is refused", () => {
     expect(() => loadConfig({ SHARD_COUNT: "1", DATABASE_URLS: "postgres://a/b,postgres://a/c" })).toThrow(/SHARD_COUNT/);
   });
