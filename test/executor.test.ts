@@ -168,6 +168,25 @@ describe("executor", () => {
     expect(calls.get("/dup-a")!.length).toBe(1);
   });
 
+  test("a target slower than the consumer's session timeout costs other jobs nothing and keeps the member", async () => {
+    // 15 s against a 10 s Kafka session: handlers run beside the fetch loop, which keeps
+    // heartbeating and fetching.
+    const { data: slow } = await post("/api/v1/me/jobs", { message: "slow", execute_at: inSeconds(1), target: { url: targetUrl("/slow-session?ms=15000"), timeout_ms: 20_000 } });
+    await waitFor("the slow job to start", async () => (await get(slow.id)).status === "running", 20_000, 100);
+    const others = await Promise.all(Array.from({ length: 20 }, (_, i) => post("/api/v1/me/jobs", { message: `beside ${i}`, execute_at: inSeconds(1) })));
+    const done = await Promise.all(others.map(({ data }) => terminal(data.id, 10_000)));
+    expect(done.every((j) => j.status === "succeeded" && j.attempt === 1)).toBe(true);
+    const finished = await terminal(slow.id, 40_000);
+    // Ordering, not timing: every other job finished while the slow one was still running.
+    for (const j of done) expect(Date.parse(j.finished_at)).toBeLessThan(Date.parse(finished.finished_at));
+    expect(finished.status).toBe("succeeded");
+    expect(finished.attempt).toBe(1);
+    expect(calls.get("/slow-session")!.length).toBe(1);
+    // Still a member: a job due now runs.
+    const { data: after } = await post("/api/v1/me/jobs", { message: "after", execute_at: inSeconds(1) });
+    expect((await terminal(after.id, 10_000)).status).toBe("succeeded");
+  });
+
   test("a message whose claim failed (database unreachable) is not committed: it is consumed again and runs once", async () => {
     const { data } = await post("/api/v1/me/jobs", { message: "claim later", execute_at: inSeconds(600), target: { url: targetUrl("/claim-later") } });
     await sql`UPDATE jobs SET status = 'scheduled', deadline_at = now() + interval '5 minutes' WHERE id = ${data.id}`;
