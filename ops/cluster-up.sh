@@ -18,7 +18,8 @@ start_role() {
     return
   fi
   say "$name: starting ($role on :$port)"
-  (cd "$ROOT" && PORT=$port start_bg "$name" "$LOG_DIR/$name.log" "$BUN" src/main.ts "$role")
+  # Supervised: a role that exits is started again (ops/supervise.sh).
+  (cd "$ROOT" && PORT=$port start_bg "$name" "$LOG_DIR/$name.log" bash "$ROOT/ops/supervise.sh" "$name" "$BUN" src/main.ts "$role")
 }
 
 start_role api api "$API_PORT"
