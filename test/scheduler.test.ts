@@ -161,29 +161,6 @@ describe("fencing", () => {
 });
 
 describe("rescue", () => {
-  test("a new owner's full rescue takes back at once what an earlier owner marked; incremental rescues and its own marks are left alone", async () => {
-    const s = await slice({ env: { SHARD_COUNT: "1" } });
-    slices.push(s);
-    const ids = await insertJobs(s, 4, () => new Date(Date.now() + 60_000));
-    const sql = connect(testConfig(s.env).databaseUrls[0]!, 2);
-    try {
-      const old = await acquireFence(sql, 0, "old-owner");
-      // The old owner marked all four (deadline a minute away) and died before publishing.
-      await sql`UPDATE jobs SET status = 'scheduled', dispatch_epoch = ${old}, deadline_at = now() + interval '1 minute'`;
-      const epoch = await acquireFence(sql, 0, "new-owner");
-      // ...and the new owner marked one of them again itself (its own epoch).
-      await sql`UPDATE jobs SET dispatch_epoch = ${epoch} WHERE id = ${ids[0]!}`;
-      const recent = await rescueExpired(sql, 0, epoch, new Date(Date.now() - 30_000), async () => {});
-      expect(recent.changed).toBe(0);
-      const full = await rescueExpired(sql, 0, epoch, null, async () => {});
-      expect(full.changed).toBe(3);
-      const rows = await sql`SELECT id::text, status, attempt FROM jobs ORDER BY jobs.id`;
-      expect(rows.map((r) => `${r.id}:${r.status}/${r.attempt}`)).toEqual(ids.map((id, i) => `${id}:${i === 0 ? "scheduled" : "created"}/0`));
-    } finally {
-      await sql.end();
-    }
-  });
-
   test("runs past their deadline retry while attempts remain; the rest fail with a dead-letter record, never without one", async () => {
     const s = await slice({ env: { SHARD_COUNT: "1" } });
     slices.push(s);

@@ -155,8 +155,7 @@ export interface DoomedRun {
 
 /**
  * Puts in-flight jobs whose deadline passed (and is at or after `since`) back to waiting, due
- * now (their executor died or the message was lost); with `since` null (a full rescue), also
- * jobs an earlier owner of the shard marked (another epoch) and has not seen claimed. A job that was running has used its attempt: it retries if it has
+ * now (their executor died or the message was lost). A job that was running has used its attempt: it retries if it has
  * attempts left; runs on their last attempt fail for good, and `deadLetter` must publish their
  * records first: they are locked, handed to it, and marked `failed` in the same transaction
  * only once it resolves (a failed publish changes nothing; the next rescue tries again). Fenced.
@@ -191,13 +190,8 @@ export async function rescueExpired(
         due_at = now(),
         deadline_at = NULL,
         updated_at = now()
-      WHERE shard_id = ${shard} AND status IN ('scheduled', 'running') AND (
-        (deadline_at < now() AND deadline_at >= ${from}
-          AND (status = 'scheduled' OR attempt < max_attempts OR id = ANY(${doomed.map((r) => r.id)}::bigint[])))
-        -- A full rescue (first after taking the shard) also takes back what an earlier owner
-        -- marked and may never have published, at once rather than at its deadline. If it was
-        -- published, the job has two messages for one attempt, and only one claim wins.
-        OR (${since === null} AND status = 'scheduled' AND dispatch_epoch IS DISTINCT FROM ${epoch}::bigint))
+      WHERE shard_id = ${shard} AND status IN ('scheduled', 'running') AND deadline_at < now() AND deadline_at >= ${from}
+        AND (status = 'scheduled' OR attempt < max_attempts OR id = ANY(${doomed.map((r) => r.id)}::bigint[]))
       RETURNING id`;
     const [{ now }] = (await tx`SELECT now() AS now`) as unknown as [{ now: Date }];
     return { changed: rows.length, deadLettered: doomed.length, dbNow: now };
