@@ -278,9 +278,8 @@ export class KafkaBus {
   async subscribe(groupId: string, topic: string, handlers: ConsumerHandlers, opts: { fromBeginning?: boolean } = {}): Promise<Subscription> {
     const consumer: Consumer = this.kafka.consumer({
       groupId,
-      // 10 s: a dead executor's partitions wait this long. Measured with bench/chaos.ts, the
-      // brokers' minimum (6 s) made handover worse, not better (26 s instead of 9 s, with the
-      // dead member's supervised restart joining meanwhile); not understood yet.
+      // A dead executor's partitions wait at least this long. bench/chaos.ts measured handover
+      // at 9-31 s with 10 s and 26 s with 6 s: something else bounds it (docs/capacity.md).
       sessionTimeout: 10_000,
       rebalanceTimeout: 30_000,
       heartbeatInterval: 1_000,
