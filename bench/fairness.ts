@@ -20,9 +20,8 @@
  *   (ADMIN_TOKEN is sent at sign-up when set, for clusters with SIGNUP_WEIGHTS=admin.)
  */
 import { mkdirSync, writeFileSync } from "node:fs";
-import postgres from "postgres";
 import { ApiClient, ms, type Job } from "./api-client.ts";
-import { cpuByPart, cpuPerJob, machineBusySeconds, report, summary } from "./lib.ts";
+import { adminPg, cpuPerJob, machineBusySeconds, report, summary } from "./lib.ts";
 
 const client = new ApiClient();
 const JOBS = Number(process.env.JOBS ?? 100_000);
@@ -34,9 +33,7 @@ const PHASES = (process.env.PHASES ?? "shares,flood,drain").split(",");
 const WARMUP = Number(process.env.WARMUP ?? 20_000);
 const OUT_DIR = process.env.OUT_DIR ?? "bench/results";
 const run = client.run;
-// Only to attribute CPU to PostgreSQL backends by role (pg_stat_activity); jobs go through the API.
-const pgAdmin = postgres(process.env.PG_ADMIN_URL ?? "postgres://root@127.0.0.1:5432/postgres", { max: 1, onnotice: () => {} });
-const parts = () => cpuByPart((q) => pgAdmin(q) as never);
+const { sql: pgAdmin, parts } = adminPg();
 
 const lateness = (jobs: Job[]) => summary(jobs.map((j) => ms(j.started_at) - ms(j.execute_at)));
 

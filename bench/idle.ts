@@ -6,13 +6,11 @@
  *
  *   bash ops/cluster-up.sh && bun bench/idle.ts
  */
-import postgres from "postgres";
-import { cpuByPart, machineBusySeconds, report } from "./lib.ts";
+import { adminPg, machineBusySeconds, report } from "./lib.ts";
 
 const DURATION = Number(process.env.DURATION ?? 30);
 const CORES = navigator.hardwareConcurrency;
-const pgAdmin = postgres(process.env.PG_ADMIN_URL ?? "postgres://root@127.0.0.1:5432/postgres", { max: 1, onnotice: () => {} });
-const parts = () => cpuByPart((q) => pgAdmin(q) as never);
+const { sql: pgAdmin, parts } = adminPg();
 
 const before = await parts();
 const busy0 = machineBusySeconds();

@@ -1,5 +1,6 @@
 /** Small helpers shared by the benchmark programs: percentiles, machine CPU and a printed report. */
 import { readdirSync, readFileSync } from "node:fs";
+import postgres from "postgres";
 
 /**
  * CPU time the whole machine has spent busy (user, nice, system, irq, softirq, steal; not idle
@@ -100,6 +101,15 @@ export async function cpuByPart(pg: (q: TemplateStringsArray) => Promise<{ pid: 
     add(`pg:${b.application_name.replace(/^fairshare-/, "") || "other"}`, processCpuSeconds(b.pid));
   }
   return out;
+}
+
+/**
+ * A connection to PostgreSQL's admin database (PG_ADMIN_URL), only to attribute CPU to backends
+ * by role (pg_stat_activity) and read server counters; benchmarks create jobs through the API.
+ */
+export function adminPg() {
+  const sql = postgres(process.env.PG_ADMIN_URL ?? "postgres://root@127.0.0.1:5432/postgres", { max: 1, onnotice: () => {} });
+  return { sql, parts: () => cpuByPart((q) => sql(q) as never) };
 }
 
 /** The difference of two cpuByPart readings, in microseconds per job, largest first. */

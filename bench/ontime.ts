@@ -12,9 +12,8 @@
  *   bash ops/cluster-up.sh && bun bench/ontime.ts
  *   RATE=1389 DURATION=30 RATE2=5000 USERS=10 bun bench/ontime.ts
  */
-import postgres from "postgres";
 import { ApiClient, ms, type Job } from "./api-client.ts";
-import { cpuByPart, cpuPerJob, machineBusySeconds, report, summary } from "./lib.ts";
+import { adminPg, cpuPerJob, machineBusySeconds, report, summary } from "./lib.ts";
 
 const RATE = Number(process.env.RATE ?? 1389);
 const RATE2 = Number(process.env.RATE2 ?? 5000);
@@ -25,9 +24,7 @@ const CORES = navigator.hardwareConcurrency;
 
 const client = new ApiClient();
 const ROLE_URLS = (process.env.ROLE_URLS ?? "http://127.0.0.1:8091,http://127.0.0.1:8101").split(",");
-// Only to attribute CPU to PostgreSQL backends by role (pg_stat_activity); jobs go through the API.
-const pgAdmin = postgres(process.env.PG_ADMIN_URL ?? "postgres://root@127.0.0.1:5432/postgres", { max: 1, onnotice: () => {} });
-const parts = () => cpuByPart((q) => pgAdmin(q) as never);
+const { sql: pgAdmin, parts } = adminPg();
 
 /** Work counts behind the CPU: transactions in the job databases, Kafka requests by the roles. */
 async function counts(): Promise<Map<string, number>> {
