@@ -54,8 +54,7 @@ export function isInternalAddress(ip: string): boolean {
  * address that was checked (no second lookup a rebinding DNS could answer differently). A name
  * that does not resolve is a retryable failure, never a call.
  */
-async function resolveTarget(url: URL, allowPrivate: boolean): Promise<{ address: string } | { error: string; retryable: boolean }> {
-  const host = url.hostname.replace(/^\[|\]$/g, "");
+async function resolveTarget(host: string, allowPrivate: boolean): Promise<{ address: string } | { error: string; retryable: boolean }> {
   let addresses: string[];
   try {
     addresses = isIP(host) ? [host] : (await lookup(host, { all: true })).map((a) => a.address);
@@ -77,11 +76,11 @@ export async function runHttp(job: ClaimedJob, s: HandlerSettings): Promise<RunR
     return { ok: false, retryable: false, error: "invalid target url" };
   }
   if (url.protocol !== "http:" && url.protocol !== "https:") return { ok: false, retryable: false, error: "target url must be http or https" };
-  const resolved = await resolveTarget(url, s.allowPrivate);
+  const host = url.hostname.replace(/^\[|\]$/g, "");
+  const resolved = await resolveTarget(host, s.allowPrivate);
   if ("error" in resolved) return { ok: false, retryable: resolved.retryable, error: resolved.error };
   // Connect to the checked address; the name still goes out as Host (and as SNI and the name
   // the certificate must carry, for https).
-  const host = url.hostname.replace(/^\[|\]$/g, "");
   const pinned = new URL(url);
   pinned.hostname = isIP(resolved.address) === 6 ? `[${resolved.address}]` : resolved.address;
   const timestamp = String(Math.floor(Date.now() / 1000));
