@@ -144,6 +144,24 @@ export async function unmark(sql: Sql, shard: number, epoch: string, ids: string
     WHERE id = ANY(${ids}::bigint[]) AND shard_id = ${shard} AND status::text = 'scheduled' AND dispatch_epoch = ${epoch}`;
 }
 
+/**
+ * After taking a shard whose previous owner (epoch `abandoned`) did not release it in order:
+ * rows it marked and nobody claimed go back to waiting, due now, instead of at their deadline.
+ * Some were published: such a job then has two messages for one attempt, and the executor's
+ * guarded claim lets only one of them run. Fenced by the new owner's epoch.
+ */
+export async function takeBackAbandoned(sql: Sql, shard: number, epoch: string, abandoned: string): Promise<number> {
+  return sql.begin(async (tx) => {
+    await checkFence(tx, shard, epoch);
+    const rows = await tx`
+      UPDATE jobs SET status = CASE WHEN attempt = 0 THEN 'created'::job_status ELSE 'retrying'::job_status END,
+        deadline_at = NULL, due_at = now(), updated_at = now()
+      WHERE shard_id = ${shard} AND status = 'scheduled' AND dispatch_epoch = ${abandoned}
+      RETURNING id`;
+    return rows.length;
+  });
+}
+
 export const RUN_DEADLINE_ERROR = "run deadline passed without an outcome (executor lost?)";
 
 export interface DoomedRun {

@@ -25,7 +25,8 @@ import { log } from "../log.ts";
 import { metrics } from "../metrics.ts";
 import { schedulerIo, type DueRow, type Publishers } from "./dispatch-io.ts";
 import { DUE_CHANNEL, parseDuePayload } from "../db/due-notify.ts";
-import { acquireFence } from "./fence.ts";
+import { acquireFence, releaseFence } from "./fence.ts";
+import { takeBackAbandoned } from "./scheduler-sql.ts";
 import { WeightBook } from "./weights.ts";
 
 export interface OwnershipOptions {
@@ -251,9 +252,16 @@ export class ShardOwnership {
       .then(this.client.put(key).value(this.memberId).lease(lease.id))
       .commit();
     if (!won.succeeded) return;
+    const sql = this.dbs.forShard(shard);
     let epoch: string;
     try {
-      epoch = await acquireFence(this.dbs.forShard(shard), shard, this.memberId);
+      const fence = await acquireFence(sql, shard, this.memberId);
+      epoch = fence.epoch;
+      // The previous owner may have died between marking rows and publishing them.
+      if (fence.abandoned !== null) {
+        const count = await takeBackAbandoned(sql, shard, epoch, fence.abandoned);
+        if (count > 0) log.warn("took back jobs an earlier owner marked and never saw claimed", { shard, epoch, abandoned: fence.abandoned, count });
+      }
     } catch (e) {
       await this.deleteIfMine(shard);
       throw e;
@@ -274,6 +282,9 @@ export class ShardOwnership {
       metrics.shardsOwned.set(this.owned().length);
       // Let a dispatch already under way finish (mark + publish) before handing the shard on.
       await draining;
+      // Drained: every row marked under this epoch was published or put back (one whose revert
+      // failed waits for its deadline), so the next owner need not take any back.
+      await releaseFence(this.dbs.forShard(shard), shard, epoch).catch((err) => log.warn("could not record the shard's orderly release", { shard, err: err as Error }));
       log.info("shard released", { shard, epoch, member: this.memberId });
     }
     if (deleteKey) await this.deleteIfMine(shard);
