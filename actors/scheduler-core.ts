@@ -91,6 +91,11 @@ export class SchedulerCore<M extends Marked> {
     actor.start();
   }
 
+  /** Shards whose actor is waiting to retry after an error (e.g. its database is unreachable). */
+  retrying(): number[] {
+    return [...this.actors].filter(([, a]) => a.getSnapshot().value === "retrying").map(([shard]) => shard);
+  }
+
   /** A job of the shard became waiting, due at `at` (null: every shard owned). */
   wake(shard: number | null, at: number): void {
     if (shard === null) for (const a of this.actors.values()) a.send({ type: "WAKE", at });

@@ -86,6 +86,8 @@ export interface Subscription {
   rewind(partition: number, offset: number, delayMs: number): void;
   /** Stops fetching (runs already handed out go on); the member stays in the group. */
   pause(): void;
+  /** Joined the group and not crashed, stopped or disconnected since. */
+  member(): boolean;
   /** Leaves the group and closes the connection. */
   stop(): Promise<void>;
 }
@@ -288,10 +290,19 @@ export class KafkaBus {
       retry: { initialRetryTime: 200, maxRetryTime: 5_000, retries: 8 },
     });
     consumer.on(consumer.events.REQUEST, (e) => metrics.kafkaRequests.inc({ client: "consumer", api: e.payload.apiName }));
-    consumer.on(consumer.events.GROUP_JOIN, (e) => handlers.onAssigned?.(e.payload.memberAssignment[topic] ?? []));
+    // A member in the group, fetching: from each join until a crash (kafkajs may restart the
+    // consumer after one, and it joins again), a stop or a disconnect.
+    let member = false;
+    consumer.on(consumer.events.GROUP_JOIN, (e) => {
+      member = true;
+      handlers.onAssigned?.(e.payload.memberAssignment[topic] ?? []);
+    });
     consumer.on(consumer.events.CRASH, (e) => {
+      member = false;
       if (!e.payload.restart) handlers.onCrash?.(e.payload.error);
     });
+    consumer.on(consumer.events.STOP, () => (member = false));
+    consumer.on(consumer.events.DISCONNECT, () => (member = false));
     await consumer.connect();
     await consumer.subscribe({ topic, fromBeginning: opts.fromBeginning ?? true });
     await consumer.run({
@@ -329,6 +340,7 @@ export class KafkaBus {
         setTimeout(() => consumer.resume([{ topic, partitions: [partition] }]), delayMs);
       },
       pause: () => consumer.pause([{ topic }]),
+      member: () => member,
       stop: () => consumer.disconnect(),
     };
   }

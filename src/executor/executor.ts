@@ -116,9 +116,9 @@ export class Executor {
     };
   }
 
-  /** Ready while consuming: false before start, once stopping, or after the client gave up. */
+  /** Ready while consuming: a member of the group, not stopping, and the client has not given up. */
   ready(): boolean {
-    return this.running && this.crashed === null;
+    return this.running && this.crashed === null && (this.sub?.member() ?? false);
   }
 
   async start(): Promise<void> {

@@ -59,6 +59,7 @@ export class ShardOwnership {
   private replanRequested = false;
   private stopped = false;
   private registered = false;
+  private replanFailing = false;
   private observing: Promise<void> | null = null;
   private listeners: { unlisten(): Promise<void> }[] = [];
 
@@ -118,8 +119,12 @@ export class ShardOwnership {
     return this.core.owned();
   }
 
+  /**
+   * Registered with a live lease, the last re-plan went through (etcd and the fences'
+   * databases answered) and no owned shard is retrying after a database error.
+   */
   ready(): boolean {
-    return this.registered && !this.stopped && !!this.lease && !this.lease.isLost();
+    return this.registered && !this.stopped && !!this.lease && !this.lease.isLost() && !this.replanFailing && this.core.retrying().length === 0;
   }
 
   async start(): Promise<void> {
@@ -205,7 +210,13 @@ export class ShardOwnership {
       return;
     }
     this.planning = this.replan()
-      .catch((e) => log.warn("shard re-plan failed; will retry", { err: e as Error }))
+      .then(() => {
+        this.replanFailing = false;
+      })
+      .catch((e) => {
+        this.replanFailing = true;
+        log.warn("shard re-plan failed; will retry", { err: e as Error });
+      })
       .finally(() => {
         this.planning = null;
         if (this.replanRequested) {
