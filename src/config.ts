@@ -56,7 +56,6 @@ export interface Config {
     /** Time allowed past a run's own timeout before the rescuer may assume the executor died. */
     runGraceMs: number;
     httpAllowPrivate: boolean;
-    signingSecret: string;
     defaultTimeoutMs: number;
   };
   scheduler: {
@@ -107,6 +106,8 @@ export interface Config {
     defaultWeight: number;
     /** `open`: anyone may choose a weight at sign-up; `admin`: only with the admin token. */
     signupWeights: "open" | "admin";
+    /** After a rotation, calls are signed with the previous secret too for this long. */
+    signingGraceMs: number;
   };
   /** Bearer token of the admin endpoints (null: they answer 401 to everyone). */
   adminToken: string | null;
@@ -154,6 +155,7 @@ const EXAMPLE_SECRETS = new Set([
 /** Variables this version no longer reads, and what replaced them. */
 const REMOVED: Record<string, string> = {
   SCHEDULER_CREDITS: "the in-flight window is measured now; see SCHEDULER_TARGET_DELAY",
+  TARGET_SIGNING_SECRET: "HTTP target calls are signed with each user's own secret (POST /api/v1/me/signing-secret)",
 };
 
 /** Parses `10s`-style durations into milliseconds; null when malformed. */
@@ -242,11 +244,7 @@ export function loadConfig(env: Env = process.env): Config {
   } else if (jwtSecretRaw.length < 32) {
     problems.push("JWT_SECRET: must be at least 32 characters");
   }
-  const signingRaw = env.TARGET_SIGNING_SECRET?.trim() ?? "";
-  if (signingRaw === "" && mode === "production") {
-    problems.push("TARGET_SIGNING_SECRET: required when APP_MODE=production (signs outbound HTTP calls)");
-  }
-  for (const [name, value] of [["JWT_SECRET", jwtSecretRaw], ["TARGET_SIGNING_SECRET", signingRaw], ["ADMIN_TOKEN", adminRaw]] as const) {
+  for (const [name, value] of [["JWT_SECRET", jwtSecretRaw], ["ADMIN_TOKEN", adminRaw]] as const) {
     if (mode === "production" && EXAMPLE_SECRETS.has(value)) problems.push(`${name}: is an example value published in this repository; generate one (openssl rand -base64 48)`);
   }
 
@@ -292,7 +290,6 @@ export function loadConfig(env: Env = process.env): Config {
       backoffMaxMs: duration("RETRY_BACKOFF_MAX", "10m", 1),
       runGraceMs: duration("JOB_RUN_GRACE", "30s", 100),
       httpAllowPrivate: bool("HTTP_TARGET_ALLOW_PRIVATE", mode === "local"),
-      signingSecret: signingRaw || (mode === "production" ? "" : localSecret()),
       defaultTimeoutMs: duration("HTTP_TARGET_TIMEOUT", "10s", 100),
     },
     scheduler: {
@@ -324,6 +321,7 @@ export function loadConfig(env: Env = process.env): Config {
     users: {
       defaultWeight: number("DEFAULT_JOB_WEIGHT", 1, MIN_WEIGHT, MAX_WEIGHT),
       signupWeights: oneOf("SIGNUP_WEIGHTS", mode === "production" ? "admin" : "open", ["open", "admin"] as const),
+      signingGraceMs: duration("SIGNING_SECRET_GRACE", "24h", 0),
     },
     adminToken: adminRaw || null,
     otel: {

@@ -6,6 +6,7 @@ import { connect, openDatabases, type Databases } from "../src/db/databases.ts";
 import { apiRoutes } from "../src/http/api.ts";
 import { rootApp } from "../src/http/server.ts";
 import { initTelemetry } from "../src/telemetry.ts";
+import { ACTIVE_TTL_MS } from "../src/users/user-store.ts";
 import { client } from "./support/http.ts";
 import { freshDatabases, PG_BASE, testConfig } from "./support/env.ts";
 
@@ -61,7 +62,8 @@ describe("users", () => {
   test("create returns the user without the password; weight defaults to 1", async () => {
     const r = await call("POST", "/api/v1/users", { body: { username: "alice_u", password: "p4ssword!" } });
     expect(r.status).toBe(201);
-    expect(r.json).toEqual({ data: { id: expect.any(Number), username: "alice_u", job_weight: 1 }, success: true });
+    // The signing secret of the user's HTTP target calls is shown here, once.
+    expect(r.json).toEqual({ data: { id: expect.any(Number), username: "alice_u", job_weight: 1, disabled: false, signing_secret: expect.stringMatching(/^whsec_[0-9a-f]{64}$/) }, success: true });
     expect(r.text).not.toContain("p4ssword");
     const [row] = await dbs.users`SELECT password_hash FROM users WHERE username = 'alice_u'`;
     expect(row!.password_hash).toStartWith("$argon2id$");
@@ -112,6 +114,40 @@ describe("weights: who may choose them, and the admin API", () => {
     expect(granted.json.data.job_weight).toBe(4);
   });
 
+  test("a disabled user's tokens stop within a second and the user cannot log in; enabled again, they work", async () => {
+    const { id, token } = await signup("to_disable");
+    expect((await call("GET", "/api/v1/me/jobs", { token })).status).toBe(200); // cached as active now
+    const off = await call("PATCH", `/api/v1/admin/users/${id}`, { body: { disabled: true }, headers: admin });
+    expect(off.json.data.disabled).toBe(true);
+    // The API re-reads whether a user is active at most ACTIVE_TTL_MS after the last read.
+    await Bun.sleep(ACTIVE_TTL_MS + 50);
+    expectError(await call("GET", "/api/v1/me/jobs", { token }), 401, "unauthorized");
+    expectError(await call("POST", "/api/v1/me/jobs", { token, body: { message: "x", execute_at: soon() } }), 401, "unauthorized");
+    expectError(await call("POST", "/api/v1/auth/refresh", { token }), 401, "unauthorized");
+    expectError(await call("POST", "/api/v1/auth/login", { body: { username: "to_disable", password: "correct horse battery" } }), 403, "user_disabled");
+    // A wrong password is still just wrong: being disabled is not revealed to a guesser.
+    expectError(await call("POST", "/api/v1/auth/login", { body: { username: "to_disable", password: "wrong password" } }), 401, "invalid_credentials");
+    await call("PATCH", `/api/v1/admin/users/${id}`, { body: { disabled: false }, headers: admin });
+    await Bun.sleep(ACTIVE_TTL_MS + 50);
+    expect((await call("GET", "/api/v1/me/jobs", { token })).status).toBe(200);
+    expectError(await call("PATCH", `/api/v1/admin/users/${id}`, { body: {}, headers: admin }), 400, "invalid_request");
+    expectError(await call("PATCH", `/api/v1/admin/users/${id}`, { body: { disabled: "yes" }, headers: admin }), 400, "invalid_request");
+  });
+
+  test("a deleted user's tokens stop within a second; their jobs not yet started are cancelled", async () => {
+    const { id, token } = await signup("to_delete");
+    const job = await call("POST", "/api/v1/me/jobs", { token, body: { message: "later", execute_at: soon() } });
+    expect(job.status).toBe(201);
+    const del = await call("DELETE", `/api/v1/admin/users/${id}`, { headers: admin });
+    expect(del.json.data).toEqual({ id, deleted: true, jobs_cancelled: 1 });
+    await Bun.sleep(ACTIVE_TTL_MS + 50);
+    expectError(await call("GET", `/api/v1/me/jobs/${job.json.data.id}`, { token }), 401, "unauthorized");
+    expectError(await call("POST", "/api/v1/auth/login", { body: { username: "to_delete", password: "correct horse battery" } }), 401, "invalid_credentials");
+    const rows = await Promise.all(dbs.all.map((sql) => sql`SELECT status::text FROM all_jobs WHERE id = ${job.json.data.id}`));
+    expect(rows.flat().map((r) => r.status)).toEqual(["cancelled"]);
+    expectError(await call("DELETE", `/api/v1/admin/users/${id}`, { headers: admin }), 404, "not_found");
+  });
+
   test("admin endpoints: 401 without or with a wrong token; get and change a weight; 400 for bad weights; 404 for no user", async () => {
     const { id } = await signup("weighed");
     expectError(await call("GET", `/api/v1/admin/users/${id}`), 401, "unauthorized");
@@ -122,7 +158,8 @@ describe("weights: who may choose them, and the admin API", () => {
     expectError(await call("PATCH", `/api/v1/admin/users/${id}`, { body: { job_weight: 5 }, token }), 401, "unauthorized");
 
     const got = await call("GET", `/api/v1/admin/users/${id}`, { headers: admin });
-    expect(got.json).toEqual({ data: { id, username: "weighed", job_weight: 1 }, success: true });
+    expect(got.json).toEqual({ data: { id, username: "weighed", job_weight: 1, disabled: false }, success: true });
+    expect(got.text).not.toContain("whsec_");
     const changed = await call("PATCH", `/api/v1/admin/users/${id}`, { body: { job_weight: 7.5 }, headers: admin });
     expect(changed.json.data.job_weight).toBe(7.5);
     expect((await call("GET", `/api/v1/admin/users/${id}`, { headers: admin })).json.data.job_weight).toBe(7.5);
@@ -148,7 +185,7 @@ describe("auth", () => {
     await call("POST", "/api/v1/users", { body: { username: "bob_auth", password: "p4ssword!", job_weight: 2.5 } });
     const r = await call("POST", "/api/v1/auth/login", { body: { username: "bob_auth", password: "p4ssword!" } });
     expect(r.status).toBe(200);
-    expect(r.json.data.user).toEqual({ id: expect.any(Number), username: "bob_auth", job_weight: 2.5 });
+    expect(r.json.data.user).toEqual({ id: expect.any(Number), username: "bob_auth", job_weight: 2.5, disabled: false });
     expect(Date.parse(r.json.data.expire)).toBeGreaterThan(Date.now());
     const refreshed = await call("POST", "/api/v1/auth/refresh", { token: r.json.data.token });
     expect(refreshed.status).toBe(200);

@@ -3,7 +3,7 @@
  * HTTP targets served by this test, with real PostgreSQL and etcd in between.
  */
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
-import { createHmac } from "node:crypto";
+import { verifySignature } from "../src/executor/signing.ts";
 import { connect, type Sql } from "../src/db/databases.ts";
 import { collect, slice, waitFor, type RoleProc, type Slice } from "./support/procs.ts";
 
@@ -17,7 +17,7 @@ let sql: Sql;
 let token = "";
 const calls = new Map<string, { at: number; headers: Headers; body: string }[]>();
 let target: ReturnType<typeof Bun.serve>;
-const SECRET = "test-signing-secret-test-signing-secret";
+let secret = ""; // exec_user's signing secret, shown once at sign-up
 
 beforeAll(async () => {
   target = Bun.serve({
@@ -48,7 +48,6 @@ beforeAll(async () => {
       RESCUE_INTERVAL: "1s",
       SCHEDULED_DEADLINE: "20s",
       ETCD_LEASE_TTL_SECONDS: "3",
-      TARGET_SIGNING_SECRET: SECRET,
       LOG_LEVEL: "warn",
     },
   });
@@ -56,7 +55,7 @@ beforeAll(async () => {
   await s.start("scheduler");
   executor = await s.start("executor");
   sql = connect(s.env.DATABASE_URLS!, 2);
-  await post("/api/v1/users", { username: "exec_user", password: "password123" });
+  secret = (await post("/api/v1/users", { username: "exec_user", password: "password123" })).data.signing_secret;
   token = (await post("/api/v1/auth/login", { username: "exec_user", password: "password123" })).data.token;
 }, 120_000);
 
@@ -93,6 +92,30 @@ describe("executor", () => {
     }
   });
 
+  test("calls are signed with the owner's own secret; after a rotation with the new and, during the grace period, the old", async () => {
+    const other = await fetch(`${api.url}/api/v1/users`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ username: "signer_b", password: "password123" }) }).then((r) => r.json() as Promise<any>);
+    const first = other.data.signing_secret as string;
+    expect(first).toMatch(/^whsec_[0-9a-f]{64}$/);
+    expect(first).not.toBe(secret);
+    const login = await fetch(`${api.url}/api/v1/auth/login`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ username: "signer_b", password: "password123" }) }).then((r) => r.json() as Promise<any>);
+    const auth = { "content-type": "application/json", authorization: `Bearer ${login.data.token}` };
+    const rotated = await fetch(`${api.url}/api/v1/me/signing-secret`, { method: "POST", headers: auth }).then((r) => r.json() as Promise<any>);
+    const second = rotated.data.signing_secret as string;
+    expect(second).not.toBe(first);
+    expect(Date.parse(rotated.data.previous_valid_until)).toBeGreaterThan(Date.now() + 23 * 3_600_000);
+    const made = await fetch(`${api.url}/api/v1/me/jobs`, { method: "POST", headers: auth, body: JSON.stringify({ message: "for b", execute_at: inSeconds(1), target: { url: targetUrl("/signed-b") } }) }).then((r) => r.json() as Promise<any>);
+    expect((await waitFor("b's job", async () => calls.get("/signed-b")?.[0], 30_000, 100)).body).toBe("for b");
+    const c = calls.get("/signed-b")![0]!;
+    const header = c.headers.get("x-signature")!;
+    expect(header.split(",").length).toBe(2); // new, then old
+    const signed = { timestamp: c.headers.get("x-signature-timestamp")!, jobId: made.data.id, method: "POST", url: targetUrl("/signed-b"), body: c.body };
+    expect(verifySignature(header, second, signed)).toBe(true);
+    expect(verifySignature(header, first, signed)).toBe(true);
+    // Another user's secret verifies nothing of b's, and a stale timestamp is refused.
+    expect(verifySignature(header, secret, signed)).toBe(false);
+    expect(verifySignature(header, second, signed, 300, Number(signed.timestamp) + 301)).toBe(false);
+  });
+
   test("an HTTP target gets the message, signed; a target failing twice then succeeding ends succeeded at attempt 3", async () => {
     const { data } = await post("/api/v1/me/jobs", { message: "flaky body", execute_at: inSeconds(1), max_attempts: 5, target: { url: targetUrl("/flaky-1"), headers: { "x-tenant": "t1" } } });
     const done = await terminal(data.id);
@@ -104,8 +127,12 @@ describe("executor", () => {
     for (const c of seen) {
       expect(c.body).toBe("flaky body");
       expect(c.headers.get("x-tenant")).toBe("t1");
-      const ts = c.headers.get("x-signature-timestamp")!;
-      expect(c.headers.get("x-signature")).toBe(`sha256=${createHmac("sha256", SECRET).update(`${ts}.${c.body}`).digest("hex")}`);
+      const signed = { timestamp: c.headers.get("x-signature-timestamp")!, jobId: data.id, method: "POST", url: targetUrl("/flaky-1"), body: c.body };
+      expect(c.headers.get("x-job-id")).toBe(data.id);
+      expect(verifySignature(c.headers.get("x-signature")!, secret, signed)).toBe(true);
+      // Bound to this job and URL: the same body for another job or URL does not verify.
+      expect(verifySignature(c.headers.get("x-signature")!, secret, { ...signed, jobId: "1" })).toBe(false);
+      expect(verifySignature(c.headers.get("x-signature")!, secret, { ...signed, url: targetUrl("/other") })).toBe(false);
     }
     expect(seen.map((c) => c.headers.get("x-job-attempt"))).toEqual(["1", "2", "3"]);
     // Retries back off: the gaps are at least half the nominal delay (200 ms, 400 ms).

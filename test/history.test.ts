@@ -92,7 +92,7 @@ describe("maintenance", () => {
     const off = (await autovacuumOff(dbs)).length > 0;
     const [{ v }] = (await dbs.all[0]!`SELECT current_setting('autovacuum') AS v`) as unknown as [{ v: string }];
     expect(off).toBe(v !== "on");
-    const prod = { APP_MODE: "production", JWT_SECRET: "x".repeat(32), ADMIN_TOKEN: "y".repeat(32), TARGET_SIGNING_SECRET: "z".repeat(32) };
+    const prod = { APP_MODE: "production", JWT_SECRET: "x".repeat(32), ADMIN_TOKEN: "y".repeat(32) };
     const refusal = await checkAutovacuum(dbs, testConfig(prod));
     if (off) expect(refusal).toContain("DB_AUTOVACUUM_OFF_OK");
     else expect(refusal).toBeNull();

@@ -32,6 +32,7 @@ import { log } from "../log.ts";
 import { metrics } from "../metrics.ts";
 import { extractContext, tracer, tracingEnabled } from "../telemetry.ts";
 import { Batcher } from "../batcher.ts";
+import { ShortCache, UserStore } from "../users/user-store.ts";
 import { runJob, type HandlerSettings } from "./handlers.ts";
 import { claimMany, recordMany, type Outcome } from "./job-sql.ts";
 
@@ -42,6 +43,8 @@ const COMMIT_RETRY_MS = 1_000;
 const REWIND_DELAY_MS = 1_000;
 /** While waiting for permits, heartbeat at least this often. */
 const HEARTBEAT_EVERY_MS = 1_000;
+/** How long a user's signing keys are cached (a rotation reaches the calls within this). */
+const SIGNING_KEYS_TTL_MS = 5_000;
 
 /** Bounds the runs in flight (claims included). */
 class Permits {
@@ -109,9 +112,12 @@ export class Executor {
     // different orders; PostgreSQL then rolls one back whole, and it is simply run again.
     this.claims = new Batcher((db, msgs) => timed("claim", () => retryRolledBack(() => claimMany(dbs.all[db]!, msgs, config.executor.defaultTimeoutMs, config.executor.runGraceMs))));
     this.records = new Batcher((db, outcomes) => timed("record", () => retryRolledBack(() => recordMany(dbs.all[db]!, outcomes))));
+    // A rotated key is used within this; the previous one stays valid far longer (its grace).
+    const users = new UserStore(dbs.users);
+    const signingKeys = new ShortCache(SIGNING_KEYS_TTL_MS, (userId) => users.signingKeys(userId));
     this.handler = {
       allowPrivate: config.executor.httpAllowPrivate,
-      signingSecret: config.executor.signingSecret,
+      signingKeys: (userId) => signingKeys.get(userId),
       defaultTimeoutMs: config.executor.defaultTimeoutMs,
     };
   }

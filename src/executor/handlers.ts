@@ -1,16 +1,13 @@
 /**
  * Job handlers. `log` (no target): the message is the work; it is written to the log.
- * `http` (a target): the message is sent as the body to the target URL, signed so receivers
- * can verify it came from this scheduler:
- *   X-Signature-Timestamp: <unix seconds>
- *   X-Signature: sha256=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>
+ * `http` (a target): the message is sent as the body to the target URL, signed with the job
+ * owner's key so receivers can verify it (src/executor/signing.ts).
  * Targets that resolve to loopback, private, link-local or otherwise internal addresses, in any
  * spelling, are refused (a permanent error) unless HTTP_TARGET_ALLOW_PRIVATE is set; the host is
  * resolved once and the call connects to the address checked (DNS rebinding cannot swap it); a
  * name that does not resolve is never called. Redirects are not followed, so a public URL cannot
  * bounce the call to an internal one.
  */
-import { createHmac } from "node:crypto";
 import { lookup } from "node:dns/promises";
 import { isIP } from "node:net";
 import { checkServerIdentity, type PeerCertificate } from "node:tls";
@@ -18,15 +15,13 @@ import ipaddr from "ipaddr.js";
 import type { ClaimedJob } from "../../actors/job-run.machine.ts";
 import { classifyHttpStatus, type RunResult } from "../../actors/outcome.ts";
 import { log } from "../log.ts";
+import { signatureHeader } from "./signing.ts";
 
 export interface HandlerSettings {
   allowPrivate: boolean;
-  signingSecret: string;
+  /** The keys of the user's calls, newest first (none: the user was deleted). */
+  signingKeys(userId: string): Promise<string[]>;
   defaultTimeoutMs: number;
-}
-
-export function sign(secret: string, timestamp: string, body: string): string {
-  return `sha256=${createHmac("sha256", secret).update(`${timestamp}.${body}`).digest("hex")}`;
 }
 
 /**
@@ -83,6 +78,8 @@ export async function runHttp(job: ClaimedJob, s: HandlerSettings): Promise<RunR
   // the certificate must carry, for https).
   const pinned = new URL(url);
   pinned.hostname = isIP(resolved.address) === 6 ? `[${resolved.address}]` : resolved.address;
+  const keys = await s.signingKeys(job.user_id);
+  if (keys.length === 0) return { ok: false, retryable: false, error: "the job's owner no longer exists; not called" };
   const timestamp = String(Math.floor(Date.now() / 1000));
   const body = target.method === "GET" || target.method === "DELETE" ? "" : job.message;
   const timeoutMs = target.timeout_ms ?? s.defaultTimeoutMs;
@@ -96,7 +93,7 @@ export async function runHttp(job: ClaimedJob, s: HandlerSettings): Promise<RunR
         "x-job-id": job.id,
         "x-job-attempt": String(job.attempt),
         "x-signature-timestamp": timestamp,
-        "x-signature": sign(s.signingSecret, timestamp, body),
+        "x-signature": signatureHeader(keys, { timestamp, jobId: job.id, method: target.method, url: target.url, body }),
       },
       body: body === "" ? undefined : body,
       redirect: "manual",

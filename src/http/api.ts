@@ -38,5 +38,5 @@ export function apiRoutes(config: Config, dbs: Databases, ids: IdGenerator) {
     .use(usersRoutes(users, config))
     .use(authRoutes(users, config.jwt.secret, config.jwt.ttlSeconds))
     .use(jobsRoutes(jobs, users, config))
-    .use(adminRoutes(users, config.adminToken));
+    .use(adminRoutes(users, jobs, config.adminToken));
 }

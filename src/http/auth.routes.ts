@@ -9,6 +9,7 @@ export function authRoutes(users: UserStore, secret: string, ttlSeconds: number)
     async ({ body, issueToken }) => {
       const user = await users.authenticate(body.username, body.password);
       if (!user) throw new ApiError(401, "invalid_credentials", "wrong username or password");
+      if (user.disabled) throw new ApiError(403, "user_disabled", "this user is disabled; ask an operator");
       return { data: { ...(await issueToken(user)), user: toUserView(user) }, success: true };
     },
     {
@@ -16,7 +17,7 @@ export function authRoutes(users: UserStore, secret: string, ttlSeconds: number)
       detail: { summary: "Log in; returns a bearer token", tags: ["auth"] },
     },
   );
-  const refresh = new Elysia({ name: "refresh-routes" }).use(tokens(secret, ttlSeconds)).use(requireUser(secret, ttlSeconds)).post(
+  const refresh = new Elysia({ name: "refresh-routes" }).use(tokens(secret, ttlSeconds)).use(requireUser(secret, ttlSeconds, (id) => users.active(id))).post(
     "/api/v1/auth/refresh",
     async ({ userId, issueToken }) => {
       const user = await users.byId(userId);

@@ -61,7 +61,11 @@ export function withinAge(claims: { iat?: unknown; exp?: unknown }, ttlSeconds: 
   return iat <= nowS + SKEW_S && exp > nowS && exp - iat <= ttlSeconds + SKEW_S;
 }
 
-export function requireUser(secret: string, ttlSeconds: number) {
+/**
+ * `isActive` says whether the token's user still exists and is not disabled; it may answer
+ * from a cache no older than a second (UserStore.active), so such a user's tokens stop at once.
+ */
+export function requireUser(secret: string, ttlSeconds: number, isActive: (userId: string) => Promise<boolean>) {
   return new Elysia()
     .use(tokens(secret, ttlSeconds))
     .onParse({ as: "scoped" }, async ({ request, contentType }) => {
@@ -91,6 +95,10 @@ export function requireUser(secret: string, ttlSeconds: number) {
         }
         claims = { sub: verifiedClaims.sub, username: typeof verifiedClaims.username === "string" ? verifiedClaims.username : "" };
         remember(token, claims, verifiedClaims.exp);
+      }
+      if (!(await isActive(claims.sub))) {
+        set.headers["www-authenticate"] = 'Bearer realm="fairshare", error="invalid_token"';
+        throw unauthorized("the token's user is disabled or no longer exists");
       }
       if (body === MALFORMED) {
         throw new ApiError(400, "malformed_body", "the request body could not be parsed; send JSON with content-type application/json");

@@ -43,11 +43,6 @@ function invalid(problems: Problem[]): never {
 export function jobsRoutes(jobs: JobStore, users: UserStore, config: Config) {
   const limits = { jobHorizonMs: config.api.jobHorizonMs, defaultMaxAttempts: config.api.defaultMaxAttempts };
 
-  const owner = async (userId: string) => {
-    if (!(await users.exists(userId))) throw new ApiError(401, "unauthorized", "the token's user no longer exists");
-    return { userId };
-  };
-
   const specsOf = (inputs: JobInput[], prefix: (i: number) => string): JobSpec[] => {
     const now = Date.now();
     const problems: Problem[] = [];
@@ -61,7 +56,7 @@ export function jobsRoutes(jobs: JobStore, users: UserStore, config: Config) {
   };
 
   return new Elysia({ name: "jobs-routes" })
-    .use(requireUser(config.jwt.secret, config.jwt.ttlSeconds))
+    .use(requireUser(config.jwt.secret, config.jwt.ttlSeconds, (id) => users.active(id)))
     .get(
       "/api/v1/me/jobs",
       async ({ userId, query }) => {
@@ -87,10 +82,9 @@ export function jobsRoutes(jobs: JobStore, users: UserStore, config: Config) {
           throw new ApiError(400, "invalid_idempotency_key", "Idempotency-Key must be 1-255 visible ASCII characters");
         }
         const [spec] = specsOf([body], () => "");
-        const who = await owner(userId);
         return inRequestSpan(request, () =>
           inSpan("job.create", { "user.id": userId }, async (span) => {
-            const result = await jobs.create(who, spec!, injectContext(), key ? { key, requestHash: requestHash(body) } : undefined);
+            const result = await jobs.create({ userId }, spec!, injectContext(), key ? { key, requestHash: requestHash(body) } : undefined);
             if ("conflict" in result) {
               throw new ApiError(422, "idempotency_key_reused", "this Idempotency-Key was used with a different request body");
             }
@@ -115,10 +109,9 @@ export function jobsRoutes(jobs: JobStore, users: UserStore, config: Config) {
       "/api/v1/me/jobs/batch",
       async ({ userId, body, request, set }) => {
         const specs = specsOf(body.jobs, (i) => `/jobs/${i}`);
-        const who = await owner(userId);
         return inRequestSpan(request, () =>
           inSpan("job.create_batch", { "user.id": userId, "job.count": specs.length }, async () => {
-            const rows = await jobs.createMany(who, specs, injectContext());
+            const rows = await jobs.createMany({ userId }, specs, injectContext());
             metrics.jobsCreated.inc({}, rows.length);
             set.status = 201;
             return { data: rows.map(toJobView), success: true };

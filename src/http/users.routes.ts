@@ -2,6 +2,7 @@ import { Elysia, t } from "elysia";
 import type { Config } from "../config.ts";
 import { toUserView, type UserStore } from "../users/user-store.ts";
 import { isAdmin } from "./admin.ts";
+import { requireUser } from "./auth.ts";
 import { Weight } from "./admin.routes.ts";
 import { ApiError } from "./errors.ts";
 
@@ -12,13 +13,30 @@ export const UserInput = t.Object({
 });
 
 /**
- * Sign-up. Who may choose a weight is configuration (SIGNUP_WEIGHTS): `open` lets anyone pick
+ * Sign-up, and the user's signing secret. The secret (the key of X-Signature on HTTP target
+ * calls, src/executor/signing.ts) is shown once, at sign-up and at each rotation.
+ * Who may choose a weight is configuration (SIGNUP_WEIGHTS): `open` lets anyone pick
  * one in range; `admin` refuses any weight but the default unless the request carries the admin
  * token, so a user cannot sign up with a weight that takes the whole machine.
  */
 export function usersRoutes(users: UserStore, config: Config) {
   const { defaultWeight, signupWeights } = config.users;
-  return new Elysia({ name: "users-routes" }).post(
+  const me = new Elysia({ name: "me-routes" }).use(requireUser(config.jwt.secret, config.jwt.ttlSeconds, (id) => users.active(id))).post(
+    "/api/v1/me/signing-secret",
+    async ({ userId }) => {
+      const rotated = await users.rotateSigningSecret(userId, config.users.signingGraceMs);
+      if (!rotated) throw new ApiError(401, "unauthorized", "the token's user is disabled or no longer exists");
+      return { data: { signing_secret: rotated.signing_secret, previous_valid_until: rotated.previous_valid_until.toISOString() }, success: true };
+    },
+    {
+      detail: {
+        summary: "Rotate the signing secret of your HTTP target calls; the previous one stays valid for SIGNING_SECRET_GRACE",
+        tags: ["users"],
+        security: [{ bearer: [] }],
+      },
+    },
+  );
+  return new Elysia({ name: "users-routes" }).use(me).post(
     "/api/v1/users",
     async ({ body, set, headers }) => {
       const weight = body.job_weight ?? defaultWeight;
@@ -28,7 +46,7 @@ export function usersRoutes(users: UserStore, config: Config) {
       const user = await users.create(body.username, body.password, weight);
       if (!user) throw new ApiError(409, "username_taken", `username ${JSON.stringify(body.username)} is taken`);
       set.status = 201;
-      return { data: toUserView(user), success: true };
+      return { data: { ...toUserView(user), signing_secret: user.signing_secret }, success: true };
     },
     { body: UserInput, detail: { summary: "Create a user", tags: ["users"] } },
   );

@@ -209,6 +209,16 @@ export class JobStore {
     const current = await this.get(userId, id);
     return current ? { kind: "conflict", status: current.status } : { kind: "not_found" };
   }
+
+  /** Cancels every job of the user that has not started (a deleted user's); returns how many. */
+  async cancelAllWaiting(userId: string): Promise<number> {
+    const counts = await Promise.all(
+      this.dbs.all.map(async (sql: Sql) => (await sql`
+        UPDATE jobs SET status = 'cancelled', finished_at = now(), updated_at = now(), deadline_at = NULL
+        WHERE user_id = ${userId} AND status IN ('created', 'retrying', 'scheduled') RETURNING 1`).length),
+    );
+    return counts.reduce((a, b) => a + b, 0);
+  }
 }
 
 /**

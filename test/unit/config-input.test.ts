@@ -24,20 +24,20 @@ describe("configuration", () => {
 
   test("production requires secrets; a short JWT secret is refused", () => {
     expect(() => loadConfig({ APP_MODE: "production" })).toThrow(/JWT_SECRET: required/);
-    expect(() => loadConfig({ APP_MODE: "production", JWT_SECRET: "x".repeat(40) })).toThrow(/TARGET_SIGNING_SECRET/);
+    expect(() => loadConfig({ TARGET_SIGNING_SECRET: "x".repeat(40) })).toThrow(/TARGET_SIGNING_SECRET: no longer used/);
     expect(() => loadConfig({ JWT_SECRET: "short" })).toThrow(/at least 32/);
-    expect(() => loadConfig({ APP_MODE: "production", JWT_SECRET: "x".repeat(40), TARGET_SIGNING_SECRET: "t".repeat(32) })).toThrow(/ADMIN_TOKEN: required/);
+    expect(() => loadConfig({ APP_MODE: "production", JWT_SECRET: "x".repeat(40) })).toThrow(/ADMIN_TOKEN: required/);
     expect(() => loadConfig({ ADMIN_TOKEN: "short" })).toThrow(/ADMIN_TOKEN: must be at least 32/);
-    const prod = loadConfig({ APP_MODE: "production", JWT_SECRET: "s".repeat(32), TARGET_SIGNING_SECRET: "t".repeat(32), ADMIN_TOKEN: "a".repeat(32) });
+    const prod = loadConfig({ APP_MODE: "production", JWT_SECRET: "s".repeat(32), ADMIN_TOKEN: "a".repeat(32) });
     expect(prod.executor.httpAllowPrivate).toBe(false);
     expect(loadConfig({}).executor.httpAllowPrivate).toBe(true);
   });
 
   test("who may choose a weight at sign-up: open locally, admin in production, either on request", () => {
-    const secrets = { JWT_SECRET: "s".repeat(32), TARGET_SIGNING_SECRET: "t".repeat(32), ADMIN_TOKEN: "a".repeat(32) };
-    expect(loadConfig({}).users).toEqual({ defaultWeight: 1, signupWeights: "open" });
+    const secrets = { JWT_SECRET: "s".repeat(32), ADMIN_TOKEN: "a".repeat(32) };
+    expect(loadConfig({}).users).toEqual({ defaultWeight: 1, signupWeights: "open", signingGraceMs: 86_400_000 });
     expect(loadConfig({ APP_MODE: "production", ...secrets }).users.signupWeights).toBe("admin");
-    expect(loadConfig({ SIGNUP_WEIGHTS: "admin", DEFAULT_JOB_WEIGHT: "2.5" }).users).toEqual({ defaultWeight: 2.5, signupWeights: "admin" });
+    expect(loadConfig({ SIGNUP_WEIGHTS: "admin", DEFAULT_JOB_WEIGHT: "2.5", SIGNING_SECRET_GRACE: "1h" }).users).toEqual({ defaultWeight: 2.5, signupWeights: "admin", signingGraceMs: 3_600_000 });
     expect(() => loadConfig({ SIGNUP_WEIGHTS: "anyone" })).toThrow(/SIGNUP_WEIGHTS/);
     expect(() => loadConfig({ DEFAULT_JOB_WEIGHT: "0" })).toThrow(/DEFAULT_JOB_WEIGHT/);
     expect(() => loadConfig({ DEFAULT_JOB_WEIGHT: "5000" })).toThrow(/DEFAULT_JOB_WEIGHT/);
@@ -48,7 +48,7 @@ describe("configuration", () => {
   });
 
   test("production refuses the example secrets published in this repository; local mode makes and keeps a random one", () => {
-    const good = { APP_MODE: "production", JWT_SECRET: "s".repeat(32), TARGET_SIGNING_SECRET: "t".repeat(32), ADMIN_TOKEN: "a".repeat(32) };
+    const good = { APP_MODE: "production", JWT_SECRET: "s".repeat(32), ADMIN_TOKEN: "a".repeat(32) };
     expect(() => loadConfig({ ...good, JWT_SECRET: "compose-only-secret-change-me-0123456789ab" })).toThrow(/JWT_SECRET: is an example value/);
     expect(() => loadConfig({ ...good, ADMIN_TOKEN: "compose-only-admin-token-change-me-0123456789" })).toThrow(/ADMIN_TOKEN: is an example value/);
     expect(() => loadConfig({ ...good, JWT_SECRET: "local-development-secret-change-me-0123456789" })).toThrow(/example value/);
