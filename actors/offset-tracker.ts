@@ -9,6 +9,11 @@
  * (where consumption must resume) and forgets everything from there; completions of that
  * earlier generation are ignored afterwards.
  *
+ * A rebalance that leaves a partition with this consumer still restarts its fetching at the
+ * committed offset, so messages already taken arrive again: `track` answers null for an offset
+ * at or below the highest taken in the current generation (skip it; it is in processing, or
+ * done and about to be committed).
+ *
  * Offsets are int64 in Kafka; they stay exact as numbers below 2^53.
  */
 interface PartitionState {
@@ -16,6 +21,8 @@ interface PartitionState {
   /** Offsets taken into processing and not yet behind the committable point, in order. */
   offsets: number[];
   head: number;
+  /** The highest offset taken in this generation (-1: none). */
+  highest: number;
   done: Set<number>;
   /** Next offset to commit (one past the done prefix); null until something is done. */
   next: number | null;
@@ -30,15 +37,18 @@ export class OffsetTracker {
 
   private state(partition: number): PartitionState {
     let p = this.parts.get(partition);
-    if (!p) this.parts.set(partition, (p = { gen: this.nextGen++, offsets: [], head: 0, done: new Set(), next: null, committed: null }));
+    if (!p) this.parts.set(partition, (p = { gen: this.nextGen++, offsets: [], head: 0, highest: -1, done: new Set(), next: null, committed: null }));
     return p;
   }
 
-  /** A message taken into processing; returns the generation to pass to done/fail. */
-  track(partition: number, offset: number): number {
+  /**
+   * A message taken into processing; returns the generation to pass to done/fail, or null when
+   * this generation already took the offset (delivered again after a rebalance: skip it).
+   */
+  track(partition: number, offset: number): number | null {
     const p = this.state(partition);
-    const last = p.offsets[p.offsets.length - 1];
-    if (last !== undefined && offset <= last) throw new Error(`offset ${offset} tracked after ${last} on partition ${partition}`);
+    if (offset <= p.highest) return null;
+    p.highest = offset;
     p.offsets.push(offset);
     return p.gen;
   }
@@ -82,6 +92,7 @@ export class OffsetTracker {
     p.gen = this.nextGen++;
     p.offsets = [];
     p.head = 0;
+    p.highest = -1;
     p.done.clear();
     return resume;
   }

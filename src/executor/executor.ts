@@ -198,6 +198,7 @@ export class Executor {
       const offset = Number(m.offset);
       const gen = this.offsets.track(batch.partition, offset);
       last = m.offset;
+      if (gen === null) continue; // delivered again after a rebalance; already in processing
       if (!entries || !entries.every((e) => e.shard < this.dbs.shardCount)) {
         // Poison message: nothing can ever process it; skip it so the partition keeps moving.
         log.error("dropping malformed due message", { partition: m.partition, offset: m.offset, value: m.value.slice(0, 200) });
