@@ -1,72 +1,241 @@
 /**
- * Faults under steady load, measured as a user sees them (first part of the fault suite: role
- * deaths). Starts its own local cluster (`ops/cluster-up.sh` with 2 schedulers and 2 executors,
- * each role supervised), streams `log` jobs through the public API due evenly at RATE per second
- * (default 200) for DURATION seconds (default 60), and kill -9s one role at a time at FAULT_GAP
- * intervals: executor-1, then scheduler-1. Prints jobs acknowledged, lost (not finished within
- * 2 minutes of the end), started early, re-run (attempt > 1), and per fault the worst start
- * lateness of the jobs due in the 20 s after it and the recovery time: from the fault to the
- * last start more than 1 s late among those jobs. Stops the cluster at the end.
+ * The fault suite: faults under steady load, measured as a user sees them. Starts its own local
+ * cluster (`ops/cluster-up.sh`, 2 schedulers and 2 executors, every role supervised), serves the
+ * jobs' HTTP targets itself (recording every call with its job id and attempt) and creates jobs
+ * through the public API at RATE per second (default 200), due 3 s after creation, in small
+ * batches every 100 ms from USERS users. Every FAULT_GAP seconds (default 25) it injects one
+ * fault: kill -9 of executor-1, scheduler-1 and the API; Kafka killed and started again; etcd
+ * paused (SIGSTOP) past the lease TTL; PostgreSQL restarted; and a user whose 36 jobs call a
+ * target that answers after 25 s. Then it waits for every acknowledged job to finish and prints:
+ * acknowledged, lost (not finished), failed, started early (target called before execute_at),
+ * duplicate calls per (job, attempt), API answers by code, and per fault the start lateness of
+ * the other jobs due in the 20 s after it and the recovery time: from the fault to the last
+ * start more than 1 s late among them. Stops the cluster at the end.
  *
- *   bun bench/chaos.ts
+ *   bun bench/chaos.ts                     # FAULTS=executor,scheduler,... to pick some
  */
-import { ApiClient, ms } from "./api-client.ts";
+import { readFileSync } from "node:fs";
 import { report, summary } from "./lib.ts";
 
 const RATE = Number(process.env.RATE ?? 200);
-const DURATION = Number(process.env.DURATION ?? 60);
-const FAULT_GAP = Number(process.env.FAULT_GAP ?? 20);
-const USERS = 4;
+const FAULT_GAP = Number(process.env.FAULT_GAP ?? 25);
+const USERS = Number(process.env.USERS ?? 4);
+const LEASE_TTL_S = 10; // ETCD_LEASE_TTL_SECONDS default: the pause outlasts it
+const ALL_FAULTS = ["executor", "scheduler", "api", "kafka", "etcd", "postgres", "slow-target"] as const;
+const FAULTS = (process.env.FAULTS?.split(",") ?? ALL_FAULTS) as (typeof ALL_FAULTS)[number][];
 const ROOT = new URL("..", import.meta.url).pathname;
 const RUN = `${ROOT}.local/run`;
+const API = `http://127.0.0.1:${process.env.API_PORT ?? 8080}`;
 
 const sh = (cmd: string, env: Record<string, string> = {}) => {
   const r = Bun.spawnSync(["bash", "-c", cmd], { cwd: ROOT, env: { ...process.env, ...env }, stdout: "inherit", stderr: "inherit" });
   if (r.exitCode !== 0) throw new Error(`${cmd}: exit ${r.exitCode}`);
 };
-const rolePid = async (name: string) => Number((await Bun.file(`${RUN}/${name}.child`).text()).trim());
+const pidOf = async (file: string) => Number((await Bun.file(`${RUN}/${file}`).text()).trim());
+/** Alive and not a zombie (a killed process is one until reaped). */
+const alive = (pid: number) => {
+  try {
+    process.kill(pid, 0);
+  } catch {
+    return false;
+  }
+  try {
+    return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, "utf8"));
+  } catch {
+    return false;
+  }
+};
+
+// Targets: every call recorded per (job, attempt), with its time.
+const calls = new Map<string, number[]>();
+const target = Bun.serve({
+  port: 0,
+  hostname: "127.0.0.1",
+  idleTimeout: 60,
+  async fetch(req) {
+    const key = `${req.headers.get("x-job-id")}/${req.headers.get("x-job-attempt")}`;
+    calls.set(key, [...(calls.get(key) ?? []), Date.now()]);
+    if (new URL(req.url).pathname === "/slow") await Bun.sleep(25_000);
+    return new Response("ok");
+  },
+});
+
+async function call(method: string, path: string, body?: unknown, token?: string): Promise<{ status: number; json: any }> {
+  try {
+    const res = await fetch(API + path, {
+      method,
+      headers: { "content-type": "application/json", ...(token ? { authorization: `Bearer ${token}` } : {}) },
+      body: body === undefined ? undefined : JSON.stringify(body),
+      signal: AbortSignal.timeout(10_000),
+    });
+    return { status: res.status, json: await res.json().catch(() => null) };
+  } catch (e) {
+    return { status: 0, json: { error: { code: (e as Error).name === "TimeoutError" ? "client_timeout" : "connection_failed" } } };
+  }
+}
+
+async function user(name: string): Promise<string> {
+  const username = `chaos_${Date.now().toString(36)}_${name}`;
+  await call("POST", "/api/v1/users", { username, password: "chaos-password" });
+  return (await call("POST", "/api/v1/auth/login", { username, password: "chaos-password" })).json.data.token;
+}
+
+interface Acked {
+  id: string;
+  token: string;
+  executeAt: number;
+  slow: boolean;
+}
+const acked: Acked[] = [];
+const answers = new Map<string, number>();
+const okCreates: number[] = [];
+
+async function create(token: string, jobs: { message: string; execute_at: string; target: unknown }[], slow = false) {
+  const r = await call("POST", "/api/v1/me/jobs/batch", { jobs }, token);
+  const code = r.status === 201 ? "201 created" : `${r.status} ${r.json?.error?.code ?? "?"}`;
+  answers.set(code, (answers.get(code) ?? 0) + 1);
+  if (r.status !== 201) return;
+  okCreates.push(Date.now());
+  for (const j of r.json.data) acked.push({ id: j.id, token, executeAt: Date.parse(j.execute_at), slow });
+}
+
+const faults: { name: string; at: number; note?: string }[] = [];
+async function inject(name: (typeof ALL_FAULTS)[number], slowToken: string): Promise<void> {
+  const at = Date.now();
+  console.error(`[chaos] ${new Date(at).toISOString()} ${name}`);
+  switch (name) {
+    case "executor":
+    case "scheduler":
+    case "api": {
+      const role = name === "api" ? "api" : `${name}-1`;
+      process.kill(await pidOf(`${role}.child`), "SIGKILL");
+      faults.push({ name: `kill -9 ${role}`, at });
+      return;
+    }
+    case "kafka": {
+      const pid = await pidOf("kafka.pid");
+      process.kill(pid, "SIGKILL");
+      while (alive(pid)) await Bun.sleep(100);
+      sh("bash ops/services-up.sh >/dev/null");
+      faults.push({ name: "Kafka kill -9 and restart", at, note: `broker back after ${((Date.now() - at) / 1000).toFixed(1)} s` });
+      return;
+    }
+    case "etcd": {
+      const pid = await pidOf("etcd.pid");
+      process.kill(pid, "SIGSTOP");
+      await Bun.sleep((LEASE_TTL_S + 5) * 1_000);
+      process.kill(pid, "SIGCONT");
+      faults.push({ name: `etcd paused ${LEASE_TTL_S + 5} s (lease TTL ${LEASE_TTL_S} s)`, at });
+      return;
+    }
+    case "postgres": {
+      sh("pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql | tail -1) main restart");
+      faults.push({ name: "PostgreSQL restart", at, note: `server back after ${((Date.now() - at) / 1000).toFixed(1)} s` });
+      return;
+    }
+    case "slow-target": {
+      const due = new Date(Date.now() + 2_000).toISOString();
+      const jobs = Array.from({ length: 36 }, (_, i) => ({ message: `slow ${i}`, execute_at: due, target: { url: `http://127.0.0.1:${target.port}/slow`, timeout_ms: 30_000 } }));
+      await create(slowToken, jobs, true);
+      faults.push({ name: "36 jobs to a target answering after 25 s", at: Date.parse(due) });
+      return;
+    }
+  }
+}
 
 sh("bash ops/cluster-down.sh >/dev/null 2>&1 || true");
 sh("bash ops/cluster-up.sh", { SCHEDULERS: "2", EXECUTORS: "2" });
+const rolesAtStart = ["api", "scheduler-1", "scheduler-2", "executor-1", "executor-2"];
 try {
-  const client = new ApiClient();
-  const tokens = await Promise.all(Array.from({ length: USERS }, (_, u) => client.user(`chaos${u}`)));
-  const total = RATE * DURATION;
-  const per = Math.ceil(total / USERS);
-  const t0 = Date.now() + 8_000;
-  const lasts = await Promise.all(tokens.map((t, u) => client.create(t, (i) => t0 + ((i * USERS + u) * 1000) / RATE, per, "chaos")));
-  await Bun.sleep(t0 - Date.now());
-  const faults: { name: string; at: number }[] = [];
-  for (const name of ["executor-1", "scheduler-1"]) {
-    await Bun.sleep(FAULT_GAP * 1000);
-    const pid = await rolePid(name);
-    process.kill(pid, "SIGKILL");
-    faults.push({ name, at: Date.now() });
-    console.error(`[chaos] kill -9 ${name} (pid ${pid})`);
+  const tokens = await Promise.all(Array.from({ length: USERS }, (_, u) => user(`u${u}`)));
+  const slowToken = await user("slow");
+  const perTick = Math.max(1, Math.round(RATE / 10 / USERS));
+  let loading = true;
+  let seq = 0;
+  const load = (async () => {
+    for (let tick = Date.now(); loading; tick += 100) {
+      const due = new Date(Date.now() + 3_000).toISOString();
+      await Promise.all(
+        tokens.map((t) =>
+          create(t, Array.from({ length: perTick }, () => ({ message: `c${seq++}`, execute_at: due, target: { url: `http://127.0.0.1:${target.port}/t` } }))),
+        ),
+      );
+      await Bun.sleep(Math.max(0, tick + 100 - Date.now()));
+    }
+  })();
+  await Bun.sleep(10_000); // steady state first
+  for (const f of FAULTS) {
+    await inject(f, slowToken).catch((e) => {
+      console.error(`[chaos] injecting ${f} failed: ${(e as Error).message}`);
+      faults.push({ name: f, at: Date.now(), note: `injection failed: ${(e as Error).message}` });
+    });
+    await Bun.sleep(FAULT_GAP * 1_000);
   }
-  await Bun.sleep(Math.max(0, t0 + DURATION * 1000 - Date.now()));
-  await client.waitFinished(lasts, 120_000).catch(() => {});
-  const jobs = (await Promise.all(tokens.map((t) => client.finished(t, per)))).flat();
-  const late = (j: (typeof jobs)[number]) => ms(j.started_at) - ms(j.execute_at);
+  loading = false;
+  await load;
+
+  // Every acknowledged job finished? Read each back (per user, newest first).
+  const byId = new Map(acked.map((a) => [a.id, a]));
+  const finished = new Map<string, { status: string; started_at: string | null; attempt: number }>();
+  const deadline = Date.now() + 180_000;
+  while (Date.now() < deadline) {
+    for (const token of [...tokens, slowToken]) {
+      for (const status of ["succeeded", "failed"]) {
+        let cursor: string | null = null;
+        do {
+          const r = await call("GET", `/api/v1/me/jobs?limit=1000&status=${status}${cursor ? `&cursor=${cursor}` : ""}`, undefined, token);
+          for (const j of r.json?.data ?? []) if (byId.has(j.id)) finished.set(j.id, j);
+          cursor = r.json?.next_cursor ?? null;
+        } while (cursor);
+      }
+    }
+    if (finished.size >= acked.length) break;
+    await Bun.sleep(2_000);
+  }
+
+  const firstCall = (a: Acked) => {
+    const c = calls.get(`${a.id}/1`);
+    return c ? c[0]! : NaN;
+  };
+  const steady = acked.filter((a) => !a.slow);
+  const lateness = (a: Acked) => firstCall(a) - a.executeAt;
+  const duplicates = [...calls].filter(([, at]) => at.length > 1);
   const byFault = Object.fromEntries(
     faults.map((f) => {
-      const hit = jobs.filter((j) => ms(j.execute_at) >= f.at - 1_000 && ms(j.execute_at) < f.at + 20_000);
-      const slow = hit.filter((j) => late(j) > 1_000);
-      const recovery = slow.length ? Math.max(...slow.map((j) => ms(j.started_at))) - f.at : 0;
-      return [f.name, { start_lateness_ms: summary(hit.map(late)), recovery_s: Math.round(recovery / 100) / 10 }];
+      const hit = steady.filter((a) => a.executeAt >= f.at && a.executeAt < f.at + 20_000 && !Number.isNaN(firstCall(a)));
+      const slow = hit.filter((a) => lateness(a) > 1_000);
+      const recovery = slow.length ? Math.max(...slow.map(firstCall)) - f.at : 0;
+      // The longest stretch without an accepted create, around the fault.
+      const oks = okCreates.filter((t) => t >= f.at - 1_000 && t < f.at + 30_000);
+      let gap = 0;
+      for (let i = 1; i < oks.length; i++) gap = Math.max(gap, oks[i]! - oks[i - 1]!);
+      return [f.name, { start_lateness_ms: summary(hit.map(lateness)), recovery_s: Math.round(recovery / 100) / 10, api_gap_s: Math.round(gap / 100) / 10, ...(f.note ? { note: f.note } : {}) }];
     }),
   );
-  report("chaos: role deaths under steady load", {
+  const roles = await Promise.all(
+    rolesAtStart.map(async (r) => {
+      const pid = await pidOf(`${r}.child`).catch(() => 0);
+      const restarts = Number((await Bun.file(`${RUN}/${r}.restarts`).text().catch(() => "?")).trim());
+      return `${r}: ${pid && alive(pid) ? "alive" : "DOWN"}, ${restarts} restarts`;
+    }),
+  );
+  report("chaos: faults under steady load", {
     rate_per_s: RATE,
-    acknowledged: per * USERS,
-    finished: jobs.length,
-    lost: per * USERS - jobs.length,
-    started_early: jobs.filter((j) => late(j) < 0).length,
-    rerun: jobs.filter((j) => j.attempt > 1).length,
-    failed: jobs.filter((j) => j.status !== "succeeded").length,
+    faults: FAULTS.join(","),
+    acknowledged: acked.length,
+    lost: acked.length - finished.size,
+    failed: [...finished.values()].filter((j) => j.status !== "succeeded").length,
+    started_early: acked.filter((a) => lateness(a) < 0).length,
+    duplicate_calls_per_job_attempt: duplicates.length,
+    rerun_attempt_gt_1: [...finished.values()].filter((j) => j.attempt > 1).length,
+    never_called: steady.filter((a) => Number.isNaN(firstCall(a))).length,
+    api_answers: Object.fromEntries(answers),
+    start_lateness_all_ms: summary(steady.filter((a) => !Number.isNaN(firstCall(a))).map(lateness)),
     by_fault: byFault,
+    roles_at_end: roles,
   });
 } finally {
+  target.stop(true);
   sh("bash ops/cluster-status.sh || true");
   sh("bash ops/cluster-down.sh >/dev/null");
 }

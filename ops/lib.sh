@@ -38,9 +38,12 @@ wait_port() {
 }
 
 # pid_alive NAME: true when .local/run/NAME.pid names a live process.
+# A killed process stays a zombie until reaped; kill -0 still succeeds on it, so look at its state.
 pid_alive() {
-  local f="$RUN_DIR/$1.pid"
-  [ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null
+  local f="$RUN_DIR/$1.pid" pid
+  [ -f "$f" ] || return 1
+  pid=$(cat "$f")
+  kill -0 "$pid" 2>/dev/null && [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ]
 }
 
 # start_bg NAME LOGFILE CMD...: starts CMD detached in its own session and records its pid.

@@ -10,7 +10,7 @@ import { ConfigError, loadConfig, parseRole, type Config, type Role } from "./co
 import { openDatabases } from "./db/databases.ts";
 import { checkAutovacuum } from "./db/maintenance.ts";
 import { migrate } from "./db/migrate.ts";
-import { rootApp } from "./http/server.ts";
+import { listen, rootApp } from "./http/server.ts";
 import { configureLog, log } from "./log.ts";
 import { startApi } from "./roles/api.ts";
 import type { Component } from "./roles/component.ts";
@@ -53,7 +53,7 @@ const app = rootApp(config.api.maxBodyBytes, () => components, api?.routes);
 // reusePort for the api role only: several api processes on one host may share the port (the
 // kernel spreads connections); any other role must own its port, or /readyz would answer for
 // whichever process the kernel picked.
-app.listen({ port: config.port, hostname: config.host, maxRequestBodySize: config.api.maxBodyBytes, reusePort: role === "api" });
+listen(app, { port: config.port, hostname: config.host, reusePort: role === "api" });
 log.info("started", { url: `http://${config.host}:${app.server?.port}`, components: components.map((c) => c.name) });
 
 let stopping = false;

@@ -4,9 +4,10 @@ import { IdGenerator } from "../actors/ids.ts";
 import { databaseOf, shardOf } from "../actors/shard-map.ts";
 import { connect, openDatabases, type Databases } from "../src/db/databases.ts";
 import { apiRoutes } from "../src/http/api.ts";
-import { rootApp } from "../src/http/server.ts";
+import { listen, rootApp } from "../src/http/server.ts";
 import { initTelemetry } from "../src/telemetry.ts";
 import { ACTIVE_TTL_MS } from "../src/users/user-store.ts";
+import { JOB_STATUSES } from "../src/jobs/job-store.ts";
 import { client } from "./support/http.ts";
 import { freshDatabases, PG_BASE, testConfig } from "./support/env.ts";
 
@@ -296,6 +297,53 @@ describe("jobs", () => {
     expect(onlyCancelled.json.data.map((j: any) => j.id).sort()).toEqual(ids.slice(0, 10).sort());
   });
 
+  test("the list shows jobs in every status without a filter, each status with one, across both databases, on every page", async () => {
+    const { token } = await signup("lena_list");
+    const made = await call("POST", "/api/v1/me/jobs/batch", { token, body: { jobs: Array.from({ length: 28 }, (_, i) => ({ message: `l${i}`, execute_at: soon() })) } });
+    const ids: string[] = made.json.data.map((j: any) => j.id);
+    expect(new Set(made.json.data.map((j: any) => databaseOf(j.shard_id, SHARDS, 2)))).toEqual(new Set([0, 1]));
+    // Move the jobs through every status, as the scheduler and executor would (finished ones
+    // move to job_history on the way).
+    const statusOf = (i: number) => JOB_STATUSES[i % JOB_STATUSES.length]!;
+    for (const sql of dbs.all) {
+      for (const [i, id] of ids.entries()) {
+        const st = statusOf(i);
+        await sql`UPDATE jobs SET status = ${st}::job_status,
+          attempt = CASE WHEN ${st} IN ('running', 'retrying', 'succeeded', 'failed') THEN 1 ELSE 0 END,
+          started_at = CASE WHEN ${st} IN ('running', 'succeeded', 'failed') THEN now() END,
+          deadline_at = CASE WHEN ${st} IN ('scheduled', 'running') THEN now() + interval '1 minute' END,
+          finished_at = CASE WHEN ${st} IN ('succeeded', 'failed', 'cancelled') THEN now() END
+          WHERE id = ${id}`;
+      }
+    }
+    const pages = async (query: string) => {
+      const seen: { id: string; status: string }[] = [];
+      let cursor: string | null = null;
+      do {
+        const page: any = await call("GET", `/api/v1/me/jobs?limit=3${query}${cursor ? `&cursor=${cursor}` : ""}`, { token });
+        expect(page.status).toBe(200);
+        seen.push(...page.json.data.map((j: any) => ({ id: j.id, status: j.status })));
+        cursor = page.json.next_cursor;
+      } while (cursor);
+      return seen;
+    };
+    const all = await pages("");
+    expect(all.map((j) => j.id)).toEqual([...ids].reverse());
+    expect(all.map((j) => j.status)).toEqual([...ids].map((_, i) => statusOf(i)).reverse());
+    for (const status of JOB_STATUSES) {
+      const only = await pages(`&status=${status}`);
+      expect(only.map((j) => j.id)).toEqual(ids.filter((_, i) => statusOf(i) === status).reverse());
+    }
+    expectError(await call("GET", "/api/v1/me/jobs?status=done", { token }), 400, "invalid_request");
+  });
+
+  test("/docs/json: the list's status filter has no default", async () => {
+    const doc = (await call("GET", "/docs/json")).json;
+    const param = doc.paths["/api/v1/me/jobs"].get.parameters.find((p: any) => p.name === "status");
+    expect(param.required).toBe(false);
+    expect(JSON.stringify(param.schema)).not.toContain("default");
+  });
+
   test("cancel is refused with 409 and the status for running and finished jobs", async () => {
     const { token } = await signup("gina_jobs");
     const mk = async () => (await call("POST", "/api/v1/me/jobs", { token, body: { message: "m", execute_at: soon() } })).json.data;
@@ -488,7 +536,76 @@ describe("bad input", () => {
     expectError(await call("GET", "/api/v1/me/jobs?limit=abc", { token }), 400, "invalid_request");
     expectError(await call("GET", "/api/v1/me/jobs?status=lost", { token }), 400, "invalid_request");
     expectError(await call("GET", "/api/v1/me/jobs?cursor=zzz", { token }), 400, "invalid_cursor");
-    expectError(await call("POST", "/api/v1/me/jobs", { token, raw: "message=hi", headers: { "content-type": "text/plain" } }), 400, "invalid_request");
+    expectError(await call("POST", "/api/v1/me/jobs", { token, raw: "message=hi", headers: { "content-type": "text/plain" } }), 400, "malformed_body");
+  });
+
+  test("unknown fields are refused with 400 'invalid_request' naming each one, at any depth", async () => {
+    const typo = await call("POST", "/api/v1/users", { body: { username: "typo_user", password: "p4ssword!", job_eight: 5 } });
+    expectError(typo, 400, "invalid_request");
+    expect(typo.json.error.details.map((d: any) => d.path)).toContain("/job_eight");
+    // The refused request created nothing: the name is still free.
+    expect((await call("POST", "/api/v1/users", { body: { username: "typo_user", password: "p4ssword!" } })).status).toBe(201);
+    const job = await call("POST", "/api/v1/me/jobs", { token, body: { message: "x", execute_at: soon(), max_attempt: 2 } });
+    expectError(job, 400, "invalid_request");
+    expect(job.json.error.details.map((d: any) => d.path)).toContain("/max_attempt");
+    const deep = await call("POST", "/api/v1/me/jobs/batch", { token, body: { jobs: [{ message: "x", execute_at: soon(), target: { url: "http://example.com/", timeout: 5 } }] } });
+    expectError(deep, 400, "invalid_request");
+    expect(deep.json.error.details.map((d: any) => d.path)).toContain("/jobs/0/target/timeout");
+    expectError(await call("POST", "/api/v1/auth/login", { body: { username: "quinn_bad", password: "x", remember: true } }), 400, "invalid_request");
+  });
+
+  test("deep nesting is refused before parsing and validation: 400 'malformed_body', in linear time, never a 500", async () => {
+    const nested = (n: number) => "[".repeat(n) + "]".repeat(n);
+    const started = performance.now();
+    for (const body of [`{"username": ${nested(20_000)}, "password": "p4ssword!"}`, `{"message": ${nested(33)}, "execute_at": "${soon()}"}`, "[".repeat(60_000)]) {
+      expectError(await call("POST", "/api/v1/users", { raw: body }), 400, "malformed_body");
+      expectError(await call("POST", "/api/v1/me/jobs", { token, raw: body }), 400, "malformed_body");
+    }
+    // Brackets inside strings are text, not nesting.
+    const inString = await call("POST", "/api/v1/me/jobs", { token, body: { message: "[".repeat(5_000), execute_at: soon() } });
+    expect(inString.status).toBe(201);
+    // Twelve refusals of bodies up to 60 KB (validating one 20,000-deep array used to take ~13 s).
+    const tookMs = performance.now() - started;
+    console.log(`deep bodies refused in ${tookMs.toFixed(1)} ms (12 requests)`);
+    expect(tookMs).toBeLessThan(5_000);
+    // A bad token is still a 401 first, whatever the body.
+    expectError(await call("POST", "/api/v1/me/jobs", { token: "a.b.c", raw: nested(20_000) }), 401, "unauthorized");
+  });
+
+  test("over a real socket: 413 with the envelope whatever the size, declared or chunked; a 1 MB body of brackets is refused at once", async () => {
+    const cfg = config({ API_MAX_BODY_BYTES: String(1_048_576) });
+    const server = listen(rootApp(cfg.api.maxBodyBytes, () => [], apiRoutes(cfg, dbs, new IdGenerator(9))), { port: 0, hostname: "127.0.0.1", reusePort: false });
+    const url = `http://127.0.0.1:${server.server!.port}`;
+    try {
+      const post = (path: string, body: string | ReadableStream, headers: Record<string, string> = {}) =>
+        fetch(url + path, { method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${token}`, ...headers }, body });
+      for (const size of [1_048_577, 10 * 1_048_576, 64 * 1_048_576]) {
+        const r = await post("/api/v1/me/jobs", "x".repeat(size));
+        expect(r.status).toBe(413);
+        expect(((await r.json()) as any).error.code).toBe("payload_too_large");
+      }
+      // Chunked (no Content-Length): refused once the limit is passed, with the envelope.
+      const chunks = new ReadableStream({
+        start(c) {
+          for (let i = 0; i < 40; i++) c.enqueue(new TextEncoder().encode("y".repeat(65_536)));
+          c.close();
+        },
+      });
+      const chunked = await post("/api/v1/users", chunks);
+      expect(chunked.status).toBe(413);
+      expect(((await chunked.json()) as any).error.code).toBe("payload_too_large");
+      // 1 MB of brackets, while another client is served.
+      const t0 = performance.now();
+      const [deep, health] = await Promise.all([post("/api/v1/users", "[".repeat(1_000_000)), fetch(`${url}/healthz`)]);
+      const tookMs = performance.now() - t0;
+      console.log(`1 MB of brackets answered in ${tookMs.toFixed(1)} ms`);
+      expect(deep.status).toBe(400);
+      expect(((await deep.json()) as any).error.code).toBe("malformed_body");
+      expect(health.status).toBe(200);
+      expect(tookMs).toBeLessThan(2_000);
+    } finally {
+      await server.stop(true);
+    }
   });
 
   test("fuzz: hundreds of generated bad bodies never produce a 5xx or leak internals", async () => {

@@ -13,7 +13,7 @@ export function authRoutes(users: UserStore, secret: string, ttlSeconds: number)
       return { data: { ...(await issueToken(user)), user: toUserView(user) }, success: true };
     },
     {
-      body: t.Object({ username: t.String({ minLength: 1, maxLength: 64 }), password: t.String({ minLength: 1, maxLength: 256 }) }),
+      body: t.Object({ username: t.String({ minLength: 1, maxLength: 64 }), password: t.String({ minLength: 1, maxLength: 256 }) }, { additionalProperties: false }),
       detail: { summary: "Log in; returns a bearer token", tags: ["auth"] },
     },
   );

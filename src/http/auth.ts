@@ -1,13 +1,13 @@
 /**
  * Bearer-token authentication. Tokens are HS256 JWTs (via @elysiajs/jwt) carrying the user id
  * in `sub`. `requireUser` runs before body validation, so a bad token is a 401 whatever the body:
- * its JSON parser defers a parse error until the token has been checked.
+ * a body that could not be used (src/http/json-body.ts) is reported after the token is checked.
  * (The plugins are unnamed on purpose: Elysia skips a named plugin's second use, and both the
  * login and the authenticated routes need their own derive.)
  */
 import { jwt } from "@elysiajs/jwt";
 import { Elysia } from "elysia";
-import { ApiError } from "./errors.ts";
+import { ApiError, bodyProblems } from "./errors.ts";
 
 export function tokens(secret: string, ttlSeconds: number) {
   return new Elysia()
@@ -42,9 +42,6 @@ function remembered(token: string): Claims | undefined {
   return hit && hit.until > Date.now() ? hit.claims : undefined;
 }
 
-/** Marks a JSON body that did not parse; reported as malformed_body after authentication. */
-const MALFORMED = Object.freeze({ "#malformed": true });
-
 const unauthorized = (message: string) => new ApiError(401, "unauthorized", message);
 
 /** Clock skew allowed between the process that issued a token and the one checking it. */
@@ -68,17 +65,7 @@ export function withinAge(claims: { iat?: unknown; exp?: unknown }, ttlSeconds: 
 export function requireUser(secret: string, ttlSeconds: number, isActive: (userId: string) => Promise<boolean>) {
   return new Elysia()
     .use(tokens(secret, ttlSeconds))
-    .onParse({ as: "scoped" }, async ({ request, contentType }) => {
-      if (!contentType.toLowerCase().startsWith("application/json")) return;
-      const text = await request.text();
-      if (text.trim() === "") return {};
-      try {
-        return JSON.parse(text);
-      } catch {
-        return MALFORMED;
-      }
-    })
-    .derive({ as: "scoped" }, async ({ headers, jwt, set, body }) => {
+    .derive({ as: "scoped" }, async ({ headers, jwt, set, request }) => {
       const header = headers.authorization ?? "";
       const m = /^Bearer\s+([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)$/i.exec(header.trim());
       if (!m) {
@@ -100,9 +87,8 @@ export function requireUser(secret: string, ttlSeconds: number, isActive: (userI
         set.headers["www-authenticate"] = 'Bearer realm="fairshare", error="invalid_token"';
         throw unauthorized("the token's user is disabled or no longer exists");
       }
-      if (body === MALFORMED) {
-        throw new ApiError(400, "malformed_body", "the request body could not be parsed; send JSON with content-type application/json");
-      }
+      const problem = bodyProblems.get(request);
+      if (problem) throw problem;
       return { userId: claims.sub, username: claims.username };
     });
 }

@@ -20,15 +20,43 @@ export class ApiError extends Error {
   }
 }
 
+/**
+ * Requests whose body could not be used, and the error to answer (src/http/json-body.ts): the
+ * parser records it and hands the route an empty body (an error thrown in a parser would become
+ * Elysia's generic parse error); the route reports it after authentication, or when validation
+ * meets the empty body.
+ */
+export const bodyProblems = new WeakMap<Request, ApiError>();
+
 export const notFound = (what = "job") => new ApiError(404, "not_found", `${what} not found`);
 
 export function errorBody(code: string, message: string, details?: unknown) {
   return { success: false as const, error: details === undefined ? { code, message } : { code, message, details } };
 }
 
+type Schema = { type?: string; properties?: Record<string, Schema>; additionalProperties?: unknown; items?: Schema; anyOf?: Schema[] };
+
+/**
+ * Paths of properties a schema does not name (`additionalProperties: false`), however deep:
+ * the validator stops at a union (e.g. a nullable object) and names only the union's path.
+ */
+export function unknownProperties(schema: Schema | undefined, value: unknown, path = ""): string[] {
+  if (!schema || value === null || typeof value !== "object") return [];
+  if (schema.anyOf) return schema.anyOf.flatMap((branch) => unknownProperties(branch, value, path));
+  if (Array.isArray(value)) return schema.type === "array" ? value.flatMap((v, i) => unknownProperties(schema.items, v, `${path}/${i}`)) : [];
+  if (schema.type !== "object" || !schema.properties) return [];
+  return Object.entries(value).flatMap(([k, v]) => {
+    const known = schema.properties![k];
+    if (known) return unknownProperties(known, v, `${path}/${k}`);
+    return schema.additionalProperties === false ? [`${path}/${k}`] : [];
+  });
+}
+
 function validationDetails(e: ValidationError): { path: string; message: string }[] {
   try {
-    return e.all.slice(0, 20).map((v) => ({
+    const schema = (e.validator as { schema?: Schema } | undefined)?.schema;
+    const unknown = unknownProperties(schema, e.value).map((path) => ({ path, message: `unknown property '${path.slice(path.lastIndexOf("/") + 1)}'` }));
+    return [...unknown, ...e.all.filter((v) => !unknown.some((u) => "path" in v && u.path === v.path))].slice(0, 20).map((v) => ({
       path: ("path" in v && typeof v.path === "string" && v.path) || "/",
       message: ("summary" in v && typeof v.summary === "string" && v.summary) || v.message,
     }));
@@ -47,6 +75,8 @@ export const errorHandler = new Elysia({ name: "errors" }).onError({ as: "global
   if (error instanceof ApiError) return reply(error.status, error.code, error.message, error.details);
   switch (code) {
     case "VALIDATION": {
+      const problem = bodyProblems.get(request);
+      if (problem) return reply(problem.status, problem.code, problem.message);
       const where = (error as ValidationError).type;
       const what = where === "query" ? "query parameters" : where === "params" ? "path parameters" : where === "headers" ? "headers" : "request body";
       return reply(400, "invalid_request", `invalid ${what}`, validationDetails(error as ValidationError));

@@ -16,17 +16,17 @@ import { inRequestSpan } from "./observe.ts";
 
 const Target = t.Object({
   url: t.String({ minLength: 1, maxLength: 2048, description: "http(s) URL the executor calls with the message as body" }),
-  method: t.Optional(t.UnionEnum(["GET", "POST", "PUT", "PATCH", "DELETE"])),
+  method: t.Optional(t.Union(["GET", "POST", "PUT", "PATCH", "DELETE"].map((m) => t.Literal(m)), { description: "default POST" })),
   headers: t.Optional(t.Record(t.String(), t.String({ maxLength: 4096 }))),
   timeout_ms: t.Optional(t.Integer({ minimum: 100, maximum: 300_000 })),
-});
+}, { additionalProperties: false });
 
 export const JobBody = t.Object({
   message: t.String({ minLength: 1, maxLength: 65_536 }),
   execute_at: t.String({ minLength: 1, maxLength: 64, description: "ISO-8601 with offset; past = now" }),
   max_attempts: t.Optional(t.Integer({ minimum: 1, maximum: 100 })),
   target: t.Optional(t.Nullable(Target)),
-});
+}, { additionalProperties: false });
 
 const JobParams = t.Object({ job_id: t.String({ maxLength: 40 }) });
 
@@ -69,7 +69,9 @@ export function jobsRoutes(jobs: JobStore, users: UserStore, config: Config) {
         query: t.Object({
           limit: t.Optional(t.Integer({ minimum: 1, maximum: 1000 })),
           cursor: t.Optional(t.String({ maxLength: 40 })),
-          status: t.Optional(t.UnionEnum(JOB_STATUSES)),
+          // A union of literals, not t.UnionEnum: that one carries `default: <first value>`, and
+          // an absent status became "created" (every finished job vanished from the list).
+          status: t.Optional(t.Union(JOB_STATUSES.map((s) => t.Literal(s)), { description: "only jobs in this status (default: every status)" })),
         }),
         detail: { summary: "List your jobs, newest first (cursor pagination)", tags: ["jobs"], security: [{ bearer: [] }] },
       },
@@ -119,7 +121,7 @@ export function jobsRoutes(jobs: JobStore, users: UserStore, config: Config) {
         );
       },
       {
-        body: t.Object({ jobs: t.Array(JobBody, { minItems: 1, maxItems: config.api.batchMax }) }),
+        body: t.Object({ jobs: t.Array(JobBody, { minItems: 1, maxItems: config.api.batchMax }) }, { additionalProperties: false }),
         detail: { summary: `Schedule up to ${config.api.batchMax} jobs (one transaction per shard)`, tags: ["jobs"], security: [{ bearer: [] }] },
       },
     )

@@ -1,13 +1,12 @@
 /**
  * Per-request observability: a server span (continuing a caller's `traceparent` if sent),
  * request count and latency by route template and status (the seed's API dashboards and the
- * 5xx alert), and the body-size guard that answers 413 before a large body is read.
+ * 5xx alert).
  */
 import { context, SpanKind, trace, type Span } from "@opentelemetry/api";
 import { Elysia } from "elysia";
 import { metrics } from "../metrics.ts";
 import { extractContext, tracer } from "../telemetry.ts";
-import { ApiError } from "./errors.ts";
 
 const started = new WeakMap<Request, { at: number; span: Span }>();
 
@@ -17,16 +16,12 @@ export function inRequestSpan<T>(request: Request, fn: () => T): T {
   return s ? context.with(trace.setSpan(context.active(), s.span), fn) : fn();
 }
 
-export function observe(maxBodyBytes: number) {
+export function observe() {
   return new Elysia({ name: "observe" })
     .onRequest(({ request }) => {
       const carrier = { traceparent: request.headers.get("traceparent") ?? undefined, tracestate: request.headers.get("tracestate") ?? undefined };
       const span = tracer().startSpan(`${request.method} request`, { kind: SpanKind.SERVER }, extractContext(carrier));
       started.set(request, { at: performance.now(), span });
-      const length = Number(request.headers.get("content-length") ?? 0);
-      if (length > maxBodyBytes) {
-        throw new ApiError(413, "payload_too_large", `request body exceeds ${maxBodyBytes} bytes`);
-      }
     })
     .onAfterResponse({ as: "global" }, ({ request, route, set }) => {
       const s = started.get(request);

@@ -10,7 +10,7 @@ export const UserInput = t.Object({
   username: t.String({ pattern: "^[A-Za-z0-9_.-]{3,64}$", description: "3-64 letters, digits, _ . -" }),
   password: t.String({ minLength: 8, maxLength: 256 }),
   job_weight: t.Optional(Weight),
-});
+}, { additionalProperties: false });
 
 /**
  * Sign-up, and the user's signing secret. The secret (the key of X-Signature on HTTP target
