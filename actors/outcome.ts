@@ -5,9 +5,12 @@
  */
 import { backoffDelay, type BackoffPolicy } from "./backoff.ts";
 
+/** Why a run failed, for the attempt history: a stable vocabulary, not the message. */
+export type ErrorClass = "http_status" | "timeout" | "connection" | "dns" | "target_refused" | "handler" | "run_lost";
+
 export type RunResult =
-  | { ok: true; detail?: string }
-  | { ok: false; retryable: boolean; error: string };
+  | { ok: true; httpStatus?: number }
+  | { ok: false; retryable: boolean; error: string; errorClass: ErrorClass; httpStatus?: number };
 
 export type Decision =
   | { kind: "succeeded" }
@@ -15,10 +18,11 @@ export type Decision =
   | { kind: "failed"; error: string };
 
 export function classifyHttpStatus(status: number): RunResult {
-  if (status >= 200 && status < 300) return { ok: true, detail: `HTTP ${status}` };
-  if (status === 429 || status >= 500) return { ok: false, retryable: true, error: `HTTP ${status}` };
-  if (status >= 300 && status < 400) return { ok: false, retryable: false, error: `HTTP ${status} (redirects are not followed)` };
-  return { ok: false, retryable: false, error: `HTTP ${status}` };
+  const failed = { errorClass: "http_status" as const, httpStatus: status };
+  if (status >= 200 && status < 300) return { ok: true, httpStatus: status };
+  if (status === 429 || status >= 500) return { ok: false, retryable: true, error: `HTTP ${status}`, ...failed };
+  if (status >= 300 && status < 400) return { ok: false, retryable: false, error: `HTTP ${status} (redirects are not followed)`, ...failed };
+  return { ok: false, retryable: false, error: `HTTP ${status}`, ...failed };
 }
 
 /** Whether the run's result ends the job as `failed`: permanent, or retryable with no attempts left. */

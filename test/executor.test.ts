@@ -73,6 +73,15 @@ function post(path: string, body?: unknown): Promise<any> {
   }).then((r) => r.json());
 }
 const get = (id: string) => fetch(`${api.url}/api/v1/me/jobs/${id}`, { headers: { authorization: `Bearer ${token}` } }).then((r) => r.json() as Promise<any>).then((r) => r.data);
+let other = "";
+/** A second user's token (made once). */
+async function otherToken(): Promise<string> {
+  if (other) return other;
+  const body = (b: unknown) => ({ method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(b) });
+  await fetch(`${api.url}/api/v1/users`, body({ username: "exec_other", password: "password123" }));
+  other = ((await fetch(`${api.url}/api/v1/auth/login`, body({ username: "exec_other", password: "password123" })).then((r) => r.json())) as any).data.token;
+  return other;
+}
 const inSeconds = (sec: number) => new Date(Date.now() + sec * 1000).toISOString();
 const targetUrl = (path: string) => `http://127.0.0.1:${target.port}${path}`;
 const terminal = (id: string, timeoutMs = 30_000) =>
@@ -135,6 +144,22 @@ describe("executor", () => {
       expect(verifySignature(c.headers.get("x-signature")!, secret, { ...signed, url: targetUrl("/other") })).toBe(false);
     }
     expect(seen.map((c) => c.headers.get("x-job-attempt"))).toEqual(["1", "2", "3"]);
+    // Attempts are history: execute_at is as the user set it, and each try has its record.
+    expect(done.execute_at).toBe(data.execute_at);
+    expect(done.next_attempt_at).toBeNull();
+    const history = await fetch(`${api.url}/api/v1/me/jobs/${data.id}/attempts`, { headers: { authorization: `Bearer ${token}` } }).then((r) => r.json() as Promise<any>);
+    expect(history.data.map((a: any) => [a.attempt, a.outcome, a.error_class, a.http_status, a.error])).toEqual([
+      [1, "failed", "http_status", 503, "HTTP 503"],
+      [2, "failed", "http_status", 503, "HTTP 503"],
+      [3, "succeeded", null, 200, null],
+    ]);
+    for (const a of history.data) {
+      expect(Date.parse(a.finished_at)).toBeGreaterThanOrEqual(Date.parse(a.started_at));
+      expect(a.duration_ms).toBeGreaterThanOrEqual(0);
+    }
+    // Another user sees no history of this job.
+    const stranger = await fetch(`${api.url}/api/v1/me/jobs/${data.id}/attempts`, { headers: { authorization: `Bearer ${await otherToken()}` } });
+    expect(stranger.status).toBe(404);
     // Retries back off: the gaps are at least half the nominal delay (200 ms, 400 ms).
     expect(seen[1]!.at - seen[0]!.at).toBeGreaterThanOrEqual(100);
     expect(seen[2]!.at - seen[1]!.at).toBeGreaterThanOrEqual(200);
@@ -259,6 +284,16 @@ describe("executor", () => {
     for (const j of finished) if (running.includes(j.id)) expect(j.attempt).toBeGreaterThanOrEqual(2);
     // No attempt ran twice: a target hears at most once per attempt.
     ids.forEach((id, i) => expect(calls.get(`/slow-${i}`)?.length ?? 0).toBeLessThanOrEqual(finished.find((j) => j.id === id)!.attempt));
+    // Every attempt is in the job's history exactly once; the runs that died are "lost".
+    const lost: string[] = [];
+    for (const j of finished) {
+      const h = (await fetch(`${api.url}/api/v1/me/jobs/${j.id}/attempts`, { headers: { authorization: `Bearer ${token}` } }).then((r) => r.json())) as any;
+      expect(h.data.map((a: any) => a.attempt)).toEqual(Array.from({ length: j.attempt }, (_, k) => k + 1));
+      expect(h.data.at(-1).outcome).toBe("succeeded");
+      if (h.data.some((a: any) => a.outcome === "lost" && a.error_class === "run_lost")) lost.push(j.id);
+    }
+    expect(lost.length).toBeGreaterThan(0);
+    expect(lost.every((id) => running.includes(id))).toBe(true);
     expect(finished.filter((j) => running.includes(j.id)).length).toBe(running.length);
   }, 150_000);
 });

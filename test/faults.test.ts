@@ -73,6 +73,10 @@ describe("database restart under load", () => {
     expect([...codes.keys()].filter((c) => c !== "created" && c !== "503 unavailable")).toEqual([]);
     expect(codes.get("503 unavailable") ?? 0).toBeGreaterThan(0);
     for (const r of roles) expect(r.proc.exitCode).toBeNull();
+    // Every line the API logged while answering those requests carries the request's trace id.
+    const unavailable = api.logs.filter((l) => l.includes('"database unavailable"')).map((l) => JSON.parse(l));
+    expect(unavailable.length).toBeGreaterThan(0);
+    expect(unavailable.filter((l) => !/^[0-9a-f]{32}$/.test(l.trace_id ?? ""))).toEqual([]);
     for (const r of roles) await waitFor(`${r.role} to be ready again`, async () => (await fetch(`${r.url}/readyz`)).ok, 30_000, 200);
 
     const sql = connect(s.env.DATABASE_URLS!, 1);

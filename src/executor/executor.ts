@@ -297,15 +297,19 @@ export class Executor {
     const backoff = { baseMs: this.config.executor.backoffBaseMs, maxMs: this.config.executor.backoffMaxMs };
     const actor = createActor(jobRunLogic, { input: { msg, backoff } }).start();
     const step = (event: RunEvent) => actor.send(event);
+    let ranFrom = 0;
+    let ranFor = 0;
     step({ type: "CLAIMED", job });
     for (;;) {
       const c = actor.getSnapshot().context;
       switch (c.step) {
         case "running": {
+          ranFrom = performance.now();
           // A handler that throws is a bug or an unexpected failure: retried like a transient one.
           const result = await runJob(c.job!, this.handler).catch(
-            (e): RunResult => ({ ok: false, retryable: true, error: `handler error: ${(e as Error)?.message ?? e}` }),
+            (e): RunResult => ({ ok: false, retryable: true, error: `handler error: ${(e as Error)?.message ?? e}`, errorClass: "handler" }),
           );
+          ranFor = performance.now() - ranFrom;
           step({ type: "RAN", result });
           break;
         }
@@ -314,7 +318,7 @@ export class Executor {
           step({ type: "DEAD_LETTERED" });
           break;
         case "recording":
-          await this.records.submit(this.dbs.indexOf(c.job!.shard_id), { job: c.job!, decision: c.decision! });
+          await this.records.submit(this.dbs.indexOf(c.job!.shard_id), { job: c.job!, decision: c.decision!, result: c.result!, durationMs: ranFor });
           this.observeOutcome(c.job!, c.decision!);
           step({ type: "RECORDED" });
           break;

@@ -68,18 +68,18 @@ export async function runHttp(job: ClaimedJob, s: HandlerSettings): Promise<RunR
   try {
     url = new URL(target.url);
   } catch {
-    return { ok: false, retryable: false, error: "invalid target url" };
+    return { ok: false, retryable: false, error: "invalid target url", errorClass: "target_refused" };
   }
-  if (url.protocol !== "http:" && url.protocol !== "https:") return { ok: false, retryable: false, error: "target url must be http or https" };
+  if (url.protocol !== "http:" && url.protocol !== "https:") return { ok: false, retryable: false, error: "target url must be http or https", errorClass: "target_refused" };
   const host = url.hostname.replace(/^\[|\]$/g, "");
   const resolved = await resolveTarget(host, s.allowPrivate);
-  if ("error" in resolved) return { ok: false, retryable: resolved.retryable, error: resolved.error };
+  if ("error" in resolved) return { ok: false, retryable: resolved.retryable, error: resolved.error, errorClass: resolved.retryable ? "dns" : "target_refused" };
   // Connect to the checked address; the name still goes out as Host (and as SNI and the name
   // the certificate must carry, for https).
   const pinned = new URL(url);
   pinned.hostname = isIP(resolved.address) === 6 ? `[${resolved.address}]` : resolved.address;
   const keys = await s.signingKeys(job.user_id);
-  if (keys.length === 0) return { ok: false, retryable: false, error: "the job's owner no longer exists; not called" };
+  if (keys.length === 0) return { ok: false, retryable: false, error: "the job's owner no longer exists; not called", errorClass: "target_refused" };
   const timestamp = String(Math.floor(Date.now() / 1000));
   const body = target.method === "GET" || target.method === "DELETE" ? "" : job.message;
   const timeoutMs = target.timeout_ms ?? s.defaultTimeoutMs;
@@ -106,8 +106,8 @@ export async function runHttp(job: ClaimedJob, s: HandlerSettings): Promise<RunR
     return classifyHttpStatus(res.status);
   } catch (e) {
     const err = e as Error;
-    if (err.name === "TimeoutError" || err.name === "AbortError") return { ok: false, retryable: true, error: `timed out after ${timeoutMs} ms` };
-    return { ok: false, retryable: true, error: `connection error: ${err.message}` };
+    if (err.name === "TimeoutError" || err.name === "AbortError") return { ok: false, retryable: true, error: `timed out after ${timeoutMs} ms`, errorClass: "timeout" };
+    return { ok: false, retryable: true, error: `connection error: ${err.message}`, errorClass: "connection" };
   }
 }
 

@@ -1,7 +1,8 @@
 /**
  * The executor's guarded transitions, batched per database:
  *   claim:   scheduled -> running (attempt + 1), only for the attempt the message asks for;
- *   record:  running -> succeeded | retrying | failed, only for the attempt that ran.
+ *   record:  running -> succeeded | retrying | failed, only for the attempt that ran, with the
+ *            attempt's row in job_attempts (the job's history) in the same statement.
  * A row that does not match its guard is left alone: the message was a duplicate or stale, the
  * job was cancelled, or the rescuer already moved it on.
  * Rows are found by primary key (`j.id = ANY($ids)`). The status guards compare `status::text`
@@ -11,7 +12,7 @@
  * leaves the guard exact and the primary key the only way in.
  */
 import type { ClaimedJob, DueMessage } from "../../actors/job-run.machine.ts";
-import type { Decision } from "../../actors/outcome.ts";
+import type { Decision, RunResult } from "../../actors/outcome.ts";
 import type { Sql } from "../db/databases.ts";
 import { DUE_CHANNEL, duePayload } from "../db/due-notify.ts";
 
@@ -37,6 +38,8 @@ export async function claimMany(sql: Sql, msgs: DueMessage[], defaultTimeoutMs: 
 export interface Outcome {
   job: ClaimedJob;
   decision: Decision;
+  result: RunResult;
+  durationMs: number;
 }
 
 export async function recordMany(sql: Sql, outcomes: Outcome[]): Promise<void[]> {
@@ -45,11 +48,18 @@ export async function recordMany(sql: Sql, outcomes: Outcome[]): Promise<void[]>
   const statuses = outcomes.map((o) => (o.decision.kind === "retry" ? "retrying" : o.decision.kind));
   const errors = outcomes.map((o) => (o.decision.kind === "succeeded" ? null : o.decision.error.slice(0, 2_000)));
   const delays = outcomes.map((o) => (o.decision.kind === "retry" ? o.decision.delayMs : 0));
+  const classes = outcomes.map((o) => (o.result.ok ? null : o.result.errorClass));
+  const httpStatuses = outcomes.map((o) => o.result.httpStatus ?? null);
+  const durations = outcomes.map((o) => Math.round(o.durationMs));
   // Retries wait again: the shards' owners hear when they are due (src/db/due-notify.ts).
   const now = Date.now();
   const retries = outcomes.filter((o) => o.decision.kind === "retry").map((o) => ({ shard: o.job.shard_id, dueAt: now + (o.decision as { delayMs: number }).delayMs }));
   await sql`
-    WITH upd AS (
+    WITH o AS (
+      SELECT * FROM unnest(${ids}::bigint[], ${attempts}::int[], ${statuses}::text[], ${errors}::text[], ${delays}::int[],
+        ${classes}::text[], ${httpStatuses}::int[], ${durations}::int[])
+      AS o(id, attempt, status, error, delay_ms, error_class, http_status, duration_ms)),
+    upd AS (
     UPDATE jobs j SET
       status = o.status::job_status,
       last_error = coalesce(o.error, j.last_error),
@@ -57,10 +67,15 @@ export async function recordMany(sql: Sql, outcomes: Outcome[]): Promise<void[]>
       finished_at = CASE WHEN o.status IN ('succeeded', 'failed') THEN now() END,
       deadline_at = NULL,
       updated_at = now()
-    FROM unnest(${ids}::bigint[], ${attempts}::int[], ${statuses}::text[], ${errors}::text[], ${delays}::int[])
-      AS o(id, attempt, status, error, delay_ms)
+    FROM o
     WHERE j.id = ANY(${ids}::bigint[]) AND j.id = o.id AND j.status::text = 'running' AND j.attempt = o.attempt
-    RETURNING 1)
+    RETURNING j.id, j.attempt, j.user_id, j.started_at),
+    att AS (
+    INSERT INTO job_attempts (job_id, attempt, user_id, started_at, finished_at, outcome, error_class, error_message, http_status, duration_ms)
+    SELECT upd.id, upd.attempt, upd.user_id, upd.started_at, now(), CASE WHEN o.status = 'succeeded' THEN 'succeeded' ELSE 'failed' END,
+      o.error_class, o.error, o.http_status, o.duration_ms
+    FROM upd JOIN o ON o.id = upd.id
+    ON CONFLICT DO NOTHING)
     SELECT count(*) FROM upd${retries.length > 0 ? sql`, (SELECT pg_notify(${DUE_CHANNEL}, ${duePayload(retries)})) n` : sql``}`;
   return outcomes.map(() => undefined);
 }

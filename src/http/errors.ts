@@ -7,6 +7,7 @@
 import { Elysia, ValidationError } from "elysia";
 import { isUnavailable } from "../db/databases.ts";
 import { log } from "../log.ts";
+import { inRequestSpan } from "./observe.ts";
 
 export class ApiError extends Error {
   constructor(
@@ -96,10 +97,11 @@ export const errorHandler = new Elysia({ name: "errors" }).onError({ as: "global
   if (isUnavailable(error)) {
     // The database is down or restarting. A create whose commit was cut off may or may not have
     // landed: clients retry with an Idempotency-Key to be sure.
-    log.warn("database unavailable", { err: error as Error, path: new URL(request.url).pathname });
+    inRequestSpan(request, () => log.warn("database unavailable", { err: error as Error, path: new URL(request.url).pathname }));
     set.headers["retry-after"] = "1";
     return reply(503, "unavailable", "the service is temporarily unavailable; retry after a second");
   }
-  log.error("unhandled error", { err: error as Error, path: new URL(request.url).pathname, code: String(code) });
+  // In the request's span: the line carries its trace id.
+  inRequestSpan(request, () => log.error("unhandled error", { err: error as Error, path: new URL(request.url).pathname, code: String(code) }));
   return reply(500, "internal", "internal error; it has been logged");
 });

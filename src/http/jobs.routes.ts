@@ -6,7 +6,7 @@ import { Elysia, t } from "elysia";
 import { parseId } from "../../actors/ids.ts";
 import type { Config } from "../config.ts";
 import { checkJob, type JobInput, type JobSpec, type Problem } from "../jobs/job-input.ts";
-import { JOB_STATUSES, requestHash, toJobView, type JobStore } from "../jobs/job-store.ts";
+import { JOB_STATUSES, requestHash, toAttemptView, toJobView, type JobStore } from "../jobs/job-store.ts";
 import { metrics } from "../metrics.ts";
 import { inSpan, injectContext } from "../telemetry.ts";
 import type { UserStore } from "../users/user-store.ts";
@@ -124,6 +124,15 @@ export function jobsRoutes(jobs: JobStore, users: UserStore, config: Config) {
         body: t.Object({ jobs: t.Array(JobBody, { minItems: 1, maxItems: config.api.batchMax }) }, { additionalProperties: false }),
         detail: { summary: `Schedule up to ${config.api.batchMax} jobs (one transaction per shard)`, tags: ["jobs"], security: [{ bearer: [] }] },
       },
+    )
+    .get(
+      "/api/v1/me/jobs/:job_id/attempts",
+      async ({ userId, params }) => {
+        const attempts = await jobs.attempts(userId, jobId(params.job_id));
+        if (!attempts) throw notFound();
+        return { data: attempts.map(toAttemptView), success: true };
+      },
+      { params: JobParams, detail: { summary: "The job's attempts, first to last: times, outcome, error class and message, HTTP status, duration", tags: ["jobs"], security: [{ bearer: [] }] } },
     )
     .get(
       "/api/v1/me/jobs/:job_id",

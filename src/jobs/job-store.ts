@@ -22,6 +22,7 @@ export interface JobRow {
   target: Target | null;
   status: JobStatus;
   execute_at: Date;
+  due_at: Date;
   attempt: number;
   max_attempts: number;
   last_error: string | null;
@@ -39,6 +40,8 @@ export function toJobView(r: JobRow) {
     message: r.message,
     status: r.status,
     execute_at: r.execute_at.toISOString(),
+    /** When the next attempt may start (execute_at stays as the user set it; retries back off from it). */
+    next_attempt_at: r.status === "created" || r.status === "retrying" ? r.due_at.toISOString() : null,
     shard_id: r.shard_id,
     attempt: r.attempt,
     max_attempts: r.max_attempts,
@@ -52,7 +55,31 @@ export function toJobView(r: JobRow) {
 }
 export type JobView = ReturnType<typeof toJobView>;
 
-const COLUMNS = "id, shard_id, user_id, message, target, status, execute_at, attempt, max_attempts, last_error, created_at, updated_at, started_at, finished_at";
+export interface AttemptRow {
+  attempt: number;
+  started_at: Date;
+  finished_at: Date;
+  outcome: "succeeded" | "failed" | "lost";
+  error_class: string | null;
+  error_message: string | null;
+  http_status: number | null;
+  duration_ms: number | null;
+}
+
+export function toAttemptView(a: AttemptRow) {
+  return {
+    attempt: a.attempt,
+    started_at: a.started_at.toISOString(),
+    finished_at: a.finished_at.toISOString(),
+    outcome: a.outcome,
+    error_class: a.error_class,
+    error: a.error_message,
+    http_status: a.http_status,
+    duration_ms: a.duration_ms,
+  };
+}
+
+const COLUMNS = "id, shard_id, user_id, message, target, status, execute_at, due_at, attempt, max_attempts, last_error, created_at, updated_at, started_at, finished_at";
 
 export interface Owner {
   userId: string;
@@ -175,6 +202,15 @@ export class JobStore {
     const [row] = await sql<JobRow[]>`
       SELECT ${sql.unsafe(COLUMNS)} FROM all_jobs WHERE id = ${id.toString()} AND user_id = ${userId}`;
     return row ?? null;
+  }
+
+  /** The job's ended attempts, first to last; null when the job is not the user's. */
+  async attempts(userId: string, id: bigint): Promise<AttemptRow[] | null> {
+    const sql = this.dbs.forShard(shardOf(id, this.dbs.shardCount));
+    if (!(await this.get(userId, id))) return null;
+    return sql<AttemptRow[]>`
+      SELECT attempt, started_at, finished_at, outcome, error_class, error_message, http_status, duration_ms
+      FROM job_attempts WHERE job_id = ${id.toString()} ORDER BY attempt`;
   }
 
   /** Newest first across every database; `cursor` is the last id of the previous page. */

@@ -195,6 +195,16 @@ export async function rescueExpired(
       WHERE shard_id = ${shard} AND status = 'running' AND deadline_at < now() AND deadline_at >= ${from} AND attempt >= max_attempts
       FOR UPDATE`;
     if (doomed.length > 0) await deadLetter(doomed);
+    // Each lost run is an attempt of the job's history. Its row stays locked until this
+    // transaction ends, so a late outcome of the same run waits, then finds it moved on.
+    await tx`
+      WITH lost AS (
+        SELECT id, attempt, user_id, started_at FROM jobs
+        WHERE shard_id = ${shard} AND status = 'running' AND deadline_at < now() AND deadline_at >= ${from}
+        FOR UPDATE)
+      INSERT INTO job_attempts (job_id, attempt, user_id, started_at, finished_at, outcome, error_class, error_message)
+      SELECT id, attempt, user_id, started_at, now(), 'lost', 'run_lost', ${RUN_DEADLINE_ERROR} FROM lost
+      ON CONFLICT DO NOTHING`;
     // now() is the transaction's start, so this sees the same expired runs as the lock above;
     // a run fails here only if its record went out.
     const rows = await tx`

@@ -33,7 +33,7 @@ describe("job-run machine", () => {
   });
 
   test("a retryable failure with attempts left is recorded as a retry with backoff", () => {
-    const { snap, path } = run([{ type: "CLAIMED", job: job(2) }, { type: "RAN", result: { ok: false, retryable: true, error: "HTTP 503" } }]);
+    const { snap, path } = run([{ type: "CLAIMED", job: job(2) }, { type: "RAN", result: { ok: false, retryable: true, error: "HTTP 503", errorClass: "http_status", httpStatus: 503 } }]);
     expect(path).toEqual(["claiming", "running", "recording"]);
     const d = snap.decision!;
     expect(d.kind).toBe("retry");
@@ -42,8 +42,8 @@ describe("job-run machine", () => {
 
   test("exhausted or permanent failures are dead-lettered before they are recorded", () => {
     for (const [j, result] of [
-      [job(3), { ok: false as const, retryable: true, error: "timed out" }],
-      [job(1), { ok: false as const, retryable: false, error: "HTTP 404" }],
+      [job(3), { ok: false as const, retryable: true, error: "timed out", errorClass: "timeout" as const }],
+      [job(1), { ok: false as const, retryable: false, error: "HTTP 404", errorClass: "http_status" as const }],
     ] as const) {
       const { snap, path } = run([{ type: "CLAIMED", job: j }, { type: "RAN", result }, { type: "RECORDED" }]);
       expect(path).toEqual(["claiming", "running", "deadLettering", "deadLettering"]); // RECORDED is not accepted yet
@@ -77,17 +77,18 @@ describe("job-run machine", () => {
 
 describe("outcomes", () => {
   test("HTTP status classes", () => {
-    expect(classifyHttpStatus(204)).toEqual({ ok: true, detail: "HTTP 204" });
+    expect(classifyHttpStatus(204)).toEqual({ ok: true, httpStatus: 204 });
+    expect(classifyHttpStatus(503)).toEqual({ ok: false, retryable: true, error: "HTTP 503", errorClass: "http_status", httpStatus: 503 });
     expect(classifyHttpStatus(429)).toMatchObject({ ok: false, retryable: true });
     expect(classifyHttpStatus(503)).toMatchObject({ ok: false, retryable: true });
     expect(classifyHttpStatus(404)).toMatchObject({ ok: false, retryable: false });
     expect(classifyHttpStatus(302)).toMatchObject({ ok: false, retryable: false });
   });
   test("decide: retry while attempts remain, then fail", () => {
-    const err = { ok: false as const, retryable: true, error: "x" };
+    const err = { ok: false as const, retryable: true, error: "x", errorClass: "handler" as const };
     expect(decide(err, 1, 3, backoff, () => 0).kind).toBe("retry");
     expect(decide(err, 3, 3, backoff, () => 0)).toEqual({ kind: "failed", error: "x (attempts exhausted: 3/3)" });
-    expect(decide({ ok: false, retryable: false, error: "bad" }, 1, 3)).toEqual({ kind: "failed", error: "bad" });
+    expect(decide({ ok: false, retryable: false, error: "bad", errorClass: "handler" }, 1, 3)).toEqual({ kind: "failed", error: "bad" });
     expect(decide({ ok: true }, 1, 1)).toEqual({ kind: "succeeded" });
   });
 });
@@ -95,7 +96,7 @@ describe("outcomes", () => {
 test("an XState actor of the logic, driven by events as the executor does, ends done", () => {
   const actor = createActor(jobRunLogic, { input: { msg, backoff } }).start();
   actor.send({ type: "CLAIMED", job: job(1) });
-  actor.send({ type: "RAN", result: { ok: false, retryable: false, error: "HTTP 400" } });
+  actor.send({ type: "RAN", result: { ok: false, retryable: false, error: "HTTP 400", errorClass: "http_status" } });
   expect(actor.getSnapshot().context.step).toBe("deadLettering");
   actor.send({ type: "DEAD_LETTERED" });
   actor.send({ type: "RECORDED" });
@@ -135,8 +136,8 @@ test("the transition function follows the lifecycle statechart for every sequenc
     { type: "CLAIMED", job: job(3) },
     { type: "NOT_CLAIMED" },
     { type: "RAN", result: { ok: true } },
-    { type: "RAN", result: { ok: false, retryable: true, error: "HTTP 503" } },
-    { type: "RAN", result: { ok: false, retryable: false, error: "HTTP 404" } },
+    { type: "RAN", result: { ok: false, retryable: true, error: "HTTP 503", errorClass: "http_status", httpStatus: 503 } },
+    { type: "RAN", result: { ok: false, retryable: false, error: "HTTP 404", errorClass: "http_status" } },
     { type: "DEAD_LETTERED" },
     { type: "RECORDED" },
   ];
