@@ -20,7 +20,7 @@ import { metrics } from "../metrics.ts";
 import type { Databases, Sql } from "./databases.ts";
 
 const VACUUM_LOCK = 0x76_61_63_75; // "vacu"
-const TABLES = ["jobs", "job_history", "idempotency_keys", "shard_fences", "users"] as const;
+const TABLES = ["jobs", "job_history", "job_attempts", "idempotency_keys", "shard_fences", "users"] as const;
 
 /** Names the databases whose autovacuum is off; what to do about it is the caller's. */
 export async function autovacuumOff(dbs: Databases): Promise<string[]> {
