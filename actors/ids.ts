@@ -51,6 +51,11 @@ export function idTimestamp(id: bigint): number {
 }
 
 /** Parses a job id from the wire: a decimal string (or safe integer) of a positive int64. */
+/** The smallest id a job created at `ms` (epoch ms) can have: every id made before it is lower. */
+export function firstIdAt(ms: number): bigint {
+  return BigInt(Math.max(0, Math.floor(ms) - ID_EPOCH_MS)) << (NODE_BITS + SEQ_BITS);
+}
+
 export function parseId(raw: unknown): bigint | null {
   const s = typeof raw === "number" && Number.isSafeInteger(raw) ? String(raw) : raw;
   if (typeof s !== "string" || !/^[1-9]\d{0,18}$/.test(s)) return null;

@@ -30,6 +30,11 @@ export interface Config {
     /** A job table with this many dead row versions is vacuumed by a scheduler (0: never). */
     vacuumDeadTuples: number;
     vacuumCheckMs: number;
+    /** Finished jobs (and their attempts) are deleted this long after they finished. */
+    jobRetentionMs: number;
+    /** Idempotency keys are deleted this long after their first use (a later repeat creates anew). */
+    idempotencyKeyTtlMs: number;
+    retentionIntervalMs: number;
   };
   kafka: {
     brokers: string[];
@@ -48,7 +53,18 @@ export interface Config {
     replanIntervalMs: number;
   };
   jwt: { secret: string; ttlSeconds: number };
-  api: { jobHorizonMs: number; maxBodyBytes: number; batchMax: number; defaultMaxAttempts: number };
+  api: {
+    jobHorizonMs: number;
+    maxBodyBytes: number;
+    batchMax: number;
+    defaultMaxAttempts: number;
+    /** Unfinished jobs a user may have (0: no limit). Checked per API process, about a second stale. */
+    maxPendingPerUser: number;
+    /** Job creations per user per second, per API process (0: no limit). */
+    createsPerUserPerSecond: number;
+    /** Failed logins per username and per client address per minute, per API process (0: no limit). */
+    loginAttemptsPerMinute: number;
+  };
   executor: {
     concurrency: number;
     backoffBaseMs: number;
@@ -261,6 +277,9 @@ export function loadConfig(env: Env = process.env): Config {
       autovacuumOffOk: bool("DB_AUTOVACUUM_OFF_OK", false),
       vacuumDeadTuples: int("DB_VACUUM_DEAD_TUPLES", 50_000, 0, 1_000_000_000),
       vacuumCheckMs: duration("DB_VACUUM_CHECK_INTERVAL", "10s", 100),
+      jobRetentionMs: duration("JOB_RETENTION", "30d", 1_000),
+      idempotencyKeyTtlMs: duration("IDEMPOTENCY_KEY_TTL", "24h", 1_000),
+      retentionIntervalMs: duration("RETENTION_INTERVAL", "1m", 100),
     },
     kafka: {
       brokers: list("KAFKA_BROKERS", "127.0.0.1:9092", (s) => /^[^:\s]+:\d{1,5}$/.test(s), "host:port"),
@@ -283,6 +302,9 @@ export function loadConfig(env: Env = process.env): Config {
       maxBodyBytes: int("API_MAX_BODY_BYTES", 1_048_576, 1_024, 64 * 1_048_576),
       batchMax: int("API_BATCH_MAX", 1_000, 1, 10_000),
       defaultMaxAttempts: int("JOB_DEFAULT_MAX_ATTEMPTS", 3, 1, 100),
+      maxPendingPerUser: int("QUOTA_PENDING_JOBS", 1_000_000, 0, 1_000_000_000),
+      createsPerUserPerSecond: int("QUOTA_CREATES_PER_SECOND", 0, 0, 10_000_000),
+      loginAttemptsPerMinute: int("LOGIN_ATTEMPTS_PER_MINUTE", 10, 0, 1_000_000),
     },
     executor: {
       concurrency: int("EXECUTOR_CONCURRENCY", 4_000, 1, 100_000),

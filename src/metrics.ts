@@ -164,4 +164,5 @@ export const metrics = {
   startDelay: new Histogram("scheduler_start_delay_seconds", "Publish to start (seen through the executors' commits), per due message.", LATENCY_S),
   deadTuples: new Gauge("db_dead_tuples", "Dead row versions not yet vacuumed, by database and table."),
   vacuums: new Counter("db_vacuums_total", "Vacuums this process ran, by database and table."),
+  retentionDeleted: new Counter("retention_deleted_total", "Rows the retention loop deleted, by table: finished jobs past JOB_RETENTION (with their attempts) and expired idempotency keys."),
 };

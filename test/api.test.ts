@@ -20,7 +20,7 @@ let drop: () => Promise<void>;
 let call: ReturnType<typeof client>;
 const ADMIN_TOKEN = "test-admin-token-0123456789abcdefghijkl";
 const config = (env: Record<string, string> = {}) =>
-  testConfig({ DATABASE_URLS: urls.join(","), SHARD_COUNT: String(SHARDS), API_MAX_BODY_BYTES: "65536", JOB_HORIZON: "30d", ADMIN_TOKEN, ...env });
+  testConfig({ DATABASE_URLS: urls.join(","), SHARD_COUNT: String(SHARDS), API_MAX_BODY_BYTES: "65536", JOB_HORIZON: "30d", ADMIN_TOKEN, LOGIN_ATTEMPTS_PER_MINUTE: "1000", ...env });
 let urls: string[] = [];
 /** The same API with SIGNUP_WEIGHTS=admin: only the operator chooses weights. */
 let adminMode: ReturnType<typeof client>;
@@ -335,13 +335,47 @@ describe("jobs", () => {
       expect(only.map((j) => j.id)).toEqual(ids.filter((_, i) => statusOf(i) === status).reverse());
     }
     expectError(await call("GET", "/api/v1/me/jobs?status=done", { token }), 400, "invalid_request");
+    // Several statuses at once, and counts per status.
+    const two = await pages("&status=failed,retrying");
+    expect(two.map((j) => j.id)).toEqual(ids.filter((_, i) => ["failed", "retrying"].includes(statusOf(i))).reverse());
+    expectError(await call("GET", "/api/v1/me/jobs?status=failed,nope", { token }), 400, "invalid_request");
+    const stats = await call("GET", "/api/v1/me/jobs/stats", { token });
+    expect(stats.json.data).toEqual(Object.fromEntries(JOB_STATUSES.map((st) => [st, 4])));
+  });
+
+  test("the list filters by execute_at bounds", async () => {
+    const { token } = await signup("mona_bounds");
+    const base = Date.now() + 3_600_000;
+    const at = (i: number) => new Date(base + i * 60_000).toISOString();
+    const made = await call("POST", "/api/v1/me/jobs/batch", { token, body: { jobs: Array.from({ length: 10 }, (_, i) => ({ message: `b${i}`, execute_at: at(i) })) } });
+    const ids: string[] = made.json.data.map((j: any) => j.id);
+    const got = await call("GET", `/api/v1/me/jobs?execute_after=${encodeURIComponent(at(3))}&execute_before=${encodeURIComponent(at(7))}`, { token });
+    expect(got.json.data.map((j: any) => j.id)).toEqual(ids.slice(3, 7).reverse());
+    expectError(await call("GET", "/api/v1/me/jobs?execute_after=yesterday", { token }), 400, "invalid_request");
+  });
+
+  test("reschedule: a waiting job's execute_at moves; bad times are 400; another user's job is 404", async () => {
+    const { token } = await signup("nina_move");
+    const made = await call("POST", "/api/v1/me/jobs", { token, body: { message: "m", execute_at: soon() } });
+    const to = soon(120_000);
+    const moved = await call("PATCH", `/api/v1/me/jobs/${made.json.data.id}`, { token, body: { execute_at: to } });
+    expect(moved.status).toBe(200);
+    expect(moved.json.data.execute_at).toBe(to);
+    expectError(await call("PATCH", `/api/v1/me/jobs/${made.json.data.id}`, { token, body: { execute_at: "soon" } }), 400, "invalid_request");
+    expectError(await call("PATCH", `/api/v1/me/jobs/${made.json.data.id}`, { token, body: { execute_at: to, message: "x" } }), 400, "invalid_request");
+    const stranger = await signup("olga_move");
+    expectError(await call("PATCH", `/api/v1/me/jobs/${made.json.data.id}`, { token: stranger.token, body: { execute_at: to } }), 404, "not_found");
+    expectError(await call("POST", `/api/v1/me/jobs/${made.json.data.id}/retry`, { token: stranger.token }), 404, "not_found");
+    await call("POST", `/api/v1/me/jobs/${made.json.data.id}/cancel`, { token });
+    expectError(await call("PATCH", `/api/v1/me/jobs/${made.json.data.id}`, { token, body: { execute_at: to } }), 409, "job_not_reschedulable");
   });
 
   test("/docs/json: the list's status filter has no default", async () => {
     const doc = (await call("GET", "/docs/json")).json;
     const param = doc.paths["/api/v1/me/jobs"].get.parameters.find((p: any) => p.name === "status");
     expect(param.required).toBe(false);
-    expect(JSON.stringify(param.schema)).not.toContain("default");
+    expect(param.schema.default).toBeUndefined();
+    expect(JSON.stringify(param.schema)).not.toContain('"default"');
   });
 
   test("cancel is refused with 409 and the status for running and finished jobs", async () => {
@@ -475,6 +509,49 @@ describe("jobs", () => {
   });
 });
 
+describe("quotas and abuse limits", () => {
+  const app = (env: Record<string, string>) => {
+    const cfg = config(env);
+    return client(rootApp(cfg.api.maxBodyBytes, () => [], apiRoutes(cfg, dbs, new IdGenerator(10))));
+  };
+
+  test("pending jobs per user: the one past the quota is 429 'quota_exceeded' with Retry-After; a finished job frees its slot", async () => {
+    const limited = app({ QUOTA_PENDING_JOBS: "5" });
+    const { token } = await signup("pat_quota");
+    const ids: string[] = [];
+    for (let i = 0; i < 5; i++) ids.push((await limited("POST", "/api/v1/me/jobs", { token, body: { message: `q${i}`, execute_at: soon() } })).json.data.id);
+    const over = await limited("POST", "/api/v1/me/jobs", { token, body: { message: "q5", execute_at: soon() } });
+    expectError(over, 429, "quota_exceeded");
+    expect(Number(over.headers.get("retry-after"))).toBeGreaterThanOrEqual(1);
+    expectError(await limited("POST", "/api/v1/me/jobs/batch", { token, body: { jobs: [{ message: "b", execute_at: soon() }] } }), 429, "quota_exceeded");
+    await limited("POST", `/api/v1/me/jobs/${ids[0]}/cancel`, { token }); // finished: no longer pending
+    await Bun.sleep(1_100); // the count is at most about a second old
+    expect((await limited("POST", "/api/v1/me/jobs", { token, body: { message: "q6", execute_at: soon() } })).status).toBe(201);
+    // Another user is not affected.
+    const other = await signup("pia_quota");
+    expect((await limited("POST", "/api/v1/me/jobs", { token: other.token, body: { message: "x", execute_at: soon() } })).status).toBe(201);
+  });
+
+  test("creations per user per second: past the rate, 429 'rate_limited'", async () => {
+    const limited = app({ QUOTA_CREATES_PER_SECOND: "3" });
+    const { token } = await signup("rae_rate");
+    const codes: number[] = [];
+    for (let i = 0; i < 5; i++) codes.push((await limited("POST", "/api/v1/me/jobs", { token, body: { message: `r${i}`, execute_at: soon() } })).status);
+    expect(codes.filter((c) => c === 201).length).toBeLessThanOrEqual(3 * 2); // at most two one-second windows
+    const again = await limited("POST", "/api/v1/me/jobs/batch", { token, body: { jobs: Array.from({ length: 4 }, () => ({ message: "b", execute_at: soon() })) } });
+    expectError(again, 429, "rate_limited"); // 4 at once never fit in 3 per second
+  });
+
+  test("failed logins: the 11th attempt within a minute is 429 'too_many_attempts', even with the right password", async () => {
+    const limited = app({ LOGIN_ATTEMPTS_PER_MINUTE: "10" });
+    await signup("sam_login");
+    for (let i = 0; i < 10; i++) expectError(await limited("POST", "/api/v1/auth/login", { body: { username: "sam_login", password: `wrong ${i}` } }), 401, "invalid_credentials");
+    const blocked = await limited("POST", "/api/v1/auth/login", { body: { username: "sam_login", password: "correct horse battery" } });
+    expectError(blocked, 429, "too_many_attempts");
+    expect(Number(blocked.headers.get("retry-after"))).toBeGreaterThan(0);
+  });
+});
+
 describe("database unavailable", () => {
   test("every job endpoint answers 503 'unavailable' with Retry-After, and works again once it is back", async () => {
     const { token } = await signup("pia_down");
@@ -487,13 +564,17 @@ describe("database unavailable", () => {
         await admin.unsafe(`ALTER DATABASE "${db}" ALLOW_CONNECTIONS false`);
         await admin`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = ${db} AND pid <> pg_backend_pid()`;
       }
+      // Each answer within a bound (the database's connect_timeout is 10 s), never a hang; the
+      // bound also lets `finally` reopen the database if one does hang.
+      const within = <T,>(what: string, p: Promise<T>) =>
+        Promise.race([p, Bun.sleep(15_000).then(() => Promise.reject(new Error(`${what}: no answer within 15 s`)))]);
       const replies = [
-        await call("GET", `/api/v1/me/jobs/${made.json.data.id}`, { token }),
-        await call("GET", "/api/v1/me/jobs", { token }),
-        await call("POST", "/api/v1/me/jobs", { token, body: { message: "during", execute_at: soon() } }),
-        await call("POST", "/api/v1/me/jobs/batch", { token, body: { jobs: [{ message: "during", execute_at: soon() }] } }),
-        await call("POST", `/api/v1/me/jobs/${made.json.data.id}/cancel`, { token }),
-        await call("POST", "/api/v1/auth/login", { body: { username: "pia_down", password: "p4ssword!" } }),
+        await within("get", call("GET", `/api/v1/me/jobs/${made.json.data.id}`, { token })),
+        await within("list", call("GET", "/api/v1/me/jobs", { token })),
+        await within("create", call("POST", "/api/v1/me/jobs", { token, body: { message: "during", execute_at: soon() } })),
+        await within("batch", call("POST", "/api/v1/me/jobs/batch", { token, body: { jobs: [{ message: "during", execute_at: soon() }] } })),
+        await within("cancel", call("POST", `/api/v1/me/jobs/${made.json.data.id}/cancel`, { token })),
+        await within("login", call("POST", "/api/v1/auth/login", { body: { username: "pia_down", password: "p4ssword!" } })),
       ];
       for (const r of replies) {
         expectError(r, 503, "unavailable");

@@ -18,6 +18,7 @@ let token = "";
 const calls = new Map<string, { at: number; headers: Headers; body: string }[]>();
 let target: ReturnType<typeof Bun.serve>;
 let secret = ""; // exec_user's signing secret, shown once at sign-up
+const ADMIN_TOKEN = "executor-test-admin-token-0123456789ab";
 
 beforeAll(async () => {
   target = Bun.serve({
@@ -31,6 +32,7 @@ beforeAll(async () => {
       calls.set(key, list);
       if (key.startsWith("/flaky")) return new Response("", { status: list.length <= 2 ? 503 : 200 });
       if (key.startsWith("/always500")) return new Response("", { status: 500 });
+      if (key.startsWith("/fail3")) return new Response("", { status: list.length <= 3 ? 500 : 200 });
       if (key.startsWith("/bad400")) return new Response("", { status: 400 });
       if (key.startsWith("/slow")) {
         await Bun.sleep(Number(url.searchParams.get("ms") ?? 3_000));
@@ -48,6 +50,7 @@ beforeAll(async () => {
       RESCUE_INTERVAL: "1s",
       SCHEDULED_DEADLINE: "20s",
       ETCD_LEASE_TTL_SECONDS: "3",
+      ADMIN_TOKEN,
       LOG_LEVEL: "warn",
     },
   });
@@ -176,6 +179,41 @@ describe("executor", () => {
     const rec = dlq.find((r) => r.value.id === data.id)!.value;
     expect(rec).toMatchObject({ id: data.id, attempts: 3, max_attempts: 3, message: "doomed" });
     expect(rec.errors.at(-1)).toContain("HTTP 500");
+  });
+
+  test("a failed job retried from the dead-letter state runs again with a fresh budget; its history keeps every attempt", async () => {
+    const { data } = await post("/api/v1/me/jobs", { message: "retry me", execute_at: inSeconds(1), max_attempts: 3, target: { url: targetUrl("/fail3") } });
+    const failed = await terminal(data.id);
+    expect([failed.status, failed.attempt]).toEqual(["failed", 3]);
+    // Only a failed job can be retried.
+    const other = await post("/api/v1/me/jobs", { message: "not failed", execute_at: inSeconds(600) });
+    const refused = await fetch(`${api.url}/api/v1/me/jobs/${other.data.id}/retry`, { method: "POST", headers: { authorization: `Bearer ${token}` } });
+    expect(refused.status).toBe(409);
+    expect(((await refused.json()) as any).error).toMatchObject({ code: "job_not_retryable", details: { status: "created" } });
+    // The operator sees it among the dead letters.
+    const dlq = await fetch(`${api.url}/api/v1/admin/jobs?status=failed&limit=1000`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } }).then((r) => r.json() as Promise<any>);
+    expect(dlq.data.some((j: any) => j.id === data.id)).toBe(true);
+    const retried = await post(`/api/v1/me/jobs/${data.id}/retry`);
+    expect(retried.data).toMatchObject({ status: "retrying", attempt: 3, max_attempts: 6, execute_at: data.execute_at });
+    const done = await terminal(data.id);
+    expect([done.status, done.attempt]).toEqual(["succeeded", 4]);
+    const history = await fetch(`${api.url}/api/v1/me/jobs/${data.id}/attempts`, { headers: { authorization: `Bearer ${token}` } }).then((r) => r.json() as Promise<any>);
+    expect(history.data.map((a: any) => [a.attempt, a.outcome, a.http_status])).toEqual([[1, "failed", 500], [2, "failed", 500], [3, "failed", 500], [4, "succeeded", 200]]);
+  });
+
+  test("a rescheduled job runs at its new time, not the old one", async () => {
+    const { data } = await post("/api/v1/me/jobs", { message: "move me", execute_at: inSeconds(60), target: { url: targetUrl("/moved") } });
+    const newAt = inSeconds(2);
+    const moved = await fetch(`${api.url}/api/v1/me/jobs/${data.id}`, { method: "PATCH", headers: { "content-type": "application/json", authorization: `Bearer ${token}` }, body: JSON.stringify({ execute_at: newAt }) }).then((r) => r.json() as Promise<any>);
+    expect(moved.data).toMatchObject({ execute_at: newAt, next_attempt_at: newAt, status: "created" });
+    const done = await terminal(data.id);
+    expect(done.status).toBe("succeeded");
+    expect(Date.parse(done.started_at)).toBeGreaterThanOrEqual(Date.parse(newAt));
+    expect(Date.parse(done.started_at)).toBeLessThan(Date.parse(data.execute_at));
+    // Started or finished: 409 with the status.
+    const late = await fetch(`${api.url}/api/v1/me/jobs/${data.id}`, { method: "PATCH", headers: { "content-type": "application/json", authorization: `Bearer ${token}` }, body: JSON.stringify({ execute_at: inSeconds(5) }) });
+    expect(late.status).toBe(409);
+    expect(((await late.json()) as any).error.code).toBe("job_not_reschedulable");
   });
 
   test("a 4xx target fails at once, without retries", async () => {

@@ -5,7 +5,8 @@
  */
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { openDatabases, type Databases } from "../src/db/databases.ts";
-import { autovacuumOff, checkAutovacuum, VacuumKeeper } from "../src/db/maintenance.ts";
+import { autovacuumOff, checkAutovacuum, RetentionKeeper, VacuumKeeper } from "../src/db/maintenance.ts";
+import { firstIdAt } from "../actors/ids.ts";
 import { freshDatabases, testConfig } from "./support/env.ts";
 
 setDefaultTimeout(60_000);
@@ -98,5 +99,43 @@ describe("maintenance", () => {
     else expect(refusal).toBeNull();
     expect(await checkAutovacuum(dbs, testConfig({ ...prod, DB_AUTOVACUUM_OFF_OK: "true" }))).toBeNull();
     expect(await checkAutovacuum(dbs, testConfig({}))).toBeNull();
+  });
+});
+
+describe("retention", () => {
+  test("finished jobs past JOB_RETENTION go with their attempts, in batches; recent and unfinished ones stay; expired idempotency keys go", async () => {
+    const sql = dbs.all[0]!;
+    const DAY = 86_400_000;
+    const idAt = (msAgo: number, k: number) => (firstIdAt(Date.now() - msAgo) + BigInt(k)).toString();
+    // 2,500 jobs created 40 days ago and finished 35 days ago: past a 30-day retention.
+    const old = Array.from({ length: 2_500 }, (_, k) => idAt(40 * DAY, k));
+    // Created 40 days ago, finished yesterday (it ran late): kept. Created and finished recently: kept.
+    const lateFinish = idAt(40 * DAY, 5_000);
+    const recent = idAt(2 * DAY, 1);
+    // Created 40 days ago and not finished (due far ahead): never touched.
+    const pending = idAt(40 * DAY, 6_000);
+    const row = (id: string, finishedDaysAgo: number) => sql`
+      INSERT INTO job_history (id, shard_id, user_id, message, status, execute_at, due_at, attempt, max_attempts, created_at, updated_at, finished_at)
+      VALUES (${id}, 0, 9, 'r', 'succeeded', now(), now(), 1, 3, now(), now(), now() - ${finishedDaysAgo} * interval '1 day')`;
+    await sql`
+      INSERT INTO job_history (id, shard_id, user_id, message, status, execute_at, due_at, attempt, max_attempts, created_at, updated_at, finished_at)
+      SELECT id, 0, 9, 'r', 'succeeded', now(), now(), 1, 3, now(), now(), now() - interval '35 days' FROM unnest(${old}::bigint[]) AS id`;
+    await sql`
+      INSERT INTO job_attempts (job_id, attempt, user_id, started_at, finished_at, outcome)
+      SELECT id, 1, 9, now(), now(), 'succeeded' FROM unnest(${[...old.slice(0, 10), recent]}::bigint[]) AS id`;
+    await row(lateFinish, 1);
+    await row(recent, 1);
+    await sql`INSERT INTO jobs (id, shard_id, user_id, message, execute_at, due_at, max_attempts) VALUES (${pending}, 0, 9, 'p', now() + interval '300 days', now() + interval '300 days', 3)`;
+    await sql`INSERT INTO idempotency_keys (user_id, key, job_id, request_hash, created_at) VALUES
+      (9, 'old', 1, 'h', now() - interval '2 days'), (9, 'new', 2, 'h', now() - interval '1 hour')`;
+
+    const keeper = new RetentionKeeper(dbs, 30 * DAY, DAY, 60_000);
+    const deleted = await keeper.runAll();
+    expect(deleted).toEqual({ job_history: 2_500, job_attempts: 10, idempotency_keys: 1 });
+    const left = (await sql`SELECT id::text FROM all_jobs WHERE user_id = 9 ORDER BY 1`).map((r) => r.id);
+    expect(left.sort()).toEqual([lateFinish, recent, pending].sort());
+    expect((await sql`SELECT job_id::text FROM job_attempts WHERE user_id = 9`).map((r) => r.job_id)).toEqual([recent]);
+    expect((await sql`SELECT key FROM idempotency_keys WHERE user_id = 9`).map((r) => r.key)).toEqual(["new"]);
+    expect(await keeper.runAll()).toEqual({ job_history: 0, job_attempts: 0, idempotency_keys: 0 });
   });
 });

@@ -15,6 +15,7 @@
  *   settings of sql/000003, autovacuum normally gets there first and the keeper is a backstop.
  */
 import type { Config } from "../config.ts";
+import { firstIdAt } from "../../actors/ids.ts";
 import { log } from "../log.ts";
 import { metrics } from "../metrics.ts";
 import type { Databases, Sql } from "./databases.ts";
@@ -123,5 +124,108 @@ export class VacuumKeeper {
       conn.release();
     }
     return done;
+  }
+}
+
+const RETENTION_LOCK = 0x72_65_74_6e; // "retn"
+const RETENTION_BATCH = 1_000;
+/** Batches per table per pass; the next pass goes on (a backlog drains over several passes). */
+const RETENTION_MAX_BATCHES = 200;
+
+/**
+ * Deletes what is kept no longer: finished jobs (and their attempts) whose finished_at is past
+ * JOB_RETENTION, and idempotency keys past IDEMPOTENCY_KEY_TTL. One process at a time per
+ * database (an advisory lock), in batches of 1,000 rows with a pause between them, so the hot
+ * path (which never touches job_history) waits for nothing. Runs in the scheduler role.
+ */
+export class RetentionKeeper {
+  private timer: ReturnType<typeof setTimeout> | null = null;
+  private running: Promise<unknown> = Promise.resolve();
+  private stopped = false;
+
+  constructor(
+    private readonly dbs: Databases,
+    private readonly retentionMs: number,
+    private readonly keyTtlMs: number,
+    private readonly intervalMs: number,
+  ) {}
+
+  start(): void {
+    this.schedule(this.intervalMs);
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    await this.running;
+  }
+
+  private schedule(delay: number): void {
+    if (this.stopped) return;
+    this.timer = setTimeout(() => {
+      this.running = this.runAll().then(() => this.schedule(this.intervalMs));
+    }, delay);
+  }
+
+  /** One pass over every database; returns rows deleted per table (for tests). Never rejects. */
+  async runAll(): Promise<Record<string, number>> {
+    const total: Record<string, number> = { job_history: 0, job_attempts: 0, idempotency_keys: 0 };
+    for (const sql of this.dbs.all) {
+      try {
+        for (const [table, n] of Object.entries(await this.run(sql))) total[table]! += n;
+      } catch (e) {
+        log.warn("retention pass failed", { error: (e as Error).message });
+      }
+    }
+    return total;
+  }
+
+  private async run(sql: Sql): Promise<Record<string, number>> {
+    const deleted: Record<string, number> = { job_history: 0, job_attempts: 0, idempotency_keys: 0 };
+    const conn = await sql.reserve();
+    try {
+      const [{ ok }] = (await conn`SELECT pg_try_advisory_lock(${RETENTION_LOCK}) AS ok`) as unknown as [{ ok: boolean }];
+      if (!ok) return deleted;
+      try {
+        const cutoff = new Date(Date.now() - this.retentionMs);
+        // A job finished before the cutoff was created before it: its id is below this bound,
+        // so the scan stops there instead of walking the whole history each batch.
+        const idBound = firstIdAt(cutoff.getTime()).toString();
+        for (let b = 0; b < RETENTION_MAX_BATCHES && !this.stopped; b++) {
+          const [r] = (await conn`
+            WITH doomed AS (
+              SELECT id FROM job_history WHERE id < ${idBound} AND finished_at < ${cutoff} ORDER BY id LIMIT ${RETENTION_BATCH}),
+            a AS (DELETE FROM job_attempts WHERE job_id IN (SELECT id FROM doomed) RETURNING 1),
+            h AS (DELETE FROM job_history WHERE id IN (SELECT id FROM doomed) RETURNING 1)
+            SELECT (SELECT count(*) FROM h)::int AS jobs, (SELECT count(*) FROM a)::int AS attempts`) as unknown as [{ jobs: number; attempts: number }];
+          deleted.job_history! += r.jobs;
+          deleted.job_attempts! += r.attempts;
+          if (r.jobs < RETENTION_BATCH) break;
+          await Bun.sleep(10);
+        }
+        const keyCutoff = new Date(Date.now() - this.keyTtlMs);
+        for (let b = 0; b < RETENTION_MAX_BATCHES && !this.stopped; b++) {
+          const rows = await conn`
+            DELETE FROM idempotency_keys WHERE (user_id, key) IN (
+              SELECT user_id, key FROM idempotency_keys WHERE created_at < ${keyCutoff} LIMIT ${RETENTION_BATCH})
+            RETURNING 1`;
+          deleted.idempotency_keys! += rows.length;
+          if (rows.length < RETENTION_BATCH) break;
+          await Bun.sleep(10);
+        }
+      } finally {
+        await conn`SELECT pg_advisory_unlock(${RETENTION_LOCK})`;
+      }
+    } finally {
+      conn.release();
+    }
+    const [{ db }] = (await sql`SELECT current_database() AS db`) as unknown as [{ db: string }];
+    for (const [table, n] of Object.entries(deleted)) {
+      if (n > 0) {
+        metrics.retentionDeleted.inc({ database: db, table }, n);
+        log.info("retention deleted rows", { database: db, table, rows: n });
+      }
+    }
+    return deleted;
   }
 }

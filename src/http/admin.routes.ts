@@ -7,12 +7,14 @@
  */
 import { Elysia, t } from "elysia";
 import { MAX_WEIGHT, MIN_WEIGHT } from "../../actors/fair-queue.ts";
-import type { JobStore } from "../jobs/job-store.ts";
+import { toJobView, type JobStore } from "../jobs/job-store.ts";
+import { ListQuery, listOptions } from "./jobs.routes.ts";
 import { toUserView, type UserStore } from "../users/user-store.ts";
 import { requireAdmin } from "./admin.ts";
 import { notFound } from "./errors.ts";
 
 export const Weight = t.Number({ minimum: MIN_WEIGHT, maximum: MAX_WEIGHT, description: `share of executor capacity under overload, ${MIN_WEIGHT} to ${MAX_WEIGHT}` });
+const ADMIN_STATUSES = ["failed", "created", "scheduled", "running", "retrying"] as const;
 const UserParams = t.Object({ user_id: t.String({ pattern: "^[1-9][0-9]{0,17}$", description: "a user id" }) });
 
 export function adminRoutes(users: UserStore, jobs: JobStore, adminToken: string | null) {
@@ -42,6 +44,23 @@ export function adminRoutes(users: UserStore, jobs: JobStore, adminToken: string
           { additionalProperties: false, minProperties: 1 },
         ),
         detail: detail("Change a user's weight, or disable or enable the user"),
+      },
+    )
+    .get(
+      "/api/v1/admin/jobs",
+      async ({ query }) => {
+        const page = await jobs.listAll({ ...listOptions({ ...query, status: query.status }), userId: query.user_id ?? null });
+        return { data: page.jobs.map(toJobView), next_cursor: page.nextCursor, success: true };
+      },
+      {
+        query: t.Object({
+          // Statuses that are indexed across users: the dead letters and the unfinished jobs.
+          status: t.Union(ADMIN_STATUSES.map((st) => t.Literal(st)), { description: "failed: the dead-lettered jobs" }),
+          user_id: t.Optional(UserParams.properties.user_id),
+          limit: ListQuery.properties.limit,
+          cursor: ListQuery.properties.cursor,
+        }),
+        detail: detail("Every user's jobs in one status, newest first (status=failed: the dead-letter queue)"),
       },
     )
     .delete(

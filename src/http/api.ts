@@ -9,11 +9,14 @@ import { UserStore } from "../users/user-store.ts";
 import { adminRoutes } from "./admin.routes.ts";
 import { authRoutes } from "./auth.routes.ts";
 import { jobsRoutes } from "./jobs.routes.ts";
+import { CreateQuota, LoginThrottle } from "./limits.ts";
 import { usersRoutes } from "./users.routes.ts";
 
 export function apiRoutes(config: Config, dbs: Databases, ids: IdGenerator) {
   const users = new UserStore(dbs.users);
   const jobs = new JobStore(dbs, ids);
+  const quota = new CreateQuota(dbs.all, config.api.maxPendingPerUser, config.api.createsPerUserPerSecond);
+  const logins = new LoginThrottle(config.api.loginAttemptsPerMinute);
   return new Elysia({ name: "api" })
     .use(
       openapi({
@@ -36,7 +39,7 @@ export function apiRoutes(config: Config, dbs: Databases, ids: IdGenerator) {
       }),
     )
     .use(usersRoutes(users, config))
-    .use(authRoutes(users, config.jwt.secret, config.jwt.ttlSeconds))
-    .use(jobsRoutes(jobs, users, config))
+    .use(authRoutes(users, logins, config.jwt.secret, config.jwt.ttlSeconds))
+    .use(jobsRoutes(jobs, users, quota, config))
     .use(adminRoutes(users, jobs, config.adminToken));
 }

@@ -2,13 +2,19 @@ import { Elysia, t } from "elysia";
 import { toUserView, type UserStore } from "../users/user-store.ts";
 import { requireUser, tokens } from "./auth.ts";
 import { ApiError } from "./errors.ts";
+import type { LoginThrottle } from "./limits.ts";
 
-export function authRoutes(users: UserStore, secret: string, ttlSeconds: number) {
+export function authRoutes(users: UserStore, logins: LoginThrottle, secret: string, ttlSeconds: number) {
   const login = new Elysia({ name: "login-routes" }).use(tokens(secret, ttlSeconds)).post(
     "/api/v1/auth/login",
-    async ({ body, issueToken }) => {
+    async ({ body, issueToken, request, server }) => {
+      const address = server?.requestIP(request)?.address ?? "unknown";
+      logins.check(body.username, address);
       const user = await users.authenticate(body.username, body.password);
-      if (!user) throw new ApiError(401, "invalid_credentials", "wrong username or password");
+      if (!user) {
+        logins.failed(body.username, address);
+        throw new ApiError(401, "invalid_credentials", "wrong username or password");
+      }
       if (user.disabled) throw new ApiError(403, "user_disabled", "this user is disabled; ask an operator");
       return { data: { ...(await issueToken(user)), user: toUserView(user) }, success: true };
     },

@@ -15,6 +15,8 @@ export class ApiError extends Error {
     readonly code: string,
     message: string,
     readonly details?: unknown,
+    /** Sent as Retry-After (429, 503). */
+    readonly retryAfterS?: number,
   ) {
     super(message);
     this.name = "ApiError";
@@ -73,7 +75,10 @@ export const errorHandler = new Elysia({ name: "errors" }).onError({ as: "global
     set.headers["content-type"] = "application/json";
     return errorBody(errCode, message, details);
   };
-  if (error instanceof ApiError) return reply(error.status, error.code, error.message, error.details);
+  if (error instanceof ApiError) {
+    if (error.retryAfterS !== undefined) set.headers["retry-after"] = String(error.retryAfterS);
+    return reply(error.status, error.code, error.message, error.details);
+  }
   switch (code) {
     case "VALIDATION": {
       const problem = bodyProblems.get(request);

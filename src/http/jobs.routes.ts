@@ -5,13 +5,14 @@
 import { Elysia, t } from "elysia";
 import { parseId } from "../../actors/ids.ts";
 import type { Config } from "../config.ts";
-import { checkJob, type JobInput, type JobSpec, type Problem } from "../jobs/job-input.ts";
-import { JOB_STATUSES, requestHash, toAttemptView, toJobView, type JobStore } from "../jobs/job-store.ts";
+import { checkJob, parseExecuteAt, parseTimestamp, type JobInput, type JobSpec, type Problem } from "../jobs/job-input.ts";
+import { JOB_STATUSES, requestHash, toAttemptView, toJobView, type JobStatus, type JobStore, type ListOptions, type TransitionResult } from "../jobs/job-store.ts";
 import { metrics } from "../metrics.ts";
 import { inSpan, injectContext } from "../telemetry.ts";
 import type { UserStore } from "../users/user-store.ts";
 import { requireUser } from "./auth.ts";
 import { ApiError, notFound } from "./errors.ts";
+import type { CreateQuota } from "./limits.ts";
 import { inRequestSpan } from "./observe.ts";
 
 const Target = t.Object({
@@ -30,6 +31,37 @@ export const JobBody = t.Object({
 
 const JobParams = t.Object({ job_id: t.String({ maxLength: 40 }) });
 
+const STATUS_LIST = `^(${JOB_STATUSES.join("|")})(,(${JOB_STATUSES.join("|")}))*$`;
+
+/** The list filters (every one optional; no defaults but the page size). */
+export const ListQuery = t.Object({
+  limit: t.Optional(t.Integer({ minimum: 1, maximum: 1000, description: "page size, default 50" })),
+  cursor: t.Optional(t.String({ maxLength: 40, description: "next_cursor of the previous page" })),
+  status: t.Optional(t.String({ pattern: STATUS_LIST, description: `one or more of ${JOB_STATUSES.join(", ")}, comma-separated (default: every status)` })),
+  execute_after: t.Optional(t.String({ maxLength: 64, description: "only jobs with execute_at at or after this ISO-8601 time" })),
+  execute_before: t.Optional(t.String({ maxLength: 64, description: "only jobs with execute_at before this ISO-8601 time" })),
+});
+
+/** The list filters as the store takes them; 400 for a bad cursor or time. */
+export function listOptions(query: typeof ListQuery.static): ListOptions {
+  const cursor = query.cursor === undefined ? null : parseId(query.cursor);
+  if (query.cursor !== undefined && cursor === null) throw new ApiError(400, "invalid_cursor", "cursor must be a job id from next_cursor");
+  const time = (name: "execute_after" | "execute_before") => {
+    const raw = query[name];
+    if (raw === undefined) return null;
+    const at = parseTimestamp(raw);
+    if (!at) invalid([{ path: `/${name}`, message: "must be an ISO-8601 date-time with an offset" }]);
+    return at;
+  };
+  return {
+    limit: query.limit ?? 50,
+    cursor,
+    statuses: query.status ? ([...new Set(query.status.split(","))] as JobStatus[]) : null,
+    executeAfter: time("execute_after"),
+    executeBefore: time("execute_before"),
+  };
+}
+
 function jobId(raw: string): bigint {
   const id = parseId(raw);
   if (id === null) throw new ApiError(400, "invalid_job_id", "job_id must be a positive 64-bit integer");
@@ -40,7 +72,7 @@ function invalid(problems: Problem[]): never {
   throw new ApiError(400, "invalid_request", "invalid request body", problems);
 }
 
-export function jobsRoutes(jobs: JobStore, users: UserStore, config: Config) {
+export function jobsRoutes(jobs: JobStore, users: UserStore, quota: CreateQuota, config: Config) {
   const limits = { jobHorizonMs: config.api.jobHorizonMs, defaultMaxAttempts: config.api.defaultMaxAttempts };
 
   const specsOf = (inputs: JobInput[], prefix: (i: number) => string): JobSpec[] => {
@@ -60,21 +92,15 @@ export function jobsRoutes(jobs: JobStore, users: UserStore, config: Config) {
     .get(
       "/api/v1/me/jobs",
       async ({ userId, query }) => {
-        const cursor = query.cursor === undefined ? null : parseId(query.cursor);
-        if (query.cursor !== undefined && cursor === null) throw new ApiError(400, "invalid_cursor", "cursor must be a job id from next_cursor");
-        const page = await jobs.list(userId, { limit: query.limit ?? 50, cursor, status: query.status ?? null });
+        const page = await jobs.list(userId, listOptions(query));
         return { data: page.jobs.map(toJobView), next_cursor: page.nextCursor, success: true };
       },
-      {
-        query: t.Object({
-          limit: t.Optional(t.Integer({ minimum: 1, maximum: 1000 })),
-          cursor: t.Optional(t.String({ maxLength: 40 })),
-          // A union of literals, not t.UnionEnum: that one carries `default: <first value>`, and
-          // an absent status became "created" (every finished job vanished from the list).
-          status: t.Optional(t.Union(JOB_STATUSES.map((s) => t.Literal(s)), { description: "only jobs in this status (default: every status)" })),
-        }),
-        detail: { summary: "List your jobs, newest first (cursor pagination)", tags: ["jobs"], security: [{ bearer: [] }] },
-      },
+      { query: ListQuery, detail: { summary: "List your jobs, newest first (cursor pagination)", tags: ["jobs"], security: [{ bearer: [] }] } },
+    )
+    .get(
+      "/api/v1/me/jobs/stats",
+      async ({ userId }) => ({ data: await jobs.stats(userId), success: true }),
+      { detail: { summary: "How many of your jobs are in each status", tags: ["jobs"], security: [{ bearer: [] }] } },
     )
     .post(
       "/api/v1/me/jobs",
@@ -84,6 +110,7 @@ export function jobsRoutes(jobs: JobStore, users: UserStore, config: Config) {
           throw new ApiError(400, "invalid_idempotency_key", "Idempotency-Key must be 1-255 visible ASCII characters");
         }
         const [spec] = specsOf([body], () => "");
+        await quota.admit(userId, 1);
         return inRequestSpan(request, () =>
           inSpan("job.create", { "user.id": userId }, async (span) => {
             const result = await jobs.create({ userId }, spec!, injectContext(), key ? { key, requestHash: requestHash(body) } : undefined);
@@ -94,6 +121,7 @@ export function jobsRoutes(jobs: JobStore, users: UserStore, config: Config) {
             if (result.replayed) {
               set.headers["idempotent-replayed"] = "true";
             } else {
+              quota.created(userId, 1);
               metrics.jobsCreated.inc();
               set.status = 201;
             }
@@ -111,9 +139,11 @@ export function jobsRoutes(jobs: JobStore, users: UserStore, config: Config) {
       "/api/v1/me/jobs/batch",
       async ({ userId, body, request, set }) => {
         const specs = specsOf(body.jobs, (i) => `/jobs/${i}`);
+        await quota.admit(userId, specs.length);
         return inRequestSpan(request, () =>
           inSpan("job.create_batch", { "user.id": userId, "job.count": specs.length }, async () => {
             const rows = await jobs.createMany({ userId }, specs, injectContext());
+            quota.created(userId, rows.length);
             metrics.jobsCreated.inc({}, rows.length);
             set.status = 201;
             return { data: rows.map(toJobView), success: true };
@@ -145,14 +175,40 @@ export function jobsRoutes(jobs: JobStore, users: UserStore, config: Config) {
     )
     .post(
       "/api/v1/me/jobs/:job_id/cancel",
-      async ({ userId, params }) => {
-        const r = await jobs.cancel(userId, jobId(params.job_id));
-        if (r.kind === "not_found") throw notFound();
-        if (r.kind === "conflict") {
-          throw new ApiError(409, "job_not_cancellable", `the job is ${r.status} and can no longer be cancelled`, { status: r.status });
-        }
-        return { data: toJobView(r.job), success: true };
-      },
+      async ({ userId, params }) => done(await jobs.cancel(userId, jobId(params.job_id)), "job_not_cancellable", "can no longer be cancelled"),
       { params: JobParams, detail: { summary: "Cancel a job that has not started", tags: ["jobs"], security: [{ bearer: [] }] } },
+    )
+    .post(
+      "/api/v1/me/jobs/:job_id/retry",
+      async ({ userId, params }) => done(await jobs.retry(userId, jobId(params.job_id)), "job_not_retryable", "is not failed (or has used 100 attempts) and cannot be retried"),
+      {
+        params: JobParams,
+        detail: {
+          summary: "Retry a failed (dead-lettered) job: due now, with as many more attempts as it was created with; its attempts stay in its history",
+          tags: ["jobs"],
+          security: [{ bearer: [] }],
+        },
+      },
+    )
+    .patch(
+      "/api/v1/me/jobs/:job_id",
+      async ({ userId, params, body }) => {
+        const id = jobId(params.job_id);
+        const at = parseExecuteAt(body.execute_at, Date.now(), limits.jobHorizonMs, "/execute_at");
+        if ("problem" in at) invalid([at.problem]);
+        return done(await jobs.reschedule(userId, id, at.date), "job_not_reschedulable", "has started or finished and can no longer be rescheduled");
+      },
+      {
+        params: JobParams,
+        body: t.Object({ execute_at: JobBody.properties.execute_at }, { additionalProperties: false }),
+        detail: { summary: "Reschedule a job that has not started (created or retrying)", tags: ["jobs"], security: [{ bearer: [] }] },
+      },
     );
+}
+
+/** The answer to a guarded transition: the job, 404, or 409 with its current status. */
+function done(r: TransitionResult, conflictCode: string, conflict: string) {
+  if (r.kind === "not_found") throw notFound();
+  if (r.kind === "conflict") throw new ApiError(409, conflictCode, `the job is ${r.status} and ${conflict}`, { status: r.status });
+  return { data: toJobView(r.job), success: true };
 }

@@ -95,17 +95,21 @@ function checkTarget(t: TargetInput, at: string, problems: Problem[]): Target | 
 }
 
 /**
- * Validates one job. A past execute_at means "run now": the stored due time is clamped to
- * `now`, so lateness is measured from when the job could first run.
+ * An execute_at, at most `horizonMs` ahead. A past one means "run now": it is clamped to `now`,
+ * so lateness is measured from when the job could first run.
  */
+export function parseExecuteAt(raw: string, now: number, horizonMs: number, path: string): { date: Date } | { problem: Problem } {
+  const when = parseTimestamp(raw);
+  if (!when) return { problem: { path, message: "must be an ISO-8601 date-time with an offset, e.g. 2030-01-02T03:04:05Z or 2030-01-02T10:04:05+07:00" } };
+  if (when.getTime() - now > horizonMs) return { problem: { path, message: `must be at most ${Math.round(horizonMs / 86_400_000)} days ahead` } };
+  return { date: new Date(Math.max(when.getTime(), now)) };
+}
+
+/** Validates one job. */
 export function checkJob(input: JobInput, now: number, limits: InputLimits, at = ""): { spec?: JobSpec; problems: Problem[] } {
   const problems: Problem[] = [];
-  const when = parseTimestamp(input.execute_at);
-  if (!when) {
-    problems.push({ path: `${at}/execute_at`, message: "must be an ISO-8601 date-time with an offset, e.g. 2030-01-02T03:04:05Z or 2030-01-02T10:04:05+07:00" });
-  } else if (when.getTime() - now > limits.jobHorizonMs) {
-    problems.push({ path: `${at}/execute_at`, message: `must be at most ${Math.round(limits.jobHorizonMs / 86_400_000)} days ahead` });
-  }
+  const when = parseExecuteAt(input.execute_at, now, limits.jobHorizonMs, `${at}/execute_at`);
+  if ("problem" in when) problems.push(when.problem);
   if (input.message.includes("\0")) problems.push({ path: `${at}/message`, message: "must not contain NUL characters" });
   const target = input.target ? checkTarget(input.target, `${at}/target`, problems) : null;
   if (problems.length > 0) return { problems };
@@ -113,7 +117,7 @@ export function checkJob(input: JobInput, now: number, limits: InputLimits, at =
     problems,
     spec: {
       message: input.message,
-      executeAt: new Date(Math.max(when!.getTime(), now)),
+      executeAt: (when as { date: Date }).date,
       maxAttempts: input.max_attempts ?? limits.defaultMaxAttempts,
       target,
     },

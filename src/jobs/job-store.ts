@@ -85,7 +85,15 @@ export interface Owner {
   userId: string;
 }
 
-export type CancelResult = { kind: "cancelled"; job: JobRow } | { kind: "conflict"; status: JobStatus } | { kind: "not_found" };
+export interface ListOptions {
+  limit: number;
+  cursor: bigint | null;
+  statuses: JobStatus[] | null;
+  executeAfter: Date | null;
+  executeBefore: Date | null;
+}
+
+export type TransitionResult = { kind: "done"; job: JobRow } | { kind: "conflict"; status: JobStatus } | { kind: "not_found" };
 
 type NewRow = ReturnType<JobStore["rowFor"]>["row"];
 
@@ -213,15 +221,28 @@ export class JobStore {
       FROM job_attempts WHERE job_id = ${id.toString()} ORDER BY attempt`;
   }
 
-  /** Newest first across every database; `cursor` is the last id of the previous page. */
-  async list(userId: string, opts: { limit: number; cursor: bigint | null; status: JobStatus | null }):
-    Promise<{ jobs: JobRow[]; nextCursor: string | null }> {
+  /**
+   * Newest first across every database; `cursor` is the last id of the previous page. Ids only
+   * grow, so a page boundary holds under concurrent inserts (new jobs sort before the first page).
+   */
+  async list(userId: string, opts: ListOptions): Promise<{ jobs: JobRow[]; nextCursor: string | null }> {
+    return this.page(opts, (sql) => sql`user_id = ${userId}`);
+  }
+
+  /** Every user's jobs in one status, newest first: for operators (failed: the dead letters). */
+  async listAll(opts: ListOptions & { userId: string | null }): Promise<{ jobs: JobRow[]; nextCursor: string | null }> {
+    return this.page(opts, (sql) => (opts.userId ? sql`user_id = ${opts.userId}` : sql`true`));
+  }
+
+  private async page(opts: ListOptions, who: (sql: Sql) => ReturnType<Sql>): Promise<{ jobs: JobRow[]; nextCursor: string | null }> {
     const pages = await Promise.all(
       this.dbs.all.map(
         (sql: Sql) => sql<JobRow[]>`
           SELECT ${sql.unsafe(COLUMNS)} FROM all_jobs
-          WHERE user_id = ${userId}
-            ${opts.status ? sql`AND status = ${opts.status}` : sql``}
+          WHERE ${who(sql)}
+            ${opts.statuses ? sql`AND status = ANY(${opts.statuses}::job_status[])` : sql``}
+            ${opts.executeAfter ? sql`AND execute_at >= ${opts.executeAfter}` : sql``}
+            ${opts.executeBefore ? sql`AND execute_at < ${opts.executeBefore}` : sql``}
             ${opts.cursor !== null ? sql`AND id < ${opts.cursor.toString()}` : sql``}
           ORDER BY id DESC LIMIT ${opts.limit + 1}`,
       ),
@@ -231,17 +252,62 @@ export class JobStore {
     return { jobs, nextCursor: merged.length > opts.limit ? jobs[jobs.length - 1]!.id : null };
   }
 
+  /** The user's jobs counted per status, every status present (0 when none). */
+  async stats(userId: string): Promise<Record<JobStatus, number>> {
+    const counts = Object.fromEntries(JOB_STATUSES.map((st) => [st, 0])) as Record<JobStatus, number>;
+    const rows = await Promise.all(this.dbs.all.map((sql: Sql) => sql<{ status: JobStatus; n: number }[]>`
+      SELECT status, count(*)::int AS n FROM all_jobs WHERE user_id = ${userId} GROUP BY status`));
+    for (const r of rows.flat()) counts[r.status] += r.n;
+    return counts;
+  }
+
   /**
    * created | retrying | scheduled -> cancelled; the executor's guarded claim then never wins.
    * (`status::text` keeps the lookup on the primary key: see src/executor/job-sql.ts.)
    */
-  async cancel(userId: string, id: bigint): Promise<CancelResult> {
+  async cancel(userId: string, id: bigint): Promise<TransitionResult> {
     const sql = this.dbs.forShard(shardOf(id, this.dbs.shardCount));
     const [row] = await sql<JobRow[]>`
       UPDATE jobs SET status = 'cancelled', finished_at = now(), updated_at = now(), deadline_at = NULL
       WHERE id = ${id.toString()} AND user_id = ${userId} AND status::text IN ('created', 'retrying', 'scheduled')
       RETURNING ${sql.unsafe(COLUMNS)}`;
-    if (row) return { kind: "cancelled", job: row };
+    if (row) return { kind: "done", job: row };
+    const current = await this.get(userId, id);
+    return current ? { kind: "conflict", status: current.status } : { kind: "not_found" };
+  }
+
+  /**
+   * failed -> retrying, due now, with as many more attempts as the job was created with (at most
+   * 100 in all); its attempts stay in its history. The row moves back from job_history to jobs.
+   */
+  async retry(userId: string, id: bigint): Promise<TransitionResult> {
+    const shard = shardOf(id, this.dbs.shardCount);
+    const sql = this.dbs.forShard(shard);
+    const [row] = await sql<JobRow[]>`
+      WITH moved AS (
+        DELETE FROM job_history WHERE id = ${id.toString()} AND user_id = ${userId} AND status = 'failed' AND attempt < 100 RETURNING *)
+      INSERT INTO jobs (id, shard_id, user_id, message, target, status, execute_at, due_at, attempt, max_attempts, attempt_budget,
+        last_error, idempotency_key, trace_context, dispatch_epoch, created_at, updated_at)
+      SELECT id, shard_id, user_id, message, target, 'retrying', execute_at, now(), attempt,
+        least(100, attempt + coalesce(attempt_budget, max_attempts)), coalesce(attempt_budget, max_attempts),
+        last_error, idempotency_key, trace_context, dispatch_epoch, created_at, now()
+      FROM moved
+      RETURNING ${sql.unsafe(COLUMNS)}, (SELECT pg_notify(${DUE_CHANNEL}, ${duePayload([{ shard, dueAt: Date.now() }])})) AS notified`;
+    if (row) return { kind: "done", job: row };
+    const current = await this.get(userId, id);
+    return current ? { kind: "conflict", status: current.status } : { kind: "not_found" };
+  }
+
+  /** created | retrying: the job's execute_at (and its next try) move to `at`. */
+  async reschedule(userId: string, id: bigint, at: Date): Promise<TransitionResult> {
+    const shard = shardOf(id, this.dbs.shardCount);
+    const sql = this.dbs.forShard(shard);
+    // due_at is never before now(): the shard actors' cursors rely on it (actors/shard.machine.ts).
+    const [row] = await sql<JobRow[]>`
+      UPDATE jobs SET execute_at = ${at}, due_at = greatest(${at}::timestamptz, now()), updated_at = now()
+      WHERE id = ${id.toString()} AND user_id = ${userId} AND status::text IN ('created', 'retrying')
+      RETURNING ${sql.unsafe(COLUMNS)}, (SELECT pg_notify(${DUE_CHANNEL}, ${duePayload([{ shard, dueAt: at.getTime() }])})) AS notified`;
+    if (row) return { kind: "done", job: row };
     const current = await this.get(userId, id);
     return current ? { kind: "conflict", status: current.status } : { kind: "not_found" };
   }

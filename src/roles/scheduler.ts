@@ -1,7 +1,7 @@
 /** The scheduler role: a member of the etcd shard group, running one actor per owned shard. */
 import type { Config } from "../config.ts";
 import type { Databases } from "../db/databases.ts";
-import { VacuumKeeper } from "../db/maintenance.ts";
+import { RetentionKeeper, VacuumKeeper } from "../db/maintenance.ts";
 import { KafkaBus } from "../kafka.ts";
 import { ShardOwnership } from "../scheduler/shard-ownership.ts";
 import type { Component } from "./component.ts";
@@ -12,15 +12,18 @@ export async function startScheduler(config: Config, dbs: Databases): Promise<Co
   const publishers = { bulk: await bus.publisher(), onTime: await bus.publisher() };
   const ownership = new ShardOwnership(config, dbs, bus, publishers);
   await ownership.start();
-  const keeper = new VacuumKeeper(dbs, config.maintenance.vacuumDeadTuples, config.maintenance.vacuumCheckMs);
+  const m = config.maintenance;
+  const keeper = new VacuumKeeper(dbs, m.vacuumDeadTuples, m.vacuumCheckMs);
   keeper.start();
+  const retention = new RetentionKeeper(dbs, m.jobRetentionMs, m.idempotencyKeyTtlMs, m.retentionIntervalMs);
+  retention.start();
   return {
     name: "scheduler",
     ownership,
     ready: () => ownership.ready(),
     stop: async () => {
       await ownership.stop();
-      await keeper.stop();
+      await Promise.all([keeper.stop(), retention.stop()]);
       await Promise.all([publishers.bulk.close(), publishers.onTime.close()]);
     },
   };
