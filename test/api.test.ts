@@ -370,6 +370,17 @@ describe("jobs", () => {
     expectError(await call("PATCH", `/api/v1/me/jobs/${made.json.data.id}`, { token, body: { execute_at: to } }), 409, "job_not_reschedulable");
   });
 
+  test("the README's API table lists exactly the endpoints /docs/json describes", async () => {
+    const doc = (await call("GET", "/docs/json")).json;
+    const documented = Object.entries(doc.paths as Record<string, Record<string, unknown>>)
+      .flatMap(([path, ops]) => Object.keys(ops).map((m) => `${m.toUpperCase()} ${path.replace(/:(\w+)/g, "{$1}").replace("{job_id}", "{id}").replace("{user_id}", "{id}")}`))
+      .sort();
+    const readme = await Bun.file(new URL("../README.md", import.meta.url)).text();
+    const listed = [...readme.matchAll(/^\| `(GET|POST|PATCH|PUT|DELETE) (\/api\/v1\/[^`]*)` \|/gm)].map((m) => `${m[1]} ${m[2]}`).sort();
+    expect(listed.length).toBeGreaterThan(15);
+    expect(listed).toEqual(documented);
+  });
+
   test("/docs/json: the list's status filter has no default", async () => {
     const doc = (await call("GET", "/docs/json")).json;
     const param = doc.paths["/api/v1/me/jobs"].get.parameters.find((p: any) => p.name === "status");
