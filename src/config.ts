@@ -64,6 +64,8 @@ export interface Config {
     createsPerUserPerSecond: number;
     /** Failed logins per username and per client address per minute, per API process (0: no limit). */
     loginAttemptsPerMinute: number;
+    /** Every request is answered within this (503 `unavailable` past it). */
+    requestTimeoutMs: number;
   };
   executor: {
     concurrency: number;
@@ -305,6 +307,7 @@ export function loadConfig(env: Env = process.env): Config {
       maxPendingPerUser: int("QUOTA_PENDING_JOBS", 1_000_000, 0, 1_000_000_000),
       createsPerUserPerSecond: int("QUOTA_CREATES_PER_SECOND", 0, 0, 10_000_000),
       loginAttemptsPerMinute: int("LOGIN_ATTEMPTS_PER_MINUTE", 10, 0, 1_000_000),
+      requestTimeoutMs: duration("API_REQUEST_TIMEOUT", "10s", 100),
     },
     executor: {
       concurrency: int("EXECUTOR_CONCURRENCY", 4_000, 1, 100_000),

@@ -53,7 +53,7 @@ const app = rootApp(config.api.maxBodyBytes, () => components, api?.routes);
 // reusePort for the api role only: several api processes on one host may share the port (the
 // kernel spreads connections); any other role must own its port, or /readyz would answer for
 // whichever process the kernel picked.
-listen(app, { port: config.port, hostname: config.host, reusePort: role === "api" });
+listen(app, { port: config.port, hostname: config.host, reusePort: role === "api", timeoutMs: config.api.requestTimeoutMs });
 log.info("started", { url: `http://${config.host}:${app.server?.port}`, components: components.map((c) => c.name) });
 
 let stopping = false;

@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
+import { Elysia } from "elysia";
 import { SignJWT } from "jose";
 import { IdGenerator } from "../actors/ids.ts";
 import { databaseOf, shardOf } from "../actors/shard-map.ts";
@@ -563,8 +564,35 @@ describe("quotas and abuse limits", () => {
   });
 });
 
+describe("request time bound", () => {
+  test("a request still unanswered after API_REQUEST_TIMEOUT gets 503 'unavailable' with Retry-After, on static and parameterised paths", async () => {
+    const slow = new Elysia({ name: "slow" })
+      .get("/api/v1/slow", async () => (await Bun.sleep(5_000), "late"))
+      .get("/api/v1/slow/:id", async () => (await Bun.sleep(5_000), "late"));
+    const app = listen(rootApp(65_536, () => [], slow), { port: 0, hostname: "127.0.0.1", reusePort: false, timeoutMs: 500 });
+    try {
+      for (const path of ["/api/v1/slow", "/api/v1/slow/7"]) {
+        const t0 = performance.now();
+        const r = await fetch(`http://127.0.0.1:${app.server!.port}${path}`);
+        expect(r.status).toBe(503);
+        expect(r.headers.get("retry-after")).toBe("1");
+        expect(((await r.json()) as any).error.code).toBe("unavailable");
+        expect(performance.now() - t0).toBeLessThan(4_000);
+      }
+      expect((await fetch(`http://127.0.0.1:${app.server!.port}/healthz`)).status).toBe(200);
+    } finally {
+      await app.stop(true);
+    }
+  });
+});
+
 describe("database unavailable", () => {
-  test("every job endpoint answers 503 'unavailable' with Retry-After, and works again once it is back", async () => {
+  test("every job endpoint answers 503 'unavailable' with Retry-After within API_REQUEST_TIMEOUT, and works again once it is back", async () => {
+    // Over a real socket: the request bound lives in the server (src/http/server.ts listen).
+    const cfg = config();
+    const app = listen(rootApp(cfg.api.maxBodyBytes, () => [], apiRoutes(cfg, dbs, new IdGenerator(11))), { port: 0, hostname: "127.0.0.1", reusePort: false, timeoutMs: 3_000 });
+    const call = client({ handle: (req) => fetch(req) }, `http://127.0.0.1:${app.server!.port}`);
+    afterAll(() => app.stop(true));
     const { token } = await signup("pia_down");
     const made = await call("POST", "/api/v1/me/jobs", { token, body: { message: "before", execute_at: soon() } });
     expect(made.status).toBe(201);
@@ -575,10 +603,10 @@ describe("database unavailable", () => {
         await admin.unsafe(`ALTER DATABASE "${db}" ALLOW_CONNECTIONS false`);
         await admin`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = ${db} AND pid <> pg_backend_pid()`;
       }
-      // Each answer within a bound (the database's connect_timeout is 10 s), never a hang; the
-      // bound also lets `finally` reopen the database if one does hang.
+      // Each answer within the server's bound (3 s here), never a hang: the client keeps a query
+      // waiting while it retries connecting. The race lets `finally` reopen the database anyway.
       const within = <T,>(what: string, p: Promise<T>) =>
-        Promise.race([p, Bun.sleep(15_000).then(() => Promise.reject(new Error(`${what}: no answer within 15 s`)))]);
+        Promise.race([p, Bun.sleep(6_000).then(() => Promise.reject(new Error(`${what}: no answer within 6 s`)))]);
       const replies = [
         await within("get", call("GET", `/api/v1/me/jobs/${made.json.data.id}`, { token })),
         await within("list", call("GET", "/api/v1/me/jobs", { token })),
@@ -666,7 +694,7 @@ describe("bad input", () => {
 
   test("over a real socket: 413 with the envelope whatever the size, declared or chunked; a 1 MB body of brackets is refused at once", async () => {
     const cfg = config({ API_MAX_BODY_BYTES: String(1_048_576) });
-    const server = listen(rootApp(cfg.api.maxBodyBytes, () => [], apiRoutes(cfg, dbs, new IdGenerator(9))), { port: 0, hostname: "127.0.0.1", reusePort: false });
+    const server = listen(rootApp(cfg.api.maxBodyBytes, () => [], apiRoutes(cfg, dbs, new IdGenerator(9))), { port: 0, hostname: "127.0.0.1", reusePort: false, timeoutMs: 10_000 });
     const url = `http://127.0.0.1:${server.server!.port}`;
     try {
       const post = (path: string, body: string | ReadableStream, headers: Record<string, string> = {}) =>
@@ -713,9 +741,14 @@ describe("bad input", () => {
     const statuses = new Map<number, number>();
     for (let i = 0; i < 400; i++) {
       const [method, path] = pick(routes);
-      let raw: string;
+      let raw: string | Uint8Array;
       const shape = rnd();
+      const depth = Math.floor(rnd() * 50_000);
       if (shape < 0.2) raw = pick(['{"', "[", "null", "1", '"str"', "{}", '{"jobs": {}}', "\u0000\u0001", "{'a': 1}"]);
+      else if (shape < 0.25) raw = `{"${pick(fields)}": ${"[".repeat(depth)}${"]".repeat(depth)}}`; // deep nesting
+      else if (shape < 0.3) raw = `{"${pick(fields)}": ${pick(["1e999999", "-1e999999", "123456789012345678901234567890", "0.1e-99999", "18446744073709551616"])}}`; // huge numbers
+      else if (shape < 0.35) raw = JSON.stringify({ [pick(fields)]: "y".repeat(Math.floor(rnd() * 100_000)) }); // long strings (some past the body limit)
+      else if (shape < 0.4) raw = new Uint8Array([0x7b, 0x22, 0x6d, 0x22, 0x3a, 0x22, 0xff, 0xfe, 0xc3, 0x28, 0x22, 0x7d]); // invalid UTF-8
       else {
         const body: Record<string, unknown> = {};
         const n = Math.floor(rnd() * 5);

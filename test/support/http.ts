@@ -12,10 +12,10 @@ export function client(app: Handler, base = "http://localhost") {
   return async function call(
     method: string,
     path: string,
-    opts: { body?: unknown; raw?: string; token?: string; headers?: Record<string, string> } = {},
+    opts: { body?: unknown; raw?: string | Uint8Array; token?: string; headers?: Record<string, string> } = {},
   ): Promise<Reply> {
     const headers: Record<string, string> = { ...opts.headers };
-    let body: string | undefined;
+    let body: string | Uint8Array | undefined;
     if (opts.raw !== undefined) body = opts.raw;
     else if (opts.body !== undefined) body = JSON.stringify(opts.body);
     if (body !== undefined && !Object.keys(headers).some((h) => h.toLowerCase() === "content-type")) headers["content-type"] = "application/json";
