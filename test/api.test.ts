@@ -6,6 +6,7 @@ import { databaseOf, shardOf } from "../actors/shard-map.ts";
 import { connect, openDatabases, type Databases } from "../src/db/databases.ts";
 import { apiRoutes } from "../src/http/api.ts";
 import { listen, rootApp } from "../src/http/server.ts";
+import { ERROR_CODES } from "../src/http/errors.ts";
 import { initTelemetry } from "../src/telemetry.ts";
 import { ACTIVE_TTL_MS } from "../src/users/user-store.ts";
 import { JOB_STATUSES } from "../src/jobs/job-store.ts";
@@ -380,6 +381,29 @@ describe("jobs", () => {
     const listed = [...readme.matchAll(/^\| `(GET|POST|PATCH|PUT|DELETE) (\/api\/v1\/[^`]*)` \|/gm)].map((m) => `${m[1]} ${m[2]}`).sort();
     expect(listed.length).toBeGreaterThan(15);
     expect(listed).toEqual(documented);
+  });
+
+  test("/docs/json: every operation lists its error codes with an example envelope; the README names every code", async () => {
+    const doc = (await call("GET", "/docs/json")).json;
+    const seen = new Set<string>();
+    for (const [path, ops] of Object.entries(doc.paths as Record<string, Record<string, any>>)) {
+      if (!path.startsWith("/api/v1")) continue;
+      for (const [method, op] of Object.entries(ops)) {
+        const errors = Object.entries(op.responses ?? {}).filter(([status]) => Number(status) >= 400);
+        expect(errors.length, `${method} ${path}`).toBeGreaterThan(0);
+        for (const [status, r] of errors as [string, any][]) {
+          for (const [code, ex] of Object.entries(r.content["application/json"].examples) as [string, any][]) {
+            expect(Number(ERROR_CODES[code as keyof typeof ERROR_CODES][0])).toBe(Number(status));
+            expect(ex.value).toMatchObject({ success: false, error: { code } });
+            seen.add(code);
+          }
+        }
+      }
+    }
+    expect(seen.has("quota_exceeded") && seen.has("job_not_retryable") && seen.has("unavailable")).toBe(true);
+    const readme = await Bun.file(new URL("../README.md", import.meta.url)).text();
+    const codes = readme.slice(readme.indexOf("Error codes:"), readme.indexOf("HTTP targets receive"));
+    expect(Object.keys(ERROR_CODES).filter((c) => !codes.includes(`\`${c}\``))).toEqual([]);
   });
 
   test("/docs/json: the list's status filter has no default", async () => {

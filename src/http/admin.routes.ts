@@ -11,14 +11,14 @@ import { toJobView, type JobStore } from "../jobs/job-store.ts";
 import { ListQuery, listOptions } from "./jobs.routes.ts";
 import { toUserView, type UserStore } from "../users/user-store.ts";
 import { requireAdmin } from "./admin.ts";
-import { notFound } from "./errors.ts";
+import { errorResponses, notFound, type ErrorCode } from "./errors.ts";
 
 export const Weight = t.Number({ minimum: MIN_WEIGHT, maximum: MAX_WEIGHT, description: `share of executor capacity under overload, ${MIN_WEIGHT} to ${MAX_WEIGHT}` });
 const ADMIN_STATUSES = ["failed", "created", "scheduled", "running", "retrying"] as const;
 const UserParams = t.Object({ user_id: t.String({ pattern: "^[1-9][0-9]{0,17}$", description: "a user id" }) });
 
 export function adminRoutes(users: UserStore, jobs: JobStore, adminToken: string | null) {
-  const detail = (summary: string) => ({ summary, tags: ["admin"], security: [{ admin: [] }] });
+  const detail = (summary: string, ...codes: ErrorCode[]) => ({ summary, tags: ["admin"], security: [{ admin: [] }], responses: errorResponses("unauthorized", "invalid_request", ...codes) });
   return new Elysia({ name: "admin-routes" })
     .use(requireAdmin(adminToken))
     .get(
@@ -28,7 +28,7 @@ export function adminRoutes(users: UserStore, jobs: JobStore, adminToken: string
         if (!user) throw notFound("user");
         return { data: toUserView(user), success: true };
       },
-      { params: UserParams, detail: detail("Get a user") },
+      { params: UserParams, detail: detail("Get a user", "not_found") },
     )
     .patch(
       "/api/v1/admin/users/:user_id",
@@ -43,7 +43,7 @@ export function adminRoutes(users: UserStore, jobs: JobStore, adminToken: string
           { job_weight: t.Optional(Weight), disabled: t.Optional(t.Boolean({ description: "true: no login, tokens refused within a second" })) },
           { additionalProperties: false, minProperties: 1 },
         ),
-        detail: detail("Change a user's weight, or disable or enable the user"),
+        detail: detail("Change a user's weight, or disable or enable the user", "malformed_body", "not_found"),
       },
     )
     .get(
@@ -60,7 +60,7 @@ export function adminRoutes(users: UserStore, jobs: JobStore, adminToken: string
           limit: ListQuery.properties.limit,
           cursor: ListQuery.properties.cursor,
         }),
-        detail: detail("Every user's jobs in one status, newest first (status=failed: the dead-letter queue)"),
+        detail: detail("Every user's jobs in one status, newest first (status=failed: the dead-letter queue)", "invalid_cursor"),
       },
     )
     .delete(
@@ -70,6 +70,6 @@ export function adminRoutes(users: UserStore, jobs: JobStore, adminToken: string
         const cancelled = await jobs.cancelAllWaiting(params.user_id);
         return { data: { id: Number(params.user_id), deleted: true, jobs_cancelled: cancelled }, success: true };
       },
-      { params: UserParams, detail: detail("Delete a user: tokens stop within a second, jobs not yet started are cancelled") },
+      { params: UserParams, detail: detail("Delete a user: tokens stop within a second, jobs not yet started are cancelled", "not_found") },
     );
 }

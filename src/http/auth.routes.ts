@@ -1,7 +1,7 @@
 import { Elysia, t } from "elysia";
 import { toUserView, type UserStore } from "../users/user-store.ts";
 import { requireUser, tokens } from "./auth.ts";
-import { ApiError } from "./errors.ts";
+import { ApiError, errorResponses } from "./errors.ts";
 import type { LoginThrottle } from "./limits.ts";
 
 export function authRoutes(users: UserStore, logins: LoginThrottle, secret: string, ttlSeconds: number) {
@@ -20,7 +20,7 @@ export function authRoutes(users: UserStore, logins: LoginThrottle, secret: stri
     },
     {
       body: t.Object({ username: t.String({ minLength: 1, maxLength: 64 }), password: t.String({ minLength: 1, maxLength: 256 }) }, { additionalProperties: false }),
-      detail: { summary: "Log in; returns a bearer token", tags: ["auth"] },
+      detail: { summary: "Log in; returns a bearer token", tags: ["auth"], responses: errorResponses("invalid_request", "malformed_body", "invalid_credentials", "user_disabled", "too_many_attempts") },
     },
   );
   const refresh = new Elysia({ name: "refresh-routes" }).use(tokens(secret, ttlSeconds)).use(requireUser(secret, ttlSeconds, (id) => users.active(id))).post(
@@ -30,7 +30,7 @@ export function authRoutes(users: UserStore, logins: LoginThrottle, secret: stri
       if (!user) throw new ApiError(401, "unauthorized", "the token's user no longer exists");
       return { data: await issueToken(user), success: true };
     },
-    { detail: { summary: "Exchange a valid token for a fresh one", tags: ["auth"], security: [{ bearer: [] }] } },
+    { detail: { summary: "Exchange a valid token for a fresh one", tags: ["auth"], security: [{ bearer: [] }], responses: errorResponses("unauthorized") } },
   );
   return new Elysia({ name: "auth-routes" }).use(login).use(refresh);
 }

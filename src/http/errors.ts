@@ -5,14 +5,79 @@
  * cause is logged with the trace id instead.
  */
 import { Elysia, ValidationError } from "elysia";
+import type { OpenAPIV3 } from "openapi-types";
 import { isUnavailable } from "../db/databases.ts";
 import { log } from "../log.ts";
 import { inRequestSpan } from "./observe.ts";
 
+/** Every error code of the API: its status and meaning. The OpenAPI document lists them per route. */
+export const ERROR_CODES = {
+  invalid_request: [400, "a parameter or body field is invalid or unknown; details name each"],
+  malformed_body: [400, "the body is not JSON (content-type application/json) or nests deeper than 32 levels"],
+  invalid_job_id: [400, "the job id is not a positive 64-bit integer"],
+  invalid_cursor: [400, "the cursor is not a next_cursor this API gave"],
+  invalid_idempotency_key: [400, "Idempotency-Key must be 1-255 visible ASCII characters"],
+  unauthorized: [401, "missing, malformed, invalid or expired bearer token, or its user is disabled or deleted"],
+  invalid_credentials: [401, "wrong username or password"],
+  weight_requires_admin: [403, "only an operator may choose this job_weight"],
+  user_disabled: [403, "the user is disabled"],
+  not_found: [404, "no such job or user (another user's job is not found either)"],
+  route_not_found: [404, "no such route"],
+  username_taken: [409, "the username is taken"],
+  job_not_cancellable: [409, "the job has started or finished; details.status says which"],
+  job_not_reschedulable: [409, "the job has started or finished; details.status says which"],
+  job_not_retryable: [409, "only a failed job with fewer than 100 attempts can be retried; details.status says which"],
+  payload_too_large: [413, "the body exceeds API_MAX_BODY_BYTES"],
+  idempotency_key_reused: [422, "this Idempotency-Key was used with a different body"],
+  quota_exceeded: [429, "too many unfinished jobs (QUOTA_PENDING_JOBS); Retry-After says when to try again"],
+  rate_limited: [429, "too many job creations per second (QUOTA_CREATES_PER_SECOND); see Retry-After"],
+  too_many_attempts: [429, "too many failed logins for this username or address (LOGIN_ATTEMPTS_PER_MINUTE); see Retry-After"],
+  internal: [500, "a bug; logged with the trace id, never detailed here"],
+  unavailable: [503, "a database is down or restarting, or no answer within API_REQUEST_TIMEOUT; retry after Retry-After"],
+} as const satisfies Record<string, readonly [number, string]>;
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+/**
+ * OpenAPI `responses` for a route: its error codes (plus 413, 500 and 503, which any route can
+ * answer), grouped by status, each with an example envelope.
+ */
+export function errorResponses(...codes: ErrorCode[]): OpenAPIV3.ResponsesObject {
+  const all = [...new Set<ErrorCode>([...codes, "internal", "unavailable"])];
+  const byStatus = new Map<number, ErrorCode[]>();
+  for (const code of all) byStatus.set(ERROR_CODES[code][0], [...(byStatus.get(ERROR_CODES[code][0]) ?? []), code]);
+  return Object.fromEntries(
+    [...byStatus].map(([status, list]) => [
+      String(status),
+      {
+        description: list.map((c) => `\`${c}\`: ${ERROR_CODES[c][1]}`).join("; "),
+        content: {
+          "application/json": {
+            schema: ERROR_SCHEMA as unknown as OpenAPIV3.SchemaObject,
+            examples: Object.fromEntries(list.map((c) => [c, { value: errorBody(c, ERROR_CODES[c][1]) }])),
+          },
+        },
+      },
+    ]),
+  );
+}
+
+const ERROR_SCHEMA = {
+  type: "object",
+  required: ["success", "error"],
+  properties: {
+    success: { type: "boolean", const: false },
+    error: {
+      type: "object",
+      required: ["code", "message"],
+      properties: { code: { type: "string", enum: Object.keys(ERROR_CODES) }, message: { type: "string" }, details: {} },
+    },
+  },
+} as const;
+
 export class ApiError extends Error {
   constructor(
     readonly status: number,
-    readonly code: string,
+    readonly code: ErrorCode,
     message: string,
     readonly details?: unknown,
     /** Sent as Retry-After (429, 503). */
@@ -33,7 +98,7 @@ export const bodyProblems = new WeakMap<Request, ApiError>();
 
 export const notFound = (what = "job") => new ApiError(404, "not_found", `${what} not found`);
 
-export function errorBody(code: string, message: string, details?: unknown) {
+export function errorBody(code: ErrorCode, message: string, details?: unknown) {
   return { success: false as const, error: details === undefined ? { code, message } : { code, message, details } };
 }
 
@@ -70,7 +135,7 @@ function validationDetails(e: ValidationError): { path: string; message: string 
 
 /** Maps every thrown error to the envelope; registered globally on the root app. */
 export const errorHandler = new Elysia({ name: "errors" }).onError({ as: "global" }, ({ code, error, set, request }) => {
-  const reply = (status: number, errCode: string, message: string, details?: unknown) => {
+  const reply = (status: number, errCode: ErrorCode, message: string, details?: unknown) => {
     set.status = status;
     set.headers["content-type"] = "application/json";
     return errorBody(errCode, message, details);

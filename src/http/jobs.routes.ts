@@ -11,7 +11,7 @@ import { metrics } from "../metrics.ts";
 import { inSpan, injectContext } from "../telemetry.ts";
 import type { UserStore } from "../users/user-store.ts";
 import { requireUser } from "./auth.ts";
-import { ApiError, notFound } from "./errors.ts";
+import { ApiError, errorResponses, notFound, type ErrorCode } from "./errors.ts";
 import type { CreateQuota } from "./limits.ts";
 import { inRequestSpan } from "./observe.ts";
 
@@ -95,12 +95,12 @@ export function jobsRoutes(jobs: JobStore, users: UserStore, quota: CreateQuota,
         const page = await jobs.list(userId, listOptions(query));
         return { data: page.jobs.map(toJobView), next_cursor: page.nextCursor, success: true };
       },
-      { query: ListQuery, detail: { summary: "List your jobs, newest first (cursor pagination)", tags: ["jobs"], security: [{ bearer: [] }] } },
+      { query: ListQuery, detail: { summary: "List your jobs, newest first (cursor pagination)", tags: ["jobs"], security: [{ bearer: [] }], responses: errorResponses("unauthorized", "invalid_request", "invalid_cursor") } },
     )
     .get(
       "/api/v1/me/jobs/stats",
       async ({ userId }) => ({ data: await jobs.stats(userId), success: true }),
-      { detail: { summary: "How many of your jobs are in each status", tags: ["jobs"], security: [{ bearer: [] }] } },
+      { detail: { summary: "How many of your jobs are in each status", tags: ["jobs"], security: [{ bearer: [] }], responses: errorResponses("unauthorized") } },
     )
     .post(
       "/api/v1/me/jobs",
@@ -132,7 +132,12 @@ export function jobsRoutes(jobs: JobStore, users: UserStore, quota: CreateQuota,
       {
         body: JobBody,
         headers: t.Object({ "idempotency-key": t.Optional(t.String()) }),
-        detail: { summary: "Schedule a job", tags: ["jobs"], security: [{ bearer: [] }] },
+        detail: {
+          summary: "Schedule a job",
+          tags: ["jobs"],
+          security: [{ bearer: [] }],
+          responses: errorResponses("unauthorized", "invalid_request", "malformed_body", "payload_too_large", "invalid_idempotency_key", "idempotency_key_reused", "quota_exceeded", "rate_limited"),
+        },
       },
     )
     .post(
@@ -152,7 +157,12 @@ export function jobsRoutes(jobs: JobStore, users: UserStore, quota: CreateQuota,
       },
       {
         body: t.Object({ jobs: t.Array(JobBody, { minItems: 1, maxItems: config.api.batchMax }) }, { additionalProperties: false }),
-        detail: { summary: `Schedule up to ${config.api.batchMax} jobs (one transaction per shard)`, tags: ["jobs"], security: [{ bearer: [] }] },
+        detail: {
+          summary: `Schedule up to ${config.api.batchMax} jobs (one transaction per shard)`,
+          tags: ["jobs"],
+          security: [{ bearer: [] }],
+          responses: errorResponses("unauthorized", "invalid_request", "malformed_body", "payload_too_large", "quota_exceeded", "rate_limited"),
+        },
       },
     )
     .get(
@@ -162,7 +172,15 @@ export function jobsRoutes(jobs: JobStore, users: UserStore, quota: CreateQuota,
         if (!attempts) throw notFound();
         return { data: attempts.map(toAttemptView), success: true };
       },
-      { params: JobParams, detail: { summary: "The job's attempts, first to last: times, outcome, error class and message, HTTP status, duration", tags: ["jobs"], security: [{ bearer: [] }] } },
+      {
+        params: JobParams,
+        detail: {
+          summary: "The job's attempts, first to last: times, outcome, error class and message, HTTP status, duration",
+          tags: ["jobs"],
+          security: [{ bearer: [] }],
+          responses: errorResponses("unauthorized", "invalid_job_id", "not_found"),
+        },
+      },
     )
     .get(
       "/api/v1/me/jobs/:job_id",
@@ -171,12 +189,15 @@ export function jobsRoutes(jobs: JobStore, users: UserStore, quota: CreateQuota,
         if (!job) throw notFound();
         return { data: toJobView(job), success: true };
       },
-      { params: JobParams, detail: { summary: "Get one of your jobs", tags: ["jobs"], security: [{ bearer: [] }] } },
+      { params: JobParams, detail: { summary: "Get one of your jobs", tags: ["jobs"], security: [{ bearer: [] }], responses: errorResponses("unauthorized", "invalid_job_id", "not_found") } },
     )
     .post(
       "/api/v1/me/jobs/:job_id/cancel",
       async ({ userId, params }) => done(await jobs.cancel(userId, jobId(params.job_id)), "job_not_cancellable", "can no longer be cancelled"),
-      { params: JobParams, detail: { summary: "Cancel a job that has not started", tags: ["jobs"], security: [{ bearer: [] }] } },
+      {
+        params: JobParams,
+        detail: { summary: "Cancel a job that has not started", tags: ["jobs"], security: [{ bearer: [] }], responses: errorResponses("unauthorized", "invalid_job_id", "not_found", "job_not_cancellable") },
+      },
     )
     .post(
       "/api/v1/me/jobs/:job_id/retry",
@@ -187,6 +208,7 @@ export function jobsRoutes(jobs: JobStore, users: UserStore, quota: CreateQuota,
           summary: "Retry a failed (dead-lettered) job: due now, with as many more attempts as it was created with; its attempts stay in its history",
           tags: ["jobs"],
           security: [{ bearer: [] }],
+          responses: errorResponses("unauthorized", "invalid_job_id", "not_found", "job_not_retryable"),
         },
       },
     )
@@ -201,13 +223,18 @@ export function jobsRoutes(jobs: JobStore, users: UserStore, quota: CreateQuota,
       {
         params: JobParams,
         body: t.Object({ execute_at: JobBody.properties.execute_at }, { additionalProperties: false }),
-        detail: { summary: "Reschedule a job that has not started (created or retrying)", tags: ["jobs"], security: [{ bearer: [] }] },
+        detail: {
+          summary: "Reschedule a job that has not started (created or retrying)",
+          tags: ["jobs"],
+          security: [{ bearer: [] }],
+          responses: errorResponses("unauthorized", "invalid_request", "malformed_body", "invalid_job_id", "not_found", "job_not_reschedulable"),
+        },
       },
     );
 }
 
 /** The answer to a guarded transition: the job, 404, or 409 with its current status. */
-function done(r: TransitionResult, conflictCode: string, conflict: string) {
+function done(r: TransitionResult, conflictCode: ErrorCode, conflict: string) {
   if (r.kind === "not_found") throw notFound();
   if (r.kind === "conflict") throw new ApiError(409, conflictCode, `the job is ${r.status} and ${conflict}`, { status: r.status });
   return { data: toJobView(r.job), success: true };

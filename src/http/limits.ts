@@ -5,9 +5,9 @@
  * most about a second old plus this process's own creations since.
  */
 import type { Sql } from "../db/databases.ts";
-import { ApiError } from "./errors.ts";
+import { ApiError, type ErrorCode } from "./errors.ts";
 
-const tooMany = (code: string, message: string, retryAfterS: number) => new ApiError(429, code, message, undefined, Math.max(1, Math.ceil(retryAfterS)));
+const tooMany = (code: ErrorCode, message: string, retryAfterS: number) => new ApiError(429, code, message, undefined, Math.max(1, Math.ceil(retryAfterS)));
 
 /** Counts per key in fixed windows of `windowMs`; at most `max` keys (oldest dropped). */
 export class WindowCounter {

@@ -4,7 +4,7 @@ import { toUserView, type UserStore } from "../users/user-store.ts";
 import { isAdmin } from "./admin.ts";
 import { requireUser } from "./auth.ts";
 import { Weight } from "./admin.routes.ts";
-import { ApiError } from "./errors.ts";
+import { ApiError, errorResponses } from "./errors.ts";
 
 export const UserInput = t.Object({
   username: t.String({ pattern: "^[A-Za-z0-9_.-]{3,64}$", description: "3-64 letters, digits, _ . -" }),
@@ -33,6 +33,7 @@ export function usersRoutes(users: UserStore, config: Config) {
         summary: "Rotate the signing secret of your HTTP target calls; the previous one stays valid for SIGNING_SECRET_GRACE",
         tags: ["users"],
         security: [{ bearer: [] }],
+        responses: errorResponses("unauthorized"),
       },
     },
   );
@@ -48,6 +49,6 @@ export function usersRoutes(users: UserStore, config: Config) {
       set.status = 201;
       return { data: { ...toUserView(user), signing_secret: user.signing_secret }, success: true };
     },
-    { body: UserInput, detail: { summary: "Create a user", tags: ["users"] } },
+    { body: UserInput, detail: { summary: "Create a user", tags: ["users"], responses: errorResponses("invalid_request", "malformed_body", "payload_too_large", "username_taken", "weight_requires_admin") } },
   );
 }
