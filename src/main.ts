@@ -9,7 +9,7 @@
 import { ConfigError, loadConfig, parseRole, type Config, type Role } from "./config.ts";
 import { openDatabases } from "./db/databases.ts";
 import { checkAutovacuum } from "./db/maintenance.ts";
-import { migrate } from "./db/migrate.ts";
+import { migrate, SchemaTooNewError } from "./db/migrate.ts";
 import { listen, rootApp } from "./http/server.ts";
 import { configureLog, log } from "./log.ts";
 import { startApi } from "./roles/api.ts";
@@ -36,7 +36,13 @@ initTelemetry({ endpoint: config.otel.endpoint, serviceName: `${config.otel.serv
 const runs = (r: Role) => role === r || role === "all";
 
 const dbs = openDatabases(config.databaseUrls, config.shardCount, config.dbPoolMax, `fairshare-${role}`);
-for (const sql of dbs.all) await migrate(sql);
+for (const sql of dbs.all) {
+  await migrate(sql).catch((e) => {
+    if (!(e instanceof SchemaTooNewError)) throw e;
+    process.stderr.write(`${e.message}\n`);
+    process.exit(2); // like a configuration error: restarting cannot help
+  });
+}
 const refusal = await checkAutovacuum(dbs, config);
 if (refusal) {
   process.stderr.write(`${refusal}\n`);

@@ -1,7 +1,7 @@
 /** The foundation against the real services: Kafka (kafkajs), etcd (etcd3), PostgreSQL migrations. */
 import { describe, expect, setDefaultTimeout, test } from "bun:test";
 import { connect } from "../src/db/databases.ts";
-import { migrate, readMigrations } from "../src/db/migrate.ts";
+import { migrate, readMigrations, SchemaTooNewError } from "../src/db/migrate.ts";
 import { etcdClient, grantGuardedLease } from "../src/etcd.ts";
 import { KafkaBus } from "../src/kafka.ts";
 import { freshDatabases, requireService, testConfig, uniqueName } from "./support/env.ts";
@@ -120,6 +120,21 @@ describe("migrations", () => {
         await Promise.all(sqls.map((s) => s.end()));
       }
     } finally {
+      await drop();
+    }
+  });
+
+  test("a database migrated by newer code is refused, and nothing is applied", async () => {
+    const { urls, drop } = await freshDatabases(1);
+    const sql = connect(urls[0]!, 1);
+    try {
+      const newest = readMigrations().at(-1)!.version;
+      await sql`INSERT INTO schema_migrations (version, name) VALUES (${newest + 1}, 'from_the_future')`;
+      const err = await migrate(sql).catch((e) => e);
+      expect(err).toBeInstanceOf(SchemaTooNewError);
+      expect(err.message).toContain(`migration ${newest + 1}, newer than this code's ${newest}`);
+    } finally {
+      await sql.end();
       await drop();
     }
   });

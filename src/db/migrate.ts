@@ -29,7 +29,17 @@ export function readMigrations(dir = SQL_DIR): Migration[] {
   return out;
 }
 
-/** Applies pending migrations; returns the versions this call applied. */
+export class SchemaTooNewError extends Error {
+  constructor(
+    readonly databaseVersion: number,
+    readonly codeVersion: number,
+  ) {
+    super(`the database's schema is at migration ${databaseVersion}, newer than this code's ${codeVersion}: run the newer release`);
+    this.name = "SchemaTooNewError";
+  }
+}
+
+/** Applies pending migrations; returns the versions this call applied. Refuses a database migrated by newer code. */
 export async function migrate(sql: Sql, migrations = readMigrations()): Promise<number[]> {
   return sql.begin(async (tx) => {
     await tx`SELECT pg_advisory_xact_lock(${MIGRATION_LOCK})`;
@@ -39,6 +49,11 @@ export async function migrate(sql: Sql, migrations = readMigrations()): Promise<
       applied_at timestamptz NOT NULL DEFAULT now())`;
     const rows = await tx<{ version: number }[]>`SELECT version FROM schema_migrations`;
     const done = new Set(rows.map((r) => r.version));
+    // A database migrated by newer code has tables and columns this code does not know how to
+    // keep consistent (an older process would write rows a newer trigger or reader misreads).
+    const newest = Math.max(0, ...done);
+    const known = migrations.length > 0 ? migrations[migrations.length - 1]!.version : 0;
+    if (newest > known) throw new SchemaTooNewError(newest, known);
     const applied: number[] = [];
     for (const m of migrations) {
       if (done.has(m.version)) continue;

@@ -12,7 +12,6 @@ import type { JobSpec, Target } from "./job-input.ts";
 
 export const JOB_STATUSES = ["created", "scheduled", "running", "retrying", "succeeded", "failed", "cancelled"] as const;
 export type JobStatus = (typeof JOB_STATUSES)[number];
-export const CANCELLABLE: readonly JobStatus[] = ["created", "retrying", "scheduled"];
 
 export interface JobRow {
   id: string;
