@@ -8,9 +8,8 @@ export interface BackoffPolicy {
   maxMs: number;
 }
 
-export const DEFAULT_BACKOFF: BackoffPolicy = { baseMs: 1_000, maxMs: 10 * 60_000 };
-
-export function backoffDelay(attempt: number, policy: BackoffPolicy = DEFAULT_BACKOFF, random: () => number = Math.random): number {
+/** The one retry policy: the executor after a failed attempt, the rescuer after a lost run (RETRY_BACKOFF_*). */
+export function backoffDelay(attempt: number, policy: BackoffPolicy, random: () => number = Math.random): number {
   const exp = Math.min(policy.maxMs, policy.baseMs * 2 ** Math.max(0, Math.min(attempt - 1, 40)));
   const half = exp / 2;
   return Math.round(half + random() * half);

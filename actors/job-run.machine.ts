@@ -52,6 +52,8 @@ export interface ClaimedJob {
   due_at: Date;
   last_error: string | null;
   trace_context: Record<string, string> | null;
+  /** When the rescuer may take the run for lost (its timeout and JOB_RUN_GRACE after the claim). */
+  deadline_at: Date;
 }
 
 /** The run's state: the step it is in and what it has learnt so far. */

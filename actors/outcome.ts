@@ -31,7 +31,7 @@ export function failsForGood(result: RunResult, attempt: number, maxAttempts: nu
 }
 
 /** `attempt` is the number of the run that just finished (1 for the first). */
-export function decide(result: RunResult, attempt: number, maxAttempts: number, policy?: BackoffPolicy, random?: () => number): Decision {
+export function decide(result: RunResult, attempt: number, maxAttempts: number, policy: BackoffPolicy, random?: () => number): Decision {
   if (result.ok) return { kind: "succeeded" };
   if (failsForGood(result, attempt, maxAttempts)) {
     return { kind: "failed", error: result.retryable ? `${result.error} (attempts exhausted: ${attempt}/${maxAttempts})` : result.error };

@@ -8,6 +8,7 @@
 import { randomBytes } from "node:crypto";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import type { BackoffPolicy } from "../actors/backoff.ts";
 import { MAX_WEIGHT, MIN_WEIGHT } from "../actors/fair-queue.ts";
 
 export type Role = "api" | "scheduler" | "executor" | "all";
@@ -69,8 +70,8 @@ export interface Config {
   };
   executor: {
     concurrency: number;
-    backoffBaseMs: number;
-    backoffMaxMs: number;
+    /** After a failed attempt, the next waits this (exponential, equal jitter); the rescuer uses it too. */
+    retry: BackoffPolicy;
     /** Time allowed past a run's own timeout before the rescuer may assume the executor died. */
     runGraceMs: number;
     httpAllowPrivate: boolean;
@@ -311,8 +312,7 @@ export function loadConfig(env: Env = process.env): Config {
     },
     executor: {
       concurrency: int("EXECUTOR_CONCURRENCY", 4_000, 1, 100_000),
-      backoffBaseMs: duration("RETRY_BACKOFF_BASE", "1s", 1),
-      backoffMaxMs: duration("RETRY_BACKOFF_MAX", "10m", 1),
+      retry: { baseMs: duration("RETRY_BACKOFF_BASE", "1s", 1), maxMs: duration("RETRY_BACKOFF_MAX", "10m", 1) },
       runGraceMs: duration("JOB_RUN_GRACE", "30s", 100),
       httpAllowPrivate: bool("HTTP_TARGET_ALLOW_PRIVATE", mode === "local"),
       defaultTimeoutMs: duration("HTTP_TARGET_TIMEOUT", "10s", 100),

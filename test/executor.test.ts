@@ -306,6 +306,31 @@ describe("executor", () => {
     expect(calls.get("/claim-later")!.length).toBe(1);
   });
 
+  test("an outcome that cannot be recorded while the database is unreachable is recorded once it is back: the job runs once", async () => {
+    const { data } = await post("/api/v1/me/jobs", { message: "record later", execute_at: inSeconds(1), target: { url: targetUrl("/slow-record?ms=2000") } });
+    await waitFor("the target to be called", async () => calls.get("/slow-record")?.length, 20_000, 50);
+    const url = new URL(s.env.DATABASE_URLS!);
+    const db = url.pathname.slice(1);
+    url.pathname = "/postgres";
+    const admin = connect(url.toString(), 1);
+    // While the target is still answering, the database goes away for 4 s: the outcome's
+    // record fails, and is retried.
+    await admin.unsafe(`ALTER DATABASE "${db}" ALLOW_CONNECTIONS false`);
+    try {
+      await admin`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = ${db} AND application_name = 'fairshare-executor'`;
+      await Bun.sleep(4_000);
+    } finally {
+      await admin.unsafe(`ALTER DATABASE "${db}" ALLOW_CONNECTIONS true`);
+      await admin.end();
+    }
+    // Without the retry the outcome would be lost and the rescuer would run the job again at
+    // attempt 2 once its deadline (10 s timeout + 2 s grace here) passed.
+    const done = await terminal(data.id, 30_000);
+    expect([done.status, done.attempt]).toEqual(["succeeded", 1]);
+    await Bun.sleep(3_000);
+    expect(calls.get("/slow-record")!.length).toBe(1);
+  });
+
   test("kill -9 an executor holding running jobs: every job still finishes, re-runs show in the attempt counter", async () => {
     const ids: string[] = [];
     for (let i = 0; i < 12; i++) {

@@ -132,7 +132,7 @@ describe("fencing", () => {
       expect(BigInt(newEpoch)).toBeGreaterThan(BigInt(oldEpoch));
       const [stale] = await markMany(sql, 60_000, 1_000, [{ shard, epoch: oldEpoch, ids }]);
       expect(stale).toEqual({ fence: newEpoch, rows: [] });
-      await expect(rescueExpired(sql, shard, oldEpoch, null, async () => {})).rejects.toBeInstanceOf(FencedOutError);
+      await expect(rescueExpired(sql, shard, oldEpoch, null, async () => {}, () => 0)).rejects.toBeInstanceOf(FencedOutError);
       const [{ n }] = (await sql`SELECT count(*)::int AS n FROM all_jobs WHERE status <> 'created'`) as unknown as [{ n: number }];
       expect(n).toBe(0);
       const [fresh] = await markMany(sql, 60_000, 1_000, [{ shard, epoch: newEpoch, ids }]);
@@ -180,24 +180,30 @@ describe("rescue", () => {
 
       // The dead-letter topic does not exist here (topics are never auto-created), so the
       // publish fails for real: the rescue fails and no row has changed.
-      await expect(rescueExpired(sql, 0, epoch, null, deadLetter(`${s.topicDlq}-missing`))).rejects.toThrow();
+      // A lost run backs off like any failed attempt: 60 s per attempt here, to be seen.
+      const retryDelay = (attempt: number) => 60_000 * attempt;
+      await expect(rescueExpired(sql, 0, epoch, null, deadLetter(`${s.topicDlq}-missing`), retryDelay)).rejects.toThrow();
       expect(await statuses()).toEqual(before);
 
       // A rescue that looks only at recent deadlines leaves these (a minute past) alone...
-      const recent = await rescueExpired(sql, 0, epoch, new Date(Date.now() - 30_000), deadLetter(s.topicDlq));
+      const recent = await rescueExpired(sql, 0, epoch, new Date(Date.now() - 30_000), deadLetter(s.topicDlq), retryDelay);
       expect([recent.changed, recent.deadLettered]).toEqual([0, 0]);
       expect(await statuses()).toEqual(before);
       // ...and one that looks at every deadline rescues them all.
-      const full = await rescueExpired(sql, 0, epoch, null, deadLetter(s.topicDlq));
+      const full = await rescueExpired(sql, 0, epoch, null, deadLetter(s.topicDlq), retryDelay);
       expect([full.changed, full.deadLettered]).toEqual([6, 3]);
       expect(Math.abs(full.dbNow.getTime() - Date.now())).toBeLessThan(5_000);
-      const after = await sql`SELECT id, status, attempt, last_error, finished_at, due_at > now() - interval '5 seconds' AS due_now FROM all_jobs ORDER BY id`;
+      const after = await sql`SELECT id, status, attempt, last_error, finished_at, extract(epoch FROM due_at - now()) * 1000 AS due_in_ms FROM all_jobs ORDER BY id`;
       for (const r of after) {
         expect(r.status).toBe(last.includes(r.id) ? "failed" : "retrying");
         expect(r.finished_at !== null).toBe(last.includes(r.id));
         expect(r.last_error).toContain("run deadline passed");
-        expect(r.due_now).toBe(true); // due again from now, not from its old time
+        // Retried from now, after the policy's delay for the attempt that was lost (attempt 1:
+        // 60 s), not from its old time and not at once.
+        if (!last.includes(r.id)) expect(Number(r.due_in_ms)).toBeWithin(50_000, 61_000);
       }
+      const lostAttempts = await sql`SELECT job_id::text, attempt, outcome FROM job_attempts ORDER BY job_id`;
+      expect(lostAttempts.map((a) => a.outcome)).toEqual(Array(6).fill("lost"));
       const records = await collect<{ id: string; attempts: number }>(s, s.topicDlq, (all) => all.length >= 3, 15_000);
       expect(records.map((r) => r.value.id).sort()).toEqual([...last].sort());
     } finally {

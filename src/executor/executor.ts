@@ -25,13 +25,14 @@ import { jobRunLogic, type ClaimedJob, type DueMessage, type RunEvent } from "..
 import { OffsetTracker } from "../../actors/offset-tracker.ts";
 import type { Decision, RunResult } from "../../actors/outcome.ts";
 import type { Config } from "../config.ts";
-import { retryRolledBack, type Databases } from "../db/databases.ts";
+import { isUnavailable, retryRolledBack, type Databases } from "../db/databases.ts";
 import { decodeDue, type DueEntry } from "../due-message.ts";
 import type { CommitEntry, KafkaBus, PartitionBatch, Publisher, Subscription } from "../kafka.ts";
 import { log } from "../log.ts";
 import { metrics } from "../metrics.ts";
 import { extractContext, tracer, tracingEnabled } from "../telemetry.ts";
 import { Batcher } from "../batcher.ts";
+import { deadLetterMessage } from "../dead-letter.ts";
 import { ShortCache, UserStore } from "../users/user-store.ts";
 import { runJob, type HandlerSettings } from "./handlers.ts";
 import { claimMany, recordMany, type Outcome } from "./job-sql.ts";
@@ -43,6 +44,9 @@ const COMMIT_RETRY_MS = 1_000;
 const REWIND_DELAY_MS = 1_000;
 /** While waiting for permits, heartbeat at least this often. */
 const HEARTBEAT_EVERY_MS = 1_000;
+/** Retries of an outcome record while the database is unreachable: from this, doubling, to that. */
+const RECORD_RETRY_MIN_MS = 200;
+const RECORD_RETRY_MAX_MS = 2_000;
 /** How long a user's signing keys are cached (a rotation reaches the calls within this). */
 const SIGNING_KEYS_TTL_MS = 5_000;
 
@@ -294,7 +298,7 @@ export class Executor {
    * the result back as an event. Returns the final outcome (the decision's kind).
    */
   private async runMachine(msg: DueMessage, job: ClaimedJob): Promise<string> {
-    const backoff = { baseMs: this.config.executor.backoffBaseMs, maxMs: this.config.executor.backoffMaxMs };
+    const backoff = this.config.executor.retry;
     const actor = createActor(jobRunLogic, { input: { msg, backoff } }).start();
     const step = (event: RunEvent) => actor.send(event);
     let ranFrom = 0;
@@ -318,7 +322,7 @@ export class Executor {
           step({ type: "DEAD_LETTERED" });
           break;
         case "recording":
-          await this.records.submit(this.dbs.indexOf(c.job!.shard_id), { job: c.job!, decision: c.decision!, result: c.result!, durationMs: ranFor });
+          await this.recordOutcome({ job: c.job!, decision: c.decision!, result: c.result!, durationMs: ranFor });
           this.observeOutcome(c.job!, c.decision!);
           step({ type: "RECORDED" });
           break;
@@ -331,24 +335,31 @@ export class Executor {
     }
   }
 
+  /**
+   * Records the outcome, retrying while the database is unreachable until the run's deadline
+   * (after it the rescuer takes the run for lost and runs it again): without the retries a
+   * database restart would re-run every job that finished during it. Safe to repeat: the record
+   * is guarded by status and attempt, and its attempt row is written once.
+   */
+  private async recordOutcome(outcome: Outcome): Promise<void> {
+    const giveUpAt = outcome.job.deadline_at.getTime();
+    for (let delay = RECORD_RETRY_MIN_MS; ; delay = Math.min(delay * 2, RECORD_RETRY_MAX_MS)) {
+      try {
+        return await this.records.submit(this.dbs.indexOf(outcome.job.shard_id), outcome);
+      } catch (e) {
+        if (!isUnavailable(e) || Date.now() + delay > giveUpAt || !this.running) throw e;
+        await Bun.sleep(delay);
+      }
+    }
+  }
+
   private observeOutcome(job: ClaimedJob, decision: Decision): void {
     if (decision.kind !== "retry") metrics.jobLatency.observe(Math.max(0, Date.now() - job.due_at.getTime()) / 1000);
     if (decision.kind !== "succeeded") log.warn(`job ${decision.kind === "retry" ? "will retry" : "failed"}`, { job_id: job.id, shard: job.shard_id, attempt: job.attempt, error: decision.error });
   }
 
   private async deadLetter(job: ClaimedJob, error: string): Promise<void> {
-    const record = {
-      id: job.id,
-      shard: job.shard_id,
-      user_id: job.user_id,
-      message: job.message,
-      target: job.target ? { url: job.target.url, method: job.target.method } : null,
-      attempts: job.attempt,
-      max_attempts: job.max_attempts,
-      errors: [job.last_error, error].filter((e): e is string => !!e),
-      failed_at: new Date().toISOString(),
-    };
-    await this.publisher!.publish(this.config.kafka.topicDlq, [{ key: job.id, value: JSON.stringify(record) }]);
+    await this.publisher!.publish(this.config.kafka.topicDlq, [deadLetterMessage(job, error, "failed")]);
     metrics.jobsDeadLettered.inc({ reason: "failed" });
   }
 

@@ -11,6 +11,8 @@ import type { Config } from "../config.ts";
 import { retryRolledBack, type Databases } from "../db/databases.ts";
 import { encodeDue, type DueEntry } from "../due-message.ts";
 import type { Publisher } from "../kafka.ts";
+import { backoffDelay } from "../../actors/backoff.ts";
+import { deadLetterMessage } from "../dead-letter.ts";
 import { log } from "../log.ts";
 import { metrics } from "../metrics.ts";
 import { extractContext, injectContext, tracer, tracingEnabled } from "../telemetry.ts";
@@ -47,16 +49,12 @@ export function schedulerIo(config: Config, dbs: Databases, publishers: Publishe
 
   const rescue = async (shard: number, epoch: string, since: number | null): Promise<number> => {
     const deadLetter = async (runs: DoomedRun[]) => {
-      const failedAt = new Date().toISOString();
-      await publishers.bulk.publish(
-        topicDlq,
-        runs.map((r) => ({
-          key: r.id,
-          value: JSON.stringify({ id: r.id, shard, user_id: r.user_id, attempts: r.attempt, errors: [r.last_error, RUN_DEADLINE_ERROR].filter((e) => e), failed_at: failedAt, reason: "run_deadline" }),
-        })),
-      );
+      const failedAt = new Date();
+      await publishers.bulk.publish(topicDlq, runs.map((r) => deadLetterMessage(r, RUN_DEADLINE_ERROR, "run_deadline", failedAt)));
     };
-    const { changed, deadLettered, dbNow } = await rescueExpired(dbs.forShard(shard), shard, epoch, since === null ? null : new Date(since), deadLetter);
+    const { changed, deadLettered, dbNow } = await rescueExpired(dbs.forShard(shard), shard, epoch, since === null ? null : new Date(since), deadLetter, (attempt) =>
+      backoffDelay(attempt, config.executor.retry),
+    );
     if (deadLettered > 0) metrics.jobsDeadLettered.inc({ reason: "run_deadline" }, deadLettered);
     if (changed > 0) log.warn("rescued in-flight jobs past their deadline", { shard, count: changed });
     return dbNow.getTime();

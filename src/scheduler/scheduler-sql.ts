@@ -7,6 +7,7 @@
  * implies a partial index's predicate, and with statistics taken before a burst the planner
  * answered a 1,000-id update by scanning that whole index instead of looking the ids up.
  */
+import type { DeadJob } from "../dead-letter.ts";
 import type { FairItem } from "../../actors/fair-queue.ts";
 import type { LoadInput, LoadOutput } from "../../actors/shard.machine.ts";
 import type { Sql } from "../db/databases.ts";
@@ -164,12 +165,8 @@ export async function takeBackAbandoned(sql: Sql, shard: number, epoch: string, 
 
 export const RUN_DEADLINE_ERROR = "run deadline passed without an outcome (executor lost?)";
 
-export interface DoomedRun {
-  id: string;
-  user_id: string;
-  attempt: number;
-  last_error: string | null;
-}
+/** A run on its last attempt whose deadline passed: its job fails for good. */
+export type DoomedRun = DeadJob;
 
 /**
  * Puts in-flight jobs whose deadline passed (and is at or after `since`) back to waiting, due
@@ -184,6 +181,7 @@ export async function rescueExpired(
   epoch: string,
   since: Date | null,
   deadLetter: (runs: DoomedRun[]) => Promise<void>,
+  retryDelayMs: (attempt: number) => number,
 ): Promise<{ changed: number; deadLettered: number; dbNow: Date }> {
   // Only deadlines from `since` on: the in-flight index keeps an entry for every job that
   // passed through, dead until vacuumed, and a scan from the start walks them all.
@@ -191,20 +189,25 @@ export async function rescueExpired(
   return sql.begin(async (tx) => {
     await checkFence(tx, shard, epoch);
     const doomed = await tx<DoomedRun[]>`
-      SELECT id, user_id, attempt, last_error FROM jobs
+      SELECT id::text, shard_id, user_id::text, message, target, attempt, max_attempts, last_error FROM jobs
       WHERE shard_id = ${shard} AND status = 'running' AND deadline_at < now() AND deadline_at >= ${from} AND attempt >= max_attempts
       FOR UPDATE`;
     if (doomed.length > 0) await deadLetter(doomed);
     // Each lost run is an attempt of the job's history. Its row stays locked until this
     // transaction ends, so a late outcome of the same run waits, then finds it moved on.
-    await tx`
+    const lost = await tx<{ id: string; attempt: number }[]>`
       WITH lost AS (
         SELECT id, attempt, user_id, started_at FROM jobs
         WHERE shard_id = ${shard} AND status = 'running' AND deadline_at < now() AND deadline_at >= ${from}
-        FOR UPDATE)
-      INSERT INTO job_attempts (job_id, attempt, user_id, started_at, finished_at, outcome, error_class, error_message)
-      SELECT id, attempt, user_id, started_at, now(), 'lost', 'run_lost', ${RUN_DEADLINE_ERROR} FROM lost
-      ON CONFLICT DO NOTHING`;
+        FOR UPDATE),
+      ins AS (
+        INSERT INTO job_attempts (job_id, attempt, user_id, started_at, finished_at, outcome, error_class, error_message)
+        SELECT id, attempt, user_id, started_at, now(), 'lost', 'run_lost', ${RUN_DEADLINE_ERROR} FROM lost
+        ON CONFLICT DO NOTHING)
+      SELECT id::text, attempt FROM lost`;
+    // A lost run is a failed attempt: the job backs off like any retry. (A marked job that was
+    // never claimed did not run: it is due again at once.)
+    const delays = lost.map((r) => retryDelayMs(r.attempt));
     // now() is the transaction's start, so this sees the same expired runs as the lock above;
     // a run fails here only if its record went out.
     const rows = await tx`
@@ -215,7 +218,7 @@ export async function rescueExpired(
           ELSE 'retrying'::job_status END,
         last_error = CASE WHEN status = 'running' THEN ${RUN_DEADLINE_ERROR} ELSE last_error END,
         finished_at = CASE WHEN status = 'running' AND attempt >= max_attempts THEN now() END,
-        due_at = now(),
+        due_at = now() + coalesce((SELECT d.delay_ms FROM unnest(${lost.map((r) => r.id)}::bigint[], ${delays}::int[]) AS d(id, delay_ms) WHERE d.id = jobs.id), 0) * interval '1 millisecond',
         deadline_at = NULL,
         updated_at = now()
       WHERE shard_id = ${shard} AND status IN ('scheduled', 'running') AND deadline_at < now() AND deadline_at >= ${from}

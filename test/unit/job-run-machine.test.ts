@@ -6,7 +6,7 @@ import { classifyHttpStatus, decide, failsForGood, type Decision } from "../../a
 const msg = { id: "42", shard: 3, attempt: 2 };
 const backoff = { baseMs: 1_000, maxMs: 60_000 };
 const job = (attempt: number, max = 3): ClaimedJob => ({
-  id: "42", shard_id: 3, user_id: "7", message: "m", target: null, attempt, max_attempts: max, execute_at: new Date(0), due_at: new Date(0), last_error: null, trace_context: null,
+  id: "42", shard_id: 3, user_id: "7", message: "m", target: null, attempt, max_attempts: max, execute_at: new Date(0), due_at: new Date(0), last_error: null, trace_context: null, deadline_at: new Date(0),
 });
 
 function run(events: RunEvent[]) {
@@ -88,8 +88,8 @@ describe("outcomes", () => {
     const err = { ok: false as const, retryable: true, error: "x", errorClass: "handler" as const };
     expect(decide(err, 1, 3, backoff, () => 0).kind).toBe("retry");
     expect(decide(err, 3, 3, backoff, () => 0)).toEqual({ kind: "failed", error: "x (attempts exhausted: 3/3)" });
-    expect(decide({ ok: false, retryable: false, error: "bad", errorClass: "handler" }, 1, 3)).toEqual({ kind: "failed", error: "bad" });
-    expect(decide({ ok: true }, 1, 1)).toEqual({ kind: "succeeded" });
+    expect(decide({ ok: false, retryable: false, error: "bad", errorClass: "handler" }, 1, 3, backoff)).toEqual({ kind: "failed", error: "bad" });
+    expect(decide({ ok: true }, 1, 1, backoff)).toEqual({ kind: "succeeded" });
   });
 });
 
