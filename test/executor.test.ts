@@ -233,10 +233,18 @@ describe("executor", () => {
     const { data: b } = await post("/api/v1/me/jobs", { message: "never", execute_at: inSeconds(600), target: { url: targetUrl("/cancel-b") } });
     await sql`UPDATE jobs SET status = 'scheduled', deadline_at = now() + interval '1 minute' WHERE id = ${b.id}`;
     expect((await post(`/api/v1/me/jobs/${b.id}/cancel`)).data.status).toBe("cancelled");
+    // c: a live job whose message follows b's on the same partition. Messages of a partition are
+    // taken in order, so once c has run, b's message was consumed and its claim refused.
+    const { data: c } = await post("/api/v1/me/jobs", { message: "after b", execute_at: inSeconds(600), target: { url: targetUrl("/cancel-c") } });
+    await sql`UPDATE jobs SET status = 'scheduled', deadline_at = now() + interval '1 minute' WHERE id = ${c.id}`;
+    const due = (j: { id: string; shard_id: number }) => ({ key: j.id, partition: 0, value: JSON.stringify({ id: j.id, shard: j.shard_id, attempt: 1, user_id: "1", execute_at: new Date().toISOString(), epoch: "1" }) });
     const pub = await s.bus.publisher();
-    await pub.publish(s.topicDue, [{ key: b.id, value: JSON.stringify({ id: b.id, shard: b.shard_id, attempt: 1, user_id: "1", execute_at: new Date().toISOString(), epoch: "1" }) }]);
+    await pub.publish(s.topicDue, [due(b), due(c)]);
     await pub.close();
-    await Bun.sleep(5_000);
+    expect((await terminal(c.id)).status).toBe("succeeded");
+    // a was due 3 s after it was made: wait until it would have run.
+    await Bun.sleep(Math.max(0, Date.parse(a.execute_at) + 2_000 - Date.now()));
+    expect(calls.get("/cancel-c")!.length).toBe(1);
     expect(calls.get("/cancel-a")).toBeUndefined();
     expect(calls.get("/cancel-b")).toBeUndefined();
     expect((await get(a.id)).status).toBe("cancelled");

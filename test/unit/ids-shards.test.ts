@@ -66,7 +66,6 @@ describe("shard map", () => {
   });
 
   test("the mapping is stable (changing it would re-home existing jobs)", () => {
-    expect(shardOf(1n, 16)).toBe(shardOf(1n, 16));
     expect([1n, 2n, 3n, 123456789012345678n].map((id) => shardOf(id, 1024))).toMatchSnapshot();
   });
 });
