@@ -133,6 +133,72 @@ export interface Config {
   otel: { endpoint: string | null; serviceName: string };
 }
 
+/**
+ * Fixed tuning: values chosen by measurement or by a protocol's rules, not per deployment, kept
+ * here so each is named once, with its reason. (Settings an operator changes are in Config.)
+ */
+export const TUNING = {
+  kafka: {
+    connectionTimeoutMs: 3_000,
+    requestTimeoutMs: 30_000,
+    /** A dead executor's partitions wait this long for a new owner; the broker's default minimum
+     * (group.min.session.timeout.ms) is 6 s. Handlers never hold up heartbeats. */
+    sessionTimeoutMs: 6_000,
+    rebalanceTimeoutMs: 30_000,
+    heartbeatIntervalMs: 1_000,
+    /** The broker answers a fetch as soon as data arrives; this only spaces out empty fetches. */
+    fetchMaxWaitMs: 1_000,
+    clientRetry: { initialRetryTime: 200, maxRetryTime: 5_000, retries: 8 },
+    producerRetry: { initialRetryTime: 100, maxRetryTime: 2_000, retries: 10 },
+  },
+  etcd: {
+    dialTimeoutMs: 3_000,
+    callDeadlineMs: 5_000,
+    /** A lease is trusted until its TTL less this share of it (at least 500 ms) after the last
+     * acknowledged keep-alive: the margin covers clock drift and a slow acknowledgement. */
+    leaseMarginShare: 0.2,
+    leaseMarginMinMs: 500,
+    leaseWatchdogEveryMs: 100,
+  },
+  executor: {
+    /** Commits of durable claims are grouped this long (one request for many). */
+    commitGapMs: 50,
+    /** A failed commit is retried this often (and a missed one caught up). */
+    commitRetryMs: 1_000,
+    /** A partition whose claim failed is consumed again after this pause. */
+    rewindDelayMs: 1_000,
+    /** While waiting for permits, heartbeat at least this often. */
+    heartbeatEveryMs: 1_000,
+    /** An outcome record that failed (database unreachable) is retried from this, doubling, to that. */
+    recordRetryMinMs: 200,
+    recordRetryMaxMs: 2_000,
+    /** A user's signing keys are cached this long (a rotation reaches the calls within it). */
+    signingKeysTtlMs: 5_000,
+  },
+  scheduler: {
+    /** The executors' offsets are read this often while nothing is held back but jobs are out... */
+    offsetsPollMs: 200,
+    /** ...and this often when nothing is out. */
+    offsetsIdlePollMs: 2_000,
+  },
+  api: {
+    /** A disabled or deleted user's tokens stop within this. */
+    activeUserTtlMs: 500,
+    /** Verified tokens remembered (HMAC verification was ~10 % of an API process's CPU). */
+    verifiedTokensMax: 10_000,
+    /** Clock skew allowed between the process that issued a token and the one checking it. */
+    tokenSkewS: 60,
+    /** Deepest JSON nesting of a request body; this API needs 4. */
+    maxJsonDepth: 32,
+  },
+  maintenance: {
+    retentionBatch: 1_000,
+    /** Batches per table per retention pass; a backlog drains over several passes. */
+    retentionMaxBatches: 200,
+    retentionPauseMs: 10,
+  },
+} as const;
+
 export class ConfigError extends Error {
   constructor(readonly problems: string[]) {
     super(`invalid configuration:\n  - ${problems.join("\n  - ")}`);

@@ -9,15 +9,15 @@
  * expire it. Fencing in SQL (shard_fences) covers what no local clock can: a paused process.
  */
 import { Etcd3, type Lease } from "etcd3";
-import type { Config } from "./config.ts";
+import { TUNING, type Config } from "./config.ts";
 import { log } from "./log.ts";
 
 export function etcdClient(cfg: Config["etcd"]): Etcd3 {
   return new Etcd3({
     hosts: cfg.endpoints,
-    dialTimeout: 3_000,
+    dialTimeout: TUNING.etcd.dialTimeoutMs,
     // Unary calls get a deadline; streams (watch, keep-alive) must not.
-    defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + 5_000 }),
+    defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + TUNING.etcd.callDeadlineMs }),
   });
 }
 
@@ -38,7 +38,7 @@ export interface GuardedLease {
  */
 export async function grantGuardedLease(client: Etcd3, ttlSeconds: number, onLost: (reason: string) => void): Promise<GuardedLease> {
   const ttlMs = ttlSeconds * 1000;
-  const marginMs = Math.max(500, ttlMs / 5);
+  const marginMs = Math.max(TUNING.etcd.leaseMarginMinMs, ttlMs * TUNING.etcd.leaseMarginShare);
   const lease = client.lease(ttlSeconds, { autoKeepAlive: true });
   let sentAt = Date.now();
   const id = await lease.grant();
@@ -63,7 +63,7 @@ export async function grantGuardedLease(client: Etcd3, ttlSeconds: number, onLos
   lease.on("lost", (err) => declareLost(`etcd3 reported lost: ${err.message}`));
   const timer = setInterval(() => {
     if (Date.now() >= trustedUntil) declareLost(`no acknowledged keep-alive for ${ttlMs - marginMs} ms`);
-  }, 100);
+  }, TUNING.etcd.leaseWatchdogEveryMs);
 
   return {
     lease,

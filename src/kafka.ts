@@ -13,7 +13,7 @@
  *   executor's partitions move in ~10 s.
  */
 import { Kafka, logLevel, Partitioners, type Consumer, type EachBatchPayload, type IHeaders, type Producer } from "kafkajs";
-import type { Config } from "./config.ts";
+import { TUNING, type Config } from "./config.ts";
 import { log } from "./log.ts";
 import { metrics } from "./metrics.ts";
 
@@ -99,9 +99,9 @@ export class KafkaBus {
     this.kafka = new Kafka({
       clientId: cfg.clientId,
       brokers: cfg.brokers,
-      connectionTimeout: 3_000,
-      requestTimeout: 30_000,
-      retry: { initialRetryTime: 200, maxRetryTime: 5_000, retries: 8 },
+      connectionTimeout: TUNING.kafka.connectionTimeoutMs,
+      requestTimeout: TUNING.kafka.requestTimeoutMs,
+      retry: { ...TUNING.kafka.clientRetry },
       logLevel: logLevel.WARN,
       logCreator: () => ({ level, namespace, log: entry }) => {
         const { message, timestamp: _ts, logger: _logger, ...rest } = entry as { message: string; [k: string]: unknown };
@@ -186,7 +186,7 @@ export class KafkaBus {
       maxInFlightRequests: 1,
       // Partitions are chosen here (in turn), so every message's offset is known from the reply.
       createPartitioner: Partitioners.DefaultPartitioner,
-      retry: { initialRetryTime: 100, maxRetryTime: 2_000, retries: 10 },
+      retry: { ...TUNING.kafka.producerRetry },
     });
     producer.on(producer.events.REQUEST, (e) => metrics.kafkaRequests.inc({ client: "producer", api: e.payload.apiName }));
     await producer.connect();
@@ -280,16 +280,11 @@ export class KafkaBus {
   async subscribe(groupId: string, topic: string, handlers: ConsumerHandlers, opts: { fromBeginning?: boolean } = {}): Promise<Subscription> {
     const consumer: Consumer = this.kafka.consumer({
       groupId,
-      // A dead executor's partitions wait this long for a new owner (messages already in them;
-      // the scheduler publishes new ones to partitions whose commits move). The broker's
-      // minimum (group.min.session.timeout.ms) is 6 s by default. Handlers never hold up
-      // heartbeats, so a slow target cannot cost the membership.
-      sessionTimeout: 6_000,
-      rebalanceTimeout: 30_000,
-      heartbeatInterval: 1_000,
-      // The broker answers a fetch as soon as data arrives; this only spaces out empty fetches.
-      maxWaitTimeInMs: 1_000,
-      retry: { initialRetryTime: 200, maxRetryTime: 5_000, retries: 8 },
+      sessionTimeout: TUNING.kafka.sessionTimeoutMs,
+      rebalanceTimeout: TUNING.kafka.rebalanceTimeoutMs,
+      heartbeatInterval: TUNING.kafka.heartbeatIntervalMs,
+      maxWaitTimeInMs: TUNING.kafka.fetchMaxWaitMs,
+      retry: { ...TUNING.kafka.clientRetry },
     });
     consumer.on(consumer.events.REQUEST, (e) => metrics.kafkaRequests.inc({ client: "consumer", api: e.payload.apiName }));
     // A member in the group, fetching: from each join until a crash (kafkajs may restart the

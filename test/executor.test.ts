@@ -85,6 +85,21 @@ async function otherToken(): Promise<string> {
   other = ((await fetch(`${api.url}/api/v1/auth/login`, body({ username: "exec_other", password: "password123" })).then((r) => r.json())) as any).data.token;
   return other;
 }
+/** Runs `during` while the executor's database connections are cut and no new one is let in. */
+async function withoutDatabase(during: () => Promise<unknown>): Promise<void> {
+  const url = new URL(s.env.DATABASE_URLS!);
+  const db = url.pathname.slice(1);
+  url.pathname = "/postgres";
+  const admin = connect(url.toString(), 1);
+  await admin.unsafe(`ALTER DATABASE "${db}" ALLOW_CONNECTIONS false`);
+  try {
+    await admin`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = ${db} AND application_name = 'fairshare-executor'`;
+    await during();
+  } finally {
+    await admin.unsafe(`ALTER DATABASE "${db}" ALLOW_CONNECTIONS true`);
+    await admin.end();
+  }
+}
 const inSeconds = (sec: number) => new Date(Date.now() + sec * 1000).toISOString();
 const targetUrl = (path: string) => `http://127.0.0.1:${target.port}${path}`;
 const terminal = (id: string, timeoutMs = 30_000) =>
@@ -288,24 +303,14 @@ describe("executor", () => {
   test("a message whose claim failed (database unreachable) is not committed: it is consumed again and runs once", async () => {
     const { data } = await post("/api/v1/me/jobs", { message: "claim later", execute_at: inSeconds(600), target: { url: targetUrl("/claim-later") } });
     await sql`UPDATE jobs SET status = 'scheduled', deadline_at = now() + interval '5 minutes' WHERE id = ${data.id}`;
-    const url = new URL(s.env.DATABASE_URLS!);
-    const db = url.pathname.slice(1);
-    url.pathname = "/postgres";
-    const admin = connect(url.toString(), 1);
-    // The executor's connections go away and no new one is let in.
-    await admin.unsafe(`ALTER DATABASE "${db}" ALLOW_CONNECTIONS false`);
-    try {
-      await admin`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = ${db} AND application_name = 'fairshare-executor'`;
+    await withoutDatabase(async () => {
       const msg = { key: data.id, value: JSON.stringify({ id: data.id, shard: data.shard_id, attempt: 1, user_id: "1", execute_at: new Date().toISOString(), epoch: "1" }) };
       const pub = await s.bus.publisher();
       await pub.publish(s.topicDue, [msg]);
       await pub.close();
       await Bun.sleep(4_000); // claims fail meanwhile
       expect(calls.get("/claim-later")).toBeUndefined();
-    } finally {
-      await admin.unsafe(`ALTER DATABASE "${db}" ALLOW_CONNECTIONS true`);
-      await admin.end();
-    }
+    });
     // Had the offset been committed past the message, nothing would run it before the rescuer
     // (5 minutes) and execute_at (10 minutes): it runs now because the message is read again.
     const done = await terminal(data.id, 45_000);
@@ -317,20 +322,9 @@ describe("executor", () => {
   test("an outcome that cannot be recorded while the database is unreachable is recorded once it is back: the job runs once", async () => {
     const { data } = await post("/api/v1/me/jobs", { message: "record later", execute_at: inSeconds(1), target: { url: targetUrl("/slow-record?ms=2000") } });
     await waitFor("the target to be called", async () => calls.get("/slow-record")?.length, 20_000, 50);
-    const url = new URL(s.env.DATABASE_URLS!);
-    const db = url.pathname.slice(1);
-    url.pathname = "/postgres";
-    const admin = connect(url.toString(), 1);
     // While the target is still answering, the database goes away for 4 s: the outcome's
     // record fails, and is retried.
-    await admin.unsafe(`ALTER DATABASE "${db}" ALLOW_CONNECTIONS false`);
-    try {
-      await admin`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = ${db} AND application_name = 'fairshare-executor'`;
-      await Bun.sleep(4_000);
-    } finally {
-      await admin.unsafe(`ALTER DATABASE "${db}" ALLOW_CONNECTIONS true`);
-      await admin.end();
-    }
+    await withoutDatabase(() => Bun.sleep(4_000));
     // Without the retry the outcome would be lost and the rescuer would run the job again at
     // attempt 2 once its deadline (10 s timeout + 2 s grace here) passed.
     const done = await terminal(data.id, 30_000);

@@ -14,7 +14,7 @@
  *   database does so at a time (a session advisory lock). With autovacuum on and the per-table
  *   settings of sql/000003, autovacuum normally gets there first and the keeper is a backstop.
  */
-import type { Config } from "../config.ts";
+import { TUNING, type Config } from "../config.ts";
 import { firstIdAt } from "../../actors/ids.ts";
 import { log } from "../log.ts";
 import { metrics } from "../metrics.ts";
@@ -51,20 +51,22 @@ export async function checkAutovacuum(dbs: Databases, config: Config): Promise<s
   return null;
 }
 
-/** The scheduler's periodic dead-row check and vacuum, one loop per database. */
-export class VacuumKeeper {
+/** Runs `pass` every `intervalMs` (the first after `firstDelayMs`), one at a time, until stopped. */
+abstract class Periodic {
   private timer: ReturnType<typeof setTimeout> | null = null;
-  private stopped = false;
-  private running: Promise<void> = Promise.resolve();
+  private running: Promise<unknown> = Promise.resolve();
+  protected stopped = false;
 
   constructor(
-    private readonly dbs: Databases,
-    private readonly threshold: number,
     private readonly intervalMs: number,
+    private readonly firstDelayMs: number,
   ) {}
 
+  /** One pass; reports its own failures and never rejects. */
+  protected abstract pass(): Promise<unknown>;
+
   start(): void {
-    this.schedule(0);
+    this.schedule(this.firstDelayMs);
   }
 
   async stop(): Promise<void> {
@@ -76,9 +78,23 @@ export class VacuumKeeper {
   private schedule(delay: number): void {
     if (this.stopped) return;
     this.timer = setTimeout(() => {
-      // checkAll reports its failures itself and never rejects.
-      this.running = this.checkAll().then(() => this.schedule(this.intervalMs));
+      this.running = this.pass().then(() => this.schedule(this.intervalMs));
     }, delay);
+  }
+}
+
+/** The scheduler's periodic dead-row check and vacuum, one loop per database. */
+export class VacuumKeeper extends Periodic {
+  constructor(
+    private readonly dbs: Databases,
+    private readonly threshold: number,
+    intervalMs: number,
+  ) {
+    super(intervalMs, 0);
+  }
+
+  protected pass(): Promise<unknown> {
+    return this.checkAll();
   }
 
   /** One pass over every database; returns the tables it vacuumed (for tests). */
@@ -128,9 +144,7 @@ export class VacuumKeeper {
 }
 
 const RETENTION_LOCK = 0x72_65_74_6e; // "retn"
-const RETENTION_BATCH = 1_000;
-/** Batches per table per pass; the next pass goes on (a backlog drains over several passes). */
-const RETENTION_MAX_BATCHES = 200;
+const { retentionBatch: RETENTION_BATCH, retentionMaxBatches: RETENTION_MAX_BATCHES, retentionPauseMs: RETENTION_PAUSE_MS } = TUNING.maintenance;
 
 /**
  * Deletes what is kept no longer: finished jobs (and their attempts) whose finished_at is past
@@ -138,33 +152,18 @@ const RETENTION_MAX_BATCHES = 200;
  * database (an advisory lock), in batches of 1,000 rows with a pause between them, so the hot
  * path (which never touches job_history) waits for nothing. Runs in the scheduler role.
  */
-export class RetentionKeeper {
-  private timer: ReturnType<typeof setTimeout> | null = null;
-  private running: Promise<unknown> = Promise.resolve();
-  private stopped = false;
-
+export class RetentionKeeper extends Periodic {
   constructor(
     private readonly dbs: Databases,
     private readonly retentionMs: number,
     private readonly keyTtlMs: number,
-    private readonly intervalMs: number,
-  ) {}
-
-  start(): void {
-    this.schedule(this.intervalMs);
+    intervalMs: number,
+  ) {
+    super(intervalMs, intervalMs);
   }
 
-  async stop(): Promise<void> {
-    this.stopped = true;
-    if (this.timer) clearTimeout(this.timer);
-    await this.running;
-  }
-
-  private schedule(delay: number): void {
-    if (this.stopped) return;
-    this.timer = setTimeout(() => {
-      this.running = this.runAll().then(() => this.schedule(this.intervalMs));
-    }, delay);
+  protected pass(): Promise<unknown> {
+    return this.runAll();
   }
 
   /** One pass over every database; returns rows deleted per table (for tests). Never rejects. */
@@ -201,7 +200,7 @@ export class RetentionKeeper {
           deleted.job_history! += r.jobs;
           deleted.job_attempts! += r.attempts;
           if (r.jobs < RETENTION_BATCH) break;
-          await Bun.sleep(10);
+          await Bun.sleep(RETENTION_PAUSE_MS);
         }
         const keyCutoff = new Date(Date.now() - this.keyTtlMs);
         for (let b = 0; b < RETENTION_MAX_BATCHES && !this.stopped; b++) {
@@ -211,7 +210,7 @@ export class RetentionKeeper {
             RETURNING 1`;
           deleted.idempotency_keys! += rows.length;
           if (rows.length < RETENTION_BATCH) break;
-          await Bun.sleep(10);
+          await Bun.sleep(RETENTION_PAUSE_MS);
         }
       } finally {
         await conn`SELECT pg_advisory_unlock(${RETENTION_LOCK})`;

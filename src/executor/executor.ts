@@ -11,7 +11,7 @@
  * - a message's offset is never committed before its jobs' claims are durable: commits cover
  *   the contiguous prefix of such messages per partition (actors/offset-tracker.ts), one request
  *   at a time for every partition that moved, as soon as the last one is answered (at least
- *   COMMIT_GAP_MS apart): the schedulers see starts through these commits;
+ *   T.commitGapMs apart): the schedulers see starts through these commits;
  * - a claim that fails (database down) rewinds its partition to the first message whose claims
  *   are not durable, which is fetched and claimed again after a pause;
  * - a duplicate message never runs a job twice: the claim is guarded on (status scheduled,
@@ -24,7 +24,7 @@ import { createActor } from "xstate";
 import { jobRunLogic, type ClaimedJob, type DueMessage, type RunEvent } from "../../actors/job-run.machine.ts";
 import { OffsetTracker } from "../../actors/offset-tracker.ts";
 import type { Decision, RunResult } from "../../actors/outcome.ts";
-import type { Config } from "../config.ts";
+import { TUNING, type Config } from "../config.ts";
 import { isUnavailable, retryRolledBack, type Databases } from "../db/databases.ts";
 import { decodeDue, type DueEntry } from "../due-message.ts";
 import type { CommitEntry, KafkaBus, PartitionBatch, Publisher, Subscription } from "../kafka.ts";
@@ -37,18 +37,8 @@ import { ShortCache, UserStore } from "../users/user-store.ts";
 import { runJob, type HandlerSettings } from "./handlers.ts";
 import { claimMany, recordMany, type Outcome } from "./job-sql.ts";
 
-/** Commits go out one at a time, at least this far apart; a failed one is tried again after COMMIT_RETRY_MS. */
-const COMMIT_GAP_MS = 50;
-const COMMIT_RETRY_MS = 1_000;
-/** A partition whose claim failed is consumed again after this pause. */
-const REWIND_DELAY_MS = 1_000;
-/** While waiting for permits, heartbeat at least this often. */
-const HEARTBEAT_EVERY_MS = 1_000;
-/** Retries of an outcome record while the database is unreachable: from this, doubling, to that. */
-const RECORD_RETRY_MIN_MS = 200;
-const RECORD_RETRY_MAX_MS = 2_000;
-/** How long a user's signing keys are cached (a rotation reaches the calls within this). */
-const SIGNING_KEYS_TTL_MS = 5_000;
+/** Fixed tuning (src/config.ts): commits go out one at a time, at least commitGapMs apart. */
+const T = TUNING.executor;
 
 /** Bounds the runs in flight (claims included). */
 class Permits {
@@ -118,7 +108,7 @@ export class Executor {
     this.records = new Batcher((db, outcomes) => timed("record", () => retryRolledBack(() => recordMany(dbs.all[db]!, outcomes))));
     // A rotated key is used within this; the previous one stays valid far longer (its grace).
     const users = new UserStore(dbs.users);
-    const signingKeys = new ShortCache(SIGNING_KEYS_TTL_MS, (userId) => users.signingKeys(userId));
+    const signingKeys = new ShortCache(T.signingKeysTtlMs, (userId) => users.signingKeys(userId));
     this.handler = {
       allowPrivate: config.executor.httpAllowPrivate,
       signingKeys: (userId) => signingKeys.get(userId),
@@ -146,11 +136,11 @@ export class Executor {
       },
     });
     // Retries a failed commit, and is a backstop for anything commitSoon missed.
-    this.commitTimer = setInterval(() => this.commitSoon(), COMMIT_RETRY_MS);
+    this.commitTimer = setInterval(() => this.commitSoon(), T.commitRetryMs);
     this.running = true;
   }
 
-  /** Schedules a commit: after the one under way, at least COMMIT_GAP_MS after the last. */
+  /** Schedules a commit: after the one under way, at least T.commitGapMs after the last. */
   private commitSoon(): void {
     if (this.commitQueued || !this.sub) return;
     this.commitQueued = true;
@@ -158,7 +148,7 @@ export class Executor {
       await this.committing;
       this.commitQueued = false;
       await this.commit();
-    }, Math.max(0, this.lastCommitAt + COMMIT_GAP_MS - Date.now()));
+    }, Math.max(0, this.lastCommitAt + T.commitGapMs - Date.now()));
   }
 
   /**
@@ -231,7 +221,7 @@ export class Executor {
         (err) => {
           const resume = this.offsets.fail(batch.partition, gen);
           log.warn("claim failed; the partition will be consumed again from its first unclaimed message", { partition: batch.partition, offset: resume, err: err as Error });
-          if (resume !== null) this.sub?.rewind(batch.partition, resume, REWIND_DELAY_MS);
+          if (resume !== null) this.sub?.rewind(batch.partition, resume, T.rewindDelayMs);
         },
       );
     }
@@ -244,7 +234,7 @@ export class Executor {
     let done = false;
     void got.then(() => (done = true));
     while (!done) {
-      await Promise.race([got, Bun.sleep(HEARTBEAT_EVERY_MS)]);
+      await Promise.race([got, Bun.sleep(T.heartbeatEveryMs)]);
       if (!done) await batch.heartbeat().catch(() => {});
     }
   }
@@ -343,7 +333,7 @@ export class Executor {
    */
   private async recordOutcome(outcome: Outcome): Promise<void> {
     const giveUpAt = outcome.job.deadline_at.getTime();
-    for (let delay = RECORD_RETRY_MIN_MS; ; delay = Math.min(delay * 2, RECORD_RETRY_MAX_MS)) {
+    for (let delay: number = T.recordRetryMinMs; ; delay = Math.min(delay * 2, T.recordRetryMaxMs)) {
       try {
         return await this.records.submit(this.dbs.indexOf(outcome.job.shard_id), outcome);
       } catch (e) {

@@ -7,6 +7,7 @@
  */
 import { jwt } from "@elysiajs/jwt";
 import { Elysia } from "elysia";
+import { TUNING } from "../config.ts";
 import { ApiError, bodyProblems } from "./errors.ts";
 
 export function tokens(secret: string, ttlSeconds: number) {
@@ -29,7 +30,7 @@ export function tokens(secret: string, ttlSeconds: number) {
  */
 type Claims = { sub: string; username: string };
 const verified = new Map<string, { claims: Claims; until: number }>();
-const VERIFIED_MAX = 10_000;
+const VERIFIED_MAX = TUNING.api.verifiedTokensMax;
 
 function remember(token: string, claims: Claims, exp: number | undefined): void {
   if (verified.size >= VERIFIED_MAX) verified.delete(verified.keys().next().value!);
@@ -44,8 +45,7 @@ function remembered(token: string): Claims | undefined {
 
 const unauthorized = (message: string) => new ApiError(401, "unauthorized", message);
 
-/** Clock skew allowed between the process that issued a token and the one checking it. */
-const SKEW_S = 60;
+const SKEW_S = TUNING.api.tokenSkewS;
 
 /**
  * A token must say when it was issued and when it expires, and live no longer than JWT_TTL:

@@ -10,10 +10,11 @@
  * (src/http/auth.ts); elsewhere validation meets an empty body and the error handler names it.
  */
 import { Elysia } from "elysia";
+import { TUNING } from "../config.ts";
 import { ApiError, bodyProblems } from "./errors.ts";
 
 /** The deepest nesting any request of this API needs is 4 (batch > jobs > job > target > headers). */
-export const MAX_JSON_DEPTH = 32;
+export const MAX_JSON_DEPTH = TUNING.api.maxJsonDepth;
 
 
 /** Whether brackets nest deeper than `max` outside strings; one pass, stops at the first excess. */

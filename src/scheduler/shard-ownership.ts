@@ -17,7 +17,7 @@ import type { Etcd3, Watcher } from "etcd3";
 import { planOwnership } from "../../actors/ownership.ts";
 import { SchedulerCore } from "../../actors/scheduler-core.ts";
 import type { Commit } from "../../actors/start-window.ts";
-import type { Config } from "../config.ts";
+import { TUNING, type Config } from "../config.ts";
 import type { Databases } from "../db/databases.ts";
 import { etcdClient, grantGuardedLease, type GuardedLease } from "../etcd.ts";
 import type { KafkaBus } from "../kafka.ts";
@@ -35,9 +35,6 @@ export interface OwnershipOptions {
   replanIntervalMs?: number;
 }
 
-/** Offsets are read this often while the window holds nothing back, and when nothing is out. */
-const UNLIMITED_POLL_MS = 200;
-const IDLE_POLL_MS = 2_000;
 
 const systemClock = {
   now: () => Date.now(),
@@ -178,7 +175,7 @@ export class ShardOwnership {
       }
       // Fast while the window holds dispatching back (then it must follow every start); a
       // few times a second otherwise (it only keeps the rate and the wait current).
-      const gap = d.window.isLimited(Date.now()) ? this.config.scheduler.startPollMs : d.inFlight > 0 ? UNLIMITED_POLL_MS : IDLE_POLL_MS;
+      const gap = d.window.isLimited(Date.now()) ? this.config.scheduler.startPollMs : d.inFlight > 0 ? TUNING.scheduler.offsetsPollMs : TUNING.scheduler.offsetsIdlePollMs;
       await Bun.sleep(Math.max(0, t0 + gap - Date.now()));
     }
     await reader?.close().catch(() => {});

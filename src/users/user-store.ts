@@ -1,5 +1,6 @@
 /** Users live in the first database. Passwords are argon2id hashes (Bun.password). */
 import { randomBytes } from "node:crypto";
+import { TUNING } from "../config.ts";
 import type { Sql } from "../db/databases.ts";
 
 export interface User {
@@ -58,7 +59,7 @@ export class ShortCache<V> {
 }
 
 /** How stale a token check may be: a disabled or deleted user's tokens stop within this. */
-export const ACTIVE_TTL_MS = 500;
+export const ACTIVE_TTL_MS = TUNING.api.activeUserTtlMs;
 
 export class UserStore {
   /** Whether a user exists and is not disabled, re-read every ACTIVE_TTL_MS. */
