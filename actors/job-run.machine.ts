@@ -10,12 +10,10 @@
  * An event a state does not name changes nothing; `done` and `dropped` are final.
  *
  * Written as XState transition logic (`fromTransition`: one pure function from state and event
- * to the next state) rather than a `createMachine` statechart. The statechart interpreter cost
- * ~37 µs per run with 2,000 runs in flight (a standalone benchmark) and ~70 µs in the executor
- * of the 100,000-job drain: 70 % of the executor's CPU, and the difference between ~7,500 and
- * ~12,500 jobs/s on this machine. The transition actor costs ~2 µs per run. This machine has no
- * hierarchy, history or timers, which is what a statechart would buy; the shard actor, which
- * has timers and invoked I/O and steps per batch rather than per job, stays a statechart.
+ * to the next state) rather than a `createMachine` statechart: it runs once per job, and the
+ * statechart interpreter's cost per run was most of the executor's CPU (docs/capacity.md, "Executor").
+ * This machine has no hierarchy, history or timers, which is what a statechart would buy; the
+ * shard actor, which has timers and invoked I/O and steps per batch, stays a statechart.
  * test/unit/job-run-machine.test.ts holds this function to the statechart it replaced, for
  * every sequence of up to five events.
  *
