@@ -2,6 +2,7 @@
  * Job rows in their shards: create (single, batch, idempotent), read, list and cancel.
  * Every state change is one guarded UPDATE; the row, not any process's memory, is the truth.
  */
+import { CANCELLABLE, inList, JOB_STATUSES, WAITING, type JobStatus } from "./lifecycle.ts";
 import { createHash } from "node:crypto";
 import type { IdGenerator } from "../../actors/ids.ts";
 import { Batcher } from "../batcher.ts";
@@ -10,8 +11,7 @@ import type { Databases, Sql } from "../db/databases.ts";
 import { DUE_CHANNEL, duePayload } from "../db/due-notify.ts";
 import type { JobSpec, Target } from "./job-input.ts";
 
-export const JOB_STATUSES = ["created", "scheduled", "running", "retrying", "succeeded", "failed", "cancelled"] as const;
-export type JobStatus = (typeof JOB_STATUSES)[number];
+export { JOB_STATUSES, type JobStatus } from "./lifecycle.ts";
 
 export interface JobRow {
   id: string;
@@ -268,7 +268,7 @@ export class JobStore {
     const sql = this.dbs.forShard(shardOf(id, this.dbs.shardCount));
     const [row] = await sql<JobRow[]>`
       UPDATE jobs SET status = 'cancelled', finished_at = now(), updated_at = now(), deadline_at = NULL
-      WHERE id = ${id.toString()} AND user_id = ${userId} AND status::text IN ('created', 'retrying', 'scheduled')
+      WHERE id = ${id.toString()} AND user_id = ${userId} AND status::text IN ${sql.unsafe(inList(CANCELLABLE))}
       RETURNING ${sql.unsafe(COLUMNS)}`;
     if (row) return { kind: "done", job: row };
     const current = await this.get(userId, id);
@@ -304,7 +304,7 @@ export class JobStore {
     // due_at is never before now(): the shard actors' cursors rely on it (actors/shard.machine.ts).
     const [row] = await sql<JobRow[]>`
       UPDATE jobs SET execute_at = ${at}, due_at = greatest(${at}::timestamptz, now()), updated_at = now()
-      WHERE id = ${id.toString()} AND user_id = ${userId} AND status::text IN ('created', 'retrying')
+      WHERE id = ${id.toString()} AND user_id = ${userId} AND status::text IN ${sql.unsafe(inList(WAITING))}
       RETURNING ${sql.unsafe(COLUMNS)}, (SELECT pg_notify(${DUE_CHANNEL}, ${duePayload([{ shard, dueAt: at.getTime() }])})) AS notified`;
     if (row) return { kind: "done", job: row };
     const current = await this.get(userId, id);
@@ -316,7 +316,7 @@ export class JobStore {
     const counts = await Promise.all(
       this.dbs.all.map(async (sql: Sql) => (await sql`
         UPDATE jobs SET status = 'cancelled', finished_at = now(), updated_at = now(), deadline_at = NULL
-        WHERE user_id = ${userId} AND status IN ('created', 'retrying', 'scheduled') RETURNING 1`).length),
+        WHERE user_id = ${userId} AND status IN ${sql.unsafe(inList(CANCELLABLE))} RETURNING 1`).length),
     );
     return counts.reduce((a, b) => a + b, 0);
   }

@@ -7,6 +7,7 @@
  * implies a partial index's predicate, and with statistics taken before a burst the planner
  * answered a 1,000-id update by scanning that whole index instead of looking the ids up.
  */
+import { BACK_TO_WAITING, IN_FLIGHT, inList, WAITING } from "../jobs/lifecycle.ts";
 import type { DeadJob } from "../dead-letter.ts";
 import type { FairItem } from "../../actors/fair-queue.ts";
 import type { LoadInput, LoadOutput } from "../../actors/shard.machine.ts";
@@ -25,11 +26,11 @@ export async function loadDue(sql: Sql, input: LoadInput): Promise<Omit<LoadOutp
   const horizon = new Date(input.horizon);
   const rows = await sql<{ kind: "r" | "n"; id: string | null; user_id: string | null; due_at: Date | null; db_now: Date }[]>`
     WITH RECURSIVE u(user_id) AS (
-      (SELECT user_id FROM jobs WHERE shard_id = ${input.shard} AND status IN ('created', 'retrying')
+      (SELECT user_id FROM jobs WHERE shard_id = ${input.shard} AND status IN ${sql.unsafe(inList(WAITING))}
        ORDER BY user_id LIMIT 1)
       UNION ALL
       SELECT (SELECT j.user_id FROM jobs j
-              WHERE j.shard_id = ${input.shard} AND j.status IN ('created', 'retrying') AND j.user_id > u.user_id
+              WHERE j.shard_id = ${input.shard} AND j.status IN ${sql.unsafe(inList(WAITING))} AND j.user_id > u.user_id
               ORDER BY j.user_id LIMIT 1)
       FROM u WHERE u.user_id IS NOT NULL),
     known AS (
@@ -42,7 +43,7 @@ export async function loadDue(sql: Sql, input: LoadInput): Promise<Omit<LoadOutp
       SELECT d.id, d.user_id, d.due_at FROM per_user p
       CROSS JOIN LATERAL (
         SELECT j.id, j.user_id, j.due_at FROM jobs j
-        WHERE j.shard_id = ${input.shard} AND j.user_id = p.user_id AND j.status IN ('created', 'retrying')
+        WHERE j.shard_id = ${input.shard} AND j.user_id = p.user_id AND j.status IN ${sql.unsafe(inList(WAITING))}
           AND j.due_at <= ${horizon}
           AND (j.due_at, j.id) > (coalesce(p.due_at, '-infinity'), coalesce(p.id, -1))
         ORDER BY j.due_at, j.id LIMIT coalesce(p.lim, ${input.newUserLimit})) d
@@ -51,7 +52,7 @@ export async function loadDue(sql: Sql, input: LoadInput): Promise<Omit<LoadOutp
       SELECT min(n.due_at) AS due_at FROM per_user p
       CROSS JOIN LATERAL (
         SELECT j.due_at FROM jobs j
-        WHERE j.shard_id = ${input.shard} AND j.user_id = p.user_id AND j.status IN ('created', 'retrying') AND j.due_at > ${horizon}
+        WHERE j.shard_id = ${input.shard} AND j.user_id = p.user_id AND j.status IN ${sql.unsafe(inList(WAITING))} AND j.due_at > ${horizon}
         ORDER BY j.due_at LIMIT 1) n)
     SELECT 'r' AS kind, id::text, user_id::text, due_at, now() AS db_now FROM due
     UNION ALL
@@ -113,7 +114,7 @@ export async function markMany(sql: Sql, deadlineMs: number, aheadMs: number, re
       UPDATE jobs j SET status = 'scheduled', dispatch_epoch = (SELECT v.epoch FROM valid v WHERE v.shard_id = j.shard_id),
         updated_at = now(), deadline_at = now() + ${deadlineMs} * interval '1 millisecond'
       WHERE j.id = ANY(${ids}::bigint[]) AND j.shard_id = ANY(ARRAY(SELECT shard_id FROM valid))
-        AND j.status::text IN ('created', 'retrying') AND j.due_at <= now() + ${aheadMs} * interval '1 millisecond'
+        AND j.status::text IN ${tx.unsafe(inList(WAITING))} AND j.due_at <= now() + ${aheadMs} * interval '1 millisecond'
       RETURNING j.id, j.shard_id, j.user_id, j.attempt, j.due_at, j.trace_context)
     SELECT 'f' AS kind, shard_id, epoch::text AS epoch, NULL::text AS id, NULL::text AS user_id, NULL::int AS attempt,
       NULL::timestamptz AS due_at, NULL::jsonb AS trace_context FROM fence
@@ -140,7 +141,7 @@ export async function markMany(sql: Sql, deadlineMs: number, aheadMs: number, re
 /** Marked rows whose message could not be published go back to waiting, due now. */
 export async function unmark(sql: Sql, shard: number, epoch: string, ids: string[]): Promise<void> {
   await sql`
-    UPDATE jobs SET status = CASE WHEN attempt = 0 THEN 'created'::job_status ELSE 'retrying'::job_status END,
+    UPDATE jobs SET status = ${sql.unsafe(BACK_TO_WAITING)},
       deadline_at = NULL, due_at = now(), updated_at = now()
     WHERE id = ANY(${ids}::bigint[]) AND shard_id = ${shard} AND status::text = 'scheduled' AND dispatch_epoch = ${epoch}`;
 }
@@ -155,7 +156,7 @@ export async function takeBackAbandoned(sql: Sql, shard: number, epoch: string, 
   return sql.begin(async (tx) => {
     await checkFence(tx, shard, epoch);
     const rows = await tx`
-      UPDATE jobs SET status = CASE WHEN attempt = 0 THEN 'created'::job_status ELSE 'retrying'::job_status END,
+      UPDATE jobs SET status = ${tx.unsafe(BACK_TO_WAITING)},
         deadline_at = NULL, due_at = now(), updated_at = now()
       WHERE shard_id = ${shard} AND status = 'scheduled' AND dispatch_epoch = ${abandoned}
       RETURNING id`;
@@ -213,7 +214,7 @@ export async function rescueExpired(
     const rows = await tx`
       UPDATE jobs SET
         status = CASE
-          WHEN status = 'scheduled' THEN CASE WHEN attempt = 0 THEN 'created'::job_status ELSE 'retrying'::job_status END
+          WHEN status = 'scheduled' THEN ${tx.unsafe(BACK_TO_WAITING)}
           WHEN attempt >= max_attempts THEN 'failed'::job_status
           ELSE 'retrying'::job_status END,
         last_error = CASE WHEN status = 'running' THEN ${RUN_DEADLINE_ERROR} ELSE last_error END,
@@ -221,7 +222,7 @@ export async function rescueExpired(
         due_at = now() + coalesce((SELECT d.delay_ms FROM unnest(${lost.map((r) => r.id)}::bigint[], ${delays}::int[]) AS d(id, delay_ms) WHERE d.id = jobs.id), 0) * interval '1 millisecond',
         deadline_at = NULL,
         updated_at = now()
-      WHERE shard_id = ${shard} AND status IN ('scheduled', 'running') AND deadline_at < now() AND deadline_at >= ${from}
+      WHERE shard_id = ${shard} AND status IN ${tx.unsafe(inList(IN_FLIGHT))} AND deadline_at < now() AND deadline_at >= ${from}
         AND (status = 'scheduled' OR attempt < max_attempts OR id = ANY(${doomed.map((r) => r.id)}::bigint[]))
       RETURNING id`;
     const [{ now }] = (await tx`SELECT now() AS now`) as unknown as [{ now: Date }];
