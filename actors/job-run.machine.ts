@@ -41,6 +41,8 @@ export interface ClaimedJob {
   id: string;
   shard_id: number;
   user_id: string;
+  /** Which handler runs it (src/executor/handlers.ts). */
+  kind: string;
   message: string;
   target: { url: string; method: string; headers: Record<string, string>; timeout_ms: number | null } | null;
   attempt: number;

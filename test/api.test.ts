@@ -345,6 +345,18 @@ describe("jobs", () => {
     expect(stats.json.data).toEqual(Object.fromEntries(JOB_STATUSES.map((st) => [st, 4])));
   });
 
+  test("kind: defaults from the target; must agree with it; unknown kinds are 400", async () => {
+    const { token } = await signup("kim_kind");
+    const log = await call("POST", "/api/v1/me/jobs", { token, body: { message: "m", execute_at: soon() } });
+    expect(log.json.data.kind).toBe("log");
+    const http = await call("POST", "/api/v1/me/jobs", { token, body: { message: "m", execute_at: soon(), target: { url: "http://example.com/" } } });
+    expect(http.json.data.kind).toBe("http");
+    expect((await call("GET", `/api/v1/me/jobs/${http.json.data.id}`, { token })).json.data.kind).toBe("http");
+    expectError(await call("POST", "/api/v1/me/jobs", { token, body: { kind: "http", message: "m", execute_at: soon() } }), 400, "invalid_request");
+    expectError(await call("POST", "/api/v1/me/jobs", { token, body: { kind: "log", message: "m", execute_at: soon(), target: { url: "http://example.com/" } } }), 400, "invalid_request");
+    expectError(await call("POST", "/api/v1/me/jobs", { token, body: { kind: "shell", message: "m", execute_at: soon() } }), 400, "invalid_request");
+  });
+
   test("the list filters by execute_at bounds", async () => {
     const { token } = await signup("mona_bounds");
     const base = Date.now() + 3_600_000;

@@ -31,7 +31,7 @@ afterAll(() => {
 });
 
 const job = (url: string): ClaimedJob =>
-  ({ id: "1", shard_id: 0, user_id: "1", message: "hi", target: { url, method: "POST" }, attempt: 1, max_attempts: 3, execute_at: new Date(), due_at: new Date(), last_error: null, trace_context: null }) as unknown as ClaimedJob;
+  ({ id: "1", shard_id: 0, user_id: "1", kind: "http", message: "hi", target: { url, method: "POST" }, attempt: 1, max_attempts: 3, execute_at: new Date(), due_at: new Date(), last_error: null, trace_context: null }) as unknown as ClaimedJob;
 const guarded = { allowPrivate: false, signingKeys: async () => ["s".repeat(32)], defaultTimeoutMs: 2_000 };
 
 describe("SSRF guard", () => {

@@ -1,7 +1,10 @@
 /**
- * Job handlers. `log` (no target): the message is the work; it is written to the log.
- * `http` (a target): the message is sent as the body to the target URL, signed with the job
- * owner's key so receivers can verify it (src/executor/signing.ts).
+ * Job handlers, one per kind (the job's `kind` column), registered in HANDLERS below: a new kind
+ * is a function here (or its own file) plus its line there, and its name in JOB_KINDS
+ * (src/jobs/job-input.ts) with whatever its input needs checked.
+ * `log`: the message is the work; it is written to the log.
+ * `http`: the message is sent as the body to the target URL, signed with the job owner's key so
+ * receivers can verify it (src/executor/signing.ts).
  * Targets that resolve to loopback, private, link-local or otherwise internal addresses, in any
  * spelling, are refused (a permanent error) unless HTTP_TARGET_ALLOW_PRIVATE is set; the host is
  * resolved once and the call connects to the address checked (DNS rebinding cannot swap it); a
@@ -14,6 +17,7 @@ import { checkServerIdentity, type PeerCertificate } from "node:tls";
 import ipaddr from "ipaddr.js";
 import type { ClaimedJob } from "../../actors/job-run.machine.ts";
 import { classifyHttpStatus, type RunResult } from "../../actors/outcome.ts";
+import type { JobKind } from "../jobs/job-input.ts";
 import { log } from "../log.ts";
 import { signatureHeader } from "./signing.ts";
 
@@ -116,6 +120,15 @@ export async function runLog(job: ClaimedJob): Promise<RunResult> {
   return { ok: true };
 }
 
+type Handler = (job: ClaimedJob, s: HandlerSettings) => Promise<RunResult>;
+
+const HANDLERS: Record<JobKind, Handler> = {
+  log: runLog,
+  http: runHttp,
+};
+
 export function runJob(job: ClaimedJob, s: HandlerSettings): Promise<RunResult> {
-  return job.target ? runHttp(job, s) : runLog(job);
+  const handler = (HANDLERS as Record<string, Handler | undefined>)[job.kind];
+  if (!handler) return Promise.resolve({ ok: false, retryable: false, error: `no handler for kind ${JSON.stringify(job.kind)}`, errorClass: "handler" });
+  return handler(job, s);
 }

@@ -16,7 +16,7 @@ import type { Decision, RunResult } from "../../actors/outcome.ts";
 import type { Sql } from "../db/databases.ts";
 import { DUE_CHANNEL, duePayload } from "../db/due-notify.ts";
 
-const CLAIMED = "j.id, j.shard_id, j.user_id, j.message, j.target, j.attempt, j.max_attempts, j.execute_at, j.due_at, j.last_error, j.trace_context, j.deadline_at";
+const CLAIMED = "j.id, j.shard_id, j.user_id, j.kind, j.message, j.target, j.attempt, j.max_attempts, j.execute_at, j.due_at, j.last_error, j.trace_context, j.deadline_at";
 
 export async function claimMany(sql: Sql, msgs: DueMessage[], defaultTimeoutMs: number, graceMs: number): Promise<(ClaimedJob | null)[]> {
   const rows = await sql<ClaimedJob[]>`

@@ -5,7 +5,7 @@
 import { Elysia, t } from "elysia";
 import { parseId } from "../../actors/ids.ts";
 import type { Config } from "../config.ts";
-import { checkJob, parseExecuteAt, parseTimestamp, type JobInput, type JobSpec, type Problem } from "../jobs/job-input.ts";
+import { checkJob, JOB_KINDS, parseExecuteAt, parseTimestamp, type JobInput, type JobSpec, type Problem } from "../jobs/job-input.ts";
 import { JOB_STATUSES, requestHash, toAttemptView, toJobView, type JobStatus, type JobStore, type ListOptions, type TransitionResult } from "../jobs/job-store.ts";
 import { metrics } from "../metrics.ts";
 import { inSpan, injectContext } from "../telemetry.ts";
@@ -23,6 +23,7 @@ const Target = t.Object({
 }, { additionalProperties: false });
 
 export const JobBody = t.Object({
+  kind: t.Optional(t.Union(JOB_KINDS.map((k) => t.Literal(k)), { description: "log: the message is the work; http: sent to target (default: http with a target, log without)" })),
   message: t.String({ minLength: 1, maxLength: 65_536 }),
   execute_at: t.String({ minLength: 1, maxLength: 64, description: "ISO-8601 with offset; past = now" }),
   max_attempts: t.Optional(t.Integer({ minimum: 1, maximum: 100 })),

@@ -11,6 +11,7 @@ export interface TargetInput {
 }
 
 export interface JobInput {
+  kind?: string;
   message: string;
   execute_at: string;
   max_attempts?: number;
@@ -26,11 +27,16 @@ export type Target = {
 };
 
 export interface JobSpec {
+  kind: JobKind;
   message: string;
   executeAt: Date;
   maxAttempts: number;
   target: Target | null;
 }
+
+/** What runs a job (src/executor/handlers.ts): `log` writes the message; `http` calls `target`. */
+export const JOB_KINDS = ["log", "http"] as const;
+export type JobKind = (typeof JOB_KINDS)[number];
 
 export interface Problem {
   path: string;
@@ -112,10 +118,15 @@ export function checkJob(input: JobInput, now: number, limits: InputLimits, at =
   if ("problem" in when) problems.push(when.problem);
   if (input.message.includes("\0")) problems.push({ path: `${at}/message`, message: "must not contain NUL characters" });
   const target = input.target ? checkTarget(input.target, `${at}/target`, problems) : null;
+  // The kind defaults from the target; a given kind must agree with it.
+  const kind = (input.kind ?? (input.target ? "http" : "log")) as JobKind;
+  if (kind === "http" && !input.target) problems.push({ path: `${at}/target`, message: "an http job needs a target" });
+  if (kind === "log" && input.target) problems.push({ path: `${at}/target`, message: "a log job takes no target" });
   if (problems.length > 0) return { problems };
   return {
     problems,
     spec: {
+      kind,
       message: input.message,
       executeAt: (when as { date: Date }).date,
       maxAttempts: input.max_attempts ?? limits.defaultMaxAttempts,

@@ -9,7 +9,7 @@ import { Batcher } from "../batcher.ts";
 import { shardOf } from "../../actors/shard-map.ts";
 import type { Databases, Sql } from "../db/databases.ts";
 import { DUE_CHANNEL, duePayload } from "../db/due-notify.ts";
-import type { JobSpec, Target } from "./job-input.ts";
+import type { JobKind, JobSpec, Target } from "./job-input.ts";
 
 export { JOB_STATUSES, type JobStatus } from "./lifecycle.ts";
 
@@ -17,6 +17,7 @@ export interface JobRow {
   id: string;
   shard_id: number;
   user_id: string;
+  kind: JobKind;
   message: string;
   target: Target | null;
   status: JobStatus;
@@ -36,6 +37,7 @@ export function toJobView(r: JobRow) {
   return {
     id: r.id,
     user_id: Number(r.user_id),
+    kind: r.kind,
     message: r.message,
     status: r.status,
     execute_at: r.execute_at.toISOString(),
@@ -78,7 +80,7 @@ export function toAttemptView(a: AttemptRow) {
   };
 }
 
-const COLUMNS = "id, shard_id, user_id, message, target, status, execute_at, due_at, attempt, max_attempts, last_error, created_at, updated_at, started_at, finished_at";
+const COLUMNS = "id, shard_id, user_id, kind, message, target, status, execute_at, due_at, attempt, max_attempts, last_error, created_at, updated_at, started_at, finished_at";
 
 export interface Owner {
   userId: string;
@@ -119,6 +121,7 @@ export class JobStore {
         id: id.toString(),
         shard_id: shard,
         user_id: owner.userId,
+        kind: spec.kind,
         message: spec.message,
         target: spec.target,
         execute_at: spec.executeAt,
@@ -285,9 +288,9 @@ export class JobStore {
     const [row] = await sql<JobRow[]>`
       WITH moved AS (
         DELETE FROM job_history WHERE id = ${id.toString()} AND user_id = ${userId} AND status = 'failed' AND attempt < 100 RETURNING *)
-      INSERT INTO jobs (id, shard_id, user_id, message, target, status, execute_at, due_at, attempt, max_attempts, attempt_budget,
+      INSERT INTO jobs (id, shard_id, user_id, kind, message, target, status, execute_at, due_at, attempt, max_attempts, attempt_budget,
         last_error, idempotency_key, trace_context, dispatch_epoch, created_at, updated_at)
-      SELECT id, shard_id, user_id, message, target, 'retrying', execute_at, now(), attempt,
+      SELECT id, shard_id, user_id, coalesce(kind, CASE WHEN target IS NULL THEN 'log' ELSE 'http' END), message, target, 'retrying', execute_at, now(), attempt,
         least(100, attempt + coalesce(attempt_budget, max_attempts)), coalesce(attempt_budget, max_attempts),
         last_error, idempotency_key, trace_context, dispatch_epoch, created_at, now()
       FROM moved
@@ -334,15 +337,15 @@ async function insertRows(sql: Sql, r: NewRow[], opts: { skipExisting?: boolean 
   const notify = duePayload(r.map((x) => ({ shard: x.shard_id, dueAt: Math.max(x.execute_at.getTime(), now) })));
   const rows = await sql<JobRow[]>`
     WITH ins AS (
-    INSERT INTO jobs (id, shard_id, user_id, message, target, execute_at, due_at, max_attempts, trace_context, idempotency_key)
-    SELECT id, shard_id, user_id, message, target::jsonb, execute_at, greatest(execute_at, now()), max_attempts, trace_context::jsonb, idempotency_key
+    INSERT INTO jobs (id, shard_id, user_id, kind, message, target, execute_at, due_at, max_attempts, trace_context, idempotency_key)
+    SELECT id, shard_id, user_id, kind, message, target::jsonb, execute_at, greatest(execute_at, now()), max_attempts, trace_context::jsonb, idempotency_key
     FROM unnest(
       ${r.map((x) => x.id)}::bigint[], ${r.map((x) => x.shard_id)}::int[], ${r.map((x) => x.user_id)}::bigint[],
-      ${r.map((x) => x.message)}::text[],
+      ${r.map((x) => x.kind)}::text[], ${r.map((x) => x.message)}::text[],
       ${r.map((x) => (x.target ? JSON.stringify(x.target) : null))}::text[],
       ${r.map((x) => x.execute_at.toISOString())}::timestamptz[], ${r.map((x) => x.max_attempts)}::int[],
       ${r.map((x) => JSON.stringify(x.trace_context))}::text[], ${r.map((x) => x.idempotency_key)}::text[])
-      AS u(id, shard_id, user_id, message, target, execute_at, max_attempts, trace_context, idempotency_key)
+      AS u(id, shard_id, user_id, kind, message, target, execute_at, max_attempts, trace_context, idempotency_key)
     ${opts.skipExisting ? sql`ON CONFLICT (id) DO NOTHING` : sql``}
     RETURNING ${sql.unsafe(COLUMNS)})
     SELECT ins.* FROM ins, (SELECT pg_notify(${DUE_CHANNEL}, ${notify})) n`;

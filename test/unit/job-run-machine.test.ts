@@ -6,7 +6,7 @@ import { classifyHttpStatus, decide, failsForGood, type Decision } from "../../a
 const msg = { id: "42", shard: 3, attempt: 2 };
 const backoff = { baseMs: 1_000, maxMs: 60_000 };
 const job = (attempt: number, max = 3): ClaimedJob => ({
-  id: "42", shard_id: 3, user_id: "7", message: "m", target: null, attempt, max_attempts: max, execute_at: new Date(0), due_at: new Date(0), last_error: null, trace_context: null, deadline_at: new Date(0),
+  id: "42", shard_id: 3, user_id: "7", kind: "log", message: "m", target: null, attempt, max_attempts: max, execute_at: new Date(0), due_at: new Date(0), last_error: null, trace_context: null, deadline_at: new Date(0),
 });
 
 function run(events: RunEvent[]) {
