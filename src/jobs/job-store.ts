@@ -273,9 +273,7 @@ export class JobStore {
       UPDATE jobs SET status = 'cancelled', finished_at = now(), updated_at = now(), deadline_at = NULL
       WHERE id = ${id.toString()} AND user_id = ${userId} AND status::text IN ${sql.unsafe(inList(CANCELLABLE))}
       RETURNING ${sql.unsafe(COLUMNS)}`;
-    if (row) return { kind: "done", job: row };
-    const current = await this.get(userId, id);
-    return current ? { kind: "conflict", status: current.status } : { kind: "not_found" };
+    return this.settled(userId, id, row);
   }
 
   /**
@@ -295,9 +293,7 @@ export class JobStore {
         last_error, idempotency_key, trace_context, dispatch_epoch, created_at, now()
       FROM moved
       RETURNING ${sql.unsafe(COLUMNS)}, (SELECT pg_notify(${DUE_CHANNEL}, ${duePayload([{ shard, dueAt: Date.now() }])})) AS notified`;
-    if (row) return { kind: "done", job: row };
-    const current = await this.get(userId, id);
-    return current ? { kind: "conflict", status: current.status } : { kind: "not_found" };
+    return this.settled(userId, id, row);
   }
 
   /** created | retrying: the job's execute_at (and its next try) move to `at`. */
@@ -309,6 +305,11 @@ export class JobStore {
       UPDATE jobs SET execute_at = ${at}, due_at = greatest(${at}::timestamptz, now()), updated_at = now()
       WHERE id = ${id.toString()} AND user_id = ${userId} AND status::text IN ${sql.unsafe(inList(WAITING))}
       RETURNING ${sql.unsafe(COLUMNS)}, (SELECT pg_notify(${DUE_CHANNEL}, ${duePayload([{ shard, dueAt: at.getTime() }])})) AS notified`;
+    return this.settled(userId, id, row);
+  }
+
+  /** A guarded transition's answer: the row it changed, or why it changed none. */
+  private async settled(userId: string, id: bigint, row: JobRow | undefined): Promise<TransitionResult> {
     if (row) return { kind: "done", job: row };
     const current = await this.get(userId, id);
     return current ? { kind: "conflict", status: current.status } : { kind: "not_found" };

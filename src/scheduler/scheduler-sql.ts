@@ -189,23 +189,23 @@ export async function rescueExpired(
   const from = since ?? new Date(0);
   return sql.begin(async (tx) => {
     await checkFence(tx, shard, epoch);
-    const doomed = await tx<DoomedRun[]>`
-      SELECT id::text, shard_id, user_id::text, message, target, attempt, max_attempts, last_error FROM jobs
-      WHERE shard_id = ${shard} AND status = 'running' AND deadline_at < now() AND deadline_at >= ${from} AND attempt >= max_attempts
+    // The runs that died: each is an attempt of its job's history, and those on their last
+    // attempt fail for good. Their rows stay locked until this transaction ends, so a late
+    // outcome of the same run waits, then finds it moved on.
+    const lost = await tx<(DoomedRun & { started_at: Date })[]>`
+      SELECT id::text, shard_id, user_id::text, message, target, attempt, max_attempts, last_error, started_at FROM jobs
+      WHERE shard_id = ${shard} AND status = 'running' AND deadline_at < now() AND deadline_at >= ${from}
       FOR UPDATE`;
+    const doomed = lost.filter((r) => r.attempt >= r.max_attempts);
     if (doomed.length > 0) await deadLetter(doomed);
-    // Each lost run is an attempt of the job's history. Its row stays locked until this
-    // transaction ends, so a late outcome of the same run waits, then finds it moved on.
-    const lost = await tx<{ id: string; attempt: number }[]>`
-      WITH lost AS (
-        SELECT id, attempt, user_id, started_at FROM jobs
-        WHERE shard_id = ${shard} AND status = 'running' AND deadline_at < now() AND deadline_at >= ${from}
-        FOR UPDATE),
-      ins AS (
+    if (lost.length > 0) {
+      await tx`
         INSERT INTO job_attempts (job_id, attempt, user_id, started_at, finished_at, outcome, error_class, error_message)
-        SELECT id, attempt, user_id, started_at, now(), 'lost', 'run_lost', ${RUN_DEADLINE_ERROR} FROM lost
-        ON CONFLICT DO NOTHING)
-      SELECT id::text, attempt FROM lost`;
+        SELECT id, attempt, user_id, started_at, now(), 'lost', 'run_lost', ${RUN_DEADLINE_ERROR}
+        FROM unnest(${lost.map((r) => r.id)}::bigint[], ${lost.map((r) => r.attempt)}::int[], ${lost.map((r) => r.user_id)}::bigint[],
+          ${lost.map((r) => r.started_at.toISOString())}::timestamptz[]) AS l(id, attempt, user_id, started_at)
+        ON CONFLICT DO NOTHING`;
+    }
     // A lost run is a failed attempt: the job backs off like any retry. (A marked job that was
     // never claimed did not run: it is due again at once.)
     const delays = lost.map((r) => retryDelayMs(r.attempt));
