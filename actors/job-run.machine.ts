@@ -31,43 +31,24 @@ import { fromTransition } from "xstate";
 import type { BackoffPolicy } from "./backoff.ts";
 import { decide, failsForGood, type Decision, type RunResult } from "./outcome.ts";
 
-export interface DueMessage {
-  id: string;
-  shard: number;
-  attempt: number;
-}
-
-export interface ClaimedJob {
-  id: string;
-  shard_id: number;
-  user_id: string;
-  /** Which handler runs it (src/executor/handlers.ts). */
-  kind: string;
-  message: string;
-  target: { url: string; method: string; headers: Record<string, string>; timeout_ms: number | null } | null;
+/** What the machine needs of its job (src/jobs/job-row.ts ClaimedJob in the executor). */
+export interface RunJob {
+  /** The number of this run (1 for the first). */
   attempt: number;
   max_attempts: number;
-  execute_at: Date;
-  /** When this attempt was due (execute_at for the first, the retry time after). */
-  due_at: Date;
-  last_error: string | null;
-  trace_context: Record<string, string> | null;
-  /** When the rescuer may take the run for lost (its timeout and JOB_RUN_GRACE after the claim). */
-  deadline_at: Date;
 }
 
 /** The run's state: the step it is in and what it has learnt so far. */
-export interface RunState {
+export interface RunState<J extends RunJob = RunJob> {
   step: RunStep;
-  msg: DueMessage;
   backoff: BackoffPolicy;
-  job: ClaimedJob | null;
+  job: J | null;
   result: RunResult | null;
   decision: Decision | null;
 }
 
-export type RunEvent =
-  | { type: "CLAIMED"; job: ClaimedJob }
+export type RunEvent<J extends RunJob = RunJob> =
+  | { type: "CLAIMED"; job: J }
   | { type: "NOT_CLAIMED" }
   | { type: "RAN"; result: RunResult }
   | { type: "DEAD_LETTERED" }
@@ -76,12 +57,12 @@ export type RunEvent =
 /** The run's states. In each non-final one the executor does the I/O it names and answers with an event. */
 export type RunStep = "claiming" | "running" | "deadLettering" | "recording" | "done" | "dropped";
 
-export function initialRun(input: { msg: DueMessage; backoff: BackoffPolicy }): RunState {
-  return { step: "claiming", msg: input.msg, backoff: input.backoff, job: null, result: null, decision: null };
+export function initialRun<J extends RunJob>(input: { backoff: BackoffPolicy }): RunState<J> {
+  return { step: "claiming", backoff: input.backoff, job: null, result: null, decision: null };
 }
 
 /** The transition function: the next state after `event`; the same state when the event does not apply. */
-export function runTransition(state: RunState, event: RunEvent): RunState {
+export function runTransition<J extends RunJob>(state: RunState<J>, event: RunEvent<J>): RunState<J> {
   switch (state.step) {
     case "claiming":
       if (event.type === "CLAIMED") return { ...state, step: "running", job: event.job };
@@ -105,4 +86,5 @@ export function runTransition(state: RunState, event: RunEvent): RunState {
 }
 
 /** XState actor logic of one run: `createActor(jobRunLogic, { input })`, then `send` the I/O results. */
-export const jobRunLogic = fromTransition(runTransition, ({ input }: { input: { msg: DueMessage; backoff: BackoffPolicy } }) => initialRun(input));
+export const jobRunLogic = <J extends RunJob>() =>
+  fromTransition((state: RunState<J>, event: RunEvent<J>) => runTransition(state, event), ({ input }: { input: { backoff: BackoffPolicy } }) => initialRun<J>(input));

@@ -46,13 +46,17 @@ export interface Cursor {
 }
 
 export interface ShardSettings {
+  /** Jobs due within this window are loaded ahead and dispatched at their due time. */
   lookaheadMs: number;
+  /** Loads follow notifications and due times; this is the backstop poll of an idle shard. */
   pollIntervalMs: number;
+  /** How often the shard's in-flight deadlines are checked (the rescue). */
   rescueIntervalMs: number;
   /** Every this long a rescue looks at every in-flight deadline, not only the recent ones. */
   fullRescueMs: number;
+  /** After a failed load or dispatch, the shard tries again after this long. */
   retryDelayMs: number;
-  /** Queued jobs per user per shard a load tops up to. */
+  /** Queued jobs per user per shard a load tops up to (SCHEDULER_PER_USER_LOAD). */
   userTarget: number;
   /** Below this many queued jobs of a user, the dispatcher asks for a refill. */
   userLowWater: number;

@@ -16,8 +16,8 @@
  *   bun bench/executor.ts
  *   JOBS=100000 WARMUP=10000 EXECUTORS=1 SCHEDULERS=1 bun bench/executor.ts
  */
-import { IdGenerator } from "../actors/ids.ts";
-import { shardOf } from "../actors/shard-map.ts";
+import { IdGenerator } from "../src/ids.ts";
+import { shardOf } from "../src/shard-map.ts";
 import { openDatabases } from "../src/db/databases.ts";
 import { testConfig } from "../test/support/env.ts";
 import { slice, waitFor } from "../test/support/procs.ts";

@@ -15,8 +15,8 @@
  *   bun bench/scheduler.ts
  *   RATE=1389 DURATION=60 BURST=200000 SCHEDULERS=1 bun bench/scheduler.ts
  */
-import { IdGenerator } from "../actors/ids.ts";
-import { shardOf } from "../actors/shard-map.ts";
+import { IdGenerator } from "../src/ids.ts";
+import { shardOf } from "../src/shard-map.ts";
 import { openDatabases } from "../src/db/databases.ts";
 import { testConfig } from "../test/support/env.ts";
 import { collectDue, slice } from "../test/support/procs.ts";

@@ -7,8 +7,8 @@
  *
  *   bun ops/soak-ownership.ts
  */
-import { IdGenerator } from "../actors/ids.ts";
-import { shardOf } from "../actors/shard-map.ts";
+import { IdGenerator } from "../src/ids.ts";
+import { shardOf } from "../src/shard-map.ts";
 import { connect } from "../src/db/databases.ts";
 import { owners, slice } from "../test/support/procs.ts";
 

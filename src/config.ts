@@ -9,7 +9,9 @@ import { randomBytes } from "node:crypto";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { BackoffPolicy } from "../actors/backoff.ts";
+import type { DispatcherSettings } from "../actors/dispatcher.ts";
 import { MAX_WEIGHT, MIN_WEIGHT } from "../actors/fair-queue.ts";
+import type { ShardSettings } from "../actors/shard.machine.ts";
 
 export type Role = "api" | "scheduler" | "executor" | "all";
 export const ROLES: readonly Role[] = ["api", "scheduler", "executor", "all"];
@@ -77,49 +79,19 @@ export interface Config {
     httpAllowPrivate: boolean;
     defaultTimeoutMs: number;
   };
-  scheduler: {
-    /** Jobs due within this window are loaded ahead and dispatched at their due time. */
-    lookaheadMs: number;
-    /** Loads follow notifications and due times; this is the backstop poll of an idle shard. */
-    pollIntervalMs: number;
-    /**
-     * The in-flight window: dispatched-but-unstarted jobs are kept to what the executors start
-     * within this delay at their measured start rate (actors/start-window.ts).
-     */
-    targetDelayMs: number;
-    windowMin: number;
-    windowMax: number;
-    /** While jobs are out, the executors' committed offsets are read back to back, at least this far apart. */
-    startPollMs: number;
-    /** Span of one start-rate sample, and how long the window follows the best sample. */
-    rateSpanMs: number;
-    rateMemoryMs: number;
-    /** Jobs per mark statement batch, and batches under way at once. */
-    batchMax: number;
-    /** While batches are under way, a new one waits for room for this many due jobs (a full message). */
-    batchMin: number;
-    batchesInFlight: number;
-    /** Queued jobs per user per shard a load tops up to; a refill starts below half of it. */
-    perUserLoad: number;
-    userLowWater: number;
-    /** Rows per load at most. */
-    maxLoad: number;
-    /** A scheduled job not claimed by then is rescued (its message was lost or its run died). */
-    scheduledDeadlineMs: number;
-    rescueIntervalMs: number;
-    /** Every this long a rescue looks at every in-flight deadline, not only those since the last one. */
-    fullRescueMs: number;
-    /** Jobs are marked `scheduled` up to this much before their due time and published at it... */
-    premarkMs: number;
-    /** ...in one statement per this interval at most. */
-    premarkEveryMs: number;
-    /** Jobs due within one slot of this length are published together at its end (at most this late). */
-    publishSlotMs: number;
-    /** After a failed load or dispatch, a shard tries again after this long. */
-    retryDelayMs: number;
-    /** How often the users' weights are re-read (a changed weight applies within this). */
-    weightRefreshMs: number;
-  };
+  /**
+   * The shard actors' settings (ShardSettings), the dispatcher's (DispatcherSettings, with its
+   * start window) and the process's own; each field is documented where it is used.
+   */
+  scheduler: ShardSettings &
+    Omit<DispatcherSettings, "defaultWeight"> & {
+      /** While jobs are out, the executors' committed offsets are read back to back, at least this far apart. */
+      startPollMs: number;
+      /** A scheduled job not claimed by then is rescued (its message was lost or its run died). */
+      scheduledDeadlineMs: number;
+      /** How often the users' weights are re-read (a changed weight applies within this). */
+      weightRefreshMs: number;
+    };
   users: {
     /** The weight of a user who does not choose one. */
     defaultWeight: number;
@@ -180,6 +152,8 @@ export const TUNING = {
     offsetsPollMs: 200,
     /** ...and this often when nothing is out. */
     offsetsIdlePollMs: 2_000,
+    /** Dead-letter records a rescue publishes from its shard's outbox per pass (the rest next pass). */
+    outboxBatch: 1_000,
   },
   api: {
     /** A disabled or deleted user's tokens stop within this. */
@@ -386,19 +360,21 @@ export function loadConfig(env: Env = process.env): Config {
     scheduler: {
       lookaheadMs: duration("SCHEDULER_LOOKAHEAD", "4s", 100),
       pollIntervalMs: duration("SCHEDULER_POLL_INTERVAL", "5s", 10),
-      targetDelayMs: duration("SCHEDULER_TARGET_DELAY", "100ms", 20),
-      windowMin: int("SCHEDULER_WINDOW_MIN", 1_024, 1, 1_000_000),
-      windowMax: int("SCHEDULER_WINDOW_MAX", 100_000, 1, 10_000_000),
+      window: {
+        targetDelayMs: duration("SCHEDULER_TARGET_DELAY", "100ms", 20),
+        minJobs: int("SCHEDULER_WINDOW_MIN", 1_024, 1, 1_000_000),
+        maxJobs: int("SCHEDULER_WINDOW_MAX", 100_000, 1, 10_000_000),
+        // One start-rate sample spans 100 ms (several commits and offset reads); the window
+        // follows the best sample of the last second, so a dip in commits does not shrink it.
+        rateSpanMs: 100,
+        rateMemoryMs: 1_000,
+      },
       startPollMs: duration("SCHEDULER_START_POLL", "50ms", 1),
-      // One start-rate sample spans 100 ms (several commits and offset reads); the window
-      // follows the best sample of the last second, so a dip in commits does not shrink it.
-      rateSpanMs: 100,
-      rateMemoryMs: 1_000,
       batchMax: int("SCHEDULER_BATCH_MAX", 1_000, 1, 10_000),
       batchMin: 100,
       batchesInFlight: int("SCHEDULER_BATCHES_IN_FLIGHT", 8, 1, 64),
-      perUserLoad: int("SCHEDULER_PER_USER_LOAD", 500, 2, 100_000),
-      userLowWater: 0, // set below: half of perUserLoad
+      userTarget: int("SCHEDULER_PER_USER_LOAD", 500, 2, 100_000),
+      userLowWater: 0, // set below: half of userTarget
       maxLoad: int("SCHEDULER_MAX_LOAD", 5_000, 1, 1_000_000),
       scheduledDeadlineMs: duration("SCHEDULED_DEADLINE", "60s", 1_000),
       rescueIntervalMs: duration("RESCUE_INTERVAL", "5s", 100),
@@ -423,9 +399,9 @@ export function loadConfig(env: Env = process.env): Config {
   if (config.otel.endpoint && !isUrl(["http:", "https:"])(config.otel.endpoint)) {
     problems.push(`OTEL_EXPORTER_OTLP_ENDPOINT=${JSON.stringify(config.otel.endpoint)}: expected an http(s):// URL`);
   }
-  config.scheduler.userLowWater = Math.max(1, Math.floor(config.scheduler.perUserLoad / 2));
-  if (config.scheduler.windowMin > config.scheduler.windowMax) {
-    problems.push(`SCHEDULER_WINDOW_MIN=${config.scheduler.windowMin}: must not exceed SCHEDULER_WINDOW_MAX (${config.scheduler.windowMax})`);
+  config.scheduler.userLowWater = Math.max(1, Math.floor(config.scheduler.userTarget / 2));
+  if (config.scheduler.window.minJobs > config.scheduler.window.maxJobs) {
+    problems.push(`SCHEDULER_WINDOW_MIN=${config.scheduler.window.minJobs}: must not exceed SCHEDULER_WINDOW_MAX (${config.scheduler.window.maxJobs})`);
   }
   if (config.databaseUrls.length > config.shardCount) {
     problems.push(`SHARD_COUNT=${config.shardCount}: must be at least the number of DATABASE_URLS (${config.databaseUrls.length})`);

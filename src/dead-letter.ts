@@ -1,29 +1,20 @@
 /**
  * The dead-letter topic's one record shape, built here for both writers: the executor (a run
- * failed for good) and the rescuer (a run on its last attempt died without an outcome).
+ * failed for good) and the rescuer (a run on its last attempt died without an outcome; it
+ * stores the record in dead_letter_outbox and publishes it after its transaction commits).
  *
  *   {id, shard, user_id, message, target: {url, method} | null, attempts, max_attempts,
  *    errors: [previous error?, final error], reason: "failed" | "run_deadline", failed_at}
+ *
+ * Keyed by job id. Delivery is at least once: a crash between publish and record publishes again.
  */
-import type { Target } from "./jobs/job-input.ts";
+import type { DeadJob } from "./jobs/job-row.ts";
 import type { OutMessage } from "./kafka.ts";
 
 export type DeadLetterReason = "failed" | "run_deadline";
 
-/** What a record needs of the job (a claimed run's row or the rescuer's doomed run). */
-export interface DeadJob {
-  id: string;
-  shard_id: number;
-  user_id: string;
-  message: string;
-  target: Target | null;
-  attempt: number;
-  max_attempts: number;
-  last_error: string | null;
-}
-
-export function deadLetterMessage(job: DeadJob, error: string, reason: DeadLetterReason, failedAt = new Date()): OutMessage {
-  const record = {
+export function deadLetterRecord(job: DeadJob, error: string, reason: DeadLetterReason, failedAt = new Date()) {
+  return {
     id: job.id,
     shard: job.shard_id,
     user_id: job.user_id,
@@ -35,5 +26,9 @@ export function deadLetterMessage(job: DeadJob, error: string, reason: DeadLette
     reason,
     failed_at: failedAt.toISOString(),
   };
-  return { key: job.id, value: JSON.stringify(record) };
+}
+export type DeadLetterRecord = ReturnType<typeof deadLetterRecord>;
+
+export function deadLetterMessage(job: DeadJob, error: string, reason: DeadLetterReason, failedAt = new Date()): OutMessage {
+  return { key: job.id, value: JSON.stringify(deadLetterRecord(job, error, reason, failedAt)) };
 }

@@ -1,8 +1,8 @@
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { Elysia } from "elysia";
 import { SignJWT } from "jose";
-import { IdGenerator } from "../actors/ids.ts";
-import { databaseOf, shardOf } from "../actors/shard-map.ts";
+import { IdGenerator } from "../src/ids.ts";
+import { databaseOf, shardOf } from "../src/shard-map.ts";
 import { connect, openDatabases, type Databases } from "../src/db/databases.ts";
 import { apiRoutes } from "../src/http/api.ts";
 import { listen, rootApp } from "../src/http/server.ts";

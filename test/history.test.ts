@@ -6,7 +6,7 @@
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { openDatabases, type Databases } from "../src/db/databases.ts";
 import { autovacuumOff, checkAutovacuum, RetentionKeeper, VacuumKeeper } from "../src/db/maintenance.ts";
-import { firstIdAt } from "../actors/ids.ts";
+import { firstIdAt } from "../src/ids.ts";
 import { freshDatabases, testConfig } from "./support/env.ts";
 
 setDefaultTimeout(60_000);

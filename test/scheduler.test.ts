@@ -4,12 +4,14 @@
  * on-time dispatch of jobs created through the API.
  */
 import { afterAll, describe, expect, setDefaultTimeout, test } from "bun:test";
-import { IdGenerator } from "../actors/ids.ts";
-import { shardOf } from "../actors/shard-map.ts";
+import { IdGenerator } from "../src/ids.ts";
+import { shardOf } from "../src/shard-map.ts";
 import { FencedOutError } from "../actors/errors.ts";
 import { connect, openDatabases } from "../src/db/databases.ts";
-import { acquireFence, releaseFence } from "../src/scheduler/fence.ts";
-import { loadDue, markMany, rescueExpired, type DoomedRun } from "../src/scheduler/scheduler-sql.ts";
+import { acquireFence, releaseFence } from "../src/db/fence.ts";
+import { loadDue } from "../src/scheduler/load-due.ts";
+import { mark, rescue } from "../src/jobs/transitions.ts";
+import { rescueShard } from "../src/scheduler/rescuer.ts";
 import { testConfig } from "./support/env.ts";
 import { collect, collectDue, owners, slice, waitFor, type Slice } from "./support/procs.ts";
 
@@ -130,12 +132,12 @@ describe("fencing", () => {
       const oldEpoch = (await acquireFence(sql, shard, "old-owner")).epoch;
       const newEpoch = (await acquireFence(sql, shard, "new-owner")).epoch;
       expect(BigInt(newEpoch)).toBeGreaterThan(BigInt(oldEpoch));
-      const [stale] = await markMany(sql, 60_000, 1_000, [{ shard, epoch: oldEpoch, ids }]);
+      const [stale] = await mark(sql, 60_000, 1_000, [{ shard, epoch: oldEpoch, ids }]);
       expect(stale).toEqual({ fence: newEpoch, rows: [] });
-      await expect(rescueExpired(sql, shard, oldEpoch, null, async () => {}, () => 0)).rejects.toBeInstanceOf(FencedOutError);
+      await expect(rescue(sql, shard, oldEpoch, null, () => 0)).rejects.toBeInstanceOf(FencedOutError);
       const [{ n }] = (await sql`SELECT count(*)::int AS n FROM all_jobs WHERE status <> 'created'`) as unknown as [{ n: number }];
       expect(n).toBe(0);
-      const [fresh] = await markMany(sql, 60_000, 1_000, [{ shard, epoch: newEpoch, ids }]);
+      const [fresh] = await mark(sql, 60_000, 1_000, [{ shard, epoch: newEpoch, ids }]);
       expect(fresh!.rows.length).toBe(ids.length);
       const [{ m }] = (await sql`SELECT count(*)::int AS m FROM all_jobs WHERE status = 'scheduled' AND dispatch_epoch = ${newEpoch}`) as unknown as [{ m: number }];
       expect(m).toBe(ids.length);
@@ -152,7 +154,7 @@ describe("fencing", () => {
     try {
       const { epoch } = await acquireFence(sql, 0, "owner");
       await sql`UPDATE jobs SET due_at = now() + interval '1 minute'`;
-      const [r] = await markMany(sql, 60_000, 1_000, [{ shard: 0, epoch, ids: [id!] }]);
+      const [r] = await mark(sql, 60_000, 1_000, [{ shard: 0, epoch, ids: [id!] }]);
       expect(r!.rows).toEqual([]);
     } finally {
       await sql.end();
@@ -166,46 +168,50 @@ describe("rescue", () => {
     slices.push(s);
     const ids = await insertJobs(s, 6, () => new Date(Date.now() - 120_000));
     const last = ids.slice(0, 3); // these died on their last attempt (max_attempts is 3)
-    const sql = connect(testConfig(s.env).databaseUrls[0]!, 2);
+    // A lost run backs off like any failed attempt: 60 s per attempt here, to be seen.
+    const config = testConfig({ ...s.env, RETRY_BACKOFF_BASE: "60s", RETRY_BACKOFF_MAX: "10m" });
+    const sql = connect(config.databaseUrls[0]!, 2);
     const publisher = await s.bus.publisher();
     const statuses = async () => Object.fromEntries((await sql`SELECT id, status, attempt FROM all_jobs`).map((r) => [r.id, `${r.status}/${r.attempt}`]));
-    const deadLetter = (topic: string) => async (runs: DoomedRun[]) => {
-      await publisher.publish(topic, runs.map((r) => ({ key: r.id, value: JSON.stringify({ id: r.id, attempts: r.attempt }) })));
-    };
+    const outbox = async () => (await sql`SELECT job_id::text FROM dead_letter_outbox ORDER BY job_id`).map((r) => r.job_id as string);
     try {
       await sql`UPDATE jobs SET status = 'running', attempt = CASE WHEN id = ANY(${last}::bigint[]) THEN 3 ELSE 1 END,
         started_at = now() - interval '2 minutes', deadline_at = now() - interval '1 minute'`;
       const { epoch } = await acquireFence(sql, 0, "owner");
       const before = await statuses();
 
-      // The dead-letter topic does not exist here (topics are never auto-created), so the
-      // publish fails for real: the rescue fails and no row has changed.
-      // A lost run backs off like any failed attempt: 60 s per attempt here, to be seen.
-      const retryDelay = (attempt: number) => 60_000 * attempt;
-      await expect(rescueExpired(sql, 0, epoch, null, deadLetter(`${s.topicDlq}-missing`), retryDelay)).rejects.toThrow();
-      expect(await statuses()).toEqual(before);
-
       // A rescue that looks only at recent deadlines leaves these (a minute past) alone...
-      const recent = await rescueExpired(sql, 0, epoch, new Date(Date.now() - 30_000), deadLetter(s.topicDlq), retryDelay);
+      const recent = await rescueShard(config, sql, publisher, 0, epoch, new Date(Date.now() - 30_000));
       expect([recent.changed, recent.deadLettered]).toEqual([0, 0]);
       expect(await statuses()).toEqual(before);
-      // ...and one that looks at every deadline rescues them all.
-      const full = await rescueExpired(sql, 0, epoch, null, deadLetter(s.topicDlq), retryDelay);
-      expect([full.changed, full.deadLettered]).toEqual([6, 3]);
+
+      // ...one that looks at every deadline rescues them all. The dead-letter topic does not
+      // exist here (topics are never auto-created), so the publish fails for real: the jobs
+      // that failed for good keep their records in the outbox, written in the same transaction.
+      const missing = { ...config, kafka: { ...config.kafka, topicDlq: `${s.topicDlq}-missing` } };
+      const full = await rescueShard(missing, sql, publisher, 0, epoch, null);
+      expect([full.changed, full.deadLettered, full.published]).toEqual([6, 3, 0]);
       expect(Math.abs(full.dbNow.getTime() - Date.now())).toBeLessThan(5_000);
+      expect(await outbox()).toEqual([...last].sort());
       const after = await sql`SELECT id, status, attempt, last_error, finished_at, extract(epoch FROM due_at - now()) * 1000 AS due_in_ms FROM all_jobs ORDER BY id`;
       for (const r of after) {
         expect(r.status).toBe(last.includes(r.id) ? "failed" : "retrying");
         expect(r.finished_at !== null).toBe(last.includes(r.id));
         expect(r.last_error).toContain("run deadline passed");
         // Retried from now, after the policy's delay for the attempt that was lost (attempt 1:
-        // 60 s), not from its old time and not at once.
-        if (!last.includes(r.id)) expect(Number(r.due_in_ms)).toBeWithin(50_000, 61_000);
+        // 60 s base, equal jitter: 30-60 s), not from its old time and not at once.
+        if (!last.includes(r.id)) expect(Number(r.due_in_ms)).toBeWithin(25_000, 61_000);
       }
       const lostAttempts = await sql`SELECT job_id::text, attempt, outcome FROM job_attempts ORDER BY job_id`;
       expect(lostAttempts.map((a) => a.outcome)).toEqual(Array(6).fill("lost"));
-      const records = await collect<{ id: string; attempts: number }>(s, s.topicDlq, (all) => all.length >= 3, 15_000);
+
+      // The next pass, with the topic there, publishes the kept records and empties the outbox.
+      const next = await rescueShard(config, sql, publisher, 0, epoch, null);
+      expect([next.changed, next.deadLettered, next.published]).toEqual([0, 0, 3]);
+      expect(await outbox()).toEqual([]);
+      const records = await collect<{ id: string; attempts: number; reason: string }>(s, s.topicDlq, (all) => all.length >= 3, 15_000);
       expect(records.map((r) => r.value.id).sort()).toEqual([...last].sort());
+      expect(records.map((r) => [r.value.attempts, r.value.reason])).toEqual(Array(3).fill([3, "run_deadline"]));
     } finally {
       await publisher.close();
       await sql.end();
@@ -305,7 +311,7 @@ describe("dispatch", () => {
         const { epoch, abandoned } = await acquireFence(sql, shard, "ghost");
         expect(abandoned).toBeNull(); // a first owner
         const mine = (await sql`SELECT id::text FROM jobs WHERE shard_id = ${shard}`).map((r) => r.id as string);
-        const [r] = await markMany(sql, 60_000, 1_000, [{ shard, epoch, ids: mine }]);
+        const [r] = await mark(sql, 60_000, 1_000, [{ shard, epoch, ids: mine }]);
         expect(r!.rows.length).toBe(mine.length);
         if (shard === 1) await releaseFence(sql, shard, epoch);
       }

@@ -5,7 +5,7 @@
  * goes to the address that was checked.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import type { ClaimedJob } from "../actors/job-run.machine.ts";
+import type { ClaimedJob } from "../src/jobs/job-row.ts";
 import { isInternalAddress, runHttp } from "../src/executor/handlers.ts";
 
 let hits = 0;

@@ -3,7 +3,7 @@
  * each logical shard's jobs live in `databaseOf(shard)`. Ids (int8) come back as strings.
  */
 import postgres from "postgres";
-import { databaseOf } from "../../actors/shard-map.ts";
+import { databaseOf } from "../shard-map.ts";
 
 export type Sql = postgres.Sql;
 

@@ -15,7 +15,7 @@
  *   settings of sql/000003, autovacuum normally gets there first and the keeper is a backstop.
  */
 import { TUNING, type Config } from "../config.ts";
-import { firstIdAt } from "../../actors/ids.ts";
+import { firstIdAt } from "../ids.ts";
 import { log } from "../log.ts";
 import { metrics } from "../metrics.ts";
 import type { Databases, Sql } from "./databases.ts";

@@ -1,4 +1,4 @@
-import { NODE_BITS } from "../../actors/ids.ts";
+import { NODE_BITS } from "../ids.ts";
 import type { Sql } from "./databases.ts";
 
 /** A node number for this process's id generator, drawn once from a shared sequence. */

@@ -21,7 +21,7 @@
  */
 import { context, SpanStatusCode, trace } from "@opentelemetry/api";
 import { createActor } from "xstate";
-import { jobRunLogic, type ClaimedJob, type DueMessage, type RunEvent } from "../../actors/job-run.machine.ts";
+import { jobRunLogic, type RunEvent } from "../../actors/job-run.machine.ts";
 import { OffsetTracker } from "../../actors/offset-tracker.ts";
 import type { Decision, RunResult } from "../../actors/outcome.ts";
 import { TUNING, type Config } from "../config.ts";
@@ -35,10 +35,12 @@ import { Batcher } from "../batcher.ts";
 import { deadLetterMessage } from "../dead-letter.ts";
 import { ShortCache, UserStore } from "../users/user-store.ts";
 import { runJob, type HandlerSettings } from "./handlers.ts";
-import { claimMany, recordMany, type Outcome } from "./job-sql.ts";
+import { claim, record, type ClaimRequest, type Outcome } from "../jobs/transitions.ts";
+import type { ClaimedJob } from "../jobs/job-row.ts";
 
 /** Fixed tuning (src/config.ts): commits go out one at a time, at least commitGapMs apart. */
 const T = TUNING.executor;
+const runLogic = jobRunLogic<ClaimedJob>();
 
 /** Bounds the runs in flight (claims included). */
 class Permits {
@@ -83,7 +85,7 @@ export class Executor {
   private publisher: Publisher | null = null;
   private readonly permits: Permits;
   private readonly offsets = new OffsetTracker();
-  private readonly claims: Batcher<number, DueMessage, ClaimedJob | null>;
+  private readonly claims: Batcher<number, ClaimRequest, ClaimedJob | null>;
   private readonly records: Batcher<number, Outcome, void>;
   private readonly handler: HandlerSettings;
   private commitTimer: ReturnType<typeof setInterval> | null = null;
@@ -104,8 +106,8 @@ export class Executor {
     this.permits = new Permits(config.executor.concurrency);
     // Two batched statements can deadlock when a duplicate message puts a job in both, in
     // different orders; PostgreSQL then rolls one back whole, and it is simply run again.
-    this.claims = new Batcher((db, msgs) => timed("claim", () => retryRolledBack(() => claimMany(dbs.all[db]!, msgs, config.executor.defaultTimeoutMs, config.executor.runGraceMs))));
-    this.records = new Batcher((db, outcomes) => timed("record", () => retryRolledBack(() => recordMany(dbs.all[db]!, outcomes))));
+    this.claims = new Batcher((db, msgs) => timed("claim", () => retryRolledBack(() => claim(dbs.all[db]!, msgs, config.executor.defaultTimeoutMs, config.executor.runGraceMs))));
+    this.records = new Batcher((db, outcomes) => timed("record", () => retryRolledBack(() => record(dbs.all[db]!, outcomes).then(() => outcomes.map(() => undefined)))));
     // A rotated key is used within this; the previous one stays valid far longer (its grace).
     const users = new UserStore(dbs.users);
     const signingKeys = new ShortCache(T.signingKeysTtlMs, (userId) => users.signingKeys(userId));
@@ -269,7 +271,7 @@ export class Executor {
       ? tracer().startSpan("job.execute", { attributes: { "job.id": msg.id, "job.shard": msg.shard, "job.attempt": msg.attempt } }, extractContext(msg.trace))
       : null;
     try {
-      const run = () => this.runMachine(msg, job);
+      const run = () => this.runMachine(job);
       const outcome = await (span ? context.with(trace.setSpan(context.active(), span), run) : run());
       span?.setAttribute("job.outcome", outcome);
       metrics.jobsProcessed.inc({ outcome });
@@ -287,10 +289,10 @@ export class Executor {
    * Runs the job's lifecycle machine from its claim, doing the I/O each state names and sending
    * the result back as an event. Returns the final outcome (the decision's kind).
    */
-  private async runMachine(msg: DueMessage, job: ClaimedJob): Promise<string> {
+  private async runMachine(job: ClaimedJob): Promise<string> {
     const backoff = this.config.executor.retry;
-    const actor = createActor(jobRunLogic, { input: { msg, backoff } }).start();
-    const step = (event: RunEvent) => actor.send(event);
+    const actor = createActor(runLogic, { input: { backoff } }).start();
+    const step = (event: RunEvent<ClaimedJob>) => actor.send(event);
     let ranFrom = 0;
     let ranFor = 0;
     step({ type: "CLAIMED", job });

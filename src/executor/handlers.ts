@@ -15,7 +15,7 @@ import { lookup } from "node:dns/promises";
 import { isIP } from "node:net";
 import { checkServerIdentity, type PeerCertificate } from "node:tls";
 import ipaddr from "ipaddr.js";
-import type { ClaimedJob } from "../../actors/job-run.machine.ts";
+import type { ClaimedJob } from "../jobs/job-row.ts";
 import { classifyHttpStatus, type RunResult } from "../../actors/outcome.ts";
 import type { JobKind } from "../jobs/job-input.ts";
 import { log } from "../log.ts";

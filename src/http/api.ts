@@ -1,7 +1,7 @@
 /** The API role's HTTP surface: users, auth, jobs and their OpenAPI reference at /docs. */
 import { openapi } from "@elysiajs/openapi";
 import { Elysia } from "elysia";
-import type { IdGenerator } from "../../actors/ids.ts";
+import type { IdGenerator } from "../ids.ts";
 import type { Config } from "../config.ts";
 import type { Databases } from "../db/databases.ts";
 import { JobStore } from "../jobs/job-store.ts";

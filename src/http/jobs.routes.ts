@@ -3,7 +3,7 @@
  * (indistinguishable from a missing one), because every query filters on the token's user.
  */
 import { Elysia, t } from "elysia";
-import { parseId } from "../../actors/ids.ts";
+import { parseId } from "../ids.ts";
 import type { Config } from "../config.ts";
 import { checkJob, JOB_KINDS, parseExecuteAt, parseTimestamp, type JobInput, type JobSpec, type Problem } from "../jobs/job-input.ts";
 import { JOB_STATUSES, requestHash, toAttemptView, toJobView, type JobStatus, type JobStore, type ListOptions, type TransitionResult } from "../jobs/job-store.ts";

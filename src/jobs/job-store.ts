@@ -1,39 +1,23 @@
 /**
- * Job rows in their shards: create (single, batch, idempotent), read, list and cancel.
- * Every state change is one guarded UPDATE; the row, not any process's memory, is the truth.
+ * Job rows in their shards, for the API: create (single, batch, idempotent), read, list, and the
+ * user's transitions (cancel, retry, reschedule), which are src/jobs/transitions.ts's.
  */
-import { CANCELLABLE, inList, JOB_STATUSES, WAITING, type JobStatus } from "./lifecycle.ts";
+import { JOB_STATUSES, type JobStatus } from "./lifecycle.ts";
+import { API_COLUMNS, type ApiRow } from "./job-row.ts";
+import * as transitions from "./transitions.ts";
 import { createHash } from "node:crypto";
-import type { IdGenerator } from "../../actors/ids.ts";
+import type { IdGenerator } from "../ids.ts";
 import { Batcher } from "../batcher.ts";
-import { shardOf } from "../../actors/shard-map.ts";
+import { shardOf } from "../shard-map.ts";
 import type { Databases, Sql } from "../db/databases.ts";
 import { DUE_CHANNEL, duePayload } from "../db/due-notify.ts";
 import type { JobKind, JobSpec, Target } from "./job-input.ts";
 
 export { JOB_STATUSES, type JobStatus } from "./lifecycle.ts";
 
-export interface JobRow {
-  id: string;
-  shard_id: number;
-  user_id: string;
-  kind: JobKind;
-  message: string;
-  target: Target | null;
-  status: JobStatus;
-  execute_at: Date;
-  due_at: Date;
-  attempt: number;
-  max_attempts: number;
-  last_error: string | null;
-  created_at: Date;
-  updated_at: Date;
-  started_at: Date | null;
-  finished_at: Date | null;
-}
 
 /** The API representation. Job ids exceed 2^53 and travel as strings. */
-export function toJobView(r: JobRow) {
+export function toJobView(r: ApiRow) {
   return {
     id: r.id,
     user_id: Number(r.user_id),
@@ -80,8 +64,6 @@ export function toAttemptView(a: AttemptRow) {
   };
 }
 
-const COLUMNS = "id, shard_id, user_id, kind, message, target, status, execute_at, due_at, attempt, max_attempts, last_error, created_at, updated_at, started_at, finished_at";
-
 export interface Owner {
   userId: string;
 }
@@ -94,7 +76,7 @@ export interface ListOptions {
   executeBefore: Date | null;
 }
 
-export type TransitionResult = { kind: "done"; job: JobRow } | { kind: "conflict"; status: JobStatus } | { kind: "not_found" };
+export type TransitionResult = { kind: "done"; job: ApiRow } | { kind: "conflict"; status: JobStatus } | { kind: "not_found" };
 
 type NewRow = ReturnType<JobStore["rowFor"]>["row"];
 
@@ -104,7 +86,7 @@ export class JobStore {
    * answers only after its row is committed): on the 2-core dev box this lifted single creates
    * from ~2,300/s to the figure in the API benchmark, as PostgreSQL commits per statement.
    */
-  private readonly singles: Batcher<Sql, NewRow, JobRow>;
+  private readonly singles: Batcher<Sql, NewRow, ApiRow>;
 
   constructor(
     private readonly dbs: Databases,
@@ -138,7 +120,7 @@ export class JobStore {
    * between the two writes is repaired by the repeat, which inserts the same id.
    */
   async create(owner: Owner, spec: JobSpec, trace: Record<string, string>, idem?: { key: string; requestHash: string }):
-    Promise<{ job: JobRow; replayed: boolean } | { conflict: true }> {
+    Promise<{ job: ApiRow; replayed: boolean } | { conflict: true }> {
     let id = this.ids.next();
     let replayed = false;
     if (idem) {
@@ -152,7 +134,7 @@ export class JobStore {
     if (!idem) return { job: await this.singles.submit(sql, row), replayed: false };
     // A replay finds the job wherever it is now; only a job that was never written is inserted
     // (a finished job has left `jobs`, and inserting its id again would run it again).
-    const find = async () => (await sql<JobRow[]>`SELECT ${sql.unsafe(COLUMNS)} FROM all_jobs WHERE id = ${row.id}`)[0];
+    const find = async () => (await sql<ApiRow[]>`SELECT ${sql.unsafe(API_COLUMNS)} FROM all_jobs WHERE id = ${row.id}`)[0];
     const earlier = replayed ? await find() : undefined;
     if (earlier) return { job: earlier, replayed };
     const [inserted] = await insertRows(sql, [row], { skipExisting: true });
@@ -188,7 +170,7 @@ export class JobStore {
    * 1,000 rows ~25 ms; the same rows as 16 concurrent per-shard transactions ~60 ms (index page
    * contention and round trips). Returns the jobs in input order.
    */
-  async createMany(owner: Owner, specs: JobSpec[], trace: Record<string, string>): Promise<JobRow[]> {
+  async createMany(owner: Owner, specs: JobSpec[], trace: Record<string, string>): Promise<ApiRow[]> {
     const byDb = new Map<Sql, { index: number; row: NewRow }[]>();
     specs.forEach((spec, index) => {
       const { shard, row } = this.rowFor(this.ids.next(), owner, spec, trace, null);
@@ -197,7 +179,7 @@ export class JobStore {
       list.push({ index, row });
       byDb.set(sql, list);
     });
-    const out: JobRow[] = new Array(specs.length);
+    const out: ApiRow[] = new Array(specs.length);
     await Promise.all(
       [...byDb].map(async ([sql, items]) => {
         const rows = await insertRows(sql, items.map((i) => i.row));
@@ -207,10 +189,10 @@ export class JobStore {
     return out;
   }
 
-  async get(userId: string, id: bigint): Promise<JobRow | null> {
+  async get(userId: string, id: bigint): Promise<ApiRow | null> {
     const sql = this.dbs.forShard(shardOf(id, this.dbs.shardCount));
-    const [row] = await sql<JobRow[]>`
-      SELECT ${sql.unsafe(COLUMNS)} FROM all_jobs WHERE id = ${id.toString()} AND user_id = ${userId}`;
+    const [row] = await sql<ApiRow[]>`
+      SELECT ${sql.unsafe(API_COLUMNS)} FROM all_jobs WHERE id = ${id.toString()} AND user_id = ${userId}`;
     return row ?? null;
   }
 
@@ -227,20 +209,20 @@ export class JobStore {
    * Newest first across every database; `cursor` is the last id of the previous page. Ids only
    * grow, so a page boundary holds under concurrent inserts (new jobs sort before the first page).
    */
-  async list(userId: string, opts: ListOptions): Promise<{ jobs: JobRow[]; nextCursor: string | null }> {
+  async list(userId: string, opts: ListOptions): Promise<{ jobs: ApiRow[]; nextCursor: string | null }> {
     return this.page(opts, (sql) => sql`user_id = ${userId}`);
   }
 
   /** Every user's jobs in one status, newest first: for operators (failed: the dead letters). */
-  async listAll(opts: ListOptions & { userId: string | null }): Promise<{ jobs: JobRow[]; nextCursor: string | null }> {
+  async listAll(opts: ListOptions & { userId: string | null }): Promise<{ jobs: ApiRow[]; nextCursor: string | null }> {
     return this.page(opts, (sql) => (opts.userId ? sql`user_id = ${opts.userId}` : sql`true`));
   }
 
-  private async page(opts: ListOptions, who: (sql: Sql) => ReturnType<Sql>): Promise<{ jobs: JobRow[]; nextCursor: string | null }> {
+  private async page(opts: ListOptions, who: (sql: Sql) => ReturnType<Sql>): Promise<{ jobs: ApiRow[]; nextCursor: string | null }> {
     const pages = await Promise.all(
       this.dbs.all.map(
-        (sql: Sql) => sql<JobRow[]>`
-          SELECT ${sql.unsafe(COLUMNS)} FROM all_jobs
+        (sql: Sql) => sql<ApiRow[]>`
+          SELECT ${sql.unsafe(API_COLUMNS)} FROM all_jobs
           WHERE ${who(sql)}
             ${opts.statuses ? sql`AND status = ANY(${opts.statuses}::job_status[])` : sql``}
             ${opts.executeAfter ? sql`AND execute_at >= ${opts.executeAfter}` : sql``}
@@ -263,53 +245,26 @@ export class JobStore {
     return counts;
   }
 
-  /**
-   * created | retrying | scheduled -> cancelled; the executor's guarded claim then never wins.
-   * (`status::text` keeps the lookup on the primary key: see src/executor/job-sql.ts.)
-   */
+  /** Cancels the user's job if it has not started (TRANSITIONS.cancel). */
   async cancel(userId: string, id: bigint): Promise<TransitionResult> {
     const sql = this.dbs.forShard(shardOf(id, this.dbs.shardCount));
-    const [row] = await sql<JobRow[]>`
-      UPDATE jobs SET status = 'cancelled', finished_at = now(), updated_at = now(), deadline_at = NULL
-      WHERE id = ${id.toString()} AND user_id = ${userId} AND status::text IN ${sql.unsafe(inList(CANCELLABLE))}
-      RETURNING ${sql.unsafe(COLUMNS)}`;
-    return this.settled(userId, id, row);
+    return this.settled(userId, id, await transitions.cancel(sql, userId, id));
   }
 
-  /**
-   * failed -> retrying, due now, with as many more attempts as the job was created with (at most
-   * 100 in all); its attempts stay in its history. The row moves back from job_history to jobs.
-   */
+  /** Retries the user's failed job (TRANSITIONS.retry). */
   async retry(userId: string, id: bigint): Promise<TransitionResult> {
     const shard = shardOf(id, this.dbs.shardCount);
-    const sql = this.dbs.forShard(shard);
-    const [row] = await sql<JobRow[]>`
-      WITH moved AS (
-        DELETE FROM job_history WHERE id = ${id.toString()} AND user_id = ${userId} AND status = 'failed' AND attempt < 100 RETURNING *)
-      INSERT INTO jobs (id, shard_id, user_id, kind, message, target, status, execute_at, due_at, attempt, max_attempts, attempt_budget,
-        last_error, idempotency_key, trace_context, dispatch_epoch, created_at, updated_at)
-      SELECT id, shard_id, user_id, coalesce(kind, CASE WHEN target IS NULL THEN 'log' ELSE 'http' END), message, target, 'retrying', execute_at, now(), attempt,
-        least(100, attempt + coalesce(attempt_budget, max_attempts)), coalesce(attempt_budget, max_attempts),
-        last_error, idempotency_key, trace_context, dispatch_epoch, created_at, now()
-      FROM moved
-      RETURNING ${sql.unsafe(COLUMNS)}, (SELECT pg_notify(${DUE_CHANNEL}, ${duePayload([{ shard, dueAt: Date.now() }])})) AS notified`;
-    return this.settled(userId, id, row);
+    return this.settled(userId, id, await transitions.retry(this.dbs.forShard(shard), shard, userId, id));
   }
 
-  /** created | retrying: the job's execute_at (and its next try) move to `at`. */
+  /** Moves the user's waiting job to `at` (TRANSITIONS.reschedule). */
   async reschedule(userId: string, id: bigint, at: Date): Promise<TransitionResult> {
     const shard = shardOf(id, this.dbs.shardCount);
-    const sql = this.dbs.forShard(shard);
-    // due_at is never before now(): the shard actors' cursors rely on it (actors/shard.machine.ts).
-    const [row] = await sql<JobRow[]>`
-      UPDATE jobs SET execute_at = ${at}, due_at = greatest(${at}::timestamptz, now()), updated_at = now()
-      WHERE id = ${id.toString()} AND user_id = ${userId} AND status::text IN ${sql.unsafe(inList(WAITING))}
-      RETURNING ${sql.unsafe(COLUMNS)}, (SELECT pg_notify(${DUE_CHANNEL}, ${duePayload([{ shard, dueAt: at.getTime() }])})) AS notified`;
-    return this.settled(userId, id, row);
+    return this.settled(userId, id, await transitions.reschedule(this.dbs.forShard(shard), shard, userId, id, at));
   }
 
   /** A guarded transition's answer: the row it changed, or why it changed none. */
-  private async settled(userId: string, id: bigint, row: JobRow | undefined): Promise<TransitionResult> {
+  private async settled(userId: string, id: bigint, row: ApiRow | undefined): Promise<TransitionResult> {
     if (row) return { kind: "done", job: row };
     const current = await this.get(userId, id);
     return current ? { kind: "conflict", status: current.status } : { kind: "not_found" };
@@ -317,11 +272,7 @@ export class JobStore {
 
   /** Cancels every job of the user that has not started (a deleted user's); returns how many. */
   async cancelAllWaiting(userId: string): Promise<number> {
-    const counts = await Promise.all(
-      this.dbs.all.map(async (sql: Sql) => (await sql`
-        UPDATE jobs SET status = 'cancelled', finished_at = now(), updated_at = now(), deadline_at = NULL
-        WHERE user_id = ${userId} AND status IN ${sql.unsafe(inList(CANCELLABLE))} RETURNING 1`).length),
-    );
+    const counts = await Promise.all(this.dbs.all.map((sql: Sql) => transitions.cancelAll(sql, userId)));
     return counts.reduce((a, b) => a + b, 0);
   }
 }
@@ -332,11 +283,11 @@ export class JobStore {
  * at the database's now(). With `skipExisting`, a row whose id exists is left out of the result
  * (a keyed create repeated after a crash).
  */
-async function insertRows(sql: Sql, r: NewRow[], opts: { skipExisting?: boolean } = {}): Promise<JobRow[]> {
+async function insertRows(sql: Sql, r: NewRow[], opts: { skipExisting?: boolean } = {}): Promise<ApiRow[]> {
   const now = Date.now();
   // The shards' owners hear of the new jobs when they commit (src/db/due-notify.ts).
   const notify = duePayload(r.map((x) => ({ shard: x.shard_id, dueAt: Math.max(x.execute_at.getTime(), now) })));
-  const rows = await sql<JobRow[]>`
+  const rows = await sql<ApiRow[]>`
     WITH ins AS (
     INSERT INTO jobs (id, shard_id, user_id, kind, message, target, execute_at, due_at, max_attempts, trace_context, idempotency_key)
     SELECT id, shard_id, user_id, kind, message, target::jsonb, execute_at, greatest(execute_at, now()), max_attempts, trace_context::jsonb, idempotency_key
@@ -348,7 +299,7 @@ async function insertRows(sql: Sql, r: NewRow[], opts: { skipExisting?: boolean 
       ${r.map((x) => JSON.stringify(x.trace_context))}::text[], ${r.map((x) => x.idempotency_key)}::text[])
       AS u(id, shard_id, user_id, kind, message, target, execute_at, max_attempts, trace_context, idempotency_key)
     ${opts.skipExisting ? sql`ON CONFLICT (id) DO NOTHING` : sql``}
-    RETURNING ${sql.unsafe(COLUMNS)})
+    RETURNING ${sql.unsafe(API_COLUMNS)})
     SELECT ins.* FROM ins, (SELECT pg_notify(${DUE_CHANNEL}, ${notify})) n`;
   const byId = new Map(rows.map((row) => [row.id, row]));
   return r.flatMap((x) => byId.get(x.id) ?? []);

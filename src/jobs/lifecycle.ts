@@ -8,9 +8,9 @@
  *
  * The SQL fragments are literal text, never parameters: the partial indexes' predicates name
  * these lists (sql/), and the planner only uses an index whose predicate it can prove from the
- * query's text. Each guarded transition is one statement: the API's in src/jobs/job-store.ts,
- * the scheduler's and rescuer's in src/scheduler/scheduler-sql.ts, the executor's in
- * src/executor/job-sql.ts.
+ * query's text. Each transition below is one function in src/jobs/transitions.ts, whose SQL
+ * guard is written from this table's `from` list (test/transitions.test.ts checks each against
+ * a row in every status).
  */
 export const JOB_STATUSES = ["created", "scheduled", "running", "retrying", "succeeded", "failed", "cancelled"] as const;
 export type JobStatus = (typeof JOB_STATUSES)[number];
@@ -27,3 +27,30 @@ export const inList = (statuses: readonly JobStatus[]): string => `(${statuses.m
 
 /** Back to waiting: a job that has run before is retrying, one that never ran is created again. */
 export const BACK_TO_WAITING = "CASE WHEN attempt = 0 THEN 'created'::job_status ELSE 'retrying'::job_status END";
+
+/** Every allowed status change: who makes it, from which statuses, to which. */
+export const TRANSITIONS = {
+  /** Scheduler: a waiting job is dispatched (fenced by the shard's epoch). */
+  mark: { from: WAITING, to: ["scheduled"] },
+  /** Scheduler: its message could not be published. */
+  revert: { from: ["scheduled"], to: WAITING },
+  /** Scheduler: a new owner takes back what a dead owner marked and nobody claimed. */
+  takeBack: { from: ["scheduled"], to: WAITING },
+  /** Executor: the run starts (attempt + 1), only for the attempt its message names. */
+  claim: { from: ["scheduled"], to: ["running"] },
+  /** Executor: the run's outcome. */
+  record: { from: ["running"], to: ["succeeded", "retrying", "failed"] },
+  /** Scheduler's rescuer: an in-flight job's deadline passed. */
+  rescue: { from: IN_FLIGHT, to: ["created", "retrying", "failed"] },
+  /** API: the user cancels a job that has not started (or the user is deleted). */
+  cancel: { from: CANCELLABLE, to: ["cancelled"] },
+  /** API: the user retries a failed job. */
+  retry: { from: ["failed"], to: ["retrying"] },
+  /** API: the user moves a waiting job's execute_at. */
+  reschedule: { from: WAITING, to: WAITING },
+} as const satisfies Record<string, { from: readonly JobStatus[]; to: readonly JobStatus[] }>;
+
+export type TransitionName = keyof typeof TRANSITIONS;
+
+/** The SQL guard of a transition: `IN (...)` over its from-statuses. */
+export const from = (t: TransitionName): string => inList(TRANSITIONS[t].from);

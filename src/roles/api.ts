@@ -1,5 +1,5 @@
 /** The api role: stateless HTTP; ready once its databases answer. */
-import { IdGenerator } from "../../actors/ids.ts";
+import { IdGenerator } from "../ids.ts";
 import type { Config } from "../config.ts";
 import type { Databases } from "../db/databases.ts";
 import { drawNodeId } from "../db/node-id.ts";

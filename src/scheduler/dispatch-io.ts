@@ -1,6 +1,7 @@
 /**
  * The scheduler core's I/O (actors/scheduler-core.ts): loads and marks in SQL, publishes to the
- * due topic, rescues. The core decides what and when; this only does it.
+ * due topic, puts back what could not be published, and runs the rescuer when a load asks for
+ * it. The core decides what and when; this only does it.
  */
 import { context, trace as otelTrace } from "@opentelemetry/api";
 import type { Marked, MarkOutcome, MarkRequest } from "../../actors/dispatcher.ts";
@@ -11,12 +12,12 @@ import type { Config } from "../config.ts";
 import { retryRolledBack, type Databases } from "../db/databases.ts";
 import { encodeDue, type DueEntry } from "../due-message.ts";
 import type { Publisher } from "../kafka.ts";
-import { backoffDelay } from "../../actors/backoff.ts";
-import { deadLetterMessage } from "../dead-letter.ts";
 import { log } from "../log.ts";
 import { metrics } from "../metrics.ts";
 import { extractContext, injectContext, tracer, tracingEnabled } from "../telemetry.ts";
-import { loadDue, markMany, RUN_DEADLINE_ERROR, rescueExpired, unmark, type DoomedRun, type MarkedRow } from "./scheduler-sql.ts";
+import { mark, revert as revertRows, type MarkedRow } from "../jobs/transitions.ts";
+import { loadDue } from "./load-due.ts";
+import { rescueShard } from "./rescuer.ts";
 
 /** A job marked `scheduled`, ready to be published. */
 export interface DueRow extends Marked {
@@ -43,22 +44,12 @@ export interface Publishers {
 
 export function schedulerIo(config: Config, dbs: Databases, publishers: Publishers, opts: DispatchIoOptions): SchedulerIo<DueRow> {
   const s = config.scheduler;
-  const { topicDue, topicDlq } = config.kafka;
+  const { topicDue } = config.kafka;
   // A row is marked only if still due within the premark interval plus a second of clock slack.
   const aheadMs = s.premarkMs + 1_000;
 
-  const rescue = async (shard: number, epoch: string, since: number | null): Promise<number> => {
-    const deadLetter = async (runs: DoomedRun[]) => {
-      const failedAt = new Date();
-      await publishers.bulk.publish(topicDlq, runs.map((r) => deadLetterMessage(r, RUN_DEADLINE_ERROR, "run_deadline", failedAt)));
-    };
-    const { changed, deadLettered, dbNow } = await rescueExpired(dbs.forShard(shard), shard, epoch, since === null ? null : new Date(since), deadLetter, (attempt) =>
-      backoffDelay(attempt, config.executor.retry),
-    );
-    if (deadLettered > 0) metrics.jobsDeadLettered.inc({ reason: "run_deadline" }, deadLettered);
-    if (changed > 0) log.warn("rescued in-flight jobs past their deadline", { shard, count: changed });
-    return dbNow.getTime();
-  };
+  const rescue = async (shard: number, epoch: string, since: number | null): Promise<number> =>
+    (await rescueShard(config, dbs.forShard(shard), publishers.bulk, shard, epoch, since === null ? null : new Date(since))).dbNow.getTime();
 
   return {
     async load(input: LoadInput): Promise<LoadOutput> {
@@ -85,7 +76,7 @@ export function schedulerIo(config: Config, dbs: Databases, publishers: Publishe
         [...byDb].map(async ([db, idx]) => {
           const sqlReqs = idx.map((i) => ({ shard: reqs[i]!.shard, epoch: reqs[i]!.epoch, ids: reqs[i]!.jobs.map((j) => j.id.toString()) }));
           try {
-            const results = await retryRolledBack(() => markMany(dbs.all[db]!, s.scheduledDeadlineMs, aheadMs, sqlReqs));
+            const results = await retryRolledBack(() => mark(dbs.all[db]!, s.scheduledDeadlineMs, aheadMs, sqlReqs));
             idx.forEach((i, k) => {
               const { fence, rows } = results[k]!;
               const req = reqs[i]!;
@@ -132,7 +123,7 @@ export function schedulerIo(config: Config, dbs: Databases, publishers: Publishe
   async function revert(rows: DueRow[]): Promise<void> {
     const byShard = new Map<number, DueRow[]>();
     for (const r of rows) byShard.set(r.shard, [...(byShard.get(r.shard) ?? []), r]);
-    await Promise.all([...byShard].map(([shard, list]) => unmark(dbs.forShard(shard), shard, list[0]!.epoch, list.map((r) => r.id.toString()))));
+    await Promise.all([...byShard].map(([shard, list]) => revertRows(dbs.forShard(shard), shard, list[0]!.epoch, list.map((r) => r.id.toString()))));
   }
 }
 

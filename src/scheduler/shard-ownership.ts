@@ -5,7 +5,7 @@
  *   members/<member-id>  -> "" (attached to the member's lease)
  *   shards/<shard>       -> <member-id> (attached to the owner's lease; created only if absent)
  *
- * A member re-plans (actors/ownership.ts) on every change under the prefix and once a second:
+ * A member re-plans (src/scheduler/ownership-plan.ts) on every change under the prefix and once a second:
  * it releases surplus shards (stop the actor first, then delete the key if still its own) and
  * claims free ones (a create-if-absent transaction; the winner bumps the shard's SQL fence and
  * hands the shard to the scheduling core with that epoch). Lease loss stops every shard
@@ -14,7 +14,7 @@
  */
 import { hostname } from "node:os";
 import type { Etcd3, Watcher } from "etcd3";
-import { planOwnership } from "../../actors/ownership.ts";
+import { planOwnership } from "./ownership-plan.ts";
 import { SchedulerCore } from "../../actors/scheduler-core.ts";
 import type { Commit } from "../../actors/start-window.ts";
 import { TUNING, type Config } from "../config.ts";
@@ -25,8 +25,8 @@ import { log } from "../log.ts";
 import { metrics } from "../metrics.ts";
 import { schedulerIo, type DueRow, type Publishers } from "./dispatch-io.ts";
 import { DUE_CHANNEL, parseDuePayload } from "../db/due-notify.ts";
-import { acquireFence, releaseFence } from "./fence.ts";
-import { takeBackAbandoned } from "./scheduler-sql.ts";
+import { acquireFence, releaseFence } from "../db/fence.ts";
+import { takeBack } from "../jobs/transitions.ts";
 import { WeightBook } from "./weights.ts";
 
 export interface OwnershipOptions {
@@ -75,27 +75,8 @@ export class ShardOwnership {
     this.core = new SchedulerCore(
       schedulerIo(config, dbs, publishers, { usersSeen: (ids) => this.weights.seen(ids) }),
       {
-        shard: {
-          lookaheadMs: s.lookaheadMs,
-          pollIntervalMs: s.pollIntervalMs,
-          rescueIntervalMs: s.rescueIntervalMs,
-          fullRescueMs: s.fullRescueMs,
-          retryDelayMs: s.retryDelayMs,
-          userTarget: s.perUserLoad,
-          userLowWater: s.userLowWater,
-          maxLoad: s.maxLoad,
-        },
-        dispatch: {
-          batchMax: s.batchMax,
-          batchMin: s.batchMin,
-          batchesInFlight: s.batchesInFlight,
-          premarkMs: s.premarkMs,
-          premarkEveryMs: s.premarkEveryMs,
-          publishSlotMs: s.publishSlotMs,
-          userLowWater: s.userLowWater,
-          defaultWeight: config.users.defaultWeight,
-          window: { targetDelayMs: s.targetDelayMs, minJobs: s.windowMin, maxJobs: s.windowMax, rateSpanMs: s.rateSpanMs, rateMemoryMs: s.rateMemoryMs },
-        },
+        shard: s,
+        dispatch: { ...s, defaultWeight: config.users.defaultWeight },
       },
       systemClock,
       {
@@ -267,7 +248,7 @@ export class ShardOwnership {
       epoch = fence.epoch;
       // The previous owner may have died between marking rows and publishing them.
       if (fence.abandoned !== null) {
-        const count = await takeBackAbandoned(sql, shard, epoch, fence.abandoned);
+        const count = await takeBack(sql, shard, epoch, fence.abandoned);
         if (count > 0) log.warn("took back jobs an earlier owner marked and never saw claimed", { shard, epoch, abandoned: fence.abandoned, count });
       }
     } catch (e) {

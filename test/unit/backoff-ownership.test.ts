@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import { backoffDelay } from "../../actors/backoff.ts";
-import { planOwnership, quotaOf } from "../../actors/ownership.ts";
+import { planOwnership, quotaOf } from "../../src/scheduler/ownership-plan.ts";
 
 describe("backoff", () => {
   const p = { baseMs: 1000, maxMs: 60_000 };

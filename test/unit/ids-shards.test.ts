@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
-import { ID_EPOCH_MS, IdGenerator, idTimestamp, parseId } from "../../actors/ids.ts";
-import { databaseOf, shardOf, shardsOfDatabase } from "../../actors/shard-map.ts";
+import { ID_EPOCH_MS, IdGenerator, idTimestamp, parseId } from "../../src/ids.ts";
+import { databaseOf, shardOf, shardsOfDatabase } from "../../src/shard-map.ts";
 
 describe("ids", () => {
   test("strictly increasing within a generator, even when the clock steps back", () => {

@@ -1,16 +1,13 @@
 import { describe, expect, test } from "bun:test";
 import { assign, createActor, initialTransition, setup, transition } from "xstate";
-import { initialRun, jobRunLogic, runTransition, type ClaimedJob, type RunEvent, type RunStep } from "../../actors/job-run.machine.ts";
+import { initialRun, jobRunLogic, runTransition, type RunEvent, type RunJob, type RunStep } from "../../actors/job-run.machine.ts";
 import { classifyHttpStatus, decide, failsForGood, type Decision } from "../../actors/outcome.ts";
 
-const msg = { id: "42", shard: 3, attempt: 2 };
 const backoff = { baseMs: 1_000, maxMs: 60_000 };
-const job = (attempt: number, max = 3): ClaimedJob => ({
-  id: "42", shard_id: 3, user_id: "7", kind: "log", message: "m", target: null, attempt, max_attempts: max, execute_at: new Date(0), due_at: new Date(0), last_error: null, trace_context: null, deadline_at: new Date(0),
-});
+const job = (attempt: number, max = 3): RunJob => ({ attempt, max_attempts: max });
 
 function run(events: RunEvent[]) {
-  let snap = initialRun({ msg, backoff });
+  let snap = initialRun({ backoff });
   const path: RunStep[] = [snap.step];
   for (const e of events) {
     snap = runTransition(snap, e);
@@ -66,7 +63,7 @@ describe("job-run machine", () => {
       claiming: ["CLAIMED", "NOT_CLAIMED"], running: ["RAN"], deadLettering: ["DEAD_LETTERED"], recording: ["RECORDED"], done: [], dropped: [],
     };
     for (const step of Object.keys(accepts) as RunStep[]) {
-      const state = { ...initialRun({ msg, backoff }), step, job: job(1) };
+      const state = { ...initialRun({ backoff }), step, job: job(1) };
       for (const e of all) {
         const next = runTransition(state, e);
         expect(next === state).toBe(!accepts[step].includes(e.type));
@@ -94,7 +91,7 @@ describe("outcomes", () => {
 });
 
 test("an XState actor of the logic, driven by events as the executor does, ends done", () => {
-  const actor = createActor(jobRunLogic, { input: { msg, backoff } }).start();
+  const actor = createActor(jobRunLogic<RunJob>(), { input: { backoff } }).start();
   actor.send({ type: "CLAIMED", job: job(1) });
   actor.send({ type: "RAN", result: { ok: false, retryable: false, error: "HTTP 400", errorClass: "http_status" } });
   expect(actor.getSnapshot().context.step).toBe("deadLettering");
@@ -109,7 +106,7 @@ test("an XState actor of the logic, driven by events as the executor does, ends 
  * transition function must follow, event sequence by event sequence.
  */
 const lifecycleChart = setup({
-  types: { context: {} as { job: ClaimedJob | null; decisionKind: Decision["kind"] | null }, events: {} as RunEvent },
+  types: { context: {} as { job: RunJob | null; decisionKind: Decision["kind"] | null }, events: {} as RunEvent },
 }).createMachine({
   context: { job: null, decisionKind: null },
   initial: "claiming",
@@ -150,6 +147,6 @@ test("the transition function follows the lifecycle statechart for every sequenc
     if (depth === 5) return;
     for (const e of events) walk(transition(lifecycleChart, chart, e)[0], runTransition(state, e), depth + 1);
   };
-  walk(initialTransition(lifecycleChart)[0], initialRun({ msg, backoff }), 0);
+  walk(initialTransition(lifecycleChart)[0], initialRun({ backoff }), 0);
   expect(sequences).toBe((8 ** 6 - 1) / 7);
 });

@@ -9,7 +9,7 @@
  */
 import type postgres from "postgres";
 import { FencedOutError } from "../../actors/errors.ts";
-import type { Sql } from "../db/databases.ts";
+import type { Sql } from "./databases.ts";
 
 export interface Fence {
   epoch: string;

@@ -1,0 +1,42 @@
+/**
+ * A job's row, the one shape every part reads: the API's full row, the executor's claimed run
+ * and the dead-letter record's job are projections of it.
+ */
+import type { JobKind, Target } from "./job-input.ts";
+import type { JobStatus } from "./lifecycle.ts";
+
+export interface JobRow {
+  id: string;
+  shard_id: number;
+  user_id: string;
+  kind: JobKind;
+  message: string;
+  target: Target | null;
+  status: JobStatus;
+  execute_at: Date;
+  /** When the next attempt may start (execute_at for the first, the retry time after). */
+  due_at: Date;
+  attempt: number;
+  max_attempts: number;
+  last_error: string | null;
+  created_at: Date;
+  updated_at: Date;
+  started_at: Date | null;
+  finished_at: Date | null;
+  trace_context: Record<string, string> | null;
+  /** When the rescuer may take an in-flight run for lost (its timeout and JOB_RUN_GRACE after the claim). */
+  deadline_at: Date | null;
+}
+
+/** What the API returns of a row. */
+export type ApiRow = Omit<JobRow, "trace_context" | "deadline_at">;
+export const API_COLUMNS = "id, shard_id, user_id, kind, message, target, status, execute_at, due_at, attempt, max_attempts, last_error, created_at, updated_at, started_at, finished_at";
+
+/** What a run needs of its job: the executor's claim returns it. */
+export type ClaimedJob = Pick<JobRow, "id" | "shard_id" | "user_id" | "kind" | "message" | "target" | "attempt" | "max_attempts" | "execute_at" | "due_at" | "last_error" | "trace_context"> & {
+  deadline_at: Date;
+};
+export const CLAIMED_COLUMNS = "id, shard_id, user_id, kind, message, target, attempt, max_attempts, execute_at, due_at, last_error, trace_context, deadline_at";
+
+/** What a dead-letter record needs of its job. */
+export type DeadJob = Pick<JobRow, "id" | "shard_id" | "user_id" | "message" | "target" | "attempt" | "max_attempts" | "last_error">;
