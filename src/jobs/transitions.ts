@@ -14,6 +14,7 @@ import type { Decision, RunResult } from "../../actors/outcome.ts";
 import type { Sql } from "../db/databases.ts";
 import { DUE_CHANNEL, duePayload } from "../db/due-notify.ts";
 import { deadLetterRecord } from "../dead-letter.ts";
+import type { DueEntry } from "../due-message.ts";
 import { checkFence } from "../db/fence.ts";
 import { API_COLUMNS, CLAIMED_COLUMNS, type ApiRow, type ClaimedJob, type DeadJob } from "./job-row.ts";
 import { BACK_TO_WAITING, from } from "./lifecycle.ts";
@@ -228,11 +229,7 @@ export async function rescue(
 // ---- Executor ------------------------------------------------------------------------------
 
 /** What a due message asks the executor to run. */
-export interface ClaimRequest {
-  id: string;
-  shard: number;
-  attempt: number;
-}
+export type ClaimRequest = Pick<DueEntry, "id" | "shard" | "attempt">;
 
 /**
  * A scheduled job starts its run (attempt + 1), only for the attempt its message names: a
