@@ -131,6 +131,21 @@ export class FairQueue<T extends FairItem> {
     return this.waiting.peek()?.items.peek()!.dueAt;
   }
 
+  /** Per shard, the queued items due by `now` and the earliest due time among them. O(items). */
+  dueByShard(now: number): Map<number, { count: number; oldest: number }> {
+    const out = new Map<number, { count: number; oldest: number }>();
+    for (const shard of this.stock.keys()) out.set(shard, { count: 0, oldest: now });
+    for (const u of this.users.values()) {
+      for (const i of u.items.toArray()) {
+        if (i.dueAt > now) continue;
+        const s = out.get(i.shard)!;
+        s.count++;
+        if (i.dueAt < s.oldest) s.oldest = i.dueAt;
+      }
+    }
+    return out;
+  }
+
   /** Queued items of `userId` from `shard`. */
   stockOf(shard: number, userId: string): number {
     return this.stock.get(shard)?.get(userId) ?? 0;

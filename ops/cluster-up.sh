@@ -2,11 +2,19 @@
 # Brings up a working local cluster: installs what is missing, starts PostgreSQL/etcd/Kafka,
 # then the roles as separate processes (API_PROCS api, SCHEDULERS scheduler, EXECUTORS executor
 # processes; 1 each by default). Idempotent: roles already running are left alone.
+# TRACING=zipkin also starts Zipkin and has every role export its spans there.
 #   bash ops/cluster-up.sh              # then: curl http://127.0.0.1:8080/readyz
+#   TRACING=zipkin bash ops/cluster-up.sh
 source "$(dirname "$0")/lib.sh"
 bash "$ROOT/ops/install.sh"
 bash "$ROOT/ops/services-up.sh"
 BUN=$(bun_bin)
+if [ "${TRACING:-}" = zipkin ]; then
+  bash "$ROOT/ops/zipkin-up.sh"
+  export OTEL_TRACES_EXPORTER=zipkin OTEL_EXPORTER_ZIPKIN_ENDPOINT="http://127.0.0.1:$ZIPKIN_PORT/api/v2/spans"
+elif [ -n "${TRACING:-}" ]; then
+  die "TRACING=$TRACING: expected zipkin (or unset; compose uses Jaeger over OTLP)"
+fi
 SCHEDULERS="${SCHEDULERS:-1}"
 EXECUTORS="${EXECUTORS:-1}"
 
@@ -47,6 +55,7 @@ Local cluster is up.
   health:      http://127.0.0.1:$API_PORT/readyz   metrics: http://127.0.0.1:$API_PORT/metrics
   schedulers:  $SCHEDULERS (ports $((API_PORT + 11))..)   executors: $EXECUTORS (ports $((API_PORT + 21))..)
   services:    PostgreSQL ${DATABASE_URLS}, Kafka $KAFKA_BROKERS, etcd $ETCD_ENDPOINTS
+  traces:      ${OTEL_TRACES_EXPORTER:-none}$([ "${TRACING:-}" = zipkin ] && echo " (UI http://127.0.0.1:$ZIPKIN_PORT/zipkin/)")
   logs:        $LOG_DIR
   stop:        bash ops/cluster-down.sh
 MSG

@@ -50,4 +50,13 @@ if [ ! -f "$JARS/.complete" ]; then
     { tail -n 30 "$LOG_DIR/kafka-fetch.log" >&2; die "could not fetch the Kafka jars"; }
   touch "$JARS/.complete"
 fi
+# Zipkin (the trace UI of `TRACING=zipkin`, and the tracing test's backend): one jar from Maven
+# Central, run on the machine's Java 17.
+ZIPKIN_JAR="$CACHE_DIR/zipkin-server-$ZIPKIN_VERSION-exec.jar"
+if [ ! -f "$ZIPKIN_JAR" ]; then
+  say "fetching zipkin-server $ZIPKIN_VERSION from Maven Central"
+  mvn -q -B dependency:copy -Dartifact="io.zipkin:zipkin-server:$ZIPKIN_VERSION:jar:exec" \
+    -DoutputDirectory="$CACHE_DIR" >"$LOG_DIR/zipkin-fetch.log" 2>&1 ||
+    { tail -n 30 "$LOG_DIR/zipkin-fetch.log" >&2; die "could not fetch zipkin-server"; }
+fi
 say "install: ok"

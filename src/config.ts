@@ -102,7 +102,20 @@ export interface Config {
   };
   /** Bearer token of the admin endpoints (null: they answer 401 to everyone). */
   adminToken: string | null;
-  otel: { endpoint: string | null; serviceName: string };
+  /**
+   * Traces (OpenTelemetry environment conventions): OTEL_TRACES_EXPORTER picks the exporter
+   * (`otlp`, `zipkin` or `none`; unset: `otlp` when OTEL_EXPORTER_OTLP_ENDPOINT is set, else
+   * `none`); each role's service name is OTEL_SERVICE_NAME plus `-api`, `-scheduler`, `-executor`.
+   */
+  otel: {
+    exporter: "otlp" | "zipkin" | "none";
+    otlpEndpoint: string;
+    zipkinEndpoint: string;
+    serviceName: string;
+    /** OTEL_TRACES_SAMPLER and its argument (the ratio of the `traceidratio` samplers). */
+    sampler: (typeof SAMPLERS)[number];
+    samplerRatio: number;
+  };
 }
 
 /**
@@ -172,6 +185,9 @@ export const TUNING = {
     retentionPauseMs: 10,
   },
 } as const;
+
+/** The OpenTelemetry environment's sampler names. */
+export const SAMPLERS = ["always_on", "always_off", "traceidratio", "parentbased_always_on", "parentbased_always_off", "parentbased_traceidratio"] as const;
 
 export class ConfigError extends Error {
   constructor(readonly problems: string[]) {
@@ -392,12 +408,16 @@ export function loadConfig(env: Env = process.env): Config {
     },
     adminToken: adminRaw || null,
     otel: {
-      endpoint: str("OTEL_EXPORTER_OTLP_ENDPOINT", "") || null,
+      exporter: oneOf("OTEL_TRACES_EXPORTER", env.OTEL_EXPORTER_OTLP_ENDPOINT ? "otlp" : "none", ["otlp", "zipkin", "none"] as const),
+      otlpEndpoint: str("OTEL_EXPORTER_OTLP_ENDPOINT", "http://localhost:4318"),
+      zipkinEndpoint: str("OTEL_EXPORTER_ZIPKIN_ENDPOINT", "http://localhost:9411/api/v2/spans"),
       serviceName: str("OTEL_SERVICE_NAME", "fairshare"),
+      sampler: oneOf("OTEL_TRACES_SAMPLER", "parentbased_always_on", SAMPLERS),
+      samplerRatio: number("OTEL_TRACES_SAMPLER_ARG", 1, 0, 1),
     },
   };
-  if (config.otel.endpoint && !isUrl(["http:", "https:"])(config.otel.endpoint)) {
-    problems.push(`OTEL_EXPORTER_OTLP_ENDPOINT=${JSON.stringify(config.otel.endpoint)}: expected an http(s):// URL`);
+  for (const [name, value] of [["OTEL_EXPORTER_OTLP_ENDPOINT", config.otel.otlpEndpoint], ["OTEL_EXPORTER_ZIPKIN_ENDPOINT", config.otel.zipkinEndpoint]] as const) {
+    if (!isUrl(["http:", "https:"])(value)) problems.push(`${name}=${JSON.stringify(value)}: expected an http(s):// URL`);
   }
   config.scheduler.userLowWater = Math.max(1, Math.floor(config.scheduler.userTarget / 2));
   if (config.scheduler.window.minJobs > config.scheduler.window.maxJobs) {

@@ -56,6 +56,8 @@ export interface Publisher {
 export interface PartitionBatch {
   partition: number;
   messages: InMessage[];
+  /** The partition's high watermark at this fetch: the offset its next message will take. */
+  highWatermark: string;
   heartbeat(): Promise<void>;
   /** False once the partition may have moved to another member (a rebalance) or the consumer is stopping. */
   isRunning(): boolean;
@@ -322,6 +324,7 @@ export class KafkaBus {
             value: m.value?.toString() ?? "",
             headers: decodeHeaders(m.headers),
           })),
+          highWatermark: batch.highWatermark,
           heartbeat: () => payload.heartbeat(),
           isRunning: () => payload.isRunning() && !payload.isStale(),
         });

@@ -32,7 +32,7 @@ try {
 }
 
 configureLog(config.logLevel, { role, pid: process.pid });
-initTelemetry({ endpoint: config.otel.endpoint, serviceName: `${config.otel.serviceName}-${role}`, role });
+initTelemetry(config.otel, role);
 const runs = (r: Role) => role === r || role === "all";
 
 const dbs = openDatabases(config.databaseUrls, config.shardCount, config.dbPoolMax, `fairshare-${role}`);

@@ -28,7 +28,7 @@ let urls: string[] = [];
 let adminMode: ReturnType<typeof client>;
 
 beforeAll(async () => {
-  initTelemetry({ endpoint: null, serviceName: "fairshare-test", role: "api" }); // as src/main.ts does
+  initTelemetry({ exporter: "none", otlpEndpoint: "", zipkinEndpoint: "", serviceName: "fairshare-test", sampler: "parentbased_always_on", samplerRatio: 1 }, "api"); // as src/main.ts does
   const fresh = await freshDatabases(2);
   urls = fresh.urls;
   drop = fresh.drop;

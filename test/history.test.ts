@@ -92,7 +92,7 @@ describe("maintenance", () => {
     expect(await new VacuumKeeper(dbs, 5_000, 1_000).checkAll()).toContainEqual({ table: "jobs", action: "vacuum" });
     expect(await vacuums()).toBe(before + 1);
     const { renderMetrics } = await import("../src/metrics.ts");
-    expect(renderMetrics()).toMatch(/db_dead_tuples\{database="[^"]+",table="jobs"\} \d+/);
+    expect(await renderMetrics()).toMatch(/db_dead_tuples\{database="[^"]+",table="jobs"\} \d+/);
   });
 
   test("autovacuum off is refused in production unless overridden, and only warned about locally", async () => {

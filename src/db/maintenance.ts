@@ -123,7 +123,7 @@ export class VacuumKeeper extends Periodic {
     const rows = await sql<{ db: string; relname: string; dead: number; mods: number; live: number }[]>`
       SELECT current_database() AS db, relname, n_dead_tup::float8 AS dead, n_mod_since_analyze::float8 AS mods, n_live_tup::float8 AS live
       FROM pg_stat_user_tables WHERE schemaname = current_schema() AND relname = ANY(${TABLES as unknown as string[]})`;
-    for (const r of rows) metrics.deadTuples.set(r.dead, { database: r.db, table: r.relname });
+    for (const r of rows) metrics.deadTuples.set({ database: r.db, table: r.relname }, r.dead);
     // Statistics matter as much as dead rows: without them (a new table, a burst) the planner
     // answered a 1,000-id claim with a scan of a whole index, and a fresh database fell minutes
     // behind at 1,389 jobs/s. The same rule as autovacuum's analyze: 50 rows plus 10 %.

@@ -19,7 +19,7 @@
  * - permits bound the runs in flight, claims included; while none is free the consumer keeps
  *   heartbeating, so slow handlers never cost the group membership.
  */
-import { context, SpanStatusCode, trace } from "@opentelemetry/api";
+import { context, trace } from "@opentelemetry/api";
 import { createActor } from "xstate";
 import { jobRunLogic, type RunEvent } from "../../actors/job-run.machine.ts";
 import { OffsetTracker } from "../../actors/offset-tracker.ts";
@@ -30,7 +30,7 @@ import { decodeDue, type DueEntry } from "../due-message.ts";
 import type { CommitEntry, KafkaBus, PartitionBatch, Publisher, Subscription } from "../kafka.ts";
 import { log } from "../log.ts";
 import { metrics } from "../metrics.ts";
-import { extractContext, tracer, tracingEnabled } from "../telemetry.ts";
+import { dbSpanOptions, extractContext, failed, messagingSpanOptions, traced, tracer, tracingEnabled } from "../telemetry.ts";
 import { Batcher } from "../batcher.ts";
 import { deadLetterMessage } from "../dead-letter.ts";
 import { ShortCache, UserStore } from "../users/user-store.ts";
@@ -76,7 +76,7 @@ async function timed<T>(step: string, fn: () => Promise<T>): Promise<T> {
   try {
     return await fn();
   } finally {
-    metrics.executorStep.observe((performance.now() - t0) / 1000, { step });
+    metrics.executorStep.observe({ step }, (performance.now() - t0) / 1000);
   }
 }
 
@@ -130,6 +130,8 @@ export class Executor {
       onAssigned: (partitions) => {
         const mine = new Set(partitions);
         for (const p of this.offsets.partitions()) if (!mine.has(p)) this.offsets.drop(p);
+        // A partition that moved away is another member's to report.
+        metrics.consumerLag.reset();
       },
       onCrash: (error) => {
         this.crashed = error;
@@ -187,9 +189,14 @@ export class Executor {
 
   /** Takes the batch's messages in order: permits, then claims (not awaited). */
   private async onBatch(batch: PartitionBatch): Promise<string | null> {
+    // Lag: messages of the partition not yet taken into processing (high watermark at this fetch
+    // minus the next offset to take), updated as each message is taken.
+    const lagLabels = { partition: String(batch.partition) };
+    const hw = Number(batch.highWatermark);
     let last: string | null = null;
     for (const m of batch.messages) {
       if (!this.running || !batch.isRunning()) break;
+      metrics.consumerLag.set(lagLabels, Math.max(0, hw - Number(m.offset)));
       const entries = decodeDue(m.value);
       const offset = Number(m.offset);
       const gen = this.offsets.track(batch.partition, offset);
@@ -209,6 +216,7 @@ export class Executor {
         await this.takePermits(chunk.length, batch);
         claims.push(this.claimAndRun(chunk));
       }
+      metrics.consumerLag.set(lagLabels, Math.max(0, hw - offset - 1));
       void Promise.all(claims).then(
         () => {
           const waited = Math.max(0, Date.now() - m.timestamp);
@@ -248,37 +256,46 @@ export class Executor {
    */
   private async claimAndRun(entries: DueEntry[]): Promise<void> {
     let claimed: (ClaimedJob | null)[];
+    const claimStart = Date.now();
     try {
       claimed = await Promise.all(entries.map((e) => this.claims.submit(this.dbs.indexOf(e.shard), e)));
     } catch (err) {
       this.permits.release(entries.length);
       throw err;
     }
+    const claimEnd = Date.now();
     claimed.forEach((job, i) => {
       if (!job) {
         metrics.jobsProcessed.inc({ outcome: "dropped" });
         this.permits.release(1);
       } else {
-        void this.runOne(entries[i]!, job).finally(() => this.permits.release(1));
+        void this.runOne(entries[i]!, job, claimStart, claimEnd).finally(() => this.permits.release(1));
       }
     });
   }
 
-  private async runOne(msg: DueEntry, job: ClaimedJob): Promise<void> {
+  /**
+   * One run, from its claim. With tracing on it is a consumer span of the job's trace (child of
+   * the dispatch's send), holding the claim statement, the handler's span, the dead-letter send
+   * and the outcome statement.
+   */
+  private async runOne(msg: DueEntry, job: ClaimedJob, claimStart: number, claimEnd: number): Promise<void> {
     metrics.jobsStarted.inc(job.user_id);
-    // A span per run only when spans are exported (see tracingEnabled).
+    metrics.startLateness.observe(Math.max(0, claimEnd - job.due_at.getTime()) / 1000);
+    const topic = this.config.kafka.topicDue;
     const span = tracingEnabled()
-      ? tracer().startSpan("job.execute", { attributes: { "job.id": msg.id, "job.shard": msg.shard, "job.attempt": msg.attempt } }, extractContext(msg.trace))
+      ? tracer().startSpan(`process ${topic}`, messagingSpanOptions("process", topic, { "messaging.message.id": msg.id, "job.id": msg.id, "job.shard": msg.shard, "job.attempt": msg.attempt }, claimStart), extractContext(msg.trace))
       : null;
+    const inRun = span ? trace.setSpan(context.active(), span) : null;
+    if (inRun) tracer().startSpan("UPDATE jobs", dbSpanOptions("UPDATE", "jobs", claimStart), inRun).end(claimEnd);
     try {
       const run = () => this.runMachine(job);
-      const outcome = await (span ? context.with(trace.setSpan(context.active(), span), run) : run());
+      const outcome = await (inRun ? context.with(inRun, run) : run());
       span?.setAttribute("job.outcome", outcome);
       metrics.jobsProcessed.inc({ outcome });
     } catch (e) {
       // The run is claimed: the rescuer re-runs it after its deadline.
-      span?.recordException(e as Error);
-      span?.setStatus({ code: SpanStatusCode.ERROR, message: (e as Error).message });
+      if (span) failed(span, e);
       log.warn("run failed before its outcome was recorded; the rescuer will re-run it", { job_id: msg.id, shard: msg.shard, err: e as Error });
     } finally {
       span?.end();
@@ -302,7 +319,7 @@ export class Executor {
         case "running": {
           ranFrom = performance.now();
           // A handler that throws is a bug or an unexpected failure: retried like a transient one.
-          const result = await runJob(c.job!, this.handler).catch(
+          const result = await traced(`job.handle ${c.job!.kind}`, { attributes: { "job.kind": c.job!.kind } }, () => runJob(c.job!, this.handler)).catch(
             (e): RunResult => ({ ok: false, retryable: true, error: `handler error: ${(e as Error)?.message ?? e}`, errorClass: "handler" }),
           );
           ranFor = performance.now() - ranFrom;
@@ -310,11 +327,11 @@ export class Executor {
           break;
         }
         case "deadLettering":
-          await this.deadLetter(c.job!, (c.decision as { error: string }).error);
+          await traced(`send ${this.config.kafka.topicDlq}`, messagingSpanOptions("send", this.config.kafka.topicDlq), () => this.deadLetter(c.job!, (c.decision as { error: string }).error));
           step({ type: "DEAD_LETTERED" });
           break;
         case "recording":
-          await this.recordOutcome({ job: c.job!, decision: c.decision!, result: c.result!, durationMs: ranFor });
+          await traced("UPDATE jobs", dbSpanOptions("UPDATE", "jobs"), () => this.recordOutcome({ job: c.job!, decision: c.decision!, result: c.result!, durationMs: ranFor }));
           this.observeOutcome(c.job!, c.decision!);
           step({ type: "RECORDED" });
           break;

@@ -18,7 +18,9 @@ import ipaddr from "ipaddr.js";
 import type { ClaimedJob } from "../jobs/job-row.ts";
 import { classifyHttpStatus, type RunResult } from "../../actors/outcome.ts";
 import type { JobKind } from "../jobs/job-input.ts";
+import { context, SpanKind, SpanStatusCode, trace } from "@opentelemetry/api";
 import { log } from "../log.ts";
+import { failed, injectContext, tracer, tracingEnabled } from "../telemetry.ts";
 import { signatureHeader } from "./signing.ts";
 
 export interface HandlerSettings {
@@ -87,12 +89,22 @@ export async function runHttp(job: ClaimedJob, s: HandlerSettings): Promise<RunR
   const timestamp = String(Math.floor(Date.now() / 1000));
   const body = target.method === "GET" || target.method === "DELETE" ? "" : job.message;
   const timeoutMs = target.timeout_ms ?? s.defaultTimeoutMs;
+  // The call is an HTTP client span of the job's trace, and the target gets its `traceparent`
+  // (with tracing off, the job's own trace context, so the receiver still sees the trace id).
+  const span = tracingEnabled()
+    ? tracer().startSpan(target.method, {
+        kind: SpanKind.CLIENT,
+        attributes: { "http.request.method": target.method, "url.full": target.url, "server.address": url.hostname, "server.port": Number(url.port || (url.protocol === "https:" ? 443 : 80)), "http.request.resend_count": job.attempt - 1 },
+      })
+    : null;
+  const traceHeaders = span ? injectContext(trace.setSpan(context.active(), span)) : (job.trace_context ?? {});
   try {
     const res = await fetch(pinned, {
       method: target.method,
       headers: {
         "content-type": "text/plain; charset=utf-8",
         ...target.headers,
+        ...traceHeaders,
         host: url.host,
         "x-job-id": job.id,
         "x-job-attempt": String(job.attempt),
@@ -107,11 +119,17 @@ export async function runHttp(job: ClaimedJob, s: HandlerSettings): Promise<RunR
         : {}),
     });
     await res.body?.cancel().catch(() => {});
-    return classifyHttpStatus(res.status);
+    span?.setAttribute("http.response.status_code", res.status);
+    const result = classifyHttpStatus(res.status);
+    if (!result.ok) span?.setStatus({ code: SpanStatusCode.ERROR, message: result.error });
+    return result;
   } catch (e) {
     const err = e as Error;
+    if (span) failed(span, err);
     if (err.name === "TimeoutError" || err.name === "AbortError") return { ok: false, retryable: true, error: `timed out after ${timeoutMs} ms`, errorClass: "timeout" };
     return { ok: false, retryable: true, error: `connection error: ${err.message}`, errorClass: "connection" };
+  } finally {
+    span?.end();
   }
 }
 

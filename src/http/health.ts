@@ -4,7 +4,7 @@
  * those that are not, e.g. while starting or draining). /metrics: Prometheus text.
  */
 import { Elysia } from "elysia";
-import { renderMetrics } from "../metrics.ts";
+import { registry, renderMetrics } from "../metrics.ts";
 
 export interface Readiness {
   name: string;
@@ -22,8 +22,8 @@ export function healthRoutes(components: () => Readiness[]) {
       }
       return { data: { status: "ready", components: components().map((c) => c.name) }, success: true };
     })
-    .get("/metrics", ({ set }) => {
-      set.headers["content-type"] = "text/plain; version=0.0.4";
-      return renderMetrics();
+    .get("/metrics", async ({ set }) => {
+      set.headers["content-type"] = registry.contentType;
+      return await renderMetrics();
     });
 }

@@ -8,7 +8,7 @@ import type { Config } from "../config.ts";
 import { checkJob, JOB_KINDS, parseExecuteAt, parseTimestamp, type JobInput, type JobSpec, type Problem } from "../jobs/job-input.ts";
 import { JOB_STATUSES, requestHash, toAttemptView, toJobView, type JobStatus, type JobStore, type ListOptions, type TransitionResult } from "../jobs/job-store.ts";
 import { metrics } from "../metrics.ts";
-import { inSpan, injectContext } from "../telemetry.ts";
+import { dbSpanOptions, inSpan, injectContext, traced } from "../telemetry.ts";
 import type { UserStore } from "../users/user-store.ts";
 import { requireUser } from "./auth.ts";
 import { ApiError, errorResponses, notFound, type ErrorCode } from "./errors.ts";
@@ -114,7 +114,8 @@ export function jobsRoutes(jobs: JobStore, users: UserStore, quota: CreateQuota,
         await quota.admit(userId, 1);
         return inRequestSpan(request, () =>
           inSpan("job.create", { "user.id": userId }, async (span) => {
-            const result = await jobs.create({ userId }, spec!, injectContext(), key ? { key, requestHash: requestHash(body) } : undefined);
+            const tc = injectContext();
+            const result = await traced("INSERT jobs", dbSpanOptions("INSERT", "jobs"), () => jobs.create({ userId }, spec!, tc, key ? { key, requestHash: requestHash(body) } : undefined));
             if ("conflict" in result) {
               throw new ApiError(422, "idempotency_key_reused", "this Idempotency-Key was used with a different request body");
             }
@@ -148,7 +149,8 @@ export function jobsRoutes(jobs: JobStore, users: UserStore, quota: CreateQuota,
         await quota.admit(userId, specs.length);
         return inRequestSpan(request, () =>
           inSpan("job.create_batch", { "user.id": userId, "job.count": specs.length }, async () => {
-            const rows = await jobs.createMany({ userId }, specs, injectContext());
+            const tc = injectContext();
+            const rows = await traced("INSERT jobs", dbSpanOptions("INSERT", "jobs"), () => jobs.createMany({ userId }, specs, tc));
             quota.created(userId, rows.length);
             metrics.jobsCreated.inc({}, rows.length);
             set.status = 201;

@@ -29,8 +29,8 @@ export interface JobRow {
 }
 
 /** What the API returns of a row. */
-export type ApiRow = Omit<JobRow, "trace_context" | "deadline_at">;
-export const API_COLUMNS = "id, shard_id, user_id, kind, message, target, status, execute_at, due_at, attempt, max_attempts, last_error, created_at, updated_at, started_at, finished_at";
+export type ApiRow = Omit<JobRow, "deadline_at">;
+export const API_COLUMNS = "id, shard_id, user_id, kind, message, target, status, execute_at, due_at, attempt, max_attempts, last_error, created_at, updated_at, started_at, finished_at, trace_context";
 
 /** What a run needs of its job: the executor's claim returns it. */
 export type ClaimedJob = Pick<JobRow, "id" | "shard_id" | "user_id" | "kind" | "message" | "target" | "attempt" | "max_attempts" | "execute_at" | "due_at" | "last_error" | "trace_context"> & {

@@ -5,6 +5,7 @@
 import { JOB_STATUSES, type JobStatus } from "./lifecycle.ts";
 import { API_COLUMNS, type ApiRow } from "./job-row.ts";
 import * as transitions from "./transitions.ts";
+import { traceIdOf } from "../telemetry.ts";
 import { createHash } from "node:crypto";
 import type { IdGenerator } from "../ids.ts";
 import { Batcher } from "../batcher.ts";
@@ -36,6 +37,8 @@ export function toJobView(r: ApiRow) {
     updated_at: r.updated_at.toISOString(),
     started_at: r.started_at?.toISOString() ?? null,
     finished_at: r.finished_at?.toISOString() ?? null,
+    /** The job's trace (the request that created it, its dispatches and runs), for a trace UI. */
+    trace_id: traceIdOf(r.trace_context),
   };
 }
 export type JobView = ReturnType<typeof toJobView>;

@@ -3,7 +3,7 @@
  * due topic, puts back what could not be published, and runs the rescuer when a load asks for
  * it. The core decides what and when; this only does it.
  */
-import { context, trace as otelTrace } from "@opentelemetry/api";
+import { trace as otelTrace, type Span } from "@opentelemetry/api";
 import type { Marked, MarkOutcome, MarkRequest } from "../../actors/dispatcher.ts";
 import type { SchedulerIo } from "../../actors/scheduler-core.ts";
 import type { LoadInput, LoadOutput } from "../../actors/shard.machine.ts";
@@ -14,7 +14,7 @@ import { encodeDue, type DueEntry } from "../due-message.ts";
 import type { Publisher } from "../kafka.ts";
 import { log } from "../log.ts";
 import { metrics } from "../metrics.ts";
-import { extractContext, injectContext, tracer, tracingEnabled } from "../telemetry.ts";
+import { dbSpanOptions, extractContext, failed, injectContext, messagingSpanOptions, tracer, tracingEnabled } from "../telemetry.ts";
 import { mark, revert as revertRows, type MarkedRow } from "../jobs/transitions.ts";
 import { loadDue } from "./load-due.ts";
 import { rescueShard } from "./rescuer.ts";
@@ -25,6 +25,9 @@ export interface DueRow extends Marked {
   attempt: number;
   epoch: string;
   trace: Record<string, string> | null;
+  /** When its mark statement started and returned (ms since the epoch), for its dispatch span. */
+  markStart: number;
+  markEnd: number;
 }
 
 export interface DispatchIoOptions {
@@ -56,14 +59,15 @@ export function schedulerIo(config: Config, dbs: Databases, publishers: Publishe
       const rescuedAt = input.rescue ? await rescue(input.shard, input.epoch, input.rescueSince) : null;
       const t0 = performance.now();
       const out = { ...(await loadDue(dbs.forShard(input.shard), input)), rescuedAt };
-      metrics.dispatchStep.observe((performance.now() - t0) / 1000, { step: "load" });
-      metrics.jobsLoaded.inc({}, out.jobs.length);
+      metrics.dispatchStep.observe({ step: "load" }, (performance.now() - t0) / 1000);
+      metrics.jobsLoaded.inc(out.jobs.length);
       if (out.jobs.length > 0) await opts.usersSeen([...new Set(out.jobs.map((j) => j.userId))]);
       return out;
     },
 
     async mark(reqs: MarkRequest[]): Promise<MarkOutcome<DueRow>[]> {
       const t0 = performance.now();
+      const markStart = Date.now();
       const byDb = new Map<number, number[]>();
       reqs.forEach((r, i) => {
         const db = dbs.indexOf(r.shard);
@@ -77,43 +81,58 @@ export function schedulerIo(config: Config, dbs: Databases, publishers: Publishe
           const sqlReqs = idx.map((i) => ({ shard: reqs[i]!.shard, epoch: reqs[i]!.epoch, ids: reqs[i]!.jobs.map((j) => j.id.toString()) }));
           try {
             const results = await retryRolledBack(() => mark(dbs.all[db]!, s.scheduledDeadlineMs, aheadMs, sqlReqs));
+            const markEnd = Date.now();
             idx.forEach((i, k) => {
               const { fence, rows } = results[k]!;
               const req = reqs[i]!;
-              out[i] = fence !== req.epoch ? { kind: "fenced", current: fence } : { kind: "marked", rows: rows.map((r) => dueRow(r, req.epoch)) };
+              out[i] = fence !== req.epoch ? { kind: "fenced", current: fence } : { kind: "marked", rows: rows.map((r) => dueRow(r, req.epoch, markStart, markEnd)) };
             });
           } catch (error) {
             for (const i of idx) out[i] = { kind: "failed", error };
           }
         }),
       );
-      metrics.dispatchStep.observe((performance.now() - t0) / 1000, { step: "mark" });
+      metrics.dispatchStep.observe({ step: "mark" }, (performance.now() - t0) / 1000);
       return out;
     },
 
     async publish(rows: DueRow[], onTime: boolean, partition: number | null): Promise<Placement[]> {
       const t0 = performance.now();
-      const spans = tracingEnabled();
+      // With tracing on, each job's dispatch is a span in its own trace (child of the API request
+      // that created it, or of the one that retried it): its mark statement, then the send to the
+      // due topic, whose context the message carries to the executor.
+      const spans: Span[] = [];
       const entries = rows.map((r): DueEntry => {
-        // One span per job, child of the API request that created it: the job's trace continues.
         let tc = r.trace ?? {};
-        if (spans) {
-          const span = tracer().startSpan("job.dispatch", { attributes: { "job.id": r.id.toString(), "job.shard": r.shard, "job.attempt": r.attempt + 1 } }, extractContext(r.trace));
-          tc = injectContext(otelTrace.setSpan(context.active(), span));
-          span.end();
+        if (tracingEnabled()) {
+          const parent = extractContext(r.trace);
+          const dispatch = tracer().startSpan("job.dispatch", { startTime: r.markStart, attributes: { "job.id": r.id.toString(), "job.shard": r.shard, "job.attempt": r.attempt + 1 } }, parent);
+          const inDispatch = otelTrace.setSpan(parent, dispatch);
+          tracer().startSpan("UPDATE jobs", dbSpanOptions("UPDATE", "jobs", r.markStart), inDispatch).end(r.markEnd);
+          const send = tracer().startSpan(`send ${topicDue}`, messagingSpanOptions("send", topicDue, { "messaging.message.id": r.id.toString() }), inDispatch);
+          tc = injectContext(otelTrace.setSpan(inDispatch, send));
+          spans.push(send, dispatch);
         }
         return { id: r.id.toString(), shard: r.shard, user_id: r.userId, attempt: r.attempt + 1, due_at: new Date(r.dueAt).toISOString(), epoch: r.epoch, trace: tc };
       });
+      const endSpans = (e?: unknown) => {
+        for (const sp of spans) {
+          if (e) failed(sp, e);
+          sp.end();
+        }
+      };
       const messages = encodeDue(entries).map((m) => (partition === null ? m : { ...m, partition }));
       let placed;
       try {
         placed = await (onTime ? publishers.onTime : publishers.bulk).publish(topicDue, messages);
       } catch (e) {
+        endSpans(e);
         await revert(rows).catch((err) => log.warn("could not put unpublished jobs back to waiting; the rescuer will", { err: err as Error }));
         throw e;
       }
+      endSpans();
       const publishedAt = Date.now();
-      metrics.dispatchStep.observe((performance.now() - t0) / 1000, { step: "publish" });
+      metrics.dispatchStep.observe({ step: "publish" }, (performance.now() - t0) / 1000);
       for (const r of rows) metrics.dispatchLateness.observe(Math.max(0, publishedAt - r.dueAt) / 1000);
       metrics.jobsDispatched.inc({ shard: String(rows[0]!.shard) }, rows.length);
       return placed.map((p, i) => ({ ...p, jobs: messages[i]!.jobs }));
@@ -127,6 +146,6 @@ export function schedulerIo(config: Config, dbs: Databases, publishers: Publishe
   }
 }
 
-function dueRow(r: MarkedRow, epoch: string): DueRow {
-  return { id: BigInt(r.id), shard: r.shard_id, dueAt: r.due_at.getTime(), userId: r.user_id, attempt: r.attempt, epoch, trace: r.trace_context };
+function dueRow(r: MarkedRow, epoch: string, markStart: number, markEnd: number): DueRow {
+  return { id: BigInt(r.id), shard: r.shard_id, dueAt: r.due_at.getTime(), userId: r.user_id, attempt: r.attempt, epoch, trace: r.trace_context, markStart, markEnd };
 }

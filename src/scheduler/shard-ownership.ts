@@ -71,6 +71,7 @@ export class ShardOwnership {
     this.client = etcdClient(config.etcd);
     this.prefix = config.etcd.prefix.replace(/\/$/, "");
     const s = config.scheduler;
+    metrics.shardsTotal.set(config.shardCount);
     this.weights = new WeightBook(dbs.users, config.users.defaultWeight, (userId, w) => this.core.dispatcher.setWeight(userId, w));
     this.core = new SchedulerCore(
       schedulerIo(config, dbs, publishers, { usersSeen: (ids) => this.weights.seen(ids) }),
@@ -134,6 +135,7 @@ export class ShardOwnership {
     const { groupId, topicDue } = this.config.kafka;
     let reader: Awaited<ReturnType<KafkaBus["offsetReader"]>> | null = null;
     let failing = false;
+    let backlogAt = 0;
     while (!this.stopped) {
       const t0 = Date.now();
       const d = this.core.dispatcher;
@@ -145,6 +147,10 @@ export class ShardOwnership {
         for (const ms of d.window.lastDelays) metrics.startDelay.observe(ms / 1000);
         metrics.inFlightWindow.set(d.window.size(Date.now()));
         metrics.inFlightJobs.set(d.inFlight);
+        if (t0 - backlogAt >= 1_000) {
+          backlogAt = t0;
+          this.reportBacklog(t0);
+        }
         if (failing) log.info("reading the executors' offsets again");
         failing = false;
       } catch (err) {
@@ -160,6 +166,18 @@ export class ShardOwnership {
       await Bun.sleep(Math.max(0, t0 + gap - Date.now()));
     }
     await reader?.close().catch(() => {});
+  }
+
+  /** Due and undispatched jobs per owned shard, and the age of the oldest, from the fair queue. */
+  private reportBacklog(now: number): void {
+    const due = this.core.dispatcher.queue.dueByShard(now);
+    metrics.dueBacklog.reset();
+    metrics.dueOldest.reset();
+    for (const shard of this.owned()) {
+      const s = due.get(shard) ?? { count: 0, oldest: now };
+      metrics.dueBacklog.set({ shard: String(shard) }, s.count);
+      metrics.dueOldest.set({ shard: String(shard) }, (now - s.oldest) / 1000);
+    }
   }
 
   private async register(): Promise<void> {
