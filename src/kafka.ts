@@ -295,12 +295,14 @@ export class KafkaBus {
     consumer.on(consumer.events.GROUP_JOIN, (e) => {
       member = true;
       const partitions = e.payload.memberAssignment[topic] ?? [];
+      metrics.partitionsAssigned.set(partitions.length);
       log.info("joined the consumer group", { group: groupId, member: e.payload.memberId, leader: e.payload.isLeader, partitions, join_ms: e.payload.duration });
       handlers.onAssigned?.(partitions);
     });
     consumer.on(consumer.events.REBALANCING, () => log.info("consumer group rebalancing", { group: groupId }));
     consumer.on(consumer.events.CRASH, (e) => {
       member = false;
+      metrics.consumerCrashes.inc({ restart: String(e.payload.restart) });
       if (!e.payload.restart) handlers.onCrash?.(e.payload.error);
     });
     consumer.on(consumer.events.STOP, () => (member = false));
@@ -327,6 +329,9 @@ export class KafkaBus {
           highWatermark: batch.highWatermark,
           heartbeat: () => payload.heartbeat(),
           isRunning: () => payload.isRunning() && !payload.isStale(),
+        }).catch((err: unknown) => {
+          metrics.consumerBatchErrors.inc();
+          throw err;
         });
         // The fetch position moves past what was taken; the committed offset does not.
         if (last !== null) payload.resolveOffset(last);

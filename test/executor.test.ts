@@ -7,6 +7,7 @@ import { DUE_CHANNEL, duePayload } from "../src/db/due-notify.ts";
 import { verifySignature } from "../src/executor/signing.ts";
 import { connect, type Sql } from "../src/db/databases.ts";
 import { collect, slice, waitFor, type RoleProc, type Slice } from "./support/procs.ts";
+import { QUICK_RETRY_ENV } from "./support/env.ts";
 
 // Real services: allow for broker rebalances and lease expiry on a loaded 2-core machine.
 setDefaultTimeout(60_000);
@@ -44,9 +45,7 @@ beforeAll(async () => {
   });
   s = await slice({
     env: {
-      SHARD_COUNT: "4",
-      RETRY_BACKOFF_BASE: "200ms",
-      RETRY_BACKOFF_MAX: "1s",
+      ...QUICK_RETRY_ENV,
       JOB_RUN_GRACE: "2s",
       RESCUE_INTERVAL: "1s",
       SCHEDULED_DEADLINE: "20s",

@@ -8,8 +8,8 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { parse } from "yaml";
-import { slice, waitFor, type RoleProc, type Slice } from "./support/procs.ts";
-import { uniqueName } from "./support/env.ts";
+import { scrape, slice, total, waitFor, type RoleProc, type Slice } from "./support/procs.ts";
+import { QUICK_RETRY_ENV, uniqueName } from "./support/env.ts";
 
 const ROOT = join(import.meta.dir, "..");
 const ZIPKIN = `http://127.0.0.1:${process.env.ZIPKIN_PORT ?? 9411}`;
@@ -42,9 +42,7 @@ beforeAll(async () => {
   });
   s = await slice({
     env: {
-      SHARD_COUNT: "4",
-      RETRY_BACKOFF_BASE: "200ms",
-      RETRY_BACKOFF_MAX: "1s",
+      ...QUICK_RETRY_ENV,
       LOG_LEVEL: "warn",
       OTEL_TRACES_EXPORTER: "zipkin",
       OTEL_EXPORTER_ZIPKIN_ENDPOINT: `${ZIPKIN}/api/v2/spans`,
@@ -142,30 +140,6 @@ describe("tracing", () => {
     }
   }, 90_000);
 });
-
-/** A scrape as {series -> value}; series with labels as written, e.g. `jobs_processed_total{outcome="succeeded"}`. */
-async function scrape(role: RoleProc): Promise<{ series: Map<string, number>; types: Set<string> }> {
-  const text = await (await fetch(`${role.url}/metrics`)).text();
-  const series = new Map<string, number>();
-  const types = new Set<string>();
-  for (const line of text.split("\n")) {
-    if (line.startsWith("# TYPE ")) types.add(line.split(" ")[2]!);
-    else if (line && !line.startsWith("#")) {
-      const at = line.lastIndexOf(" ");
-      series.set(line.slice(0, at), Number(line.slice(at + 1)));
-    }
-  }
-  return { series, types };
-}
-/** The sum of every series of `name` whose labels include each of `labels`. */
-function total(m: Map<string, number>, name: string, labels: Record<string, string> = {}): number {
-  let sum = 0;
-  for (const [k, v] of m) {
-    const base = k.includes("{") ? k.slice(0, k.indexOf("{")) : k;
-    if (base === name && Object.entries(labels).every(([l, want]) => k.includes(`${l}="${want}"`))) sum += v;
-  }
-  return sum;
-}
 
 describe("metrics", () => {
   test("a small run moves each role's counters and histograms by exactly what it did; scrapes and probes are not API traffic", async () => {

@@ -194,6 +194,8 @@ export class ShardOwnership {
     void this.core.removeAll();
     this.epochs.clear();
     metrics.shardsOwned.set(0);
+    metrics.leaseLosses.inc();
+    metrics.shardsGivenUp.inc(shards.length);
     log.warn("lease lost: gave up all shards", { member: this.memberId, shards, reason });
     this.lease = null;
     this.requestReplan();
@@ -267,6 +269,7 @@ export class ShardOwnership {
       // The previous owner may have died between marking rows and publishing them.
       if (fence.abandoned !== null) {
         const count = await takeBack(sql, shard, epoch, fence.abandoned);
+        metrics.takenBack.inc({ shard: String(shard) }, count);
         if (count > 0) log.warn("took back jobs an earlier owner marked and never saw claimed", { shard, epoch, abandoned: fence.abandoned, count });
       }
     } catch (e) {
@@ -292,6 +295,7 @@ export class ShardOwnership {
       // Drained: every row marked under this epoch was published or put back (one whose revert
       // failed waits for its deadline), so the next owner need not take any back.
       await releaseFence(this.dbs.forShard(shard), shard, epoch).catch((err) => log.warn("could not record the shard's orderly release", { shard, err: err as Error }));
+      metrics.shardsGivenUp.inc();
       log.info("shard released", { shard, epoch, member: this.memberId });
     }
     if (deleteKey) await this.deleteIfMine(shard);

@@ -63,3 +63,6 @@ export function testConfig(env: Record<string, string>): Config {
     ...env,
   });
 }
+
+/** Slice settings for end-to-end tests that watch retries: four shards and backoffs short enough to see a retry within a test. */
+export const QUICK_RETRY_ENV = { SHARD_COUNT: "4", RETRY_BACKOFF_BASE: "200ms", RETRY_BACKOFF_MAX: "1s" } as const;

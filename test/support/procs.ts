@@ -166,3 +166,32 @@ export async function collectDue(s: Slice, until: (all: DueEntry[]) => boolean, 
   }, timeoutMs);
   return flat(msgs);
 }
+
+/** A scrape as {series -> value}; series with labels as written, e.g. `jobs_processed_total{outcome="succeeded"}`. */
+export async function scrape(role: RoleProc): Promise<{ series: Map<string, number>; types: Set<string> }> {
+  const text = await (await fetch(`${role.url}/metrics`)).text();
+  const series = new Map<string, number>();
+  const types = new Set<string>();
+  for (const line of text.split("\n")) {
+    if (line.startsWith("# TYPE ")) types.add(line.split(" ")[2]!);
+    else if (line && !line.startsWith("#")) {
+      const at = line.lastIndexOf(" ");
+      series.set(line.slice(0, at), Number(line.slice(at + 1)));
+    }
+  }
+  return { series, types };
+}
+/** The sum of every series of `name` whose labels include each of `labels`. */
+export function total(m: Map<string, number>, name: string, labels: Record<string, string> = {}): number {
+  let sum = 0;
+  for (const [k, v] of m) {
+    const base = k.includes("{") ? k.slice(0, k.indexOf("{")) : k;
+    if (base === name && Object.entries(labels).every(([l, want]) => k.includes(`${l}="${want}"`))) sum += v;
+  }
+  return sum;
+}
+
+/** The sum of `name`'s series (with `labels`) in a role's metrics now. */
+export async function metric(role: RoleProc, name: string, labels: Record<string, string> = {}): Promise<number> {
+  return total((await scrape(role)).series, name, labels);
+}
