@@ -31,7 +31,7 @@ const USERS = Number(process.env.USERS ?? 20);
 const SHARDS = 16;
 
 // Role settings (EXECUTOR_*, SCHEDULER_*, DB_POOL_MAX, OTEL_*) given to the benchmark pass through to the roles.
-const passed = Object.fromEntries(Object.entries(process.env).filter((e): e is [string, string] => /^(EXECUTOR_|SCHEDULER_|DB_POOL_MAX$)/.test(e[0])));
+const passed = Object.fromEntries(Object.entries(process.env).filter((e): e is [string, string] => /^(EXECUTOR_|SCHEDULER_|OTEL_|DB_POOL_MAX$)/.test(e[0])));
 const s = await slice({ env: { SHARD_COUNT: String(SHARDS), KAFKA_PARTITIONS: "12", LOG_LEVEL: "warn", DB_POOL_MAX: "10", ...passed } });
 const config = testConfig(s.env);
 const dbs = openDatabases(config.databaseUrls, config.shardCount, 4);
