@@ -95,6 +95,7 @@ export async function cpuByPart(pg: (q: TemplateStringsArray) => Promise<{ pid: 
     const role = /src\/main\.ts (api|scheduler|executor|all)/.exec(cmd)?.[1];
     if (role) add(role, processCpuSeconds(Number(d)));
     else if (cmd.includes("kafka.Kafka")) add("kafka", processCpuSeconds(Number(d)));
+    else if (cmd.includes("zipkin-server")) add("zipkin", processCpuSeconds(Number(d)));
     else if (/(^|\/)etcd /.test(cmd)) add("etcd", processCpuSeconds(Number(d)));
   }
   for (const b of await pg`SELECT pid, application_name FROM pg_stat_activity WHERE backend_type = 'client backend'`) {

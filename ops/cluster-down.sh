@@ -7,9 +7,13 @@ for f in "$RUN_DIR"/api.pid "$RUN_DIR"/scheduler-*.pid "$RUN_DIR"/executor-*.pid
   [ -e "$f" ] && stop_pid "$(basename "$f" .pid)"
 done
 stop_pid zipkin
+# Patroni members (DB_HA=1): each stops its PostgreSQL cleanly on SIGTERM.
+for f in "$RUN_DIR"/patroni-*.pid; do
+  [ -e "$f" ] && stop_pid "$(basename "$f" .pid)"
+done
 stop_pid kafka
 stop_pid etcd
 if [ "${1:-}" = "--purge" ]; then
-  rm -rf "$DATA_DIR"
+  rm -rf "$DATA_DIR" "$HA_DIR"
   say "deleted $DATA_DIR"
 fi

@@ -32,6 +32,8 @@ fi
 command -v etcd >/dev/null 2>&1 || apt_install etcd-server
 # promtool, for the alert rules' unit tests (the package does not start a server here).
 command -v promtool >/dev/null 2>&1 || apt_install prometheus
+# Patroni, for DB_HA=1 (each shard database a primary + synchronous standby; test/failover.test.ts).
+command -v patroni >/dev/null 2>&1 || apt_install patroni
 command -v java >/dev/null 2>&1 || apt_install openjdk-17-jre-headless
 command -v mvn >/dev/null 2>&1 || apt_install maven
 

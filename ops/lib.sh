@@ -18,7 +18,24 @@ KAFKA_HEAP="${KAFKA_HEAP:-512m}"
 API_PORT="${API_PORT:-8080}"
 ZIPKIN_VERSION="3.5.1"
 ZIPKIN_PORT="${ZIPKIN_PORT:-9411}"
-export DATABASE_URLS="${DATABASE_URLS:-postgres://root@127.0.0.1:5432/fairshare}"
+# DB_HA=1: every shard database is a Patroni cluster (primary + synchronous standby, ops/db-ha-up.sh)
+# and the roles reach its primary through a multi-host URL.
+HA_DIR="$LOCAL_DIR/patroni"
+DB_HA_DATABASES="${DB_HA_DATABASES:-2}"
+DB_HA_PG_PORT="${DB_HA_PG_PORT:-5441}"
+DB_HA_REST_PORT="${DB_HA_REST_PORT:-8301}"
+ha_urls() {
+  local db urls=()
+  for ((db = 0; db < DB_HA_DATABASES; db++)); do
+    urls+=("postgres://root@127.0.0.1:$((DB_HA_PG_PORT + 2 * db)),127.0.0.1:$((DB_HA_PG_PORT + 2 * db + 1))/fairshare_$db?target_session_attrs=read-write")
+  done
+  (IFS=,; echo "${urls[*]}")
+}
+if [ "${DB_HA:-0}" = 1 ]; then
+  export DATABASE_URLS="${DATABASE_URLS:-$(ha_urls)}"
+else
+  export DATABASE_URLS="${DATABASE_URLS:-postgres://root@127.0.0.1:5432/fairshare}"
+fi
 export KAFKA_BROKERS="${KAFKA_BROKERS:-127.0.0.1:$KAFKA_PORT}"
 export ETCD_ENDPOINTS="${ETCD_ENDPOINTS:-http://127.0.0.1:$ETCD_PORT}"
 

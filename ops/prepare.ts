@@ -6,6 +6,7 @@
 import { loadConfig } from "../src/config.ts";
 import { connect, ensureDatabase } from "../src/db/databases.ts";
 import { migrate } from "../src/db/migrate.ts";
+import { databaseName } from "../src/db/pg-url.ts";
 import { KafkaBus } from "../src/kafka.ts";
 
 const config = loadConfig();
@@ -14,7 +15,7 @@ for (const url of config.databaseUrls) {
   const sql = connect(url, 1);
   const applied = await migrate(sql);
   await sql.end();
-  console.error(`[ops] database ${new URL(url).pathname.slice(1)}: ${applied.length ? `applied ${applied.join(", ")}` : "up to date"}`);
+  console.error(`[ops] database ${databaseName(url)}: ${applied.length ? `applied ${applied.join(", ")}` : "up to date"}`);
 }
 // The broker may still be electing its controller right after start; kafkajs retries.
 await new KafkaBus(config.kafka).ensureTopics();

@@ -4,7 +4,8 @@
 # and creates the Kafka topics. Run ops/install.sh first (cluster-up.sh and test.sh do).
 source "$(dirname "$0")/lib.sh"
 
-# --- PostgreSQL -------------------------------------------------------------------------------
+# --- PostgreSQL (DB_HA=1: under Patroni, started after etcd below) -------------------------------
+if [ "${DB_HA:-0}" != 1 ]; then
 PG_HOST=$(DBU="${DATABASE_URLS%%,*}" bash -c 'u=${DBU#*://}; u=${u#*@}; echo "${u%%[:/]*}"')
 PG_PORT=$(DBU="${DATABASE_URLS%%,*}" bash -c 'u=${DBU#*://}; u=${u#*@}; u=${u%%/*}; [[ $u == *:* ]] && echo "${u##*:}" || echo 5432')
 if port_open "$PG_HOST" "$PG_PORT"; then
@@ -24,6 +25,7 @@ else
     su postgres -c "psql -qc 'SELECT pg_reload_conf()'"
   fi
 fi
+fi
 
 # --- etcd ---------------------------------------------------------------------------------------
 if pid_alive etcd || port_open 127.0.0.1 "$ETCD_PORT"; then
@@ -36,6 +38,8 @@ else
     --initial-cluster "local=http://127.0.0.1:$ETCD_PEER_PORT" --logger zap --log-outputs stderr
   wait_port etcd 127.0.0.1 "$ETCD_PORT" 30 "$LOG_DIR/etcd.log"
 fi
+
+[ "${DB_HA:-0}" = 1 ] && bash "$ROOT/ops/db-ha-up.sh"
 
 # --- Kafka (KRaft, combined broker + controller) ------------------------------------------------
 JARS="$CACHE_DIR/kafka-jars"

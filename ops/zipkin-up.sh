@@ -8,8 +8,8 @@ JAR="$CACHE_DIR/zipkin-server-$ZIPKIN_VERSION-exec.jar"
 if ! port_open 127.0.0.1 "$ZIPKIN_PORT"; then
   say "starting zipkin on :$ZIPKIN_PORT"
   # In-memory storage, sized for a local cluster; 256 MB of heap is plenty for that.
-  start_bg zipkin "$LOG_DIR/zipkin.log" java -Xms64m -Xmx256m -XX:+UseSerialGC -jar "$JAR" \
-    --server.port="$ZIPKIN_PORT" --zipkin.storage.mem.max-spans=500000
+  start_bg zipkin "$LOG_DIR/zipkin.log" java -Xms128m -Xmx768m -XX:+UseSerialGC -jar "$JAR" \
+    --server.port="$ZIPKIN_PORT" --zipkin.storage.mem.max-spans=200000
   wait_port zipkin 127.0.0.1 "$ZIPKIN_PORT" 90 "$LOG_DIR/zipkin.log"
 fi
 for ((i = 0; i < 300; i++)); do

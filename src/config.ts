@@ -12,6 +12,7 @@ import type { BackoffPolicy } from "../actors/backoff.ts";
 import type { DispatcherSettings } from "../actors/dispatcher.ts";
 import { MAX_WEIGHT, MIN_WEIGHT } from "../actors/fair-queue.ts";
 import type { ShardSettings } from "../actors/shard.machine.ts";
+import { parsePgUrl, splitDatabaseUrls } from "./db/pg-url.ts";
 
 export type Role = "api" | "scheduler" | "executor" | "all";
 export const ROLES: readonly Role[] = ["api", "scheduler", "executor", "all"];
@@ -273,8 +274,8 @@ export function loadConfig(env: Env = process.env): Config {
     problems.push(`${name}=${JSON.stringify(raw)}: expected true or false`);
     return def;
   };
-  const list = (name: string, def: string, check: (item: string) => boolean, what: string): string[] => {
-    const items = str(name, def).split(",").map((s) => s.trim()).filter(Boolean);
+  const list = (name: string, def: string, check: (item: string) => boolean, what: string, split = (s: string) => s.split(",").map((x) => x.trim()).filter(Boolean)): string[] => {
+    const items = split(str(name, def));
     if (items.length === 0) problems.push(`${name}: expected a comma-separated list of ${what}`);
     for (const item of items) {
       if (!check(item)) problems.push(`${name}: ${JSON.stringify(item)} is not a valid ${what}`);
@@ -329,7 +330,7 @@ export function loadConfig(env: Env = process.env): Config {
     host: str("HOST", "127.0.0.1"),
     logLevel: oneOf("LOG_LEVEL", "info", ["debug", "info", "warn", "error"] as const),
     shutdownTimeoutMs: duration("SHUTDOWN_TIMEOUT", "20s", 100),
-    databaseUrls: list("DATABASE_URLS", "postgres://root@127.0.0.1:5432/fairshare", isUrl(["postgres:", "postgresql:"]), "postgres:// URL"),
+    databaseUrls: list("DATABASE_URLS", "postgres://root@127.0.0.1:5432/fairshare", (u) => parsePgUrl(u) !== null, "postgres:// URL (hosts may be a list: h1:5441,h2:5442)", splitDatabaseUrls),
     dbPoolMax: int("DB_POOL_MAX", 10, 1, 500),
     shardCount: int("SHARD_COUNT", 16, 1, 4096),
     maintenance: {

@@ -100,10 +100,17 @@ export async function inSpan<T>(
   });
 }
 
-/** `fn` in a child span of the active one when spans are exported; just `fn` otherwise (hot paths). */
+/**
+ * `fn` in a child span of the active one when that span is recorded (exported and sampled); just
+ * `fn` otherwise: the children of an unsampled trace would be dropped anyway, and on hot paths
+ * even a non-recording span and its context switch cost CPU (measured: docs/capacity.md).
+ */
 export function traced<T>(name: string, opts: { kind?: SpanKind; attributes?: Attributes }, fn: () => Promise<T>): Promise<T> {
-  return exporting ? inSpan(name, opts.attributes ?? {}, fn, { kind: opts.kind }) : fn();
+  return recordingActive() ? inSpan(name, opts.attributes ?? {}, fn, { kind: opts.kind }) : fn();
 }
+
+/** True when the active span is recorded: spans made under it are exported. */
+export const recordingActive = () => exporting && trace.getActiveSpan()?.isRecording() === true;
 
 export function failed(span: Span, e: unknown): void {
   span.recordException(e as Error);

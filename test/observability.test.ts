@@ -139,6 +139,26 @@ describe("tracing", () => {
       expect(calls.get("/flaky")![Number(run.tags!["job.attempt"]) - 1]).toBe(`00-${traceId}-${call.id}-01`);
     }
   }, 90_000);
+
+  test("a job created under an unsampled trace (traceparent flags 00) keeps its trace id and makes no spans anywhere; the target still gets that trace", async () => {
+    const traceId = "5a3f".padEnd(32, "7");
+    const r = await fetch(api.url + "/api/v1/me/jobs", {
+      method: "POST",
+      headers: { "content-type": "application/json", authorization: `Bearer ${token}`, traceparent: `00-${traceId}-${"1".repeat(16)}-00` },
+      body: JSON.stringify({ message: "unsampled", execute_at: new Date(Date.now() + 500).toISOString(), target: { url: `http://127.0.0.1:${target.port}/unsampled`, method: "POST" } }),
+    }).then((x) => x.json() as Promise<any>);
+    expect(r.data.trace_id).toBe(traceId);
+    expect((await finished(r.data.id)).status).toBe("succeeded");
+    expect(calls.get("/unsampled")![0]!.split("-").slice(1, 2)).toEqual([traceId]);
+    // A sampled job after it, then its spans are in Zipkin: the exporters have flushed past the unsampled one.
+    const after = await post("/api/v1/me/jobs", { message: "sampled", execute_at: new Date(Date.now() + 300).toISOString() });
+    await finished(after.data.id);
+    await waitFor("the sampled job's executor spans", async () => {
+      const t = await fetch(`${ZIPKIN}/api/v2/trace/${after.data.trace_id}`);
+      return t.ok && ((await t.json()) as ZipkinSpan[]).some((sp) => sp.kind === "CONSUMER") ? true : null;
+    }, 30_000, 500);
+    expect((await fetch(`${ZIPKIN}/api/v2/trace/${traceId}`)).status).toBe(404);
+  }, 90_000);
 });
 
 describe("metrics", () => {

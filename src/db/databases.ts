@@ -4,6 +4,7 @@
  */
 import postgres from "postgres";
 import { databaseOf } from "../shard-map.ts";
+import { databaseName, withDatabase } from "./pg-url.ts";
 
 export type Sql = postgres.Sql;
 
@@ -50,11 +51,9 @@ export function openDatabases(urls: string[], shardCount: number, poolMax: numbe
 
 /** Creates the database named in `url` when it does not exist (local mode, tests). */
 export async function ensureDatabase(url: string): Promise<void> {
-  const u = new URL(url);
-  const name = decodeURIComponent(u.pathname.replace(/^\//, ""));
+  const name = databaseName(url);
   if (!/^[A-Za-z0-9_]+$/.test(name)) throw new Error(`refusing to create database with unusual name ${JSON.stringify(name)}`);
-  u.pathname = "/postgres";
-  const admin = connect(u.toString(), 1);
+  const admin = connect(withDatabase(url, "postgres"), 1);
   try {
     const [row] = await admin`SELECT 1 AS ok FROM pg_database WHERE datname = ${name}`;
     if (!row) {
@@ -97,12 +96,13 @@ const CONNECTION_CODES = new Set(["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EP
  * restarting, shutting down, out of connections, not accepting connections), not that the
  * statement was wrong: the caller may try again later. Any FATAL or PANIC from the server (the
  * session is over: e.g. "database is not accepting connections" at start-up), SQLSTATE classes
- * 08 (connection exception) and 57P (operator intervention), and 53300 (too many connections).
+ * 08 (connection exception) and 57P (operator intervention), 53300 (too many connections) and
+ * 25006 (a write reached a server in recovery: a primary demoted under a failover, `DB_HA=1`).
  */
 export function isUnavailable(e: unknown): boolean {
   const err = e as { code?: unknown; severity?: unknown } | null;
   if (err?.severity === "FATAL" || err?.severity === "PANIC") return true;
   const code = err?.code;
   if (typeof code !== "string") return false;
-  return CONNECTION_CODES.has(code) || code.startsWith("08") || code.startsWith("57P") || code === "53300";
+  return CONNECTION_CODES.has(code) || code.startsWith("08") || code.startsWith("57P") || code === "53300" || code === "25006";
 }

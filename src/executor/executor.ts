@@ -283,9 +283,12 @@ export class Executor {
     metrics.jobsStarted.inc(job.user_id);
     metrics.startLateness.observe(Math.max(0, claimEnd - job.due_at.getTime()) / 1000);
     const topic = this.config.kafka.topicDue;
-    const span = tracingEnabled()
+    // Only a sampled run gets its spans (the sampler decides at the process span, following the
+    // job's trace); an unsampled one runs without any.
+    const sampled = tracingEnabled()
       ? tracer().startSpan(`process ${topic}`, messagingSpanOptions("process", topic, { "messaging.message.id": msg.id, "job.id": msg.id, "job.shard": msg.shard, "job.attempt": msg.attempt }, claimStart), extractContext(msg.trace))
       : null;
+    const span = sampled?.isRecording() ? sampled : null;
     const inRun = span ? trace.setSpan(context.active(), span) : null;
     if (inRun) tracer().startSpan("UPDATE jobs", dbSpanOptions("UPDATE", "jobs", claimStart), inRun).end(claimEnd);
     try {

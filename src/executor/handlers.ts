@@ -20,7 +20,7 @@ import { classifyHttpStatus, type RunResult } from "../../actors/outcome.ts";
 import type { JobKind } from "../jobs/job-input.ts";
 import { context, SpanKind, SpanStatusCode, trace } from "@opentelemetry/api";
 import { log } from "../log.ts";
-import { failed, injectContext, tracer, tracingEnabled } from "../telemetry.ts";
+import { failed, injectContext, tracer, recordingActive } from "../telemetry.ts";
 import { signatureHeader } from "./signing.ts";
 
 export interface HandlerSettings {
@@ -91,7 +91,7 @@ export async function runHttp(job: ClaimedJob, s: HandlerSettings): Promise<RunR
   const timeoutMs = target.timeout_ms ?? s.defaultTimeoutMs;
   // The call is an HTTP client span of the job's trace, and the target gets its `traceparent`
   // (with tracing off, the job's own trace context, so the receiver still sees the trace id).
-  const span = tracingEnabled()
+  const span = recordingActive()
     ? tracer().startSpan(target.method, {
         kind: SpanKind.CLIENT,
         attributes: { "http.request.method": target.method, "url.full": target.url, "server.address": url.hostname, "server.port": Number(url.port || (url.protocol === "https:" ? 443 : 80)), "http.request.resend_count": job.attempt - 1 },

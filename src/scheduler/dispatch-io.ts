@@ -107,11 +107,14 @@ export function schedulerIo(config: Config, dbs: Databases, publishers: Publishe
         if (tracingEnabled()) {
           const parent = extractContext(r.trace);
           const dispatch = tracer().startSpan("job.dispatch", { startTime: r.markStart, attributes: { "job.id": r.id.toString(), "job.shard": r.shard, "job.attempt": r.attempt + 1 } }, parent);
-          const inDispatch = otelTrace.setSpan(parent, dispatch);
-          tracer().startSpan("UPDATE jobs", dbSpanOptions("UPDATE", "jobs", r.markStart), inDispatch).end(r.markEnd);
-          const send = tracer().startSpan(`send ${topicDue}`, messagingSpanOptions("send", topicDue, { "messaging.message.id": r.id.toString() }), inDispatch);
-          tc = injectContext(otelTrace.setSpan(inDispatch, send));
-          spans.push(send, dispatch);
+          // Not sampled: no children, and the message carries the job's own (unsampled) context.
+          if (dispatch.isRecording()) {
+            const inDispatch = otelTrace.setSpan(parent, dispatch);
+            tracer().startSpan("UPDATE jobs", dbSpanOptions("UPDATE", "jobs", r.markStart), inDispatch).end(r.markEnd);
+            const send = tracer().startSpan(`send ${topicDue}`, messagingSpanOptions("send", topicDue, { "messaging.message.id": r.id.toString() }), inDispatch);
+            tc = injectContext(otelTrace.setSpan(inDispatch, send));
+            spans.push(send, dispatch);
+          }
         }
         return { id: r.id.toString(), shard: r.shard, user_id: r.userId, attempt: r.attempt + 1, due_at: new Date(r.dueAt).toISOString(), epoch: r.epoch, trace: tc };
       });

@@ -8,6 +8,7 @@ import { connect as tcp } from "node:net";
 import { loadConfig, type Config } from "../../src/config.ts";
 import { connect, ensureDatabase } from "../../src/db/databases.ts";
 import { migrate } from "../../src/db/migrate.ts";
+import { databaseName, withDatabase } from "../../src/db/pg-url.ts";
 
 export const PG_BASE = process.env.TEST_PG_URL ?? "postgres://root@127.0.0.1:5432";
 export const KAFKA = process.env.KAFKA_BROKERS ?? "127.0.0.1:9092";
@@ -32,11 +33,16 @@ export async function requireService(name: "postgresql" | "kafka" | "etcd"): Pro
 
 export const uniqueName = (prefix: string) => `${prefix}_${process.pid}_${randomBytes(4).toString("hex")}`;
 
-/** Creates `count` fresh databases, migrated unless told otherwise; `drop()` removes them. */
-export async function freshDatabases(count: number, opts: { migrate?: boolean } = {}): Promise<{ urls: string[]; drop(): Promise<void> }> {
-  await requireService("postgresql");
+/**
+ * Creates `count` fresh databases, migrated unless told otherwise; `drop()` removes them. Database
+ * i goes on `servers[i % servers.length]` (URLs whose database part is replaced; default the test
+ * PostgreSQL), so a test can place them on Patroni clusters through their multi-host URLs.
+ */
+export async function freshDatabases(count: number, opts: { migrate?: boolean; servers?: string[] } = {}): Promise<{ urls: string[]; drop(): Promise<void> }> {
+  const servers = opts.servers ?? [`${PG_BASE}/postgres`];
+  if (!opts.servers) await requireService("postgresql");
   const base = uniqueName("fs_test");
-  const urls = Array.from({ length: count }, (_, i) => `${PG_BASE}/${base}_${i}`);
+  const urls = Array.from({ length: count }, (_, i) => withDatabase(servers[i % servers.length]!, `${base}_${i}`));
   for (const url of urls) {
     await ensureDatabase(url);
     if (opts.migrate === false) continue;
@@ -47,9 +53,10 @@ export async function freshDatabases(count: number, opts: { migrate?: boolean } 
   return {
     urls,
     drop: async () => {
-      const admin = connect(`${PG_BASE}/postgres`, 1);
-      for (const url of urls) await admin.unsafe(`DROP DATABASE IF EXISTS "${new URL(url).pathname.slice(1)}" WITH (FORCE)`);
-      await admin.end();
+      for (const url of urls) {
+        const admin = connect(withDatabase(url, "postgres"), 1);
+        await admin.unsafe(`DROP DATABASE IF EXISTS "${databaseName(url)}" WITH (FORCE)`).finally(() => admin.end());
+      }
     },
   };
 }

@@ -64,9 +64,9 @@ export async function waitFor<T>(what: string, fn: () => Promise<T | undefined |
   }
 }
 
-export async function slice(opts: { databases?: number; env?: Record<string, string> } = {}): Promise<Slice> {
-  await Promise.all([requireService("postgresql"), requireService("kafka"), requireService("etcd")]);
-  const dbs = await freshDatabases(opts.databases ?? 1);
+export async function slice(opts: { databases?: number; servers?: string[]; env?: Record<string, string> } = {}): Promise<Slice> {
+  await Promise.all([opts.servers ? null : requireService("postgresql"), requireService("kafka"), requireService("etcd")]);
+  const dbs = await freshDatabases(opts.databases ?? 1, { servers: opts.servers });
   const id = uniqueName("s");
   const env: Record<string, string> = {
     APP_MODE: "local",
