@@ -8,7 +8,7 @@
 #   PostgreSQL  127.0.0.1:$((DB_HA_PG_PORT + 2i)) and +1     (5441/5442, 5443/5444, ...)
 #   Patroni API 127.0.0.1:$((DB_HA_REST_PORT + 2i)) and +1   (8301/8302, ...)
 #   data, config and logs under .local/patroni/ (owned by postgres: PostgreSQL refuses root)
-# Clients reach the primary through multi-host URLs with target_session_attrs=read-write (printed
+# Clients reach the primary through multi-host URLs with target_session_attrs=primary (printed
 # by ops/lib.sh as DATABASE_URLS when DB_HA=1).
 source "$(dirname "$0")/lib.sh"
 command -v patroni >/dev/null 2>&1 || die "patroni is not installed (run ops/install.sh)"
@@ -97,8 +97,11 @@ for ((db = 0; db < DB_HA_DATABASES; db++)); do
   a=$((DB_HA_REST_PORT + 2 * db)) b=$((DB_HA_REST_PORT + 2 * db + 1))
   ok=0
   for ((t = 0; t < 600; t++)); do
-    primary=$(for r in $a $b; do curl -fsS -o /dev/null "http://127.0.0.1:$r/primary" 2>/dev/null && echo $r; done | head -n 1)
-    sync=$(for r in $a $b; do curl -fsS -o /dev/null "http://127.0.0.1:$r/sync" 2>/dev/null && echo $r; done | head -n 1)
+    primary="" sync=""
+    for r in $a $b; do
+      curl -fs -o /dev/null "http://127.0.0.1:$r/primary" 2>/dev/null && primary=$r
+      curl -fs -o /dev/null "http://127.0.0.1:$r/sync" 2>/dev/null && sync=$r
+    done
     if [ -n "$primary" ] && [ -n "$sync" ]; then ok=1; break; fi
     sleep 0.2
   done

@@ -27,7 +27,7 @@ DB_HA_REST_PORT="${DB_HA_REST_PORT:-8301}"
 ha_urls() {
   local db urls=()
   for ((db = 0; db < DB_HA_DATABASES; db++)); do
-    urls+=("postgres://root@127.0.0.1:$((DB_HA_PG_PORT + 2 * db)),127.0.0.1:$((DB_HA_PG_PORT + 2 * db + 1))/fairshare_$db?target_session_attrs=read-write")
+    urls+=("postgres://root@127.0.0.1:$((DB_HA_PG_PORT + 2 * db)),127.0.0.1:$((DB_HA_PG_PORT + 2 * db + 1))/fairshare_$db?target_session_attrs=primary")
   done
   (IFS=,; echo "${urls[*]}")
 }

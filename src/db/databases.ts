@@ -67,6 +67,21 @@ export async function ensureDatabase(url: string): Promise<void> {
   } finally {
     await admin.end({ timeout: 5 });
   }
+  // Through a multi-host URL the first host may be a standby that has the creation on disk but
+  // not yet replayed: it answers 3D000 (no such database), and postgres.js does not go on to
+  // the next host after an error at start-up. Wait until the new database answers.
+  for (let tries = 0; ; tries++) {
+    const probe = connect(url, 1);
+    try {
+      await probe`SELECT 1`;
+      return;
+    } catch (e) {
+      if ((e as { code?: string }).code !== "3D000" || tries >= 100) throw e;
+      await Bun.sleep(100);
+    } finally {
+      await probe.end({ timeout: 5 });
+    }
+  }
 }
 
 /** SQLSTATEs of a statement that was rolled back whole and may simply run again. */

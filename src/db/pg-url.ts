@@ -1,6 +1,6 @@
 /**
  * PostgreSQL connection URLs, including libpq's multi-host form that postgres.js also accepts
- * (`postgres://user@h1:5441,h2:5442/db?target_session_attrs=read-write`): the client tries each
+ * (`postgres://user@h1:5441,h2:5442/db?target_session_attrs=primary`): the client tries each
  * host in turn and keeps the one that takes writes. WHATWG `URL` refuses a host list, so these
  * are parsed here, once.
  */
