@@ -2,7 +2,8 @@
 # Brings up a working local cluster: installs what is missing, starts PostgreSQL/etcd/Kafka,
 # then the roles as separate processes (API_PROCS api, SCHEDULERS scheduler, EXECUTORS executor
 # processes; 1 each by default). Idempotent: roles already running are left alone.
-# TRACING=zipkin also starts Zipkin and has every role export its spans there.
+# TRACING=zipkin also starts Zipkin and has every role export its spans there. DB_HA=1 runs each
+# shard database as a Patroni primary + synchronous standby (ops/db-ha-up.sh).
 #   bash ops/cluster-up.sh              # then: curl http://127.0.0.1:8080/readyz
 #   TRACING=zipkin bash ops/cluster-up.sh
 source "$(dirname "$0")/lib.sh"
