@@ -15,6 +15,10 @@ command -v patroni >/dev/null 2>&1 || die "patroni is not installed (run ops/ins
 PG_BIN="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)"
 mkdir -p "$HA_DIR"
 chown postgres:postgres "$HA_DIR"
+# The clusters' state in etcd belongs to these data directories: a namespace made with them, so
+# a new .local/ (another checkout, a purge) never meets a stale cluster of the same name.
+[ -s "$HA_DIR/namespace" ] || echo "/fairshare-patroni-$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')/" >"$HA_DIR/namespace"
+NAMESPACE=$(cat "$HA_DIR/namespace")
 # PostgreSQL runs as postgres: it must be able to pass through every folder above its data.
 d="$LOCAL_DIR"
 while [ "$d" != / ]; do
@@ -26,7 +30,7 @@ member_config() { # db member pg_port rest_port
   local db=$1 m=$2 pg=$3 rest=$4 dir="$HA_DIR/db$1-$2"
   cat <<YAML
 scope: fairshare-db$db
-namespace: /fairshare-patroni/
+namespace: $NAMESPACE
 name: db$db-$m
 log: {level: WARNING}
 restapi: {listen: 127.0.0.1:$rest, connect_address: 127.0.0.1:$rest}
