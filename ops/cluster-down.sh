@@ -19,5 +19,5 @@ stop_pid kafka
 stop_pid etcd
 if [ "${1:-}" = "--purge" ]; then
   rm -rf "$DATA_DIR" "$HA_DIR"
-  say "deleted $DATA_DIR"
+  say "deleted $DATA_DIR and $HA_DIR"
 fi

@@ -110,7 +110,7 @@ for ((db = 0; db < DB_HA_DATABASES; db++)); do
     sleep 0.2
   done
   [ $ok = 1 ] || { tail -n 30 "$LOG_DIR"/patroni-db$db-*.log >&2; die "fairshare-db$db: no primary with a synchronous standby within 120s"; }
-  pg=$((DB_HA_PG_PORT + 2 * db + (primary - DB_HA_REST_PORT - 2 * db)))
+  pg=$((DB_HA_PG_PORT + primary - DB_HA_REST_PORT)) # a member's PostgreSQL port sits where its REST port does
   # The roles connect as root, as to the system server.
   psql -h 127.0.0.1 -p "$pg" -U postgres -d postgres -tAc "SELECT 1 FROM pg_roles WHERE rolname = 'root'" | grep -q 1 ||
     psql -h 127.0.0.1 -p "$pg" -U postgres -d postgres -qc "CREATE ROLE root SUPERUSER LOGIN"

