@@ -16,6 +16,18 @@ if [ "${TRACING:-}" = zipkin ]; then
 elif [ -n "${TRACING:-}" ]; then
   die "TRACING=$TRACING: expected zipkin (or unset; compose uses Jaeger over OTLP)"
 fi
+# The operator's token (admin API, the console's operator view): made once per checkout, kept in
+# .local/admin-token (only this user can read it), unless ADMIN_TOKEN is set.
+if [ -z "${ADMIN_TOKEN:-}" ]; then
+  if [ ! -s "$LOCAL_DIR/admin-token" ]; then
+    (umask 077 && openssl rand -hex 32 >"$LOCAL_DIR/admin-token")
+  fi
+  ADMIN_TOKEN=$(cat "$LOCAL_DIR/admin-token")
+fi
+export ADMIN_TOKEN
+if [ "${TRACING:-}" = zipkin ]; then
+  export CONSOLE_TRACE_URL="${CONSOLE_TRACE_URL:-http://127.0.0.1:$ZIPKIN_PORT/zipkin/traces/{trace_id}}"
+fi
 SCHEDULERS="${SCHEDULERS:-1}"
 EXECUTORS="${EXECUTORS:-1}"
 
@@ -53,6 +65,7 @@ cat <<MSG
 
 Local cluster is up.
   API:         http://127.0.0.1:$API_PORT/api/v1   (reference: http://127.0.0.1:$API_PORT/docs)
+  console:     http://127.0.0.1:$API_PORT/console/   (operator token: $([ -s "$LOCAL_DIR/admin-token" ] && echo "cat $LOCAL_DIR/admin-token" || echo "\$ADMIN_TOKEN"))
   health:      http://127.0.0.1:$API_PORT/readyz   metrics: http://127.0.0.1:$API_PORT/metrics
   schedulers:  $SCHEDULERS (ports $((API_PORT + 11))..)   executors: $EXECUTORS (ports $((API_PORT + 21))..)
   services:    PostgreSQL ${DATABASE_URLS}, Kafka $KAFKA_BROKERS, etcd $ETCD_ENDPOINTS

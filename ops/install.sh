@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the project needs on a fresh Debian machine, idempotently: Bun (pinned, from
-# npm), the JS packages, Debian's etcd-server and prometheus (for promtool), PostgreSQL (only
+# npm), the JS packages, Debian's etcd-server, prometheus (for promtool), patroni and chromium
+# (for the console's browser tests), PostgreSQL (only
 # when none answers) and the Apache Kafka broker jars (from Maven Central, cached under
 # .local/cache).
 source "$(dirname "$0")/lib.sh"
@@ -34,6 +35,8 @@ command -v etcd >/dev/null 2>&1 || apt_install etcd-server
 command -v promtool >/dev/null 2>&1 || apt_install prometheus
 # Patroni, for DB_HA=1 (each shard database a primary + synchronous standby; test/failover.test.ts).
 command -v patroni >/dev/null 2>&1 || apt_install patroni
+# Chromium, for the web console's browser tests (test/console.test.ts drives it with playwright-core).
+command -v chromium >/dev/null 2>&1 || apt_install chromium
 command -v java >/dev/null 2>&1 || apt_install openjdk-17-jre-headless
 command -v mvn >/dev/null 2>&1 || apt_install maven
 

@@ -9,5 +9,6 @@ BUN=$(bun_bin)
 cd "$ROOT"
 say "typecheck"
 "$BUN" x tsc --noEmit -p .
+"$BUN" x tsc --noEmit -p src/console
 say "bun test"
 "$BUN" test "$@"

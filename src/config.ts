@@ -103,6 +103,8 @@ export interface Config {
   };
   /** Bearer token of the admin endpoints (null: they answer 401 to everyone). */
   adminToken: string | null;
+  /** The web console (/console): CONSOLE_TRACE_URL, a trace UI's page with `{trace_id}` in it (null: no trace links). */
+  console: { traceUrl: string | null };
   /**
    * Traces (OpenTelemetry environment conventions): OTEL_TRACES_EXPORTER picks the exporter
    * (`otlp`, `zipkin` or `none`; unset: `otlp` when OTEL_EXPORTER_OTLP_ENDPOINT is set, else
@@ -408,6 +410,7 @@ export function loadConfig(env: Env = process.env): Config {
       signingGraceMs: duration("SIGNING_SECRET_GRACE", "24h", 0),
     },
     adminToken: adminRaw || null,
+    console: { traceUrl: str("CONSOLE_TRACE_URL", "") || null },
     otel: {
       exporter: oneOf("OTEL_TRACES_EXPORTER", env.OTEL_EXPORTER_OTLP_ENDPOINT ? "otlp" : "none", ["otlp", "zipkin", "none"] as const),
       otlpEndpoint: str("OTEL_EXPORTER_OTLP_ENDPOINT", "http://localhost:4318"),
@@ -419,6 +422,10 @@ export function loadConfig(env: Env = process.env): Config {
   };
   for (const [name, value] of [["OTEL_EXPORTER_OTLP_ENDPOINT", config.otel.otlpEndpoint], ["OTEL_EXPORTER_ZIPKIN_ENDPOINT", config.otel.zipkinEndpoint]] as const) {
     if (!isUrl(["http:", "https:"])(value)) problems.push(`${name}=${JSON.stringify(value)}: expected an http(s):// URL`);
+  }
+  const traceUrl = config.console.traceUrl;
+  if (traceUrl !== null && (!traceUrl.includes("{trace_id}") || !isUrl(["http:", "https:"])(traceUrl.replace("{trace_id}", "0")))) {
+    problems.push(`CONSOLE_TRACE_URL=${JSON.stringify(traceUrl)}: expected an http(s):// URL containing {trace_id}`);
   }
   config.scheduler.userLowWater = Math.max(1, Math.floor(config.scheduler.userTarget / 2));
   if (config.scheduler.window.minJobs > config.scheduler.window.maxJobs) {

@@ -5,22 +5,101 @@
  * in and their tokens stop within a second (their scheduled jobs still run); a deleted user's
  * tokens stop the same way and their jobs that have not started are cancelled.
  */
+import type { Etcd3 } from "etcd3";
 import { Elysia, t } from "elysia";
 import { MAX_WEIGHT, MIN_WEIGHT } from "../../actors/fair-queue.ts";
+import type { Config } from "../config.ts";
+import type { Databases } from "../db/databases.ts";
+import { readActivity, type Activity } from "../jobs/activity.ts";
 import { toJobView, type JobStore } from "../jobs/job-store.ts";
-import { ListQuery, listOptions } from "./jobs.routes.ts";
-import { toUserView, type UserStore } from "../users/user-store.ts";
+import { readOwnership } from "../scheduler/ownership-view.ts";
+import { done, JobParams, jobId, ListQuery, listOptions } from "./jobs.routes.ts";
+import { ShortCache, toUserView, type UserStore } from "../users/user-store.ts";
+import { log } from "../log.ts";
 import { requireAdmin } from "./admin.ts";
-import { errorResponses, notFound, type ErrorCode } from "./errors.ts";
+import { ApiError, errorResponses, notFound, type ErrorCode } from "./errors.ts";
 
 export const Weight = t.Number({ minimum: MIN_WEIGHT, maximum: MAX_WEIGHT, description: `share of executor capacity under overload, ${MIN_WEIGHT} to ${MAX_WEIGHT}` });
 const ADMIN_STATUSES = ["failed", "created", "scheduled", "running", "retrying"] as const;
 const UserParams = t.Object({ user_id: t.String({ pattern: "^[1-9][0-9]{0,17}$", description: "a user id" }) });
+/** Users shown in the activity view (the most starts first); the rest still count in the totals. */
+const ACTIVITY_MAX_USERS = 20;
+/** Activity answers are shared for this long: every open operator view polls the same window. */
+const ACTIVITY_CACHE_MS = 1_000;
 
-export function adminRoutes(users: UserStore, jobs: JobStore, adminToken: string | null) {
+/**
+ * `etcd` null: shard ownership is not served (503), as in tests of the API alone.
+ */
+export function adminRoutes(users: UserStore, jobs: JobStore, dbs: Databases, config: Config, etcd: Etcd3 | null) {
   const detail = (summary: string, ...codes: ErrorCode[]) => ({ summary, tags: ["admin"], security: [{ admin: [] }], responses: errorResponses("unauthorized", "invalid_request", ...codes) });
+  const activity = new ShortCache<Activity>(ACTIVITY_CACHE_MS, (key) => {
+    const [windowMs, intervalMs] = key.split(":").map(Number) as [number, number];
+    // The current interval is included, still filling; the window covers whole intervals.
+    const to = Math.ceil((Date.now() + 1) / intervalMs) * intervalMs;
+    return readActivity(dbs, { from: to - Math.ceil(windowMs / intervalMs) * intervalMs, to, intervalMs, defaultWeight: config.users.defaultWeight }, ACTIVITY_MAX_USERS);
+  }, 64);
   return new Elysia({ name: "admin-routes" })
-    .use(requireAdmin(adminToken))
+    .use(requireAdmin(config.adminToken))
+    .get(
+      "/api/v1/admin/users",
+      async ({ query }) => {
+        const limit = query.limit ?? 50;
+        const rows = await users.list(limit + 1, query.cursor ?? null);
+        const page = rows.slice(0, limit);
+        return { data: page.map(toUserView), next_cursor: rows.length > limit ? page[page.length - 1]!.id : null, success: true };
+      },
+      {
+        query: t.Object({
+          limit: ListQuery.properties.limit,
+          cursor: t.Optional(t.String({ pattern: "^[1-9][0-9]{0,17}$", description: "next_cursor of the previous page" })),
+        }),
+        detail: detail("Users in id order (cursor pagination)"),
+      },
+    )
+    .get(
+      "/api/v1/admin/activity",
+      async ({ query }) => {
+        const windowMs = (query.window_seconds ?? 300) * 1000;
+        const intervalMs = (query.interval_seconds ?? 10) * 1000;
+        if (windowMs / intervalMs > 360) {
+          throw new ApiError(400, "invalid_request", "at most 360 intervals per window", [{ path: "/interval_seconds", message: "too small for this window: at most 360 intervals" }]);
+        }
+        return { data: await activity.get(`${windowMs}:${intervalMs}`), success: true };
+      },
+      {
+        query: t.Object({
+          window_seconds: t.Optional(t.Integer({ minimum: 10, maximum: 3_600, description: "how far back, default 300" })),
+          interval_seconds: t.Optional(t.Integer({ minimum: 1, maximum: 600, description: "the width of each interval, default 10" })),
+        }),
+        detail: detail(
+          "Recent starts per user and interval against their weights, start lateness p50/p99 per interval, and who waits now (attempts count once ended; answers are shared for a second)",
+        ),
+      },
+    )
+    .get(
+      "/api/v1/admin/shards",
+      async () => {
+        if (!etcd) throw new ApiError(503, "unavailable", "shard ownership is not available: this API process has no etcd client");
+        try {
+          return { data: await readOwnership(etcd, config.etcd.prefix, dbs), success: true };
+        } catch (e) {
+          if (e instanceof ApiError) throw e;
+          log.warn("shard ownership: etcd or a database did not answer", { err: e as Error });
+          throw new ApiError(503, "unavailable", "etcd or a database did not answer; shard ownership is unknown right now");
+        }
+      },
+      { detail: detail("Which scheduler owns which shard (etcd), with its fence epoch (SQL)") },
+    )
+    .post(
+      "/api/v1/admin/jobs/:job_id/retry",
+      async ({ params }) => {
+        const id = jobId(params.job_id);
+        const job = await jobs.getAny(id);
+        if (!job) throw notFound();
+        return done(await jobs.retry(job.user_id, id), "job_not_retryable", "is not failed (or has used 100 attempts) and cannot be retried");
+      },
+      { params: JobParams, detail: detail("Retry any user's failed (dead-lettered) job", "invalid_job_id", "not_found", "job_not_retryable") },
+    )
     .get(
       "/api/v1/admin/users/:user_id",
       async ({ params }) => {

@@ -1,5 +1,6 @@
-/** The API role's HTTP surface: users, auth, jobs and their OpenAPI reference at /docs. */
+/** The API role's HTTP surface: users, auth, jobs and their OpenAPI reference at /docs, and the web console at /console. */
 import { openapi } from "@elysiajs/openapi";
+import type { Etcd3 } from "etcd3";
 import { Elysia } from "elysia";
 import type { IdGenerator } from "../ids.ts";
 import type { Config } from "../config.ts";
@@ -8,11 +9,12 @@ import { JobStore } from "../jobs/job-store.ts";
 import { UserStore } from "../users/user-store.ts";
 import { adminRoutes } from "./admin.routes.ts";
 import { authRoutes } from "./auth.routes.ts";
+import { consoleRoutes } from "./console.ts";
 import { jobsRoutes } from "./jobs.routes.ts";
 import { CreateQuota, LoginThrottle } from "./limits.ts";
 import { usersRoutes } from "./users.routes.ts";
 
-export function apiRoutes(config: Config, dbs: Databases, ids: IdGenerator) {
+export function apiRoutes(config: Config, dbs: Databases, ids: IdGenerator, etcd: Etcd3 | null = null) {
   const users = new UserStore(dbs.users);
   const jobs = new JobStore(dbs, ids);
   const quota = new CreateQuota(dbs.all, config.api.maxPendingPerUser, config.api.createsPerUserPerSecond);
@@ -41,5 +43,6 @@ export function apiRoutes(config: Config, dbs: Databases, ids: IdGenerator) {
     .use(usersRoutes(users, config))
     .use(authRoutes(users, logins, config.jwt.secret, config.jwt.ttlSeconds))
     .use(jobsRoutes(jobs, users, quota, config))
-    .use(adminRoutes(users, jobs, config.adminToken));
+    .use(adminRoutes(users, jobs, dbs, config, etcd))
+    .use(consoleRoutes(config));
 }

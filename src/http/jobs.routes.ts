@@ -30,7 +30,7 @@ export const JobBody = t.Object({
   target: t.Optional(t.Nullable(Target)),
 }, { additionalProperties: false });
 
-const JobParams = t.Object({ job_id: t.String({ maxLength: 40 }) });
+export const JobParams = t.Object({ job_id: t.String({ maxLength: 40 }) });
 
 const STATUS_LIST = `^(${JOB_STATUSES.join("|")})(,(${JOB_STATUSES.join("|")}))*$`;
 
@@ -63,7 +63,7 @@ export function listOptions(query: typeof ListQuery.static): ListOptions {
   };
 }
 
-function jobId(raw: string): bigint {
+export function jobId(raw: string): bigint {
   const id = parseId(raw);
   if (id === null) throw new ApiError(400, "invalid_job_id", "job_id must be a positive 64-bit integer");
   return id;
@@ -237,7 +237,7 @@ export function jobsRoutes(jobs: JobStore, users: UserStore, quota: CreateQuota,
 }
 
 /** The answer to a guarded transition: the job, 404, or 409 with its current status. */
-function done(r: TransitionResult, conflictCode: ErrorCode, conflict: string) {
+export function done(r: TransitionResult, conflictCode: ErrorCode, conflict: string) {
   if (r.kind === "not_found") throw notFound();
   if (r.kind === "conflict") throw new ApiError(409, conflictCode, `the job is ${r.status} and ${conflict}`, { status: r.status });
   return { data: toJobView(r.job), success: true };

@@ -199,6 +199,13 @@ export class JobStore {
     return row ?? null;
   }
 
+  /** Any user's job, for operators. */
+  async getAny(id: bigint): Promise<ApiRow | null> {
+    const sql = this.dbs.forShard(shardOf(id, this.dbs.shardCount));
+    const [row] = await sql<ApiRow[]>`SELECT ${sql.unsafe(API_COLUMNS)} FROM all_jobs WHERE id = ${id.toString()}`;
+    return row ?? null;
+  }
+
   /** The job's ended attempts, first to last; null when the job is not the user's. */
   async attempts(userId: string, id: bigint): Promise<AttemptRow[] | null> {
     const sql = this.dbs.forShard(shardOf(id, this.dbs.shardCount));

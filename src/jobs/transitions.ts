@@ -185,17 +185,18 @@ export async function rescue(
     await checkFence(tx, shard, epoch);
     // The runs that died, locked until this transaction ends, so a late outcome of the same run
     // waits, then finds it moved on.
-    const lost = await tx<(DeadJob & { started_at: Date })[]>`
-      SELECT id::text, shard_id, user_id::text, message, target, attempt, max_attempts, last_error, started_at FROM jobs
+    const lost = await tx<(DeadJob & { started_at: Date; due_at: Date })[]>`
+      SELECT id::text, shard_id, user_id::text, message, target, attempt, max_attempts, last_error, started_at, due_at FROM jobs
       WHERE shard_id = ${shard} AND status = 'running' AND deadline_at < now() AND deadline_at >= ${since_}
       FOR UPDATE`;
     const doomed = lost.filter((r) => r.attempt >= r.max_attempts);
     if (lost.length > 0) {
       await tx`
-        INSERT INTO job_attempts (job_id, attempt, user_id, started_at, finished_at, outcome, error_class, error_message)
-        SELECT id, attempt, user_id, started_at, now(), 'lost', 'run_lost', ${RUN_DEADLINE_ERROR}
+        INSERT INTO job_attempts (job_id, attempt, user_id, due_at, started_at, finished_at, outcome, error_class, error_message)
+        SELECT id, attempt, user_id, due_at, started_at, now(), 'lost', 'run_lost', ${RUN_DEADLINE_ERROR}
         FROM unnest(${lost.map((r) => r.id)}::bigint[], ${lost.map((r) => r.attempt)}::int[], ${lost.map((r) => r.user_id)}::bigint[],
-          ${lost.map((r) => r.started_at.toISOString())}::timestamptz[]) AS l(id, attempt, user_id, started_at)
+          ${lost.map((r) => r.due_at.toISOString())}::timestamptz[], ${lost.map((r) => r.started_at.toISOString())}::timestamptz[])
+          AS l(id, attempt, user_id, due_at, started_at)
         ON CONFLICT DO NOTHING`;
     }
     if (doomed.length > 0) {
@@ -273,13 +274,15 @@ export async function record(sql: Sql, outcomes: Outcome[]): Promise<void> {
   const classes = outcomes.map((o) => (o.result.ok ? null : o.result.errorClass));
   const httpStatuses = outcomes.map((o) => o.result.httpStatus ?? null);
   const durations = outcomes.map((o) => Math.round(o.durationMs));
+  // The claim's due_at: when this attempt was due (the update below moves a retry's).
+  const dueAts = outcomes.map((o) => o.job.due_at.toISOString());
   const now = Date.now();
   const retries = outcomes.filter((o) => o.decision.kind === "retry").map((o) => ({ shard: o.job.shard_id, dueAt: now + (o.decision as { delayMs: number }).delayMs }));
   await sql`
     WITH o AS (
       SELECT * FROM unnest(${ids}::bigint[], ${attempts}::int[], ${statuses}::text[], ${errors}::text[], ${delays}::int[],
-        ${classes}::text[], ${httpStatuses}::int[], ${durations}::int[])
-      AS o(id, attempt, status, error, delay_ms, error_class, http_status, duration_ms)),
+        ${classes}::text[], ${httpStatuses}::int[], ${durations}::int[], ${dueAts}::timestamptz[])
+      AS o(id, attempt, status, error, delay_ms, error_class, http_status, duration_ms, due_at)),
     upd AS (
     UPDATE jobs j SET
       status = o.status::job_status,
@@ -292,8 +295,8 @@ export async function record(sql: Sql, outcomes: Outcome[]): Promise<void> {
     WHERE j.id = ANY(${ids}::bigint[]) AND j.id = o.id AND j.status::text IN ${sql.unsafe(from("record"))} AND j.attempt = o.attempt
     RETURNING j.id, j.attempt, j.user_id, j.started_at),
     att AS (
-    INSERT INTO job_attempts (job_id, attempt, user_id, started_at, finished_at, outcome, error_class, error_message, http_status, duration_ms)
-    SELECT upd.id, upd.attempt, upd.user_id, upd.started_at, now(), CASE WHEN o.status = 'succeeded' THEN 'succeeded' ELSE 'failed' END,
+    INSERT INTO job_attempts (job_id, attempt, user_id, due_at, started_at, finished_at, outcome, error_class, error_message, http_status, duration_ms)
+    SELECT upd.id, upd.attempt, upd.user_id, o.due_at, upd.started_at, now(), CASE WHEN o.status = 'succeeded' THEN 'succeeded' ELSE 'failed' END,
       o.error_class, o.error, o.http_status, o.duration_ms
     FROM upd JOIN o ON o.id = upd.id
     ON CONFLICT DO NOTHING)

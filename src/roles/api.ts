@@ -3,6 +3,7 @@ import { IdGenerator } from "../ids.ts";
 import type { Config } from "../config.ts";
 import type { Databases } from "../db/databases.ts";
 import { drawNodeId } from "../db/node-id.ts";
+import { etcdClient } from "../etcd.ts";
 import { apiRoutes } from "../http/api.ts";
 import { log } from "../log.ts";
 import type { Component } from "./component.ts";
@@ -10,13 +11,16 @@ import type { Component } from "./component.ts";
 export async function startApi(config: Config, dbs: Databases) {
   const node = await drawNodeId(dbs.users);
   log.info("api: id generator ready", { node });
-  const routes = apiRoutes(config, dbs, new IdGenerator(node));
+  // For the operators' shard view; the client connects on first use.
+  const etcd = etcdClient(config.etcd);
+  const routes = apiRoutes(config, dbs, new IdGenerator(node), etcd);
   let draining = false;
   const component: Component = {
     name: "api",
     ready: () => !draining,
     stop: async () => {
       draining = true;
+      etcd.close();
     },
   };
   return { routes, component };

@@ -100,6 +100,11 @@ export class UserStore {
     return row ?? null;
   }
 
+  /** Users in id order after `afterId` (a page for operators). */
+  async list(limit: number, afterId: string | null): Promise<User[]> {
+    return this.sql<User[]>`SELECT ${this.sql.unsafe(USER)} FROM users WHERE id > ${afterId ?? "0"} ORDER BY id LIMIT ${limit}`;
+  }
+
   /** Exists and is not disabled, as of at most ACTIVE_TTL_MS ago. */
   active(id: string): Promise<boolean> {
     return this.activeCache.get(id);

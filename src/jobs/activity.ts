@@ -1,0 +1,183 @@
+/**
+ * Recent activity for operators (the console's operator view, GET /api/v1/admin/activity): who
+ * got what share of the starts, interval by interval, against their weight; how late the starts
+ * were; and who is waiting now.
+ *
+ * Sources: job_attempts (append-only, indexed by started_at; an attempt is there once it has
+ * ended, so runs still in flight are not counted yet) and the waiting jobs' index for the due
+ * backlog. Each database answers with counts per (interval, user) and a lateness histogram per
+ * interval; percentiles cannot be merged across databases, histograms can. The histogram has
+ * LATENESS_STEPS buckets per doubling of (lateness + 1 ms), so a percentile is read to within
+ * ~9 % (the bucket's upper bound is reported).
+ */
+import type { Databases, Sql } from "../db/databases.ts";
+import { inList, WAITING } from "./lifecycle.ts";
+
+export const LATENESS_STEPS = 8;
+
+/** The histogram bucket of a lateness (the SQL below computes the same). */
+export function latenessBucket(ms: number): number {
+  return Math.floor(Math.log2(Math.max(0, ms) + 1) * LATENESS_STEPS);
+}
+
+/** The largest lateness in bucket `k`, in ms. */
+export function bucketUpperMs(k: number): number {
+  return Math.round(2 ** ((k + 1) / LATENESS_STEPS) - 1);
+}
+
+/** The q-quantile of a histogram (bucket -> count), as its bucket's upper bound; null if empty. */
+export function quantileMs(hist: Map<number, number>, q: number): number | null {
+  const total = [...hist.values()].reduce((a, b) => a + b, 0);
+  if (total === 0) return null;
+  const rank = Math.ceil(q * total);
+  let seen = 0;
+  for (const k of [...hist.keys()].sort((a, b) => a - b)) {
+    seen += hist.get(k)!;
+    if (seen >= rank) return bucketUpperMs(k);
+  }
+  return null; // unreachable: seen reaches total
+}
+
+export interface StartsRow { t: number; user_id: string; n: number }
+export interface LatenessRow { t: number; k: number; n: number }
+export interface WaitingRow { user_id: string; n: number; oldest: Date }
+export interface UserInfo { id: string; username: string; job_weight: number }
+
+export interface Activity {
+  from: string;
+  to: string;
+  interval_ms: number;
+  /** Oldest first; every interval of the window, empty ones included. */
+  intervals: {
+    at: string;
+    starts: number;
+    lateness_p50_ms: number | null;
+    lateness_p99_ms: number | null;
+    /** user id -> share of this interval's starts (0-1). */
+    share: Record<string, number>;
+    /** user id -> weight / sum of the weights of the users who started jobs in this interval. */
+    weight_share: Record<string, number>;
+  }[];
+  /** Users who started jobs in the window or are waiting now, most starts first. */
+  users: {
+    id: string;
+    username: string | null;
+    job_weight: number | null;
+    starts: number;
+    share: number;
+    /** Jobs due and not yet started now. */
+    waiting: number;
+    /** weight / sum of the weights of every user waiting now (the share owed under backlog); null when not waiting. */
+    owed_share: number | null;
+  }[];
+  backlog: { waiting: number; oldest_due_at: string | null };
+}
+
+/** Merges what the databases answered into the view. Pure. */
+export function summarize(
+  a: { from: number; to: number; intervalMs: number; defaultWeight: number },
+  starts: StartsRow[],
+  lateness: LatenessRow[],
+  waiting: WaitingRow[],
+  users: UserInfo[],
+): Activity {
+  const info = new Map(users.map((u) => [u.id, u]));
+  const weight = (id: string) => info.get(id)?.job_weight ?? a.defaultWeight;
+  const slots = Math.max(1, Math.ceil((a.to - a.from) / a.intervalMs));
+  const byT = new Map<number, { users: Map<string, number>; hist: Map<number, number> }>();
+  for (let i = 0; i < slots; i++) byT.set(a.from + i * a.intervalMs, { users: new Map(), hist: new Map() });
+  const perUser = new Map<string, number>();
+  for (const r of starts) {
+    const slot = byT.get(r.t);
+    if (!slot) continue;
+    slot.users.set(r.user_id, (slot.users.get(r.user_id) ?? 0) + r.n);
+    perUser.set(r.user_id, (perUser.get(r.user_id) ?? 0) + r.n);
+  }
+  for (const r of lateness) {
+    const slot = byT.get(r.t);
+    if (slot) slot.hist.set(r.k, (slot.hist.get(r.k) ?? 0) + r.n);
+  }
+  const waitingBy = new Map<string, { n: number; oldest: Date }>();
+  for (const w of waiting) {
+    const prev = waitingBy.get(w.user_id);
+    waitingBy.set(w.user_id, { n: (prev?.n ?? 0) + w.n, oldest: prev && prev.oldest < w.oldest ? prev.oldest : w.oldest });
+  }
+  const owedTotal = [...waitingBy.keys()].reduce((sum, id) => sum + weight(id), 0);
+  const totalStarts = [...perUser.values()].reduce((x, y) => x + y, 0);
+  const ids = [...new Set([...perUser.keys(), ...waitingBy.keys()])];
+  ids.sort((x, y) => (perUser.get(y) ?? 0) - (perUser.get(x) ?? 0) || (waitingBy.get(y)?.n ?? 0) - (waitingBy.get(x)?.n ?? 0) || x.localeCompare(y));
+  const oldest = [...waitingBy.values()].reduce<Date | null>((o, w) => (o === null || w.oldest < o ? w.oldest : o), null);
+  return {
+    from: new Date(a.from).toISOString(),
+    to: new Date(a.to).toISOString(),
+    interval_ms: a.intervalMs,
+    intervals: [...byT].map(([t, slot]) => {
+      const n = [...slot.users.values()].reduce((x, y) => x + y, 0);
+      const wsum = [...slot.users.keys()].reduce((sum, id) => sum + weight(id), 0);
+      return {
+        at: new Date(t).toISOString(),
+        starts: n,
+        lateness_p50_ms: quantileMs(slot.hist, 0.5),
+        lateness_p99_ms: quantileMs(slot.hist, 0.99),
+        share: Object.fromEntries([...slot.users].map(([id, k]) => [id, k / n])),
+        weight_share: Object.fromEntries([...slot.users.keys()].map((id) => [id, weight(id) / wsum])),
+      };
+    }),
+    users: ids.map((id) => ({
+      id,
+      username: info.get(id)?.username ?? null,
+      job_weight: info.get(id)?.job_weight ?? null,
+      starts: perUser.get(id) ?? 0,
+      share: totalStarts ? (perUser.get(id) ?? 0) / totalStarts : 0,
+      waiting: waitingBy.get(id)?.n ?? 0,
+      owed_share: waitingBy.has(id) ? weight(id) / owedTotal : null,
+    })),
+    backlog: { waiting: [...waitingBy.values()].reduce((x, w) => x + w.n, 0), oldest_due_at: oldest?.toISOString() ?? null },
+  };
+}
+
+/** Interval start (epoch ms) of a row, computed in SQL so rows group there. */
+const slot = (sql: Sql, intervalMs: number) => sql`(floor(extract(epoch FROM started_at) * 1000 / ${intervalMs}) * ${intervalMs})::float8`;
+
+/** Reads the window [from, to) from every database and summarizes it. */
+export async function readActivity(dbs: Databases, a: { from: number; to: number; intervalMs: number; defaultWeight: number }, maxUsers: number): Promise<Activity> {
+  const since = new Date(a.from);
+  const parts = await Promise.all(
+    dbs.all.map(async (sql) => {
+      const [starts, lateness, waiting] = await Promise.all([
+        sql<StartsRow[]>`
+          SELECT ${slot(sql, a.intervalMs)} AS t, user_id::text AS user_id, count(*)::int AS n
+          FROM job_attempts WHERE started_at >= ${since} GROUP BY 1, 2`,
+        sql<LatenessRow[]>`
+          SELECT ${slot(sql, a.intervalMs)} AS t,
+            floor(ln(greatest(0, extract(epoch FROM started_at - due_at) * 1000) + 1) / ln(2) * ${LATENESS_STEPS})::int AS k, count(*)::int AS n
+          FROM job_attempts WHERE started_at >= ${since} AND due_at IS NOT NULL GROUP BY 1, 2`,
+        sql<WaitingRow[]>`
+          SELECT user_id::text AS user_id, count(*)::int AS n, min(due_at) AS oldest
+          FROM jobs WHERE status IN ${sql.unsafe(inList(WAITING))} AND due_at <= now() GROUP BY user_id`,
+      ]);
+      return { starts, lateness, waiting };
+    }),
+  );
+  const starts = parts.flatMap((p) => p.starts).map((r) => ({ ...r, t: Number(r.t) }));
+  const lateness = parts.flatMap((p) => p.lateness).map((r) => ({ ...r, t: Number(r.t) }));
+  const waiting = parts.flatMap((p) => p.waiting);
+  // Names and weights for the users shown: the most starts first, then the most waiting.
+  const totals = new Map<string, number>();
+  for (const r of starts) totals.set(r.user_id, (totals.get(r.user_id) ?? 0) + r.n);
+  for (const w of waiting) if (!totals.has(w.user_id)) totals.set(w.user_id, 0);
+  const shown = [...totals].sort((x, y) => y[1] - x[1]).slice(0, maxUsers).map(([id]) => id);
+  // The owed shares need every waiting user's weight, shown or not.
+  const wanted = [...new Set([...shown, ...waiting.map((w) => w.user_id)])];
+  const users = wanted.length
+    ? await dbs.users<UserInfo[]>`SELECT id::text, username, job_weight FROM users WHERE id = ANY(${wanted}::bigint[])`
+    : [];
+  const view = summarize(a, starts, lateness, waiting, users);
+  const keep = new Set(shown);
+  view.users = view.users.filter((u) => keep.has(u.id));
+  for (const i of view.intervals) {
+    i.share = Object.fromEntries(Object.entries(i.share).filter(([id]) => keep.has(id)));
+    i.weight_share = Object.fromEntries(Object.entries(i.weight_share).filter(([id]) => keep.has(id)));
+  }
+  return view;
+}
