@@ -5,6 +5,7 @@ import { IdGenerator } from "../src/ids.ts";
 import { databaseOf, shardOf } from "../src/shard-map.ts";
 import { connect, openDatabases, type Databases } from "../src/db/databases.ts";
 import { apiRoutes } from "../src/http/api.ts";
+import { etcdClient } from "../src/etcd.ts";
 import { listen, rootApp } from "../src/http/server.ts";
 import { ERROR_CODES } from "../src/http/errors.ts";
 import { initTelemetry } from "../src/telemetry.ts";
@@ -180,6 +181,123 @@ describe("weights: who may choose them, and the admin API", () => {
     const r = await app("GET", "/api/v1/admin/users/1", { headers: { authorization: "Bearer " } });
     expectError(r, 401, "unauthorized");
     expect(r.json.error.message).toContain("ADMIN_TOKEN");
+  });
+});
+
+describe("operator views (admin API)", () => {
+  const admin = { authorization: `Bearer ${ADMIN_TOKEN}` };
+
+  test("users: every user in id order, 50 or `limit` a page, with a cursor", async () => {
+    for (const n of ["pager_a", "pager_b", "pager_c"]) await signup(n);
+    const seen: any[] = [];
+    let cursor: string | null = null;
+    do {
+      const page: any = await call("GET", `/api/v1/admin/users?limit=2${cursor ? `&cursor=${cursor}` : ""}`, { headers: admin });
+      expect(page.status).toBe(200);
+      expect(page.json.data.length).toBeLessThanOrEqual(2);
+      seen.push(...page.json.data);
+      cursor = page.json.next_cursor;
+    } while (cursor);
+    const n = (await dbs.users`SELECT count(*)::int AS n FROM users`)[0]!.n;
+    expect(seen.length).toBe(n);
+    expect(seen.map((u) => u.id)).toEqual([...seen.map((u) => u.id)].sort((a, b) => a - b));
+    expect(seen.filter((u) => u.username.startsWith("pager_")).map((u) => u.username)).toEqual(["pager_a", "pager_b", "pager_c"]);
+    expectError(await call("GET", "/api/v1/admin/users?cursor=abc", { headers: admin }), 400, "invalid_request");
+    expectError(await call("GET", "/api/v1/admin/users"), 401, "unauthorized");
+  });
+
+  test("activity: starts per user and interval against weights, lateness percentiles, who waits now", async () => {
+    const light = await signup("act_light", 1);
+    const heavy = await signup("act_heavy", 3);
+    // Attempts as the executor records them, all started in one interval 20 s before the current one.
+    const at = Math.floor(Date.now() / 10_000) * 10_000 - 20_000;
+    const rows = [
+      ...Array.from({ length: 10 }, (_, i) => ({ user: light.id, started: at + i, late: 0 })),
+      ...Array.from({ length: 29 }, (_, i) => ({ user: heavy.id, started: at + 100 + i, late: 100 })),
+      { user: heavy.id, started: at + 500, late: 5_000 },
+    ];
+    await dbs.all[1]!`INSERT INTO job_attempts (job_id, attempt, user_id, due_at, started_at, finished_at, outcome)
+      SELECT 9000000000 + i, 1, u, to_timestamp((s - l) / 1000.0), to_timestamp(s / 1000.0), to_timestamp(s / 1000.0), 'succeeded'
+      FROM unnest(${rows.map((_, i) => i)}::int[], ${rows.map((r) => r.user)}::bigint[], ${rows.map((r) => r.started)}::float8[], ${rows.map((r) => r.late)}::float8[]) AS t(i, u, s, l)`;
+    // Three of the light user's jobs due and waiting (nothing runs them in this file).
+    const due = await call("POST", "/api/v1/me/jobs/batch", { token: light.token, body: { jobs: [1, 2, 3].map((i) => ({ message: `w${i}`, execute_at: new Date(Date.now() - 1_000).toISOString() })) } });
+    expect(due.status).toBe(201);
+
+    const r = await call("GET", "/api/v1/admin/activity?window_seconds=60&interval_seconds=10", { headers: admin });
+    expect(r.status).toBe(200);
+    const a = r.json.data;
+    expect(a.intervals.length).toBe(6);
+    expect(a.interval_ms).toBe(10_000);
+    const slot = a.intervals.find((i: any) => i.at === new Date(at).toISOString());
+    expect(slot.starts).toBe(40);
+    expect(slot.share).toEqual({ [light.id]: 0.25, [heavy.id]: 0.75 });
+    expect(slot.weight_share).toEqual({ [light.id]: 0.25, [heavy.id]: 0.75 });
+    // Read from a histogram: the upper bound of the bucket holding the percentile, within 9 %.
+    expect(slot.lateness_p50_ms).toBeGreaterThanOrEqual(100);
+    expect(slot.lateness_p50_ms).toBeLessThanOrEqual(109);
+    expect(slot.lateness_p99_ms).toBeGreaterThanOrEqual(5_000);
+    expect(slot.lateness_p99_ms).toBeLessThanOrEqual(5_450);
+    expect(a.intervals.filter((i: any) => i !== slot).every((i: any) => i.starts === 0 || !(String(light.id) in i.share))).toBe(true);
+    const byId = new Map(a.users.map((u: any) => [Number(u.id), u]));
+    expect(byId.get(light.id)).toMatchObject({ username: "act_light", job_weight: 1, starts: 10, waiting: 3 });
+    expect(byId.get(heavy.id)).toMatchObject({ username: "act_heavy", job_weight: 3, starts: 30, waiting: 0, owed_share: null });
+    expect((byId.get(light.id) as any).owed_share).toBeGreaterThan(0);
+    expect(a.backlog.waiting).toBeGreaterThanOrEqual(3);
+
+    expectError(await call("GET", "/api/v1/admin/activity?window_seconds=3600&interval_seconds=1", { headers: admin }), 400, "invalid_request");
+    expectError(await call("GET", "/api/v1/admin/activity?window_seconds=5", { headers: admin }), 400, "invalid_request");
+  });
+
+  test("/docs/json: no integer parameter or field claims a default (Elysia's string branch of t.Integer says 0)", async () => {
+    const text = (await call("GET", "/docs/json")).text;
+    const doc = JSON.parse(text);
+    const activity = doc.paths["/api/v1/admin/activity"].get.parameters;
+    expect(activity.map((p: any) => p.name).sort()).toEqual(["interval_seconds", "window_seconds"]);
+    for (const p of activity) expect(JSON.stringify(p.schema)).not.toContain('"default"');
+    expect(JSON.stringify(doc.paths["/api/v1/me/jobs"].get.parameters.find((p: any) => p.name === "limit").schema)).not.toContain('"default"');
+    expect(text).not.toMatch(/"format":"integer","default":0/);
+    expect(text).not.toMatch(/"default":0,"type":"string"/);
+  });
+
+  test("shards: the owner from etcd, the epoch from the fence; 503 without etcd", async () => {
+    expectError(await call("GET", "/api/v1/admin/shards", { headers: admin }), 503, "unavailable");
+    const prefix = `/test/api-shards-${process.pid}-${Date.now()}`;
+    const cfg = config({ ETCD_PREFIX: prefix });
+    const etcd = etcdClient(cfg.etcd);
+    try {
+      const withEtcd = client(rootApp(cfg.api.maxBodyBytes, () => [], apiRoutes(cfg, dbs, new IdGenerator(12), etcd)));
+      await etcd.put(`${prefix}/members/m-1`).value("");
+      await etcd.put(`${prefix}/shards/3`).value("m-1");
+      await dbs.forShard(3)`INSERT INTO shard_fences (shard_id, epoch, owner) VALUES (3, 7, 'm-1') ON CONFLICT (shard_id) DO UPDATE SET epoch = 7, owner = 'm-1', released_epoch = NULL`;
+      await dbs.forShard(5)`INSERT INTO shard_fences (shard_id, epoch, owner, released_epoch) VALUES (5, 2, 'm-0', 2) ON CONFLICT (shard_id) DO UPDATE SET epoch = 2, owner = 'm-0', released_epoch = 2`;
+      const r = await withEtcd("GET", "/api/v1/admin/shards", { headers: admin });
+      expect(r.status).toBe(200);
+      expect(r.json.data.members).toEqual(["m-1"]);
+      expect(r.json.data.shards.length).toBe(SHARDS);
+      expect(r.json.data.shards[3]).toMatchObject({ shard: 3, database: databaseOf(3, SHARDS, 2), owner: "m-1", epoch: "7", fenced_by: "m-1", released: false });
+      expect(r.json.data.shards[5]).toMatchObject({ owner: null, epoch: "2", fenced_by: "m-0", released: true });
+      expect(r.json.data.shards[0]).toMatchObject({ owner: null, epoch: null, released: false });
+    } finally {
+      await etcd.delete().prefix(prefix).catch(() => {});
+      etcd.close();
+    }
+  });
+
+  test("retry any user's dead-lettered job; 409 for a job that is not failed; 404 for none", async () => {
+    const { token } = await signup("dead_lettered");
+    const made = await call("POST", "/api/v1/me/jobs", { token, body: { message: "doomed", execute_at: soon() } });
+    const id = made.json.data.id;
+    expectError(await call("POST", `/api/v1/admin/jobs/${id}/retry`, { headers: admin }), 409, "job_not_retryable");
+    // Failed as the executor fails it (a finished job moves to job_history).
+    await dbs.forShard(made.json.data.shard_id)`UPDATE jobs SET status = 'failed', attempt = 1, started_at = now(), finished_at = now(), last_error = 'boom' WHERE id = ${id}`;
+    const dead = await call("GET", "/api/v1/admin/jobs?status=failed", { headers: admin });
+    expect(dead.json.data.map((j: any) => j.id)).toContain(id);
+    const retried = await call("POST", `/api/v1/admin/jobs/${id}/retry`, { headers: admin });
+    expect(retried.status).toBe(200);
+    expect(retried.json.data).toMatchObject({ id, status: "retrying", attempt: 1 });
+    expect((await call("GET", `/api/v1/me/jobs/${id}`, { token })).json.data.status).toBe("retrying");
+    expectError(await call("POST", "/api/v1/admin/jobs/999999999999/retry", { headers: admin }), 404, "not_found");
+    expectError(await call("POST", "/api/v1/admin/jobs/abc/retry", { headers: admin }), 400, "invalid_job_id");
   });
 });
 

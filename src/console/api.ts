@@ -77,7 +77,11 @@ export async function call<T>(method: string, path: string, opts: { body?: unkno
     const after = res.headers.get("retry-after");
     if (after) failure.message += ` Try again in ${after} s.`;
   }
-  if (res.status === 401 && token && as !== "none") onUnauthorized(as, as === "user" ? "Your session has expired or was ended. Sign in again." : "The admin token was refused. Enter it again.");
+  // Only while the refused token is still the session's: a late answer to a token already
+  // replaced or signed out changes nothing.
+  if (res.status === 401 && as !== "none" && token && token === (as === "user" ? session.user() : session.admin())) {
+    onUnauthorized(as, as === "user" ? "Your session has expired or was ended. Sign in again." : "The admin token was refused. Enter it again.");
+  }
   throw failure;
 }
 

@@ -58,7 +58,11 @@ export class Form {
       f.control.setAttribute("aria-invalid", "true");
       return false;
     });
-    const message = e instanceof ApiFailure ? [e.message, ...unplaced.map((d) => `${d.path.slice(1) || "request"}: ${d.message}`)].join("; ") : words(e);
+    const placed = details.length - unplaced.length;
+    const message =
+      e instanceof ApiFailure
+        ? [e.message + (placed ? ` (see the marked field${placed > 1 ? "s" : ""})` : ""), ...unplaced.map((d) => `${d.path.slice(1) || "request"}: ${d.message}`)].join("; ")
+        : words(e);
     fill(this.error, message);
     this.error.hidden = false;
     const first = [...this.fields.values()].find((f) => f.control.getAttribute("aria-invalid") === "true");

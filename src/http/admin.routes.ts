@@ -19,7 +19,12 @@ import { log } from "../log.ts";
 import { requireAdmin } from "./admin.ts";
 import { ApiError, errorResponses, notFound, type ErrorCode } from "./errors.ts";
 
-export const Weight = t.Number({ minimum: MIN_WEIGHT, maximum: MAX_WEIGHT, description: `share of executor capacity under overload, ${MIN_WEIGHT} to ${MAX_WEIGHT}` });
+export const Weight = t.Number({
+  minimum: MIN_WEIGHT,
+  maximum: MAX_WEIGHT,
+  description: `share of executor capacity under overload, ${MIN_WEIGHT} to ${MAX_WEIGHT}`,
+  error: `must be a number from ${MIN_WEIGHT} to ${MAX_WEIGHT}`,
+});
 const ADMIN_STATUSES = ["failed", "created", "scheduled", "running", "retrying"] as const;
 const UserParams = t.Object({ user_id: t.String({ pattern: "^[1-9][0-9]{0,17}$", description: "a user id" }) });
 /** Users shown in the activity view (the most starts first); the rest still count in the totals. */
@@ -68,8 +73,8 @@ export function adminRoutes(users: UserStore, jobs: JobStore, dbs: Databases, co
       },
       {
         query: t.Object({
-          window_seconds: t.Optional(t.Integer({ minimum: 10, maximum: 3_600, description: "how far back, default 300" })),
-          interval_seconds: t.Optional(t.Integer({ minimum: 1, maximum: 600, description: "the width of each interval, default 10" })),
+          window_seconds: t.Optional(t.Integer({ minimum: 10, maximum: 3_600, description: "how far back, default 300", error: "must be a whole number of seconds from 10 to 3600" })),
+          interval_seconds: t.Optional(t.Integer({ minimum: 1, maximum: 600, description: "the width of each interval, default 10", error: "must be a whole number of seconds from 1 to 600" })),
         }),
         detail: detail(
           "Recent starts per user and interval against their weights, start lateness p50/p99 per interval, and who waits now (attempts count once ended; answers are shared for a second)",

@@ -20,6 +20,9 @@ export function apiRoutes(config: Config, dbs: Databases, ids: IdGenerator, etcd
   const quota = new CreateQuota(dbs.all, config.api.maxPendingPerUser, config.api.createsPerUserPerSecond);
   const logins = new LoginThrottle(config.api.loginAttemptsPerMinute);
   return new Elysia({ name: "api" })
+    .onAfterHandle(({ request, response }) => {
+      if (new URL(request.url).pathname === "/docs/json") dropPhantomDefaults(response);
+    })
     .use(
       openapi({
         path: "/docs",
@@ -45,4 +48,17 @@ export function apiRoutes(config: Config, dbs: Databases, ids: IdGenerator, etcd
     .use(jobsRoutes(jobs, users, quota, config))
     .use(adminRoutes(users, jobs, dbs, config, etcd))
     .use(consoleRoutes(config));
+}
+
+/**
+ * Elysia's t.Integer also accepts a numeric string, and documents that branch with `default: 0`,
+ * which no request gets (an absent parameter stays absent; a body field too). The published
+ * document drops that phantom default, so no client believes a missing `limit` means 0.
+ */
+export function dropPhantomDefaults(node: unknown): void {
+  if (Array.isArray(node)) return node.forEach(dropPhantomDefaults);
+  if (!node || typeof node !== "object") return;
+  const o = node as Record<string, unknown>;
+  if (o.type === "string" && (o.format === "integer" || o.format === "numeric") && o.default === 0) delete o.default;
+  for (const v of Object.values(o)) dropPhantomDefaults(v);
 }

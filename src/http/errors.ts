@@ -124,9 +124,12 @@ function validationDetails(e: ValidationError): { path: string; message: string 
   try {
     const schema = (e.validator as { schema?: Schema } | undefined)?.schema;
     const unknown = unknownProperties(schema, e.value).map((path) => ({ path, message: `unknown property '${path.slice(path.lastIndexOf("/") + 1)}'` }));
+    // A field's own `error` (its rule in words, set in its schema) wins over the validator's
+    // wording, which for a pattern is the regular expression itself.
+    const own = (v: object) => ("schema" in v && v.schema && typeof (v.schema as { error?: unknown }).error === "string" ? (v.schema as { error: string }).error : null);
     return [...unknown, ...e.all.filter((v) => !unknown.some((u) => "path" in v && u.path === v.path))].slice(0, 20).map((v) => ({
       path: ("path" in v && typeof v.path === "string" && v.path) || "/",
-      message: ("summary" in v && typeof v.summary === "string" && v.summary) || v.message,
+      message: own(v) ?? (("summary" in v && typeof v.summary === "string" && v.summary) || v.message),
     }));
   } catch {
     return [];

@@ -16,17 +16,17 @@ import type { CreateQuota } from "./limits.ts";
 import { inRequestSpan } from "./observe.ts";
 
 const Target = t.Object({
-  url: t.String({ minLength: 1, maxLength: 2048, description: "http(s) URL the executor calls with the message as body" }),
+  url: t.String({ minLength: 1, maxLength: 2048, description: "http(s) URL the executor calls with the message as body", error: "must be an http(s) URL of at most 2048 characters" }),
   method: t.Optional(t.Union(["GET", "POST", "PUT", "PATCH", "DELETE"].map((m) => t.Literal(m)), { description: "default POST" })),
   headers: t.Optional(t.Record(t.String(), t.String({ maxLength: 4096 }))),
-  timeout_ms: t.Optional(t.Integer({ minimum: 100, maximum: 300_000 })),
+  timeout_ms: t.Optional(t.Integer({ minimum: 100, maximum: 300_000, error: "must be a whole number of milliseconds from 100 to 300000" })),
 }, { additionalProperties: false });
 
 export const JobBody = t.Object({
   kind: t.Optional(t.Union(JOB_KINDS.map((k) => t.Literal(k)), { description: "log: the message is the work; http: sent to target (default: http with a target, log without)" })),
-  message: t.String({ minLength: 1, maxLength: 65_536 }),
-  execute_at: t.String({ minLength: 1, maxLength: 64, description: "ISO-8601 with offset; past = now" }),
-  max_attempts: t.Optional(t.Integer({ minimum: 1, maximum: 100 })),
+  message: t.String({ minLength: 1, maxLength: 65_536, error: "must be 1 to 65536 characters" }),
+  execute_at: t.String({ minLength: 1, maxLength: 64, description: "ISO-8601 with offset; past = now", error: "must be an ISO-8601 date-time with an offset, e.g. 2030-01-02T03:04:05Z" }),
+  max_attempts: t.Optional(t.Integer({ minimum: 1, maximum: 100, error: "must be a whole number from 1 to 100" })),
   target: t.Optional(t.Nullable(Target)),
 }, { additionalProperties: false });
 
@@ -36,7 +36,7 @@ const STATUS_LIST = `^(${JOB_STATUSES.join("|")})(,(${JOB_STATUSES.join("|")}))*
 
 /** The list filters (every one optional; no defaults but the page size). */
 export const ListQuery = t.Object({
-  limit: t.Optional(t.Integer({ minimum: 1, maximum: 1000, description: "page size, default 50" })),
+  limit: t.Optional(t.Integer({ minimum: 1, maximum: 1000, description: "page size, default 50", error: "must be a whole number from 1 to 1000" })),
   cursor: t.Optional(t.String({ maxLength: 40, description: "next_cursor of the previous page" })),
   status: t.Optional(t.String({ pattern: STATUS_LIST, description: `one or more of ${JOB_STATUSES.join(", ")}, comma-separated (default: every status)` })),
   execute_after: t.Optional(t.String({ maxLength: 64, description: "only jobs with execute_at at or after this ISO-8601 time" })),

@@ -7,8 +7,8 @@ import { Weight } from "./admin.routes.ts";
 import { ApiError, errorResponses } from "./errors.ts";
 
 export const UserInput = t.Object({
-  username: t.String({ pattern: "^[A-Za-z0-9_.-]{3,64}$", description: "3-64 letters, digits, _ . -" }),
-  password: t.String({ minLength: 8, maxLength: 256 }),
+  username: t.String({ pattern: "^[A-Za-z0-9_.-]{3,64}$", description: "3-64 letters, digits, _ . -", error: "must be 3 to 64 characters, each a letter, a digit or one of _ . -" }),
+  password: t.String({ minLength: 8, maxLength: 256, error: "must be 8 to 256 characters" }),
   job_weight: t.Optional(Weight),
 }, { additionalProperties: false });
 

@@ -89,7 +89,7 @@ export const operatorPage: Page = (main, route) => {
       members,
       h("table", { id: "shards" },
         h("caption", { class: "visually-hidden" }, "Shard ownership"),
-        h("thead", null, h("tr", null, ["Shard", "Database", "Owner (etcd)", "Epoch", "Since", "Last release"].map((c) => h("th", { scope: "col" }, c)))),
+        h("thead", null, h("tr", null, ["Shard", "Database", "Owner (etcd)", "Epoch", "Since", "State"].map((c) => h("th", { scope: "col" }, c)))),
         shards,
       ),
     ),
@@ -168,7 +168,7 @@ export const operatorPage: Page = (main, route) => {
     fill(
       shards,
       o.shards.map((s) =>
-        h("tr", null, h("td", { class: "num" }, String(s.shard)), h("td", { class: "num" }, String(s.database)), h("td", null, s.owner ?? h("strong", { class: "error" }, "none")), h("td", { class: "num" }, s.epoch ?? "-"), h("td", null, time(s.since)), h("td", null, s.epoch === null ? "-" : s.released ? "in order" : "not released (taken over)")),
+        h("tr", null, h("td", { class: "num" }, String(s.shard)), h("td", { class: "num" }, String(s.database)), h("td", null, s.owner ?? h("strong", { class: "error" }, "none")), h("td", { class: "num" }, s.epoch ?? "-"), h("td", null, time(s.since)), h("td", null, s.owner ? "owned" : s.epoch === null ? "never owned" : s.released ? "released in order" : "owner lost: the next owner takes back its dispatches")),
       ),
     );
   };
@@ -216,8 +216,8 @@ export const operatorPage: Page = (main, route) => {
 
   let usersCursor: string | null = null;
   const userRow = (u: User) => {
-    const weight = h("input", { type: "number", step: "any", min: "0.01", value: String(u.job_weight), inputmode: "decimal" });
-    const form: Form = new Form({ class: "inline", label: `Weight of ${u.username}` }, async () => {
+    const weight = h("input", { id: `weight-${u.id}`, type: "number", step: "any", min: "0.01", value: String(u.job_weight), inputmode: "decimal" });
+    const form: Form = new Form({ class: "inline compact", label: `Change the weight of ${u.username}` }, async () => {
       const changed = (await call<One<User>>("PATCH", `/api/v1/admin/users/${u.id}`, { as: "admin", body: { job_weight: Number(weight.value) } })).data;
       say(`${changed.username}'s weight is now ${changed.job_weight}; the schedulers apply it within a second.`);
     });
@@ -256,7 +256,7 @@ export const operatorPage: Page = (main, route) => {
 
 function adminSignIn(main: HTMLElement): void {
   const token = h("input", { type: "password", name: "admin_token", autocomplete: "off" });
-  const form = new Form({ label: "Admin token" }, async () => {
+  const form = new Form({ label: "Operator sign-in" }, async () => {
     session.setAdmin(token.value.trim());
     try {
       await call("GET", "/api/v1/admin/users?limit=1", { as: "admin" });
