@@ -180,6 +180,17 @@ export const TUNING = {
     tokenSkewS: 60,
     /** Deepest JSON nesting of a request body; this API needs 4. */
     maxJsonDepth: 32,
+    /**
+     * The operator view's activity: an interval this long past its end is read once and kept
+     * (an attempt is recorded when it ends, so runs longer than this, ending later, are not
+     * added to it); newer ones are read again on every refresh. Bounds a refresh's work to this
+     * much of job_attempts whatever the window (bench/activity.ts).
+     */
+    activitySettleMs: 60_000,
+    /** Users shown in the activity view (the most starts first); the rest still count in the totals. */
+    activityMaxUsers: 20,
+    /** Activity answers are shared for this long: every open operator view polls the same window. */
+    activityCacheMs: 1_000,
   },
   maintenance: {
     retentionBatch: 1_000,

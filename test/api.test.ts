@@ -6,6 +6,7 @@ import { databaseOf, shardOf } from "../src/shard-map.ts";
 import { connect, openDatabases, type Databases } from "../src/db/databases.ts";
 import { apiRoutes } from "../src/http/api.ts";
 import { etcdClient } from "../src/etcd.ts";
+import { ActivityReader } from "../src/jobs/activity.ts";
 import { listen, rootApp } from "../src/http/server.ts";
 import { ERROR_CODES } from "../src/http/errors.ts";
 import { initTelemetry } from "../src/telemetry.ts";
@@ -246,6 +247,33 @@ describe("operator views (admin API)", () => {
 
     expectError(await call("GET", "/api/v1/admin/activity?window_seconds=3600&interval_seconds=1", { headers: admin }), 400, "invalid_request");
     expectError(await call("GET", "/api/v1/admin/activity?window_seconds=5", { headers: admin }), 400, "invalid_request");
+  });
+
+  test("activity reader: settled intervals are read once and kept; newer ones are read again on every refresh", async () => {
+    const reader = new ActivityReader(dbs, { defaultWeight: 1, maxUsers: 20, settleMs: 60_000, keepMs: 3_600_000 });
+    const { id } = await signup("act_settled");
+    const now = Math.floor(Date.now() / 10_000) * 10_000 + 5_000;
+    const oldT = now - 5_000 - 120_000; // an interval that ended two minutes ago
+    const newT = now - 5_000 - 10_000; // the one before the current
+    const add = (jobId: number, at: number) =>
+      dbs.all[0]!`INSERT INTO job_attempts (job_id, attempt, user_id, due_at, started_at, finished_at, outcome)
+        VALUES (${jobId}, 1, ${id}, ${new Date(at)}, ${new Date(at)}, ${new Date(at)}, 'succeeded')`;
+    await add(8000000001, oldT + 1);
+    await add(8000000002, newT + 1);
+    // This user's starts in the interval at t.
+    const startsOf = (v: Awaited<ReturnType<ActivityReader["read"]>>, t: number) => {
+      const slot = v.intervals.find((i) => i.at === new Date(t).toISOString())!;
+      return Math.round((slot.share[String(id)] ?? 0) * slot.starts);
+    };
+    const first = await reader.read(300_000, 10_000, now);
+    expect([startsOf(first, oldT), startsOf(first, newT)]).toEqual([1, 1]);
+    // Late rows: the settled interval keeps what it read; the newer one shows them.
+    await add(8000000003, oldT + 2);
+    await add(8000000004, newT + 2);
+    const second = await reader.read(300_000, 10_000, now + 1_000);
+    expect([startsOf(second, oldT), startsOf(second, newT)]).toEqual([1, 2]);
+    // A new reader reads everything once.
+    expect(startsOf(await new ActivityReader(dbs, { defaultWeight: 1, maxUsers: 20, settleMs: 60_000, keepMs: 3_600_000 }).read(300_000, 10_000, now + 1_000), oldT)).toBe(2);
   });
 
   test("/docs/json: no integer parameter or field claims a default (Elysia's string branch of t.Integer says 0)", async () => {

@@ -8,9 +8,9 @@
 import type { Etcd3 } from "etcd3";
 import { Elysia, t } from "elysia";
 import { MAX_WEIGHT, MIN_WEIGHT } from "../../actors/fair-queue.ts";
-import type { Config } from "../config.ts";
+import { TUNING, type Config } from "../config.ts";
 import type { Databases } from "../db/databases.ts";
-import { readActivity, type Activity } from "../jobs/activity.ts";
+import { ActivityReader, type Activity } from "../jobs/activity.ts";
 import { toJobView, type JobStore } from "../jobs/job-store.ts";
 import { readOwnership } from "../scheduler/ownership-view.ts";
 import { done, JobParams, jobId, ListQuery, listOptions } from "./jobs.routes.ts";
@@ -26,22 +26,23 @@ export const Weight = t.Number({
   error: `must be a number from ${MIN_WEIGHT} to ${MAX_WEIGHT}`,
 });
 const ADMIN_STATUSES = ["failed", "created", "scheduled", "running", "retrying"] as const;
+/** The longest activity window (s). */
+const MAX_WINDOW_S = 3_600;
 const UserParams = t.Object({ user_id: t.String({ pattern: "^[1-9][0-9]{0,17}$", description: "a user id" }) });
-/** Users shown in the activity view (the most starts first); the rest still count in the totals. */
-const ACTIVITY_MAX_USERS = 20;
-/** Activity answers are shared for this long: every open operator view polls the same window. */
-const ACTIVITY_CACHE_MS = 1_000;
-
 /**
  * `etcd` null: shard ownership is not served (503), as in tests of the API alone.
  */
 export function adminRoutes(users: UserStore, jobs: JobStore, dbs: Databases, config: Config, etcd: Etcd3 | null) {
   const detail = (summary: string, ...codes: ErrorCode[]) => ({ summary, tags: ["admin"], security: [{ admin: [] }], responses: errorResponses("unauthorized", "invalid_request", ...codes) });
-  const activity = new ShortCache<Activity>(ACTIVITY_CACHE_MS, (key) => {
+  const reader = new ActivityReader(dbs, {
+    defaultWeight: config.users.defaultWeight,
+    maxUsers: TUNING.api.activityMaxUsers,
+    settleMs: TUNING.api.activitySettleMs,
+    keepMs: MAX_WINDOW_S * 1000 + TUNING.api.activitySettleMs,
+  });
+  const activity = new ShortCache<Activity>(TUNING.api.activityCacheMs, (key) => {
     const [windowMs, intervalMs] = key.split(":").map(Number) as [number, number];
-    // The current interval is included, still filling; the window covers whole intervals.
-    const to = Math.ceil((Date.now() + 1) / intervalMs) * intervalMs;
-    return readActivity(dbs, { from: to - Math.ceil(windowMs / intervalMs) * intervalMs, to, intervalMs, defaultWeight: config.users.defaultWeight }, ACTIVITY_MAX_USERS);
+    return reader.read(windowMs, intervalMs);
   }, 64);
   return new Elysia({ name: "admin-routes" })
     .use(requireAdmin(config.adminToken))
@@ -73,7 +74,7 @@ export function adminRoutes(users: UserStore, jobs: JobStore, dbs: Databases, co
       },
       {
         query: t.Object({
-          window_seconds: t.Optional(t.Integer({ minimum: 10, maximum: 3_600, description: "how far back, default 300", error: "must be a whole number of seconds from 10 to 3600" })),
+          window_seconds: t.Optional(t.Integer({ minimum: 10, maximum: MAX_WINDOW_S, description: "how far back, default 300", error: `must be a whole number of seconds from 10 to ${MAX_WINDOW_S}` })),
           interval_seconds: t.Optional(t.Integer({ minimum: 1, maximum: 600, description: "the width of each interval, default 10", error: "must be a whole number of seconds from 1 to 600" })),
         }),
         detail: detail(
