@@ -1,8 +1,8 @@
 /**
  * What the console's operator view costs the databases: GET /api/v1/admin/activity's queries
  * (src/jobs/activity.ts) over job_attempts holding an hour at the seed's peak (5M attempts per
- * hour, RATE per second, spread over two databases and USERS users) and a due backlog of
- * WAITING jobs. Prints, for each window the console offers, the time of a first answer (the
+ * hour, RATE per second, spread over two databases and USERS users), a due backlog of WAITING
+ * jobs and FUTURE jobs due later. Prints, for each window the console offers, the time of a first answer (the
  * whole window read) and of the refreshes after it (only what has not settled is read again).
  *   bash ops/services-up.sh && bun bench/activity.ts
  */
@@ -16,6 +16,7 @@ const RATE = Number(process.env.RATE ?? 1_389);
 const SECONDS = Number(process.env.SECONDS ?? 3_600);
 const USERS = Number(process.env.USERS ?? 50);
 const WAITING = Number(process.env.WAITING ?? 100_000);
+const FUTURE = Number(process.env.FUTURE ?? 2_000_000);
 const RUNS = Number(process.env.RUNS ?? 10);
 const SHARDS = 16;
 
@@ -41,10 +42,17 @@ try {
       SELECT 10000000000 + g * 2 + ${d}::int, ${d}::int + (g % ${SHARDS / 2}::int) * 2, 1 + g % ${USERS}::int, 'log', 'm', 'created', now() - random() * interval '1 minute', now() - random() * interval '1 minute', 3
       FROM generate_series(0, ${WAITING / 2}::int - 1) g`),
   );
+  // Jobs due later (the next day): the backlog count must not pay for them.
+  await Promise.all(
+    dbs.all.map((sql, d) => sql`
+      INSERT INTO jobs (id, shard_id, user_id, kind, message, status, execute_at, due_at, max_attempts)
+      SELECT 20000000000 + g * 2 + ${d}::int, ${d}::int + (g % ${SHARDS / 2}::int) * 2, 1 + g % ${USERS}::int, 'log', 'm', 'created', t, t, 3
+      FROM generate_series(0, ${FUTURE / 2}::int - 1) g, LATERAL (SELECT now() + interval '1 hour' + random() * interval '1 day' AS t) s`),
+  );
   for (const sql of dbs.all) await sql`VACUUM ANALYZE job_attempts, jobs`;
   const fillS = (performance.now() - filled) / 1000;
 
-  const figures: Record<string, unknown> = { attempts: Math.round(RATE * SECONDS), rate_per_s: RATE, users: USERS, waiting: WAITING, fill_s: Math.round(fillS) };
+  const figures: Record<string, unknown> = { attempts: Math.round(RATE * SECONDS), rate_per_s: RATE, users: USERS, waiting: WAITING, future: FUTURE, fill_s: Math.round(fillS) };
   for (const [windowS, intervalS] of [[120, 2], [600, 10], [3_600, 60]] as const) {
     // A new reader reads the whole window once (cold); later refreshes read what has not settled.
     const reader = new ActivityReader(dbs, { defaultWeight: 1, maxUsers: 20, settleMs: TUNING.api.activitySettleMs, keepMs: 3_700_000 });

@@ -10,7 +10,7 @@
  * LATENESS_STEPS buckets per doubling of (lateness + 1 ms), so a percentile is read to within
  * ~9 % (the bucket's upper bound is reported).
  */
-import type { Databases } from "../db/databases.ts";
+import type { Databases, Sql } from "../db/databases.ts";
 import { inList, WAITING } from "./lifecycle.ts";
 
 export const LATENESS_STEPS = 8;
@@ -80,6 +80,7 @@ export function summarize(
   lateness: LatenessRow[],
   waiting: WaitingRow[],
   users: UserInfo[],
+  maxUsers = Infinity,
 ): Activity {
   const info = new Map(users.map((u) => [u.id, u]));
   const weight = (id: string) => info.get(id)?.job_weight ?? a.defaultWeight;
@@ -104,23 +105,31 @@ export function summarize(
   }
   const owedTotal = [...waitingBy.keys()].reduce((sum, id) => sum + weight(id), 0);
   const totalStarts = [...perUser.values()].reduce((x, y) => x + y, 0);
+  // The users shown: the most starts first, then the most waiting. Every user counts in the
+  // totals and weight sums; only these are listed.
   const ids = [...new Set([...perUser.keys(), ...waitingBy.keys()])];
   ids.sort((x, y) => (perUser.get(y) ?? 0) - (perUser.get(x) ?? 0) || (waitingBy.get(y)?.n ?? 0) - (waitingBy.get(x)?.n ?? 0) || x.localeCompare(y));
+  ids.length = Math.min(ids.length, maxUsers);
   const oldest = [...waitingBy.values()].reduce<Date | null>((o, w) => (o === null || w.oldest < o ? w.oldest : o), null);
   return {
     from: new Date(a.from).toISOString(),
     to: new Date(a.to).toISOString(),
     interval_ms: a.intervalMs,
     intervals: [...byT].map(([t, slot]) => {
-      const n = [...slot.users.values()].reduce((x, y) => x + y, 0);
-      const wsum = [...slot.users.keys()].reduce((sum, id) => sum + weight(id), 0);
+      let n = 0;
+      let wsum = 0;
+      for (const [id, k] of slot.users) {
+        n += k;
+        wsum += weight(id);
+      }
+      const here = ids.filter((id) => slot.users.has(id));
       return {
         at: new Date(t).toISOString(),
         starts: n,
         lateness_p50_ms: quantileMs(slot.hist, 0.5),
         lateness_p99_ms: quantileMs(slot.hist, 0.99),
-        share: Object.fromEntries([...slot.users].map(([id, k]) => [id, k / n])),
-        weight_share: Object.fromEntries([...slot.users.keys()].map((id) => [id, weight(id) / wsum])),
+        share: Object.fromEntries(here.map((id) => [id, slot.users.get(id)! / n])),
+        weight_share: Object.fromEntries(here.map((id) => [id, weight(id) / wsum])),
       };
     }),
     users: ids.map((id) => ({
@@ -169,32 +178,20 @@ export class ActivityReader {
       }
     }
     const fresh = await this.rows(readFrom, to, intervalMs);
-    for (let t = readFrom; t < settledBefore; t += intervalMs) {
-      kept.set(t, { starts: fresh.starts.filter((r) => r.t === t), lateness: fresh.lateness.filter((r) => r.t === t) });
-    }
+    for (let t = readFrom; t < settledBefore; t += intervalMs) kept.set(t, { starts: [], lateness: [] });
+    for (const r of fresh.starts) if (r.t < settledBefore) kept.get(r.t)?.starts.push(r);
+    for (const r of fresh.lateness) if (r.t < settledBefore) kept.get(r.t)?.lateness.push(r);
     for (const t of kept.keys()) if (t < now - this.opts.keepMs) kept.delete(t);
     const old = [...kept].filter(([t]) => t >= from && t < readFrom).map(([, r]) => r);
     const starts = [...old.flatMap((r) => r.starts), ...fresh.starts];
     const lateness = [...old.flatMap((r) => r.lateness), ...fresh.lateness];
-    const waiting = (await Promise.all(this.dbs.all.map((sql) => sql<WaitingRow[]>`
-      SELECT user_id::text AS user_id, count(*)::int AS n, min(due_at) AS oldest
-      FROM jobs WHERE status IN ${sql.unsafe(inList(WAITING))} AND due_at <= now() GROUP BY user_id`))).flat();
+    const waiting = (await Promise.all(this.dbs.all.map((sql) => waitingNow(sql)))).flat();
 
     // Names and weights of every user in the window or waiting: the interval shares and the
-    // owed shares need all their weights; the view shows the most starts first, then the most waiting.
-    const totals = new Map<string, number>();
-    for (const r of starts) totals.set(r.user_id, (totals.get(r.user_id) ?? 0) + r.n);
-    for (const w of waiting) if (!totals.has(w.user_id)) totals.set(w.user_id, 0);
-    const shown = new Set([...totals].sort((x, y) => y[1] - x[1]).slice(0, this.opts.maxUsers).map(([id]) => id));
-    const users = totals.size
-      ? await this.dbs.users<UserInfo[]>`SELECT id::text, username, job_weight FROM users WHERE id = ANY(${[...totals.keys()]}::bigint[])`
-      : [];
-    const view = summarize({ from, to, intervalMs, defaultWeight: this.opts.defaultWeight }, starts, lateness, waiting, users);
-    view.users = view.users.filter((u) => shown.has(u.id));
-    for (const i of view.intervals) {
-      i.share = Object.fromEntries(Object.entries(i.share).filter(([id]) => shown.has(id)));
-      i.weight_share = Object.fromEntries(Object.entries(i.weight_share).filter(([id]) => shown.has(id)));
-    }
+    // owed shares need all their weights.
+    const ids = [...new Set([...starts.map((r) => r.user_id), ...waiting.map((w) => w.user_id)])];
+    const users = ids.length ? await this.dbs.users<UserInfo[]>`SELECT id::text, username, job_weight FROM users WHERE id = ANY(${ids}::bigint[])` : [];
+    const view = summarize({ from, to, intervalMs, defaultWeight: this.opts.defaultWeight }, starts, lateness, waiting, users, this.opts.maxUsers);
     return view;
   }
 
@@ -223,4 +220,26 @@ export class ActivityReader {
       lateness: parts.flatMap((p) => p.lateness).map((r) => ({ ...r, t: Number(r.t) })),
     };
   }
+}
+
+/**
+ * Jobs due and waiting now, per user. The waiting jobs' index leads with (shard, user), then
+ * due_at: a plain count would scan every waiting job, the ones due next month too. This walks
+ * the distinct (shard, user) pairs (one index descent each) and counts only the due rows of
+ * each: work in pairs plus due jobs, not in all jobs waiting (bench/activity.ts: 9 ms against
+ * 57 ms with a million future jobs in the database).
+ */
+function waitingNow(sql: Sql) {
+  const waiting = sql.unsafe(inList(WAITING));
+  return sql<WaitingRow[]>`
+    WITH RECURSIVE pairs AS (
+      (SELECT shard_id, user_id FROM jobs WHERE status IN ${waiting} ORDER BY shard_id, user_id LIMIT 1)
+      UNION ALL
+      SELECT n.shard_id, n.user_id FROM pairs p, LATERAL (
+        SELECT shard_id, user_id FROM jobs WHERE status IN ${waiting} AND (shard_id, user_id) > (p.shard_id, p.user_id)
+        ORDER BY shard_id, user_id LIMIT 1) n)
+    SELECT p.user_id::text AS user_id, c.n, c.oldest FROM pairs p, LATERAL (
+      SELECT count(*)::int AS n, min(due_at) AS oldest FROM jobs
+      WHERE status IN ${waiting} AND shard_id = p.shard_id AND user_id = p.user_id AND due_at <= now()) c
+    WHERE c.n > 0`;
 }

@@ -243,7 +243,7 @@ export const operatorPage: Page = (main, route) => {
       } catch (e) {
         failed("Could not refresh")(e);
       }
-    }, 2_000),
+    }, Math.max(2_000, choice.interval * 500)), // twice per interval: a wide window changes slowly
     poll(() => refreshDead().catch(failed("Could not load dead letters")), 5_000),
   ];
   return () => {
