@@ -246,7 +246,6 @@ describe("the console, for a user", () => {
     await page.goto(`${api.url}/console/`);
     await page.evaluate((t) => sessionStorage.setItem("fairshare.token", t), expired);
     await page.goto(`${api.url}/console/#/jobs`);
-    await page.reload();
     await page.getByRole("heading", { name: "Sign in" }).waitFor();
     await page.getByText("Your session has expired. Sign in again.").waitFor();
 

@@ -48,6 +48,12 @@ function render(): void {
     go("#/signin");
     return;
   }
+  // A token past its expiry is not used for a page's first request (the timer may not have fired yet).
+  const exp = session.userExpiry();
+  if (chosen.needs === "user" && exp !== null && exp * 1000 <= Date.now()) {
+    signOut("Your session has expired. Sign in again.");
+    return;
+  }
   renderNav(route.path[0] === "jobs" && route.path[1] ? "" : (route.path[0] ?? "jobs"));
   document.title = `${chosen.title} - fairshare console`;
   pageChanged();
