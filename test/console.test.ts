@@ -16,6 +16,7 @@ setDefaultTimeout(120_000);
 const ADMIN_TOKEN = "console-test-admin-token-0123456789abcdef";
 const JWT_SECRET = "console-test-jwt-secret-0123456789abcdef";
 const ZONE = "America/New_York";
+const TRACE_URL = "http://127.0.0.1:9411/zipkin/traces/{trace_id}";
 
 let s: Slice;
 let api: RoleProc;
@@ -39,7 +40,7 @@ const targetUrl = (path: string) => `http://127.0.0.1:${target.port}${path}`;
 beforeAll(async () => {
   // Few runs in flight and a slow target: a backlog lasts long enough to watch it drain.
   s = await slice({
-    env: { ...QUICK_RETRY_ENV, ADMIN_TOKEN, JWT_SECRET, SCHEDULER_WINDOW_MIN: "20", SCHEDULER_WINDOW_MAX: "60", EXECUTOR_CONCURRENCY: "8", LOG_LEVEL: "warn" },
+    env: { ...QUICK_RETRY_ENV, ADMIN_TOKEN, JWT_SECRET, CONSOLE_TRACE_URL: TRACE_URL, SCHEDULER_WINDOW_MIN: "20", SCHEDULER_WINDOW_MAX: "60", EXECUTOR_CONCURRENCY: "8", LOG_LEVEL: "warn" },
   });
   api = await s.start("api");
   await s.start("scheduler");
@@ -158,6 +159,9 @@ describe("the console, for a user", () => {
     const attempt = page.locator('tr[data-attempt="1"]');
     await attempt.waitFor();
     expect(await attempt.locator(".status").textContent()).toBe("succeeded");
+    // The job's trace, linked in the configured trace UI.
+    expect(job.data.trace_id).toMatch(/^[0-9a-f]{32}$/);
+    expect(await page.getByRole("link", { name: job.data.trace_id }).getAttribute("href")).toBe(TRACE_URL.replace("{trace_id}", job.data.trace_id));
     await check(page, "job");
     expect(errors).toEqual([]);
     await context.close();
