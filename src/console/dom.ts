@@ -69,6 +69,22 @@ export function poll(fn: () => Promise<void>, everyMs: number): () => void {
   };
 }
 
+/** A line saying what went wrong (an alert for screen readers), hidden while nothing has. */
+export function alertLine(): { el: HTMLElement; show(message: string): void; clear(): void } {
+  const el = h("div", { class: "form-error", role: "alert", hidden: true });
+  return {
+    el,
+    show: (message) => {
+      fill(el, message);
+      el.hidden = false;
+    },
+    clear: () => {
+      fill(el);
+      el.hidden = true;
+    },
+  };
+}
+
 export function statusBadge(status: string): HTMLElement {
   return h("span", { class: `status ${status}` }, status);
 }

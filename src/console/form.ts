@@ -4,13 +4,13 @@
  * (aria-invalid, aria-describedby); what names no field goes to the form's own error line.
  */
 import { ApiFailure, words } from "./api.ts";
-import { fill, h } from "./dom.ts";
+import { alertLine, fill, h } from "./dom.ts";
 
 type Control = HTMLInputElement | HTMLSelectElement | HTMLTextAreaElement;
 
 export class Form {
   readonly el: HTMLFormElement;
-  private readonly error = h("div", { class: "form-error", role: "alert", hidden: true });
+  private readonly error = alertLine();
   private readonly fields = new Map<string, { control: Control; error: HTMLElement }>();
   private busy = false;
 
@@ -35,12 +35,11 @@ export class Form {
 
   /** The form-level error line; place it where it reads best (top of the form). */
   errorLine(): HTMLElement {
-    return this.error;
+    return this.error.el;
   }
 
   clear(): void {
-    this.error.hidden = true;
-    fill(this.error);
+    this.error.clear();
     for (const f of this.fields.values()) {
       fill(f.error);
       f.control.removeAttribute("aria-invalid");
@@ -63,8 +62,7 @@ export class Form {
       e instanceof ApiFailure
         ? [e.message + (placed ? ` (see the marked field${placed > 1 ? "s" : ""})` : ""), ...unplaced.map((d) => `${d.path.slice(1) || "request"}: ${d.message}`)].join("; ")
         : words(e);
-    fill(this.error, message);
-    this.error.hidden = false;
+    this.error.show(message);
     const first = [...this.fields.values()].find((f) => f.control.getAttribute("aria-invalid") === "true");
     first?.control.focus();
   }

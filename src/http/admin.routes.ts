@@ -28,7 +28,8 @@ export const Weight = t.Number({
 const ADMIN_STATUSES = ["failed", "created", "scheduled", "running", "retrying"] as const;
 /** The longest activity window (s). */
 const MAX_WINDOW_S = 3_600;
-const UserParams = t.Object({ user_id: t.String({ pattern: "^[1-9][0-9]{0,17}$", description: "a user id" }) });
+const USER_ID = "^[1-9][0-9]{0,17}$";
+const UserParams = t.Object({ user_id: t.String({ pattern: USER_ID, description: "a user id" }) });
 /**
  * `etcd` null: shard ownership is not served (503), as in tests of the API alone.
  */
@@ -57,7 +58,7 @@ export function adminRoutes(users: UserStore, jobs: JobStore, dbs: Databases, co
       {
         query: t.Object({
           limit: ListQuery.properties.limit,
-          cursor: t.Optional(t.String({ pattern: "^[1-9][0-9]{0,17}$", description: "next_cursor of the previous page" })),
+          cursor: t.Optional(t.String({ pattern: USER_ID, description: "next_cursor of the previous page" })),
         }),
         detail: detail("Users in id order (cursor pagination)"),
       },

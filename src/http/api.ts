@@ -19,10 +19,8 @@ export function apiRoutes(config: Config, dbs: Databases, ids: IdGenerator, etcd
   const jobs = new JobStore(dbs, ids);
   const quota = new CreateQuota(dbs.all, config.api.maxPendingPerUser, config.api.createsPerUserPerSecond);
   const logins = new LoginThrottle(config.api.loginAttemptsPerMinute);
-  return new Elysia({ name: "api" })
-    .onAfterHandle(({ request, response }) => {
-      if (new URL(request.url).pathname === "/docs/json") dropPhantomDefaults(response);
-    })
+  // The hook sees the document's routes only (local to this instance), not every API request.
+  const docs = new Elysia({ name: "docs" }).onAfterHandle(({ response }) => dropPhantomDefaults(response))
     .use(
       openapi({
         path: "/docs",
@@ -42,7 +40,9 @@ export function apiRoutes(config: Config, dbs: Databases, ids: IdGenerator, etcd
         },
         exclude: { paths: ["/healthz", "/readyz", "/metrics"] },
       }),
-    )
+    );
+  return new Elysia({ name: "api" })
+    .use(docs)
     .use(usersRoutes(users, config))
     .use(authRoutes(users, logins, config.jwt.secret, config.jwt.ttlSeconds))
     .use(jobsRoutes(jobs, users, quota, config))

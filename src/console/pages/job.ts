@@ -1,10 +1,11 @@
 /**
  * One job: its fields, its attempts, its trace (when the console is configured with a trace
  * UI), and what can be done to it now: cancel before it starts, retry once it failed, reschedule
- * while it waits. Refreshed every 2 seconds while it can still change.
+ * while it waits. Refreshed every 2 seconds (a finished job can be retried from elsewhere).
  */
+import { IN_FLIGHT, TRANSITIONS, WAITING } from "../../jobs/lifecycle.ts";
 import { call, words, type Attempt, type Job, type One } from "../api.ts";
-import { fill, h, poll, statusBadge, time, toLocalInput, zone } from "../dom.ts";
+import { alertLine, fill, h, poll, statusBadge, time, toLocalInput, zone } from "../dom.ts";
 import { Form } from "../form.ts";
 import { say, type Page } from "../shell.ts";
 
@@ -15,15 +16,16 @@ const consoleSettings = () =>
     return { trace_url: null };
   }));
 
-const CANCELLABLE = new Set(["created", "scheduled", "retrying"]);
-const WAITING = new Set(["created", "retrying"]);
-const FINAL = new Set(["succeeded", "failed", "cancelled"]);
+/** What the user may do to a job in each status: the API's own transitions (src/jobs/lifecycle.ts). */
+const can = (t: "cancel" | "retry" | "reschedule", status: string) => (TRANSITIONS[t].from as readonly string[]).includes(status);
+/** Statuses a job leaves by itself: its page keeps refreshing while in one. */
+const CHANGING = new Set<string>([...WAITING, ...IN_FLIGHT]);
 
 export const jobPage: Page = (main, route) => {
   const id = route.path[1]!;
   const path = `/api/v1/me/jobs/${encodeURIComponent(id)}`;
   const heading = h("h1", null, `Job ${id}`);
-  const error = h("div", { class: "form-error", role: "alert", hidden: true });
+  const error = alertLine();
   const fields = h("dl", { class: "fields" });
   const actions = h("div", { class: "bar" });
   const attempts = h("tbody");
@@ -31,7 +33,7 @@ export const jobPage: Page = (main, route) => {
   main.append(
     h("p", null, h("a", { href: "#/jobs" }, "All jobs")),
     heading,
-    error,
+    error.el,
     h("div", { class: "bar" }, live),
     fields,
     h("h2", null, "Actions"),
@@ -53,8 +55,7 @@ export const jobPage: Page = (main, route) => {
       say(what);
       await refresh();
     } catch (e) {
-      fill(error, words(e));
-      error.hidden = false;
+      error.show(words(e));
     }
   };
 
@@ -62,13 +63,13 @@ export const jobPage: Page = (main, route) => {
     if (job.status === shownStatus) return; // keep a half-typed reschedule time
     shownStatus = job.status;
     fill(actions);
-    if (CANCELLABLE.has(job.status)) {
+    if (can("cancel", job.status)) {
       actions.append(h("button", { type: "button", class: "danger", onclick: () => act("The job is cancelled.", () => call("POST", `${path}/cancel`)) }, "Cancel job"));
     }
-    if (job.status === "failed") {
+    if (can("retry", job.status)) {
       actions.append(h("button", { type: "button", class: "primary", onclick: () => act("The job will be retried now.", () => call("POST", `${path}/retry`)) }, "Retry job"));
     }
-    if (WAITING.has(job.status)) {
+    if (can("reschedule", job.status)) {
       const at = h("input", { type: "datetime-local", step: "1", value: toLocalInput(new Date(job.next_attempt_at ?? job.execute_at)) });
       const form: Form = new Form({ class: "inline", label: "Reschedule" }, async () => {
         const when = new Date(at.value);
@@ -129,11 +130,10 @@ export const jobPage: Page = (main, route) => {
             ),
       );
       renderActions(job);
-      error.hidden = true;
-      fill(live, FINAL.has(job.status) ? "" : `Updated ${new Date().toLocaleTimeString()}`);
+      error.clear();
+      fill(live, CHANGING.has(job.status) ? `Updated ${new Date().toLocaleTimeString()}` : "");
     } catch (e) {
-      fill(error, `Could not load the job: ${words(e)}`);
-      error.hidden = false;
+      error.show(`Could not load the job: ${words(e)}`);
     }
   };
   return poll(refresh, 2_000);

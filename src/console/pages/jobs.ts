@@ -5,7 +5,7 @@
  * back keep them.
  */
 import { call, STATUSES, words, type Job, type One, type Page as ApiPage } from "../api.ts";
-import { fill, h, poll, statusBadge, time } from "../dom.ts";
+import { alertLine, fill, h, poll, statusBadge, time } from "../dom.ts";
 import { go, type Page } from "../shell.ts";
 import { takeSigningSecret } from "./auth.ts";
 
@@ -53,7 +53,7 @@ export const jobsPage: Page = (main, route) => {
     ),
   );
   const live = h("span", { class: "live", "aria-live": "off" }, "");
-  const error = h("div", { class: "form-error", role: "alert", hidden: true });
+  const error = alertLine();
   const body = h("tbody");
   const older = h("button", { type: "button", disabled: true }, "Older");
   const newer = h("button", { type: "button", disabled: !cursor, onclick: () => to({ cursor: back[back.length - 1] || null, back: back.slice(0, -1) }) }, "Newer");
@@ -75,7 +75,7 @@ export const jobsPage: Page = (main, route) => {
   main.append(
     h("div", { class: "bar" }, h("a", { href: "#/new" }, "New job"), live),
     filters,
-    error,
+    error.el,
     h(
       "table",
       null,
@@ -116,11 +116,10 @@ export const jobsPage: Page = (main, route) => {
       );
       next = page.next_cursor;
       older.disabled = !next;
-      error.hidden = true;
+      error.clear();
       fill(live, `Updated ${new Date().toLocaleTimeString()}`);
     } catch (e) {
-      fill(error, `Could not load your jobs: ${words(e)}`);
-      error.hidden = false;
+      error.show(`Could not load your jobs: ${words(e)}`);
     }
   };
   return poll(refresh, 2_000);

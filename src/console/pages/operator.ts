@@ -7,7 +7,7 @@ import type { Activity } from "../../jobs/activity.ts";
 import type { ShardView } from "../../scheduler/ownership-view.ts";
 import { call, session, words, type Job, type One, type Page as ApiPage, type User } from "../api.ts";
 import { LineChart, PALETTE, type SeriesSpec } from "../chart.ts";
-import { fill, h, poll, statusBadge, time } from "../dom.ts";
+import { alertLine, fill, h, poll, statusBadge, time } from "../dom.ts";
 import { Form } from "../form.ts";
 import { go, say, type Page } from "../shell.ts";
 
@@ -37,7 +37,7 @@ export const operatorPage: Page = (main, route) => {
     WINDOWS.map((w) => h("option", { value: String(w.window), selected: w === choice }, w.label)),
   );
   const live = h("span", { class: "live" });
-  const error = h("div", { class: "form-error", role: "alert", hidden: true });
+  const error = alertLine();
   const shareChart = new LineChart("Share of starts per user over time (solid) against the share their weight owes them (dashed)", { yLabel: "share of starts", yRange: [0, 1] });
   const lateChart = new LineChart("Start lateness p50 and p99 over time", { yLabel: "ms late" });
   const backlogChart = new LineChart("Jobs due and waiting over time", { yLabel: "jobs waiting" });
@@ -57,9 +57,9 @@ export const operatorPage: Page = (main, route) => {
       h("label", { for: "window", class: "inline" }, "Show "),
       windowSelect,
       live,
-      h("button", { type: "button", onclick: () => (session.clear("admin"), say("The admin token is forgotten in this tab."), go("#/operator")) }, "Forget admin token"),
+      h("button", { type: "button", onclick: forgetAdminToken }, "Forget admin token"),
     ),
-    error,
+    error.el,
     h("section", { "aria-labelledby": "h-share" },
       h("h2", { id: "h-share" }, "Fair share"),
       h("p", { class: "hint" }, "Each user's share of the jobs that started in each interval (solid), against their weight's share among the users who started jobs in it (dashed). Under a backlog the two meet; a user who asks for less than their share gets all they ask."),
@@ -105,8 +105,7 @@ export const operatorPage: Page = (main, route) => {
   );
 
   const failed = (what: string) => (e: unknown) => {
-    fill(error, `${what}: ${words(e)}`);
-    error.hidden = false;
+    error.show(`${what}: ${words(e)}`);
   };
   const backlog: { at: number; waiting: number; oldest: number | null }[] = [];
 
@@ -238,7 +237,7 @@ export const operatorPage: Page = (main, route) => {
     poll(async () => {
       try {
         await Promise.all([refreshActivity(), refreshShards()]);
-        error.hidden = true;
+        error.clear();
         fill(live, `Updated ${new Date().toLocaleTimeString()}`);
       } catch (e) {
         failed("Could not refresh")(e);
@@ -253,6 +252,12 @@ export const operatorPage: Page = (main, route) => {
     backlogChart.destroy();
   };
 };
+
+function forgetAdminToken(): void {
+  session.clear("admin");
+  say("The admin token is forgotten in this tab.");
+  go("#/operator");
+}
 
 function adminSignIn(main: HTMLElement): void {
   const token = h("input", { type: "password", name: "admin_token", autocomplete: "off" });
