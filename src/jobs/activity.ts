@@ -58,7 +58,7 @@ export interface Activity {
     /** user id -> weight / sum of the weights of the users who started jobs in this interval. */
     weight_share: Record<string, number>;
   }[];
-  /** Users who started jobs in the window or are waiting now, most starts first. */
+  /** Users who started jobs in the window or are waiting now, most starts first (at most the reader's maxUsers). */
   users: {
     id: string;
     username: string | null;
