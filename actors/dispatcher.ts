@@ -19,7 +19,8 @@
  * - a mark that fails (not fenced) gives its jobs back to the shard actor's loading (they are
  *   still waiting in the database); a fenced mark hands the shard back to ownership.
  */
-import { FairQueue, type FairItem } from "./fair-queue.ts";
+import { clusterShare, type ClusterShare, type DemandReport } from "./cluster-share.ts";
+import { FairQueue, sanitizeWeight, type FairItem } from "./fair-queue.ts";
 import { StartWindow, type Commit, type Placement, type WindowSettings } from "./start-window.ts";
 
 export interface Clock {
@@ -64,6 +65,10 @@ export interface DispatcherHooks {
   publishFailed(jobs: number, error: unknown): void;
   /** Some user's queued jobs from this shard fell below the low-water mark. */
   refill(shard: number): void;
+  /** A user's weight (job_weight), as last read. */
+  weightOf(userId: string): number;
+  /** The shard's last load of the user found more rows than it took (the database holds more). */
+  hasMore(shard: number, userId: string): boolean;
 }
 
 export interface DispatcherSettings {
@@ -90,11 +95,21 @@ export class Dispatcher<M extends Marked> {
   private epochs = new Map<number, string>();
   /** Marks and publishes under way, per shard. */
   private work = new Map<number, Set<Promise<unknown>>>();
-  /** Jobs popped while due whose publication has not finished: they count against the window. */
+  /**
+   * Jobs popped and not yet published (or given up), by id, with what they were counted as:
+   * released by id, so a row whose due time changed meanwhile cannot leave a count behind.
+   */
+  private held = new Map<bigint, { due: boolean; dueAt: number }>();
+  /** Of those, popped while due: they count against the window. */
   private pendingDue = 0;
-  /** Jobs popped before their due time (premark) and not yet published, by due time. */
+  /** Of those, popped before their due time (premark), by due time. */
   private pendingEarly = 0;
   private earlyByDue = new Map<number, number>();
+  /** The cluster's split (null: alone, or no reports: this process's own window and weights). */
+  private cluster: ClusterShare | null = null;
+  /** Recent readings of (database clock - this clock), ms, with their round trips. */
+  private clockSamples: { at: number; rtt: number; offset: number }[] = [];
+  private clockOffset = 0;
   private batches = 0;
   private timer: unknown = null;
   private timerAt = Infinity;
@@ -102,11 +117,6 @@ export class Dispatcher<M extends Marked> {
   private lastEarlyAt = -Infinity;
   /** Rows marked ahead, waiting for the end of their due time's slot, by that time. */
   private slots = new Map<number, Slot<M>>();
-  /**
-   * Jobs popped and being marked. A load that read a job before its mark committed offers it
-   * again; queued again it would go out in a second, concurrent mark of the same row.
-   */
-  private marking = new Set<bigint>();
   /**
    * Users per shard a refill was asked for whose shard's loads have not brought jobs since
    * (asked once, not per pop). Per user: a shard declines a refill for a user with no more rows,
@@ -120,8 +130,92 @@ export class Dispatcher<M extends Marked> {
     private readonly s: DispatcherSettings,
     private readonly clock: Clock,
   ) {
-    this.queue = new FairQueue(s.defaultWeight);
+    this.queue = new FairQueue((userId) => this.effectiveWeight(userId), s.defaultWeight);
     this.window = new StartWindow(s.window);
+  }
+
+  /**
+   * The database's clock, as well as this process can tell (see observeDbClock). Every "is it due" decision uses this, so a process whose clock runs ahead
+   * does not dispatch early (and the executor's claim refuses an early run anyway).
+   */
+  now(): number {
+    return this.clock.now() + this.clockOffset;
+  }
+
+  /**
+   * A statement read the database's clock (`dbNow`) between `sentAt` and `answeredAt` (this
+   * process's clock). The offset is taken from the reading with the shortest round trip of the
+   * last CLOCK_MEMORY_MS, at its midpoint (as NTP does): off by at most half that round trip,
+   * well under the time a due message takes to reach an executor's claim, which refuses an
+   * early run whatever this says.
+   */
+  observeDbClock(dbNow: number, sentAt: number, answeredAt: number): void {
+    const keep = answeredAt - CLOCK_MEMORY_MS;
+    this.clockSamples.push({ at: answeredAt, rtt: answeredAt - sentAt, offset: dbNow - (sentAt + answeredAt) / 2 });
+    while (this.clockSamples.length > 1 && this.clockSamples[0]!.at < keep) this.clockSamples.shift();
+    let best = this.clockSamples[0]!;
+    for (const c of this.clockSamples) if (c.rtt <= best.rtt) best = c;
+    this.clockOffset = best.offset;
+  }
+
+  /** The weight the fair order uses: the user's, times the part of its cluster-wide demand held here. */
+  private effectiveWeight(userId: string): number {
+    const w = sanitizeWeight(this.hooks.weightOf(userId), this.s.defaultWeight);
+    return w * (this.cluster?.factors.get(userId) ?? 1);
+  }
+
+  /** This process's demand, for the other processes (actors/cluster-share.ts). */
+  demandReport(member: string): DemandReport {
+    this.queue.prune();
+    // A shard whose loads found more of the user than they took stands for a backlog of
+    // unknown depth (DEEP_STOCK times the loads' target), one whose rows ran out for what is
+    // left: the user's demand moves to the processes that still have a backlog of it before
+    // this one runs out.
+    const deep = this.s.userLowWater * DEEP_STOCK;
+    const demand = this.queue.demand(this.now(), (shard, userId, n) => (this.hooks.hasMore(shard, userId) ? Math.max(n, deep) : n));
+    const r: DemandReport = { member, rate: this.window.meanRate(this.clock.now()), userIds: [], weights: [], queued: [] };
+    for (const [u, n] of demand) {
+      r.userIds.push(u);
+      r.weights.push(sanitizeWeight(this.hooks.weightOf(u), this.s.defaultWeight));
+      r.queued.push(n);
+    }
+    return r;
+  }
+
+  /** The other processes' reports (null: none could be read): re-splits the window and weights. */
+  setPeers(mine: DemandReport, others: DemandReport[] | null): ClusterShare | null {
+    this.cluster = others === null || others.length === 0 ? null : clusterShare(mine, others);
+    this.pump();
+    return this.cluster;
+  }
+
+  /**
+   * The window this process may fill: alone, its own (start rate x span); in a cluster, its
+   * share of the cluster's (cluster start rate x span), at least one batch, so a process whose
+   * demand is new since the last report can still start it.
+   */
+  windowSize(localNow: number): number {
+    const c = this.cluster;
+    if (!c) return this.window.size(localNow);
+    const w = this.s.window;
+    const total = Math.min(w.maxJobs, Math.max(w.minJobs, Math.ceil((c.rate * this.window.spanMs) / 1000)));
+    return Math.max(this.s.batchMin, Math.ceil(c.share * total));
+  }
+
+  /** The window's parts, for metrics; all zero when nothing is queued or out. */
+  parts(): { outstanding: number; pendingDue: number; pendingEarly: number; held: number } {
+    return { outstanding: this.window.outstanding, pendingDue: this.pendingDue, pendingEarly: this.pendingEarly, held: this.held.size };
+  }
+
+  /** Jobs that stopped waiting (cancelled, moved, or finished elsewhere): out of the order at once. */
+  forget(ids: bigint[]): void {
+    for (const id of ids) this.queue.remove(id);
+    this.pump();
+  }
+
+  /** Every queued job of a user stopped waiting (all cancelled). */
+  forgetUser(userId: string): void {
+    this.queue.removeUser(userId);
   }
 
   /**
@@ -131,7 +225,7 @@ export class Dispatcher<M extends Marked> {
   budget(now: number): number {
     let earlyDue = 0;
     for (const [at, n] of this.earlyByDue) if (at <= now) earlyDue += n;
-    return this.window.size(now) - this.window.outstanding - this.pendingDue - earlyDue;
+    return this.windowSize(this.clock.now()) - this.window.outstanding - this.pendingDue - earlyDue;
   }
 
   /**
@@ -140,7 +234,7 @@ export class Dispatcher<M extends Marked> {
    * ahead while a burst due at one future instant is not marked wholesale past the window.
    */
   earlyBudget(now: number): number {
-    const allowed = Math.max(this.s.window.minJobs, Math.ceil((2 * this.window.rate(now) * this.s.premarkMs) / 1000));
+    const allowed = Math.max(this.s.window.minJobs, Math.ceil((2 * this.window.rate(this.clock.now()) * this.s.premarkMs) / 1000));
     return allowed - this.pendingEarly;
   }
 
@@ -157,7 +251,7 @@ export class Dispatcher<M extends Marked> {
   async removeShard(shard: number): Promise<void> {
     this.epochs.delete(shard);
     this.refillAsked.delete(shard);
-    this.queue.removeShard(shard, this.clock.now());
+    this.queue.removeShard(shard);
     for (let w = this.work.get(shard); w && w.size > 0; w = this.work.get(shard)) await Promise.allSettled([...w]);
     this.work.delete(shard);
   }
@@ -169,13 +263,9 @@ export class Dispatcher<M extends Marked> {
   /** Jobs a shard actor loaded. Ignored for a shard no longer held. */
   offer(shard: number, jobs: FairItem[]): void {
     if (!this.epochs.has(shard)) return;
-    for (const j of jobs) if (!this.marking.has(j.id)) this.queue.push(j);
+    for (const j of jobs) if (!this.held.has(j.id)) this.queue.push(j);
     if (jobs.length > 0) this.refillAsked.delete(shard);
     this.pump();
-  }
-
-  setWeight(userId: string, weight: number): void {
-    this.queue.setWeight(userId, weight);
   }
 
   /** The executors' commits: frees the window for the jobs they started, and steers it. */
@@ -194,7 +284,7 @@ export class Dispatcher<M extends Marked> {
   /** Sends as many batches as the window, the queue and the in-flight limit allow. */
   pump(): void {
     if (this.stopped) return;
-    const now = this.clock.now();
+    const now = this.now();
     for (;;) {
       const next = this.queue.peek(now + this.s.premarkMs);
       if (!next) break;
@@ -206,7 +296,7 @@ export class Dispatcher<M extends Marked> {
       // While batches are under way, wait for room for a full message's worth of due jobs
       // rather than sending a trickle of tiny statements and messages (their completion pumps).
       if (due && this.batches > 0 && this.budget(now) < this.s.batchMin) {
-        this.window.limited(now);
+        this.window.limited(this.clock.now());
         break;
       }
       const batch = this.take(now, !slot);
@@ -252,7 +342,7 @@ export class Dispatcher<M extends Marked> {
       const next = this.queue.peek(now + this.s.premarkMs);
       if (!next) break;
       const due = next.dueAt <= now;
-      if (due && budget <= 0 && !earlyOnly) this.window.limited(now);
+      if (due && budget <= 0 && !earlyOnly) this.window.limited(this.clock.now());
       if (due ? earlyOnly || budget <= 0 : early <= 0) break;
       this.queue.pop(now + this.s.premarkMs);
       if (due) budget--;
@@ -280,46 +370,46 @@ export class Dispatcher<M extends Marked> {
   }
 
   private async send(batch: { job: FairItem; due: boolean }[]): Promise<void> {
-    const byShard = new Map<number, { job: FairItem; due: boolean }[]>();
-    for (const b of batch) {
-      const list = byShard.get(b.job.shard);
-      if (list) list.push(b);
-      else byShard.set(b.job.shard, [b]);
+    const byShard = new Map<number, FairItem[]>();
+    for (const { job } of batch) {
+      const list = byShard.get(job.shard);
+      if (list) list.push(job);
+      else byShard.set(job.shard, [job]);
     }
     const reqs: MarkRequest[] = [];
-    for (const [shard, items] of byShard) {
+    for (const [shard, jobs] of byShard) {
       const epoch = this.epochs.get(shard);
-      if (epoch === undefined) this.release(items);
-      else reqs.push({ shard, epoch, jobs: items.map((i) => i.job) });
+      if (epoch === undefined) this.release(jobs.map((j) => j.id));
+      else reqs.push({ shard, epoch, jobs });
     }
     if (reqs.length === 0) return;
-    for (const b of batch) this.marking.add(b.job.id);
     const marking = this.io.mark(reqs).catch((error: unknown) => reqs.map((): MarkOutcome<M> => ({ kind: "failed", error })));
     for (const r of reqs) this.track(r.shard, marking);
     const outcomes = await marking;
-    for (const b of batch) this.marking.delete(b.job.id);
     // Every shard's marked rows publish together (a message carries jobs of any shard).
     const rows: M[] = [];
-    const dueIds = new Set<bigint>();
     reqs.forEach((req, i) => {
-      const items = byShard.get(req.shard)!;
       const o = outcomes[i]!;
       if (o.kind !== "marked") {
-        this.release(items);
+        this.release(req.jobs.map((j) => j.id));
         if (o.kind === "fenced") this.hooks.fenced(req.shard, o.current);
         else this.hooks.markFailed(req.shard, o.error);
         return;
       }
       const marked = new Set(o.rows.map((r) => r.id));
-      this.release(items.filter((it) => !marked.has(it.job.id)));
-      for (const it of items) if (it.due) dueIds.add(it.job.id);
+      // Not marked: the row stopped waiting (cancelled) or moved (rescheduled) since it was
+      // loaded. It did not leave, so it costs its user nothing.
+      const stale = req.jobs.filter((j) => !marked.has(j.id));
+      for (const j of stale) this.queue.refund(j.userId);
+      this.release(stale.map((j) => j.id));
       rows.push(...o.rows);
     });
-    this.schedulePublishes(rows, dueIds);
+    this.schedulePublishes(rows);
   }
 
   /** Counts a popped job against the window (due) or the early budget (not yet due). */
-  private hold(it: { job: { dueAt: number }; due: boolean }): void {
+  private hold(it: { job: FairItem; due: boolean }): void {
+    this.held.set(it.job.id, { due: it.due, dueAt: it.job.dueAt });
     if (it.due) this.pendingDue++;
     else {
       this.pendingEarly++;
@@ -327,15 +417,18 @@ export class Dispatcher<M extends Marked> {
     }
   }
 
-  /** Popped jobs that will not be published (not marked, or their publication ended). */
-  private release(items: { job: { dueAt: number }; due: boolean }[]): void {
-    for (const it of items) {
-      if (it.due) this.pendingDue--;
+  /** Popped jobs that will not be published (not marked), or whose publication ended. */
+  private release(ids: bigint[]): void {
+    for (const id of ids) {
+      const h = this.held.get(id);
+      if (!h) continue;
+      this.held.delete(id);
+      if (h.due) this.pendingDue--;
       else {
         this.pendingEarly--;
-        const n = this.earlyByDue.get(it.job.dueAt)! - 1;
-        if (n > 0) this.earlyByDue.set(it.job.dueAt, n);
-        else this.earlyByDue.delete(it.job.dueAt);
+        const n = this.earlyByDue.get(h.dueAt)! - 1;
+        if (n > 0) this.earlyByDue.set(h.dueAt, n);
+        else this.earlyByDue.delete(h.dueAt);
       }
     }
   }
@@ -345,14 +438,13 @@ export class Dispatcher<M extends Marked> {
    * their due time's slot (publishSlotMs), together with every other row due in that slot, so a
    * steady stream leaves in one message per slot rather than one per millisecond (each message
    * costs a produce, a fetch, a claim and a commit). A job is published at most one slot after
-   * its due time and never before it.
+   * its due time and never before it (by the database's clock as far as this process knows it).
    */
-  private schedulePublishes(rows: M[], dueIds: Set<bigint>): void {
-    const now = this.clock.now();
-    const popped = (r: M) => ({ job: r, due: dueIds.has(r.id) });
+  private schedulePublishes(rows: M[]): void {
+    const now = this.now();
     const ready = rows.filter((r) => r.dueAt <= now);
     if (ready.length > 0) {
-      const publishing = this.publishGroup(ready, ready.map(popped), false);
+      const publishing = this.publishGroup(ready, false);
       for (const shard of new Set(ready.map((r) => r.shard))) this.track(shard, publishing);
     }
     for (const r of rows) {
@@ -360,21 +452,20 @@ export class Dispatcher<M extends Marked> {
       const at = Math.ceil(r.dueAt / this.s.publishSlotMs) * this.s.publishSlotMs;
       let slot = this.slots.get(at);
       if (!slot) {
-        const s: Slot<M> = { rows: [], popped: [], publishing: Promise.resolve() };
+        const s: Slot<M> = { rows: [], publishing: Promise.resolve() };
         s.publishing = new Promise<void>((go) => this.clock.setTimeout(go, at - now)).then(() => {
           this.slots.delete(at);
-          return this.publishGroup(s.rows, s.popped, true);
+          return this.publishGroup(s.rows, true);
         });
         this.slots.set(at, (slot = s));
       }
       slot.rows.push(r);
-      slot.popped.push(popped(r));
       this.track(r.shard, slot.publishing);
     }
   }
 
   /** Publishes one group; `onTime`: at its due time, to the partition with the least unstarted work. */
-  private publishGroup(rows: M[], popped: { job: M; due: boolean }[], onTime: boolean): Promise<void> {
+  private publishGroup(rows: M[], onTime: boolean): Promise<void> {
     return this.io
       .publish(rows, onTime, onTime ? this.window.leastLoaded() : null)
       .then(
@@ -382,7 +473,7 @@ export class Dispatcher<M extends Marked> {
         (error: unknown) => this.hooks.publishFailed(rows.length, error),
       )
       .finally(() => {
-        this.release(popped);
+        this.release(rows.map((r) => r.id));
         this.pump();
       });
   }
@@ -390,6 +481,11 @@ export class Dispatcher<M extends Marked> {
 
 interface Slot<M> {
   rows: M[];
-  popped: { job: M; due: boolean }[];
   publishing: Promise<void>;
 }
+
+/** A shard's stock at or above the low-water mark counts as this many times it (see demandReport). */
+const DEEP_STOCK = 10;
+
+/** How long a reading of the database's clock counts (a clock that steps is followed within it). */
+const CLOCK_MEMORY_MS = 10_000;

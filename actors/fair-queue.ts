@@ -11,10 +11,16 @@
  *   the current virtual clock and the smallest virtual time among ready users, so idle time
  *   earns no credit and a late arrival is served at once without jumping a backlog;
  * - a user's own jobs leave in (dueAt, id) order, whatever shard they come from;
- * - an item is queued at most once (by id) until it is popped or its shard is dropped;
- * - weights are the user's, set at any time (setWeight), and always within
- *   [MIN_WEIGHT, MAX_WEIGHT]: a value outside (or not a number) is clamped or replaced by the
- *   default, so 1 / weight is finite and the clock can never jump to Infinity.
+ * - an item is queued at most once (by id); a copy with another due time replaces it (the row
+ *   was rescheduled: the later load read the newer row), and `remove` takes it out at once
+ *   (cancelled), so a stale copy never leaves in its place;
+ * - every operation on one item is O(log n) (heaps keep each entry's position);
+ * - weights come from `weightOf` at each dispatch (the caller owns them, so the queue holds no
+ *   state for users without jobs) and are used within [MIN_WEIGHT, MAX_WEIGHT]: a value outside
+ *   (or not a number) is clamped or replaced by the default, so 1 / weight is finite and the
+ *   clock can never jump to Infinity;
+ * - a user with no queued jobs is forgotten once the clock has caught up with its virtual time
+ *   (`prune`), so memory follows the users with work, not every user ever seen.
  */
 export const MIN_WEIGHT = 0.01;
 export const MAX_WEIGHT = 1000;
@@ -29,87 +35,156 @@ export interface FairItem {
   id: bigint;
   userId: string;
   shard: number;
-  /** When the job may start (ms since the epoch). */
+  /** When the job may start (ms since the epoch, the database's clock). */
   dueAt: number;
+}
+
+interface Node<T> {
+  item: T;
+  pos: number;
 }
 
 interface UserState<T extends FairItem> {
   userId: string;
   vtime: number;
-  items: MinHeap<T>;
+  items: MinHeap<Node<T>>;
   /** Where the user sits: nowhere (empty), waiting for its head to be due, or ready. */
   where: "none" | "waiting" | "ready";
+  /** Position in the heap named by `where`. */
+  pos: number;
 }
 
 const byItem = (a: FairItem, b: FairItem) => a.dueAt - b.dueAt || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+const byNode = <T extends FairItem>(a: Node<T>, b: Node<T>) => byItem(a.item, b.item);
+const head = <T extends FairItem>(u: UserState<T>) => u.items.peek()!.item;
+const nodePos = { get: (n: { pos: number }) => n.pos, set: (n: { pos: number }, i: number) => (n.pos = i) };
 
 export class FairQueue<T extends FairItem> {
   private users = new Map<string, UserState<T>>();
-  private ids = new Set<bigint>();
-  private weights = new Map<string, number>();
+  private nodes = new Map<bigint, Node<T>>();
   /** Queued items per shard and user (the loaders' stock). */
   private stock = new Map<number, Map<string, number>>();
   /** Users whose head job is due, by (vtime, head). */
-  private ready = new MinHeap<UserState<T>>((a, b) => a.vtime - b.vtime || byItem(a.items.peek()!, b.items.peek()!));
+  private ready = new MinHeap<UserState<T>>((a, b) => a.vtime - b.vtime || byItem(head(a), head(b)), nodePos);
   /** Users with queued jobs none of which is due yet, by head due time. */
-  private waiting = new MinHeap<UserState<T>>((a, b) => byItem(a.items.peek()!, b.items.peek()!));
+  private waiting = new MinHeap<UserState<T>>((a, b) => byItem(head(a), head(b)), nodePos);
   /** The virtual clock: the virtual time of the last dispatch (never decreases). */
   private clock = 0;
 
-  constructor(private readonly defaultWeight = 1) {}
+  constructor(
+    private readonly weightFn: (userId: string) => number = () => 1,
+    private readonly defaultWeight = 1,
+  ) {}
 
   get size(): number {
-    return this.ids.size;
+    return this.nodes.size;
   }
 
-  /** Sets a user's weight; it applies from the user's next dispatch on. */
-  setWeight(userId: string, weight: number): void {
-    this.weights.set(userId, sanitizeWeight(weight, this.defaultWeight));
+  /** Users the queue holds state for (with jobs, or with a lead over the clock). */
+  get userCount(): number {
+    return this.users.size;
   }
 
   weightOf(userId: string): number {
-    return this.weights.get(userId) ?? this.defaultWeight;
+    return sanitizeWeight(this.weightFn(userId), this.defaultWeight);
   }
 
-  /** Adds an item; returns false when an item with that id is already queued. */
+  has(id: bigint): boolean {
+    return this.nodes.has(id);
+  }
+
+  /**
+   * Adds an item; returns false when the same item (id and due time) is already queued. A copy
+   * with another due time replaces the queued one.
+   */
   push(item: T): boolean {
-    if (this.ids.has(item.id)) return false;
-    this.ids.add(item.id);
+    const old = this.nodes.get(item.id);
+    if (old) {
+      if (old.item.dueAt === item.dueAt) return false;
+      this.remove(item.id);
+    }
+    const node: Node<T> = { item, pos: -1 };
+    this.nodes.set(item.id, node);
     this.addStock(item, 1);
     let u = this.users.get(item.userId);
     if (!u) {
-      u = { userId: item.userId, vtime: this.clock, items: new MinHeap<T>(byItem), where: "none" };
+      u = { userId: item.userId, vtime: this.clock, items: new MinHeap<Node<T>>(byNode, nodePos), where: "none", pos: -1 };
       this.users.set(item.userId, u);
     }
     const oldHead = u.items.peek();
-    u.items.push(item);
+    u.items.push(node);
     if (u.where === "none") {
       u.where = "waiting";
       this.waiting.push(u);
-    } else if (oldHead && byItem(item, oldHead) < 0) {
+    } else if (oldHead && byItem(item, oldHead.item) < 0) {
       // The head changed, so the user's position in its heap did too.
-      const heap = u.where === "ready" ? this.ready : this.waiting;
-      heap.remove(u);
-      heap.push(u);
+      this.heapOf(u).update(u);
     }
     return true;
   }
 
+  /** Takes an item out (its job was cancelled or moved); returns it, or undefined if not queued. */
+  remove(id: bigint): T | undefined {
+    const node = this.nodes.get(id);
+    if (!node) return undefined;
+    const u = this.users.get(node.item.userId)!;
+    const wasHead = u.items.peek() === node;
+    u.items.remove(node);
+    this.nodes.delete(id);
+    this.addStock(node.item, -1);
+    if (u.items.size === 0) {
+      this.heapOf(u).remove(u);
+      u.where = "none";
+      this.forgetIfIdle(u);
+    } else if (wasHead) {
+      // A new head: the user's position follows it (a ready user whose new head is not due
+      // goes back to waiting at the next promote).
+      this.heapOf(u).update(u);
+    }
+    return node.item;
+  }
+
+  /** Takes out every queued item of a user (all its jobs were cancelled); returns how many. */
+  removeUser(userId: string): number {
+    const u = this.users.get(userId);
+    if (!u) return 0;
+    const ids = u.items.toArray().map((n) => n.item.id);
+    for (const id of ids) this.remove(id);
+    return ids.length;
+  }
+
+  /**
+   * Gives back what a dispatch cost the user (1 / weight of virtual time): the job popped did not
+   * leave (its row had been cancelled or moved), so it must not count against the user's share.
+   */
+  refund(userId: string): void {
+    const u = this.users.get(userId);
+    if (!u) return;
+    u.vtime -= 1 / this.weightOf(userId);
+    if (u.where !== "none") this.heapOf(u).update(u);
+  }
+
   /** Moves users whose head is due by `now` from waiting to ready. */
   private promote(now: number): void {
-    for (let u = this.waiting.peek(); u && u.items.peek()!.dueAt <= now; u = this.waiting.peek()) {
+    for (let u = this.waiting.peek(); u && head(u).dueAt <= now; u = this.waiting.peek()) {
       this.waiting.pop();
       const floor = Math.max(this.clock, this.ready.peek()?.vtime ?? -Infinity);
       u.vtime = Math.max(u.vtime, floor);
       u.where = "ready";
       this.ready.push(u);
     }
+    // A ready user whose head was removed may have a head that is not due yet: it waits again.
+    for (let u = this.ready.peek(); u && head(u).dueAt > now; u = this.ready.peek()) {
+      this.ready.pop();
+      u.where = "waiting";
+      this.waiting.push(u);
+    }
   }
 
   /** The next item in fair order among those due by `now`, without taking it. */
   peek(now: number): T | undefined {
     this.promote(now);
-    return this.ready.peek()?.items.peek();
+    return this.ready.peek()?.items.peek()!.item;
   }
 
   /** Takes the next item in fair order among those due by `now`, or undefined. */
@@ -117,8 +192,8 @@ export class FairQueue<T extends FairItem> {
     this.promote(now);
     const u = this.ready.pop();
     if (!u) return undefined;
-    const item = u.items.pop()!;
-    this.ids.delete(item.id);
+    const item = u.items.pop()!.item;
+    this.nodes.delete(item.id);
     this.addStock(item, -1);
     this.clock = Math.max(this.clock, u.vtime);
     u.vtime += 1 / this.weightOf(u.userId);
@@ -128,20 +203,35 @@ export class FairQueue<T extends FairItem> {
 
   /** Earliest due time among queued items that are not yet due; undefined if none. */
   nextDueAt(): number | undefined {
-    return this.waiting.peek()?.items.peek()!.dueAt;
+    return this.waiting.peek()?.items.peek()!.item.dueAt;
+  }
+
+  /**
+   * Users with due work (their earliest queued job is due by `now`) and their demand here: the
+   * sum over shards of `perShard(jobs queued from that shard)`. O(shards x users).
+   */
+  demand(now: number, perShard: (shard: number, userId: string, queued: number) => number = (_s, _u, n) => n): Map<string, number> {
+    this.promote(now);
+    const out = new Map<string, number>();
+    for (const u of this.ready.toArray()) out.set(u.userId, 0);
+    for (const [shard, users] of this.stock) {
+      for (const [userId, n] of users) {
+        const d = out.get(userId);
+        if (d !== undefined) out.set(userId, d + perShard(shard, userId, n));
+      }
+    }
+    return out;
   }
 
   /** Per shard, the queued items due by `now` and the earliest due time among them. O(items). */
   dueByShard(now: number): Map<number, { count: number; oldest: number }> {
     const out = new Map<number, { count: number; oldest: number }>();
     for (const shard of this.stock.keys()) out.set(shard, { count: 0, oldest: now });
-    for (const u of this.users.values()) {
-      for (const i of u.items.toArray()) {
-        if (i.dueAt > now) continue;
-        const s = out.get(i.shard)!;
-        s.count++;
-        if (i.dueAt < s.oldest) s.oldest = i.dueAt;
-      }
+    for (const { item: i } of this.nodes.values()) {
+      if (i.dueAt > now) continue;
+      const s = out.get(i.shard)!;
+      s.count++;
+      if (i.dueAt < s.oldest) s.oldest = i.dueAt;
     }
     return out;
   }
@@ -152,22 +242,36 @@ export class FairQueue<T extends FairItem> {
   }
 
   /** Drops every item of a shard (its owner changed, or its dispatch failed); returns them. */
-  removeShard(shard: number, now: number): T[] {
+  removeShard(shard: number): T[] {
     const removed: T[] = [];
     if (!this.stock.has(shard)) return removed;
-    for (const u of [...this.users.values()]) {
-      const mine = u.items.toArray().filter((i) => i.shard === shard);
-      if (mine.length === 0) continue;
-      if (u.where !== "none") (u.where === "ready" ? this.ready : this.waiting).remove(u);
-      const wasReady = u.where === "ready";
-      u.items = MinHeap.from(u.items.toArray().filter((i) => i.shard !== shard), byItem);
-      for (const i of mine) this.ids.delete(i.id);
-      removed.push(...mine);
-      u.where = wasReady ? "ready" : "waiting";
-      this.requeue(u, now);
-    }
+    for (const { item } of [...this.nodes.values()]) if (item.shard === shard) removed.push(this.remove(item.id)!);
     this.stock.delete(shard);
     return removed;
+  }
+
+  /**
+   * Forgets users with no jobs whose lead the clock has caught up with (they would restart at
+   * it). With nothing queued at all the order starts afresh (as weighted fair queuing does when
+   * the system goes idle): a lead is over users with work, and there are none.
+   */
+  prune(): void {
+    if (this.nodes.size === 0) {
+      for (const u of this.users.values()) this.clock = Math.max(this.clock, u.vtime);
+      this.users.clear();
+      return;
+    }
+    for (const u of this.users.values()) if (u.where === "none") this.forgetIfIdle(u);
+  }
+
+  private forgetIfIdle(u: UserState<T>): void {
+    // A user with no lead over the clock loses nothing by being forgotten (it would come back
+    // at the clock); one with a lead keeps it, so emptying between loads earns nothing.
+    if (u.where === "none" && u.vtime <= this.clock) this.users.delete(u.userId);
+  }
+
+  private heapOf(u: UserState<T>): MinHeap<UserState<T>> {
+    return u.where === "ready" ? this.ready : this.waiting;
   }
 
   private addStock(item: FairItem, by: number): void {
@@ -180,15 +284,12 @@ export class FairQueue<T extends FairItem> {
 
   /** Puts a user that just left its heap back, keeping its virtual time if it stays ready. */
   private requeue(u: UserState<T>, now: number): void {
-    const head = u.items.peek();
-    if (!head) {
+    if (u.items.size === 0) {
       u.where = "none";
-      // A user with no lead over the clock loses nothing by being forgotten (it would come
-      // back at the clock); one with a lead keeps it, so emptying between loads earns nothing.
-      if (u.vtime <= this.clock) this.users.delete(u.userId);
+      this.forgetIfIdle(u);
       return;
     }
-    if (head.dueAt <= now && u.where === "ready") {
+    if (head(u).dueAt <= now && u.where === "ready") {
       this.ready.push(u);
     } else {
       u.where = "waiting";
@@ -197,16 +298,16 @@ export class FairQueue<T extends FairItem> {
   }
 }
 
-/** A binary min-heap with removal by identity. */
+/**
+ * A binary min-heap. With `pos` (where each entry keeps its own index), `remove` and `update`
+ * are O(log n); without it `remove` searches (O(n)).
+ */
 export class MinHeap<T> {
   private a: T[] = [];
-  constructor(private readonly less: (x: T, y: T) => number) {}
-
-  static from<T>(items: T[], less: (x: T, y: T) => number): MinHeap<T> {
-    const h = new MinHeap(less);
-    for (const x of items) h.push(x);
-    return h;
-  }
+  constructor(
+    private readonly less: (x: T, y: T) => number,
+    private readonly pos?: { get(x: T): number; set(x: T, i: number): void },
+  ) {}
 
   get size(): number {
     return this.a.length;
@@ -219,34 +320,52 @@ export class MinHeap<T> {
   }
   push(x: T): void {
     this.a.push(x);
+    this.place(this.a.length - 1);
     this.up(this.a.length - 1);
   }
   pop(): T | undefined {
     const top = this.a[0];
-    const last = this.a.pop();
-    if (this.a.length > 0 && last !== undefined) {
-      this.a[0] = last;
-      this.down(0);
-    }
+    if (top === undefined) return undefined;
+    this.removeAt(0);
     return top;
   }
   remove(x: T): boolean {
-    const i = this.a.indexOf(x);
-    if (i < 0) return false;
+    const i = this.pos ? this.pos.get(x) : this.a.indexOf(x);
+    if (i < 0 || i >= this.a.length || this.a[i] !== x) return false;
+    this.removeAt(i);
+    return true;
+  }
+  /** Restores the order after x's key changed (needs `pos`). */
+  update(x: T): void {
+    const i = this.pos!.get(x);
+    this.down(i);
+    this.up(i);
+  }
+  private removeAt(i: number): void {
+    const x = this.a[i]!;
     const last = this.a.pop()!;
     if (i < this.a.length) {
       this.a[i] = last;
+      this.place(i);
       this.down(i);
       this.up(i);
     }
-    return true;
+    this.pos?.set(x, -1);
+  }
+  private place(i: number): void {
+    this.pos?.set(this.a[i]!, i);
+  }
+  private swap(i: number, j: number): void {
+    const a = this.a;
+    [a[i], a[j]] = [a[j]!, a[i]!];
+    this.place(i);
+    this.place(j);
   }
   private up(i: number): void {
-    const a = this.a;
     while (i > 0) {
       const p = (i - 1) >> 1;
-      if (this.less(a[i]!, a[p]!) >= 0) break;
-      [a[i], a[p]] = [a[p]!, a[i]!];
+      if (this.less(this.a[i]!, this.a[p]!) >= 0) break;
+      this.swap(i, p);
       i = p;
     }
   }
@@ -259,7 +378,7 @@ export class MinHeap<T> {
       if (l < a.length && this.less(a[l]!, a[m]!) < 0) m = l;
       if (r < a.length && this.less(a[r]!, a[m]!) < 0) m = r;
       if (m === i) return;
-      [a[i], a[m]] = [a[m]!, a[i]!];
+      this.swap(i, m);
       i = m;
     }
   }

@@ -23,6 +23,8 @@ export interface CoreHooks {
   /** A shard actor reached a final state on its own (fenced) or logged a retry. */
   shardState?(shard: number, state: string, lastError: string | null): void;
   publishFailed?(jobs: number, error: unknown): void;
+  /** A user's weight (job_weight), as last read. */
+  weightOf(userId: string): number;
 }
 
 export interface CoreSettings {
@@ -50,6 +52,11 @@ export class SchedulerCore<M extends Marked> {
         markFailed: (shard, error) => this.actors.get(shard)?.send({ type: "DISPATCH_FAILED", error: String((error as Error)?.message ?? error) }),
         publishFailed: (jobs, error) => hooks.publishFailed?.(jobs, error),
         refill: (shard) => this.actors.get(shard)?.send({ type: "REFILL" }),
+        weightOf: (userId) => hooks.weightOf(userId),
+        hasMore: (shard, userId) => {
+          const u = this.actors.get(shard)?.getSnapshot().context.users.get(userId);
+          return u !== undefined && !u.exhausted;
+        },
       },
       settings.dispatch,
       clock,
@@ -69,7 +76,14 @@ export class SchedulerCore<M extends Marked> {
     if (this.actors.has(shard)) return;
     this.dispatcher.addShard(shard, epoch);
     const machine = shardMachine.provide({
-      actors: { load: fromPromise<LoadOutput, LoadInput>(({ input }) => this.io.load(input)) },
+      actors: {
+        load: fromPromise<LoadOutput, LoadInput>(async ({ input }) => {
+          const sentAt = this.clock.now();
+          const out = await this.io.load(input);
+          this.dispatcher.observeDbClock(out.dbNow, sentAt, this.clock.now());
+          return out;
+        }),
+      },
       actions: { offer: (_, params) => this.dispatcher.offer(params.shard, params.jobs) },
     });
     const actor = createActor(machine, {
@@ -78,7 +92,8 @@ export class SchedulerCore<M extends Marked> {
         shard,
         epoch,
         settings: this.settings.shard,
-        now: () => this.clock.now(),
+        // The shard actor's horizon and due times are the database's clock.
+        now: () => this.dispatcher.now(),
         stockOf: (userId) => this.dispatcher.queue.stockOf(shard, userId),
       },
     });

@@ -84,10 +84,15 @@ export interface LoadInput {
   /** Rows to read at most for a user not listed. */
   newUserLimit: number;
   maxRows: number;
+  /**
+   * Users are served from the one after this (wrapping around), so a load capped by maxRows
+   * does not always serve the same low ids first: the last user of the previous load's rows.
+   */
+  startAfterUser: string | null;
 }
 
 export interface LoadOutput {
-  /** In (userId, dueAt, id) order per user. */
+  /** Per user in (dueAt, id) order; users in serving order (from startAfterUser, wrapping). */
   jobs: FairItem[];
   /** The earliest due time of a waiting job beyond the horizon (null: none). */
   nextDue: number | null;
@@ -127,6 +132,8 @@ interface ShardContext extends ShardInput {
   nextDueAt: number;
   /** The earliest due time a WAKE announced since the last load began (Infinity: none). */
   wakeAt: number;
+  /** The last user the previous load served (the next starts after it). */
+  startAfterUser: string | null;
   lastError: string | null;
 }
 
@@ -181,6 +188,7 @@ export function loadRequest(c: Omit<ShardContext, "request">): LoadInput {
     users,
     newUserLimit: c.settings.userTarget,
     maxRows: c.settings.maxLoad,
+    startAfterUser: c.startAfterUser,
   };
 }
 
@@ -214,11 +222,15 @@ export function afterLoad(c: ShardContext, req: LoadInput, out: LoadOutput): Map
 /** When the next load is due: a backstop poll, a rescue, the next waiting job, or a WAKE. */
 export function nextLoadAt(c: Omit<ShardContext, "request">): number {
   const { lookaheadMs, pollIntervalMs, rescueIntervalMs } = c.settings;
+  // The clock is the database's as the dispatcher estimates it, and the estimate can step (the
+  // first reading corrects a skewed process clock): a last load "in the future" happened now.
+  const now = c.now();
+  const lastLoadAt = Math.min(c.lastLoadAt, now);
   return Math.min(
-    c.lastLoadAt + pollIntervalMs,
-    c.lastRescueAt + rescueIntervalMs,
-    Math.max(c.nextDueAt - lookaheadMs, c.lastLoadAt + lookaheadMs / 4),
-    Math.max(c.wakeAt - lookaheadMs, c.lastLoadAt + WAKE_GAP_MS),
+    lastLoadAt + pollIntervalMs,
+    Math.min(c.lastRescueAt, now) + rescueIntervalMs,
+    Math.max(c.nextDueAt - lookaheadMs, lastLoadAt + lookaheadMs / 4),
+    Math.max(c.wakeAt - lookaheadMs, lastLoadAt + WAKE_GAP_MS),
   );
 }
 
@@ -265,6 +277,7 @@ export const shardMachine = setup({
     refillPending: false,
     nextDueAt: Infinity,
     wakeAt: Infinity,
+    startAfterUser: null,
     lastError: null,
   }),
   initial: "loading",
@@ -290,6 +303,7 @@ export const shardMachine = setup({
             assign(({ context: c, event }) => ({
               users: afterLoad(c, c.request!, event.output),
               nextDueAt: event.output.nextDue ?? Infinity,
+              startAfterUser: event.output.jobs.at(-1)?.userId ?? c.startAfterUser,
               lastRescueAt: c.request!.rescue ? c.lastLoadAt : c.lastRescueAt,
               lastFullRescueAt: c.request!.rescue && c.request!.rescueSince === null ? c.lastLoadAt : c.lastFullRescueAt,
               rescueSince: event.output.rescuedAt !== null ? event.output.rescuedAt - RESCUE_MARGIN_MS : c.rescueSince,

@@ -192,6 +192,20 @@ export class StartWindow {
   }
 
   /**
+   * The mean start rate (jobs/s) over the memory: what this process adds to the cluster's rate
+   * (a sum of each process's best sample would overstate it, each one's noise on top).
+   */
+  meanRate(now: number): number {
+    const h = this.history;
+    let i = 0;
+    while (i < h.length - 1 && h[i]!.at < now - this.s.rateMemoryMs) i++;
+    const first = h[Math.max(0, i - 1)];
+    const last = h[h.length - 1];
+    if (!first || !last || last.at <= first.at) return 0;
+    return ((last.started - first.started) * 1000) / (last.at - first.at);
+  }
+
+  /**
    * The highest start rate (jobs/s) among samples ending within the memory. A sample runs from
    * one observation to the first at least rateSpanMs later, so every start observed is counted
    * by the sample that begins just before it, however irregular the observations.

@@ -92,6 +92,8 @@ export interface Config {
       scheduledDeadlineMs: number;
       /** How often the users' weights are re-read (a changed weight applies within this). */
       weightRefreshMs: number;
+      /** Demand reports are exchanged with the other schedulers this often (one fair order for the cluster). */
+      shareIntervalMs: number;
     };
   users: {
     /** The weight of a user who does not choose one. */
@@ -414,6 +416,7 @@ export function loadConfig(env: Env = process.env): Config {
       publishSlotMs: duration("SCHEDULER_PUBLISH_SLOT", "25ms", 1),
       retryDelayMs: duration("SCHEDULER_RETRY_DELAY", "1s", 10),
       weightRefreshMs: duration("SCHEDULER_WEIGHT_REFRESH", "1s", 50),
+      shareIntervalMs: duration("SCHEDULER_SHARE_INTERVAL", "200ms", 20),
     },
     users: {
       defaultWeight: number("DEFAULT_JOB_WEIGHT", 1, MIN_WEIGHT, MAX_WEIGHT),

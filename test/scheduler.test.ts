@@ -224,7 +224,7 @@ describe("backlog loads", () => {
     await insertJobs(s, 90, () => new Date(Date.now() - 5_000), 3); // users 1, 2 and 3, 30 each, all overdue
     const sql = connect(testConfig(s.env).databaseUrls[0]!, 1);
     try {
-      const base = { shard: 0, epoch: "1", horizon: Date.now() + 1_000, rescue: false, rescueSince: null, maxRows: 1_000 };
+      const base = { shard: 0, epoch: "1", horizon: Date.now() + 1_000, rescue: false, rescueSince: null, maxRows: 1_000, startAfterUser: null };
       const first = await loadDue(sql, { ...base, users: [], newUserLimit: 10 });
       expect(first.jobs.length).toBe(30); // 10 per user
       expect(Math.abs(first.dbNow - Date.now())).toBeLessThan(5_000);

@@ -28,6 +28,7 @@ import { DUE_CHANNEL, parseDuePayload } from "../db/due-notify.ts";
 import { acquireFence, releaseFence } from "../db/fence.ts";
 import { takeBack } from "../jobs/transitions.ts";
 import { WeightBook } from "./weights.ts";
+import { DemandExchange } from "./demand-exchange.ts";
 
 export interface OwnershipOptions {
   memberId?: string;
@@ -58,6 +59,8 @@ export class ShardOwnership {
   private registered = false;
   private replanFailing = false;
   private observing: Promise<void> | null = null;
+  private sharing: Promise<void> | null = null;
+  private readonly exchange: DemandExchange;
   private listeners: { unlisten(): Promise<void> }[] = [];
 
   constructor(
@@ -72,7 +75,10 @@ export class ShardOwnership {
     this.prefix = config.etcd.prefix.replace(/\/$/, "");
     const s = config.scheduler;
     metrics.shardsTotal.set(config.shardCount);
-    this.weights = new WeightBook(dbs.users, config.users.defaultWeight, (userId, w) => this.core.dispatcher.setWeight(userId, w));
+    // The fair order reads weights from the book at each dispatch (weightOf below).
+    this.weights = new WeightBook(dbs.users, config.users.defaultWeight, () => {});
+    // A report older than a few intervals is a process that stopped (or cannot reach the database).
+    this.exchange = new DemandExchange(dbs.users, Math.max(4 * s.shareIntervalMs, 1_000));
     this.core = new SchedulerCore(
       schedulerIo(config, dbs, publishers, { usersSeen: (ids) => this.weights.seen(ids) }),
       {
@@ -89,6 +95,7 @@ export class ShardOwnership {
           if (state === "retrying") log.warn("shard actor retrying", { shard, epoch: this.epochs.get(shard), error });
         },
         publishFailed: (jobs, err) => log.warn("publish failed; jobs go back to waiting", { count: jobs, err: err as Error }),
+        weightOf: (userId) => this.weights.weightOf(userId),
       },
     );
   }
@@ -122,6 +129,7 @@ export class ShardOwnership {
       );
     }
     this.observing = this.observeStarts();
+    this.sharing = this.shareDemand();
     await this.register();
     this.timer = setInterval(() => this.requestReplan(), this.opts.replanIntervalMs ?? this.config.etcd.replanIntervalMs);
     await this.replan();
@@ -145,8 +153,12 @@ export class ShardOwnership {
         for (const [p, c] of await reader.read()) commits.set(p, { next: c.next, waitMs: c.metadata !== null && /^\d+$/.test(c.metadata) ? Number(c.metadata) : null });
         d.observe(commits);
         for (const ms of d.window.lastDelays) metrics.startDelay.observe(ms / 1000);
-        metrics.inFlightWindow.set(d.window.size(Date.now()));
+        metrics.inFlightWindow.set(d.windowSize(Date.now()));
         metrics.inFlightJobs.set(d.inFlight);
+        const parts = d.parts();
+        metrics.inFlightParts.set({ part: "outstanding" }, parts.outstanding);
+        metrics.inFlightParts.set({ part: "pending_due" }, parts.pendingDue);
+        metrics.inFlightParts.set({ part: "pending_early" }, parts.pendingEarly);
         if (t0 - backlogAt >= 1_000) {
           backlogAt = t0;
           this.reportBacklog(t0);
@@ -168,9 +180,44 @@ export class ShardOwnership {
     await reader?.close().catch(() => {});
   }
 
+  /**
+   * Exchanges demand reports with the other scheduler processes (actors/cluster-share.ts): this
+   * process's window and its users' weights follow its part of the cluster's weighted demand.
+   */
+  private async shareDemand(): Promise<void> {
+    const every = this.config.scheduler.shareIntervalMs;
+    let failing = false;
+    let sweptAt = 0;
+    while (!this.stopped) {
+      const t0 = Date.now();
+      const d = this.core.dispatcher;
+      const mine = d.demandReport(this.memberId);
+      const { others, error } = await this.exchange.exchange(mine);
+      if (this.stopped) break;
+      const share = d.setPeers(mine, others);
+      metrics.clusterShare.set(share?.share ?? 1);
+      metrics.clusterPeers.set(share?.peers ?? 0);
+      metrics.clusterRate.set(share?.rate ?? mine.rate);
+      if (error) {
+        metrics.demandExchangeFailures.inc();
+        if (!failing) log.warn("cannot exchange demand with the other schedulers; ordering with the last reports, then alone", { err: error as Error });
+      } else if (failing) log.info("exchanging demand with the other schedulers again");
+      failing = error !== null;
+      if (t0 - sweptAt > 60_000) {
+        sweptAt = t0;
+        void this.exchange.sweep().catch(() => {});
+      }
+      await Bun.sleep(Math.max(0, t0 + every - Date.now()));
+    }
+  }
+
   /** Due and undispatched jobs per owned shard, and the age of the oldest, from the fair queue. */
   private reportBacklog(now: number): void {
-    const due = this.core.dispatcher.queue.dueByShard(now);
+    const q = this.core.dispatcher.queue;
+    metrics.queuedJobs.set(q.size);
+    metrics.queuedUsers.set(q.userCount);
+    metrics.dbClockOffset.set((this.core.dispatcher.now() - now) / 1000);
+    const due = q.dueByShard(this.core.dispatcher.now());
     metrics.dueBacklog.reset();
     metrics.dueOldest.reset();
     for (const shard of this.owned()) {
@@ -318,6 +365,8 @@ export class ShardOwnership {
     await draining;
     await Promise.all(this.listeners.map((l) => l.unlisten().catch(() => {})));
     await this.observing;
+    await this.sharing;
+    await this.exchange.leave(this.memberId).catch(() => {});
     await this.planning?.catch(() => {});
     await this.watcher?.cancel().catch(() => {});
     await this.lease?.revoke();

@@ -4,10 +4,9 @@ import { FairQueue, MAX_WEIGHT, MIN_WEIGHT, MinHeap, sanitizeWeight, type FairIt
 let nextId = 1n;
 const job = (userId: string, dueAt = 0, shard = 0): FairItem => ({ id: nextId++, userId, shard, dueAt });
 
+/** A queue whose weights are read from `weights` at each dispatch (change it to change them). */
 function queue(weights: Record<string, number> = {}): FairQueue<FairItem> {
-  const q = new FairQueue<FairItem>();
-  for (const [u, w] of Object.entries(weights)) q.setWeight(u, w);
-  return q;
+  return new FairQueue<FairItem>((u) => weights[u] ?? 1);
 }
 
 function drain(q: FairQueue<FairItem>, now: number, n = Infinity): string[] {
@@ -111,13 +110,14 @@ describe("FairQueue", () => {
   });
 
   test("a weight change applies from the user's next dispatch", () => {
-    const q = queue({ a: 1, b: 1 });
+    const weights = { a: 1, b: 1 };
+    const q = queue(weights);
     for (let i = 0; i < 1000; i++) {
       q.push(job("a", 0));
       q.push(job("b", 0));
     }
     expect(drain(q, 0, 100).filter((u) => u === "a").length).toBe(50);
-    q.setWeight("a", 4);
+    weights.a = 4;
     expect(Math.abs(drain(q, 0, 500).filter((u) => u === "a").length - 400)).toBeLessThanOrEqual(2);
   });
 
@@ -170,6 +170,7 @@ describe("FairQueue", () => {
     const a = job("a", 0, 2);
     expect(q.push(a)).toBe(true);
     expect(q.push({ ...a })).toBe(false);
+    expect(q.size).toBe(1);
     q.push(job("a", 0, 2));
     q.push(job("a", 0, 3));
     expect([q.stockOf(2, "a"), q.stockOf(3, "a"), q.stockOf(2, "b")]).toEqual([2, 1, 0]);
@@ -182,13 +183,112 @@ describe("FairQueue", () => {
     const kept = [job("a", 1, 1), job("b", 2, 1), job("a", 3, 2)];
     const gone = [job("a", 0, 7), job("b", 0, 7), job("c", 5, 7)];
     [...kept, ...gone].forEach((x) => q.push(x));
-    expect(q.removeShard(7, 0).map((i) => i.id).sort()).toEqual(gone.map((i) => i.id).sort());
+    expect(q.removeShard(7).map((i) => i.id).sort()).toEqual(gone.map((i) => i.id).sort());
     expect(q.size).toBe(3);
     expect(q.stockOf(7, "a")).toBe(0);
     const out: bigint[] = [];
     for (let it = q.pop(10); it; it = q.pop(10)) out.push(it.id);
     expect(out.sort()).toEqual(kept.map((i) => i.id).sort());
     expect(q.push(gone[0]!)).toBe(true); // its id may be queued again
+  });
+});
+
+describe("FairQueue: jobs that stop waiting", () => {
+  test("a copy with a new due time replaces the queued one: a job moved to now leaves now", () => {
+    const q = queue();
+    const later = job("a", 60_000);
+    q.push(later);
+    q.push(job("b", 0));
+    expect(q.push({ ...later, dueAt: 5 })).toBe(true);
+    expect(q.size).toBe(2);
+    expect(q.stockOf(0, "a")).toBe(1);
+    const out = [q.pop(10), q.pop(10)].map((i) => [i?.userId, i?.dueAt]);
+    expect(out).toContainEqual(["a", 5]);
+    expect(q.pop(100_000)).toBeUndefined(); // the stale copy is gone
+  });
+
+  test("remove takes a queued job out at once, from the head or the middle, and its stock with it", () => {
+    const q = queue();
+    const a = [job("a", 1), job("a", 2), job("a", 3)];
+    a.forEach((x) => q.push(x));
+    q.push(job("b", 1));
+    expect(q.remove(a[1]!.id)?.id).toBe(a[1]!.id);
+    expect(q.remove(a[0]!.id)?.id).toBe(a[0]!.id);
+    expect(q.remove(a[0]!.id)).toBeUndefined();
+    expect(q.stockOf(0, "a")).toBe(1);
+    const out: bigint[] = [];
+    for (let it = q.pop(10); it; it = q.pop(10)) out.push(it.id);
+    expect(out).toContain(a[2]!.id);
+    expect(out).not.toContain(a[0]!.id);
+    expect(out).not.toContain(a[1]!.id);
+    expect(q.size).toBe(0);
+  });
+
+  test("a ready user whose due head is removed waits for its next job's due time", () => {
+    const q = queue();
+    const now = job("a", 0);
+    q.push(now);
+    q.push(job("a", 500));
+    expect(q.peek(10)?.id).toBe(now.id);
+    q.remove(now.id);
+    expect(q.pop(10)).toBeUndefined();
+    expect(q.nextDueAt()).toBe(500);
+    expect(q.pop(500)?.userId).toBe("a");
+  });
+
+  test("cancelling a user's queued jobs frees its stock and its place: others are not held up", () => {
+    const q = queue();
+    for (let i = 0; i < 100; i++) q.push(job("gone", 0, i % 4));
+    for (let i = 0; i < 10; i++) q.push(job("stays", 0, 1));
+    expect(q.removeUser("gone")).toBe(100);
+    for (let s = 0; s < 4; s++) expect(q.stockOf(s, "gone")).toBe(0);
+    expect(drain(q, 0)).toEqual(Array(10).fill("stays"));
+  });
+
+  test("a refunded dispatch costs the user nothing: its share is as if the job had never been popped", () => {
+    const q = queue();
+    for (let i = 0; i < 200; i++) {
+      q.push(job("a", 0));
+      q.push(job("b", 0));
+    }
+    // 20 of a's pops turn out stale (the rows were cancelled) and are refunded.
+    let refunded = 0;
+    const order: string[] = [];
+    while (order.length < 100) {
+      const it = q.pop(0)!;
+      if (it.userId === "a" && refunded < 20) {
+        refunded++;
+        q.refund("a");
+        continue;
+      }
+      order.push(it.userId);
+    }
+    expect(Math.abs(order.filter((u) => u === "a").length - 50)).toBeLessThanOrEqual(1);
+  });
+
+  test("idle users are forgotten once the clock passes them; heap operations stay logarithmic", () => {
+    const q = queue();
+    for (let u = 0; u < 1000; u++) q.push(job(`u${u}`, 0));
+    drain(q, 0);
+    q.prune();
+    expect(q.userCount).toBe(0);
+    // 50,000 users x 1 job, then removal of every other one: fast (a linear remove would take seconds).
+    const ids: bigint[] = [];
+    for (let u = 0; u < 50_000; u++) {
+      const j = job(`v${u}`, u);
+      ids.push(j.id);
+      q.push(j);
+    }
+    const t0 = performance.now();
+    for (let i = 0; i < ids.length; i += 2) q.remove(ids[i]!);
+    expect(performance.now() - t0).toBeLessThan(1_000);
+    expect(q.size).toBe(25_000);
+    let prev = -1;
+    for (let it = q.pop(1e9); it; it = q.pop(1e9)) {
+      expect(it.dueAt % 2).toBe(1);
+      expect(it.dueAt).toBeGreaterThan(prev); // equal vtimes: due order
+      prev = it.dueAt;
+    }
   });
 });
 
