@@ -69,6 +69,8 @@ export interface DispatcherHooks {
   weightOf(userId: string): number;
   /** The shard's last load of the user found more rows than it took (the database holds more). */
   hasMore(shard: number, userId: string): boolean;
+  /** (shard, user) pairs the shard actors know to have waiting jobs. */
+  knownPairs(): number;
 }
 
 export interface DispatcherSettings {
@@ -83,8 +85,12 @@ export interface DispatcherSettings {
   premarkEveryMs: number;
   /** Jobs due within one slot of this length are published together, at its end. */
   publishSlotMs: number;
-  /** A shard's user with fewer queued jobs than this gets a refill. */
+  /** A shard's user with fewer queued jobs than this gets a refill (at most; see stocking). */
   userLowWater: number;
+  /** Queued jobs per (shard, user) a load tops up to, at most (see stocking). */
+  userTarget: number;
+  /** Jobs the fair queue holds at most, whatever the number of users or the backlog's size. */
+  maxQueued: number;
   defaultWeight: number;
   window: WindowSettings;
 }
@@ -171,7 +177,7 @@ export class Dispatcher<M extends Marked> {
     // unknown depth (DEEP_STOCK times the loads' target), one whose rows ran out for what is
     // left: the user's demand moves to the processes that still have a backlog of it before
     // this one runs out.
-    const deep = this.s.userLowWater * DEEP_STOCK;
+    const deep = this.stocking().lowWater * DEEP_STOCK;
     const demand = this.queue.demand(this.now(), (shard, userId, n) => (this.hooks.hasMore(shard, userId) ? Math.max(n, deep) : n));
     const r: DemandReport = { member, rate: this.window.meanRate(this.clock.now()), userIds: [], weights: [], queued: [] };
     for (const [u, n] of demand) {
@@ -205,6 +211,25 @@ export class Dispatcher<M extends Marked> {
   /** The window's parts, for metrics; all zero when nothing is queued or out. */
   parts(): { outstanding: number; pendingDue: number; pendingEarly: number; held: number } {
     return { outstanding: this.window.outstanding, pendingDue: this.pendingDue, pendingEarly: this.pendingEarly, held: this.held.size };
+  }
+
+  /**
+   * How the shard actors stock the queue: per (shard, user) up to `target` (userTarget, less when
+   * many pairs share the maxQueued cap: cap / pairs, at least MIN_TARGET), a refill below
+   * `lowWater` (half of it), and `room` jobs per load (what the cap leaves, split between the
+   * owned shards, whose loads run at once). So memory and the per-second
+   * walks stay bounded by maxQueued however many users have work.
+   */
+  stocking(): { target: number; lowWater: number; room: number; newUser: number } {
+    const pairs = Math.max(this.queue.stockedPairs, this.hooks.knownPairs());
+    const fair = Math.floor(this.s.maxQueued / Math.max(1, pairs));
+    const target = Math.max(MIN_TARGET, Math.min(this.s.userTarget, fair));
+    // Shards load concurrently: each may take its part of what is left.
+    const room = Math.floor(Math.max(0, this.s.maxQueued - this.queue.size) / Math.max(1, this.epochs.size));
+    // A user the shard has not loaded yet gets a few jobs first: the shard learns its users as
+    // its loads rotate through them, and a large first helping would fill the cap with the
+    // first users it meets. Refills top heavy users up at once.
+    return { target, lowWater: Math.max(1, Math.floor(target / 2)), room, newUser: Math.min(target, NEW_USER_LOAD) };
   }
 
   /** Jobs that stopped waiting (cancelled, moved, or finished elsewhere): out of the order at once. */
@@ -338,6 +363,7 @@ export class Dispatcher<M extends Marked> {
     let early = now - this.lastEarlyAt >= this.s.premarkEveryMs ? this.earlyBudget(now) : 0;
     const out: { job: FairItem; due: boolean }[] = [];
     const low = new Set<number>();
+    const { lowWater } = this.stocking();
     while (out.length < this.s.batchMax) {
       const next = this.queue.peek(now + this.s.premarkMs);
       if (!next) break;
@@ -351,7 +377,7 @@ export class Dispatcher<M extends Marked> {
         this.lastEarlyAt = now;
       }
       out.push({ job: next, due });
-      if (this.queue.stockOf(next.shard, next.userId) < this.s.userLowWater && !this.refillAsked.get(next.shard)?.has(next.userId)) {
+      if (this.queue.stockOf(next.shard, next.userId) < lowWater && !this.refillAsked.get(next.shard)?.has(next.userId)) {
         const asked = this.refillAsked.get(next.shard) ?? new Set<string>();
         this.refillAsked.set(next.shard, asked.add(next.userId));
         low.add(next.shard);
@@ -483,6 +509,12 @@ interface Slot<M> {
   rows: M[];
   publishing: Promise<void>;
 }
+
+/** A (shard, user) is stocked with at least this many jobs, however many pairs share the cap. */
+const MIN_TARGET = 1;
+
+/** Jobs a load takes of a user the shard has not loaded before (see stocking). */
+const NEW_USER_LOAD = 1;
 
 /** A shard's stock at or above the low-water mark counts as this many times it (see demandReport). */
 const DEEP_STOCK = 10;

@@ -64,6 +64,7 @@ export class FairQueue<T extends FairItem> {
   private nodes = new Map<bigint, Node<T>>();
   /** Queued items per shard and user (the loaders' stock). */
   private stock = new Map<number, Map<string, number>>();
+  private pairs = 0;
   /** Users whose head job is due, by (vtime, head). */
   private ready = new MinHeap<UserState<T>>((a, b) => a.vtime - b.vtime || byItem(head(a), head(b)), nodePos);
   /** Users with queued jobs none of which is due yet, by head due time. */
@@ -78,6 +79,11 @@ export class FairQueue<T extends FairItem> {
 
   get size(): number {
     return this.nodes.size;
+  }
+
+  /** (shard, user) pairs with queued items: what the loaders keep stocked. */
+  get stockedPairs(): number {
+    return this.pairs;
   }
 
   /** Users the queue holds state for (with jobs, or with a lead over the clock). */
@@ -246,7 +252,6 @@ export class FairQueue<T extends FairItem> {
     const removed: T[] = [];
     if (!this.stock.has(shard)) return removed;
     for (const { item } of [...this.nodes.values()]) if (item.shard === shard) removed.push(this.remove(item.id)!);
-    this.stock.delete(shard);
     return removed;
   }
 
@@ -277,9 +282,11 @@ export class FairQueue<T extends FairItem> {
   private addStock(item: FairItem, by: number): void {
     let m = this.stock.get(item.shard);
     if (!m) this.stock.set(item.shard, (m = new Map()));
-    const n = (m.get(item.userId) ?? 0) + by;
+    const was = m.get(item.userId) ?? 0;
+    const n = was + by;
     if (n > 0) m.set(item.userId, n);
     else m.delete(item.userId);
+    this.pairs += (n > 0 ? 1 : 0) - (was > 0 ? 1 : 0);
   }
 
   /** Puts a user that just left its heap back, keeping its virtual time if it stays ready. */

@@ -57,6 +57,11 @@ export class SchedulerCore<M extends Marked> {
           const u = this.actors.get(shard)?.getSnapshot().context.users.get(userId);
           return u !== undefined && !u.exhausted;
         },
+        knownPairs: () => {
+          let n = 0;
+          for (const a of this.actors.values()) n += a.getSnapshot().context.users.size;
+          return n;
+        },
       },
       settings.dispatch,
       clock,
@@ -95,6 +100,7 @@ export class SchedulerCore<M extends Marked> {
         // The shard actor's horizon and due times are the database's clock.
         now: () => this.dispatcher.now(),
         stockOf: (userId) => this.dispatcher.queue.stockOf(shard, userId),
+        stocking: () => this.dispatcher.stocking(),
       },
     });
     actor.subscribe((snap) => {

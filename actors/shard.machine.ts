@@ -14,8 +14,10 @@
  *
  * Invariants:
  * - heavy users stay stocked: a load asks, per user, for enough rows to bring the user's queued
- *   jobs from this shard back to `userTarget`; the dispatcher sends REFILL as soon as a user it
- *   serves drops below `userLowWater`, and a refill load runs at once unless every user below
+ *   jobs from this shard back to the dispatcher's target (`stocking`: SCHEDULER_PER_USER_LOAD,
+ *   less when many users share the SCHEDULER_MAX_QUEUED cap), and never more rows than the
+ *   cap leaves room for; the dispatcher sends REFILL as soon as a user it serves drops below
+ *   the low-water mark, and a refill load runs at once unless every user below
  *   it is exhausted (its last load returned fewer rows than asked: nothing more is due yet);
  * - a load reads a user's rows after the user's cursor, never re-reading what is queued or was
  *   dispatched. A cursor is the last row read that was due at least CURSOR_MARGIN_MS before the
@@ -56,12 +58,17 @@ export interface ShardSettings {
   fullRescueMs: number;
   /** After a failed load or dispatch, the shard tries again after this long. */
   retryDelayMs: number;
-  /** Queued jobs per user per shard a load tops up to (SCHEDULER_PER_USER_LOAD). */
-  userTarget: number;
-  /** Below this many queued jobs of a user, the dispatcher asks for a refill. */
-  userLowWater: number;
   /** Rows per load at most. */
   maxLoad: number;
+}
+
+/** How to stock the fair queue now (the dispatcher's `stocking`): per user target, refill mark, room left. */
+export interface Stocking {
+  target: number;
+  lowWater: number;
+  room: number;
+  /** Rows for a user the shard has not loaded before. */
+  newUser: number;
 }
 
 export interface LoadUser {
@@ -109,6 +116,7 @@ export interface ShardInput {
   now: () => number;
   /** Queued jobs of a user from this shard, as the dispatcher holds them now. */
   stockOf: (userId: string) => number;
+  stocking: () => Stocking;
 }
 
 interface UserLoad {
@@ -173,10 +181,11 @@ const errorText = (e: unknown) => String((e as Error)?.message ?? e);
  */
 export function loadRequest(c: Omit<ShardContext, "request">): LoadInput {
   const now = c.now();
+  const { target, room, newUser } = c.stocking();
   const users: LoadUser[] = [];
   for (const [userId, u] of c.users) {
     const stock = c.stockOf(userId);
-    const limit = u.cursor ? Math.max(0, c.settings.userTarget - stock) : stock >= c.settings.userTarget ? 0 : c.settings.userTarget;
+    const limit = u.cursor ? Math.max(0, target - stock) : stock >= target ? 0 : target;
     users.push({ userId, limit, after: u.cursor });
   }
   return {
@@ -186,8 +195,8 @@ export function loadRequest(c: Omit<ShardContext, "request">): LoadInput {
     rescue: now - c.lastRescueAt >= c.settings.rescueIntervalMs,
     rescueSince: now - c.lastFullRescueAt >= c.settings.fullRescueMs ? null : c.rescueSince,
     users,
-    newUserLimit: c.settings.userTarget,
-    maxRows: c.settings.maxLoad,
+    newUserLimit: newUser,
+    maxRows: Math.min(c.settings.maxLoad, room),
     startAfterUser: c.startAfterUser,
   };
 }
@@ -236,7 +245,9 @@ export function nextLoadAt(c: Omit<ShardContext, "request">): number {
 
 /** Some user is below the low-water mark and might have more rows. */
 export function needsRefill(c: ShardContext): boolean {
-  for (const [userId, u] of c.users) if (!u.exhausted && c.stockOf(userId) < c.settings.userLowWater) return true;
+  const { lowWater, room } = c.stocking();
+  if (room <= 0) return false;
+  for (const [userId, u] of c.users) if (!u.exhausted && c.stockOf(userId) < lowWater) return true;
   return false;
 }
 

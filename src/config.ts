@@ -408,6 +408,7 @@ export function loadConfig(env: Env = process.env): Config {
       userTarget: int("SCHEDULER_PER_USER_LOAD", 500, 2, 100_000),
       userLowWater: 0, // set below: half of userTarget
       maxLoad: int("SCHEDULER_MAX_LOAD", 5_000, 1, 1_000_000),
+      maxQueued: int("SCHEDULER_MAX_QUEUED", 200_000, 1_000, 10_000_000),
       scheduledDeadlineMs: duration("SCHEDULED_DEADLINE", "60s", 1_000),
       rescueIntervalMs: duration("RESCUE_INTERVAL", "5s", 100),
       fullRescueMs: duration("RESCUE_FULL_INTERVAL", "5m", 1_000),

@@ -21,7 +21,7 @@ interface Row extends FairItem {
 }
 
 const settings: CoreSettings = {
-  shard: { lookaheadMs: 2_000, pollIntervalMs: 500, rescueIntervalMs: 5_000, fullRescueMs: 300_000, retryDelayMs: 1_000, userTarget: 100, userLowWater: 50, maxLoad: 5_000 },
+  shard: { lookaheadMs: 2_000, pollIntervalMs: 500, rescueIntervalMs: 5_000, fullRescueMs: 300_000, retryDelayMs: 1_000, maxLoad: 5_000 },
   dispatch: {
     batchMax: 500,
     batchMin: 100,
@@ -30,6 +30,8 @@ const settings: CoreSettings = {
     premarkEveryMs: 50,
     publishSlotMs: 10,
     userLowWater: 50,
+    userTarget: 100,
+    maxQueued: 200_000,
     defaultWeight: 1,
     window: { targetDelayMs: 150, minJobs: 100, maxJobs: 100_000, rateSpanMs: 100, rateMemoryMs: 1_000 },
   },
@@ -45,6 +47,8 @@ interface World {
   add(userId: string, n: number, dueAt: number | ((i: number) => number), shardOf?: (i: number) => number): void;
   run(untilMs: number): Promise<void>;
   maxOutstanding: number;
+  /** The most jobs any process held queued at once. */
+  maxQueued: number;
   /** Partitions' messages not yet fully started, in jobs (the queue outside the scheduler). */
   queued(): number;
   /** Jobs started before their due time by the database's (the simulation's) clock. */
@@ -72,6 +76,9 @@ function world(opts: {
   pollIntervalMs?: number;
   processes?: ProcessSpec[];
   reportEveryMs?: number;
+  maxQueued?: number;
+  /** false: the processes do not exchange demand (each orders alone, as before the exchange). */
+  exchange?: boolean;
 }): World {
   const clock = new SimulatedClock();
   const rows = new Map<bigint, Row>();
@@ -93,7 +100,11 @@ function world(opts: {
       else byUser.set(r.userId, [r]);
     }
     const out: FairItem[] = [];
-    for (const userId of [...byUser.keys()].sort()) {
+    // Users in serving order: after startAfterUser, then wrapping (as load-due.ts does).
+    const sorted = [...byUser.keys()].sort();
+    const from = input.startAfterUser;
+    const order = from === null ? sorted : [...sorted.filter((u) => u > from), ...sorted.filter((u) => u <= from)];
+    for (const userId of order) {
       const c = cursors.get(userId);
       const limit = c ? c.limit : input.newUserLimit;
       const mine = byUser
@@ -104,7 +115,6 @@ function world(opts: {
       for (const r of mine) if (out.length < input.maxRows) out.push({ id: r.id, userId: r.userId, shard: r.shard, dueAt: r.dueAt });
     }
     const dbNow = clock.now();
-    if (process.env.SIM_TRACE) console.log("load", input.shard, dbNow, input.horizon, out.length, input.users.length);
     return after(ioMs, () => ({ jobs: out, dbNow, nextDue: null, rescuedAt: input.rescue ? dbNow : null }));
   };
 
@@ -142,7 +152,8 @@ function world(opts: {
     // Its own clock: the simulation's (the database's) plus its skew; timers are relative.
     const skew = spec.skewMs ?? 0;
     const own = { now: () => clock.now() + skew, setTimeout: (fn: () => void, ms: number) => clock.setTimeout(fn, ms), clearTimeout: (id: unknown) => clock.clearTimeout(id as never) };
-    const core = new SchedulerCore({ load, mark, publish }, { ...settings, shard: shardSettings }, own, { fenced: () => {}, weightOf });
+    const dispatch = { ...settings.dispatch, maxQueued: opts.maxQueued ?? settings.dispatch.maxQueued };
+    const core = new SchedulerCore({ load, mark, publish }, { shard: shardSettings, dispatch }, own, { fenced: () => {}, weightOf });
     for (const s of spec.shards) core.addShard(s, "1");
     return core;
   });
@@ -185,7 +196,7 @@ function world(opts: {
   const exchange = (i: number) => {
     const mine = cores[i]!.dispatcher.demandReport(String(i));
     reports.set(i, mine);
-    if (!process.env.SIM_NO_EXCHANGE) cores[i]!.dispatcher.setPeers(mine, [...reports].filter(([k]) => k !== i).map(([, r]) => r));
+    if (opts.exchange !== false) cores[i]!.dispatcher.setPeers(mine, [...reports].filter(([k]) => k !== i).map(([, r]) => r));
   };
 
   const w: World = {
@@ -194,6 +205,7 @@ function world(opts: {
     cores,
     core: cores[0]!,
     maxOutstanding: 0,
+    maxQueued: 0,
     queued: () => partitions.reduce((n, part, p) => n + part.slice(consumed[p]!).reduce((m, msg) => m + msg.jobs.length, 0), 0),
     early: () => [...rows.values()].filter((r) => r.startedAt !== undefined && r.startedAt < r.dueAt),
     add(userId, n, dueAt, shardOf) {
@@ -213,7 +225,7 @@ function world(opts: {
         // Processes report at different instants, as independent processes do.
         if (cores.length > 1) cores.forEach((_, i) => clock.now() % every === Math.floor((i * every) / cores.length) && exchange(i));
         w.maxOutstanding = Math.max(w.maxOutstanding, cores.reduce((n, c) => n + c.dispatcher.inFlight, 0));
-        if (process.env.SIM_TRACE && clock.now() % 100 === 0) console.log(clock.now(), w.queued(), cores.map((c) => `${c.dispatcher.windowSize(c.dispatcher.now())}/${c.dispatcher.inFlight}/q${c.dispatcher.queue.size}/n${c.dispatcher.queue.nextDueAt()}/t${Math.round(c.dispatcher.now())}`).join(" "));
+        w.maxQueued = Math.max(w.maxQueued, ...cores.map((c) => c.dispatcher.queue.size));
         for (let i = 0; i < 3; i++) await new Promise((r) => setImmediate(r));
       }
     },
@@ -333,7 +345,6 @@ function worstDeviationAllPhases(w: World, weights: Record<string, number>, from
     if (live.length < 2) return;
     n++;
     const d = worstDeviation([live.map(({ i }) => c[i]!)], live.map(({ u }) => weights[u]!));
-    if (process.env.SIM_TRACE) console.log("window", k, c.join("/"), live.map(({ u }) => u).join(""), d.toFixed(1));
     worst = Math.max(worst, d);
   });
   return { worst, windows: n };
@@ -368,6 +379,14 @@ describe("fair share across scheduler processes, simulated (16 shards split 5/5/
     for (const c of busy.slice(1)) expect(c.reduce((x, y) => x + y, 0)).toBeGreaterThanOrEqual(4_900);
   });
 
+  test("without the exchange (each process alone) the same backlog drifts far from the weights", async () => {
+    const weights = { a: 1, b: 2, c: 4 };
+    const w = world({ shards: 16, capacity: 5_000, weights, processes: three, exchange: false });
+    for (const u of ["a", "b", "c"]) w.add(u, 10_000, 1_000);
+    await w.run(9_000);
+    expect(worstDeviationAllPhases(w, weights, 1_000).worst).toBeGreaterThan(20);
+  });
+
   test("a user whose jobs sit in one process's shards gets its weighted share of the whole pool", async () => {
     // "solo" has jobs only in process 0's shards (ids picked so); a and b everywhere.
     const weights = { a: 1, b: 1, solo: 2 };
@@ -395,5 +414,25 @@ describe("fair share across scheduler processes, simulated (16 shards split 5/5/
     // One process alone: ~280 ms at p99 here; three: the cluster's window is the sum of three
     // processes' steering, and the wait it leaves in front of the executors is longer.
     expect(late[58]!).toBeLessThan(400);
+  });
+});
+
+describe("many users, simulated (memory bounded by SCHEDULER_MAX_QUEUED)", () => {
+  test("400 users x 60 jobs with room for 4,000 queued: the queue stays within the cap, every job starts, turns stay even", async () => {
+    const users = Array.from({ length: 400 }, (_, i) => `u${String(i).padStart(3, "0")}`);
+    const w = world({ shards: 8, capacity: 5_000, weights: {}, maxQueued: 4_000 });
+    for (const u of users) w.add(u, 60, 1_000);
+    await w.run(8_000);
+    expect([...w.rows.values()].every((r) => r.status === "started")).toBe(true);
+    expect(w.maxQueued).toBeLessThanOrEqual(4_000);
+    // Jain's index of starts per user, per full second while every user is backlogged.
+    const until = Math.min(...users.map((u) => lastStart(w, u)));
+    const counts = windows(w.rows.values(), users, 1_000, until);
+    expect(counts.length).toBeGreaterThanOrEqual(2);
+    for (const c of counts) {
+      const sum = c.reduce((a, b) => a + b, 0);
+      const sq = c.reduce((a, b) => a + b * b, 0);
+      expect((sum * sum) / (c.length * sq)).toBeGreaterThanOrEqual(0.95);
+    }
   });
 });

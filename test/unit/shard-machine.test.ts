@@ -4,7 +4,9 @@ import { FencedOutError } from "../../actors/errors.ts";
 import type { FairItem } from "../../actors/fair-queue.ts";
 import { CURSOR_MARGIN_MS, shardMachine, type LoadInput, type ShardSettings } from "../../actors/shard.machine.ts";
 
-const settings: ShardSettings = { lookaheadMs: 2_000, pollIntervalMs: 500, rescueIntervalMs: 5_000, fullRescueMs: 60_000, retryDelayMs: 1_000, userTarget: 10, userLowWater: 5, maxLoad: 1_000 };
+const settings: ShardSettings = { lookaheadMs: 2_000, pollIntervalMs: 500, rescueIntervalMs: 5_000, fullRescueMs: 60_000, retryDelayMs: 1_000, maxLoad: 1_000 };
+/** What the dispatcher tells the shard actor about stocking (no cap reached). */
+const stocking = { target: 10, lowWater: 5, room: 1_000_000, newUser: 10 };
 const flush = () => new Promise((r) => setTimeout(r, 0));
 async function advance(clock: SimulatedClock, ms: number, step = 10) {
   for (let t = 0; t < ms; t += step) {
@@ -59,7 +61,7 @@ function harness(opts: { rows: FairItem[]; settings?: Partial<ShardSettings>; lo
   });
   const actor = createActor(machine, {
     clock,
-    input: { shard: 3, epoch: "42", settings: { ...settings, ...opts.settings }, now: () => clock.now(), stockOf: (u) => stock.get(u) ?? 0 },
+    input: { shard: 3, epoch: "42", settings: { ...settings, ...opts.settings }, now: () => clock.now(), stockOf: (u) => stock.get(u) ?? 0, stocking: () => stocking },
   });
   actor.start();
   /** The dispatcher takes n of a user's queued jobs (they leave the waiting rows too). */
@@ -133,7 +135,7 @@ describe("shard actor", () => {
   });
 
   test("a row due less than CURSOR_MARGIN_MS before the database's clock does not become a cursor", async () => {
-    const h = harness({ rows: [job(1, "a", 0), job(2, "a", 200)], settings: { userTarget: 10 } });
+    const h = harness({ rows: [job(1, "a", 0), job(2, "a", 200)], });
     await advance(h.clock, 10);
     await advance(h.clock, 500);
     // At the second load (t=500) neither row was old enough at the first load (t=0).
