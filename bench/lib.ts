@@ -118,3 +118,117 @@ export function cpuPerJob(before: Map<string, number>, after: Map<string, number
   const rows = [...after].map(([k, v]) => [k, Math.round(((v - (before.get(k) ?? 0)) * 1e6) / jobs)] as const);
   return Object.fromEntries(rows.filter(([, v]) => v > 0).sort((a, b) => b[1] - a[1]));
 }
+
+/** Runs `fn` over `items`, at most `limit` at a time (bounded concurrency for API calls). */
+export async function forEachLimit<T>(items: readonly T[], limit: number, fn: (item: T, i: number) => Promise<void>): Promise<void> {
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(limit, items.length) }, async () => {
+      while (next < items.length) {
+        const i = next++;
+        await fn(items[i]!, i);
+      }
+    }),
+  );
+}
+
+/** A deterministic pseudo-random number generator in [0, 1) (mulberry32), for seeded workloads. */
+export function seededRandom(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** A sample's value in Prometheus text (the first series of that name, any labels); NaN when absent. */
+export function metricValue(text: string, name: string): number {
+  for (const line of text.split("\n")) {
+    if (line.startsWith(name) && (line[name.length] === " " || line[name.length] === "{")) return Number(line.slice(line.lastIndexOf(" ") + 1));
+  }
+  return NaN;
+}
+
+/**
+ * The roles' HTTP ports, as ops/cluster-up.sh assigns them: scheduler i (1-based) on
+ * API_PORT + 10 + i, executor i on API_PORT + 20 + i (so at most 10 of each are probed).
+ */
+export function rolePorts(apiBase: string, role: "scheduler" | "executor"): number[] {
+  const apiPort = Number(new URL(apiBase).port || 80);
+  return Array.from({ length: 10 }, (_, i) => apiPort + (role === "scheduler" ? 10 : 20) + i + 1);
+}
+
+async function metricsText(host: string, port: number): Promise<string | null> {
+  try {
+    const res = await fetch(`http://${host}:${port}/metrics`, { signal: AbortSignal.timeout(2_000) });
+    return res.ok ? await res.text() : null;
+  } catch {
+    return null;
+  }
+}
+
+/** The ports among `ports` whose /metrics answers. */
+export async function answeringMetrics(host: string, ports: number[]): Promise<number[]> {
+  const texts = await Promise.all(ports.map((p) => metricsText(host, p)));
+  return ports.filter((_, i) => texts[i] !== null);
+}
+
+/**
+ * The cluster's shape for a report: SCHEDULERS and EXECUTORS as the environment says (the same
+ * variables ops/cluster-up.sh starts the roles with; 1 each by default) and how many processes
+ * answer /metrics on those roles' ports, which is what actually ran.
+ */
+export async function clusterShape(apiBase: string) {
+  const host = new URL(apiBase).hostname;
+  const [schedulers, executors] = await Promise.all([answeringMetrics(host, rolePorts(apiBase, "scheduler")), answeringMetrics(host, rolePorts(apiBase, "executor"))]);
+  return {
+    schedulers_env: Number(process.env.SCHEDULERS ?? 1),
+    executors_env: Number(process.env.EXECUTORS ?? 1),
+    schedulers_answering_metrics: schedulers.length,
+    executors_answering_metrics: executors.length,
+  };
+}
+
+/**
+ * Samples the schedulers' /metrics once a second while a phase runs: resident memory and
+ * prom-client's event-loop delay p99 (nodejs_eventloop_lag_p99_seconds, from
+ * perf_hooks.monitorEventLoopDelay, which Bun implements). prom-client resets that histogram at
+ * every scrape, so each sample is the p99 of the loop delays since the previous scrape (about a
+ * second, or less if a Prometheus also scrapes the role). Returns null figures when no
+ * scheduler answers.
+ */
+export function sampleSchedulers(apiBase: string, everyMs = 1_000) {
+  const host = new URL(apiBase).hostname;
+  const rss: number[] = [];
+  const lagP99: number[] = [];
+  let ports: number[] = [];
+  let stopped = false;
+  const loop = (async () => {
+    ports = await answeringMetrics(host, rolePorts(apiBase, "scheduler"));
+    // Discard the p99 accumulated before the phase: the first scrape resets the histogram.
+    await Promise.all(ports.map((p) => metricsText(host, p)));
+    while (!stopped && ports.length > 0) {
+      await Bun.sleep(everyMs);
+      for (const text of await Promise.all(ports.map((p) => metricsText(host, p)))) {
+        if (text === null) continue;
+        const r = metricValue(text, "process_resident_memory_bytes");
+        const l = metricValue(text, "nodejs_eventloop_lag_p99_seconds");
+        if (Number.isFinite(r)) rss.push(r);
+        if (Number.isFinite(l)) lagP99.push(l * 1000);
+      }
+    }
+  })();
+  return async () => {
+    stopped = true;
+    await loop;
+    const s = [...lagP99].sort((a, b) => a - b);
+    return {
+      schedulers_sampled: ports.length,
+      scheduler_rss_max_mib: rss.length ? Math.round(Math.max(...rss) / 1_048_576) : null,
+      scheduler_loop_delay_p99_ms: lagP99.length ? { max: Math.round(s[s.length - 1]! * 10) / 10, median: Math.round(percentile(s, 50) * 10) / 10, samples: s.length } : null,
+    };
+  };
+}
