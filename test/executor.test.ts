@@ -254,12 +254,12 @@ describe("executor", () => {
     expect((await post(`/api/v1/me/jobs/${a.id}/cancel`)).data.status).toBe("cancelled");
     // b: dispatched (scheduled, message published) and then cancelled before the executor claims it.
     const { data: b } = await post("/api/v1/me/jobs", { message: "never", execute_at: inSeconds(600), target: { url: targetUrl("/cancel-b") } });
-    await sql`UPDATE jobs SET status = 'scheduled', deadline_at = now() + interval '1 minute' WHERE id = ${b.id}`;
+    await sql`UPDATE jobs SET status = 'scheduled', due_at = now(), deadline_at = now() + interval '1 minute' WHERE id = ${b.id}`;
     expect((await post(`/api/v1/me/jobs/${b.id}/cancel`)).data.status).toBe("cancelled");
     // c: a live job whose message follows b's on the same partition. Messages of a partition are
     // taken in order, so once c has run, b's message was consumed and its claim refused.
     const { data: c } = await post("/api/v1/me/jobs", { message: "after b", execute_at: inSeconds(600), target: { url: targetUrl("/cancel-c") } });
-    await sql`UPDATE jobs SET status = 'scheduled', deadline_at = now() + interval '1 minute' WHERE id = ${c.id}`;
+    await sql`UPDATE jobs SET status = 'scheduled', due_at = now(), deadline_at = now() + interval '1 minute' WHERE id = ${c.id}`;
     const due = (j: { id: string; shard_id: number }) => ({ key: j.id, partition: 0, value: JSON.stringify({ id: j.id, shard: j.shard_id, attempt: 1, user_id: "1", execute_at: new Date().toISOString(), epoch: "1" }) });
     const pub = await s.bus.publisher();
     await pub.publish(s.topicDue, [due(b), due(c)]);
@@ -276,7 +276,7 @@ describe("executor", () => {
 
   test("duplicate Kafka messages do not run a job twice", async () => {
     const { data } = await post("/api/v1/me/jobs", { message: "once", execute_at: inSeconds(600), target: { url: targetUrl("/dup-a") } });
-    await sql`UPDATE jobs SET status = 'scheduled', deadline_at = now() + interval '1 minute' WHERE id = ${data.id}`;
+    await sql`UPDATE jobs SET status = 'scheduled', due_at = now(), deadline_at = now() + interval '1 minute' WHERE id = ${data.id}`;
     const msg = { key: data.id, value: JSON.stringify({ id: data.id, shard: data.shard_id, attempt: 1, user_id: "1", execute_at: new Date().toISOString(), epoch: "1" }) };
     const pub = await s.bus.publisher();
     await pub.publish(s.topicDue, [msg, msg, msg]);
@@ -310,7 +310,7 @@ describe("executor", () => {
 
   test("a message whose claim failed (database unreachable) is not committed: it is consumed again and runs once", async () => {
     const { data } = await post("/api/v1/me/jobs", { message: "claim later", execute_at: inSeconds(600), target: { url: targetUrl("/claim-later") } });
-    await sql`UPDATE jobs SET status = 'scheduled', deadline_at = now() + interval '5 minutes' WHERE id = ${data.id}`;
+    await sql`UPDATE jobs SET status = 'scheduled', due_at = now(), deadline_at = now() + interval '5 minutes' WHERE id = ${data.id}`;
     await withoutDatabase(async () => {
       const msg = { key: data.id, value: JSON.stringify({ id: data.id, shard: data.shard_id, attempt: 1, user_id: "1", execute_at: new Date().toISOString(), epoch: "1" }) };
       const pub = await s.bus.publisher();

@@ -5,6 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { connect, type Sql } from "../src/db/databases.ts";
+import { DUE_CHANNEL, parseDuePayload } from "../src/db/due-notify.ts";
 import { acquireFence } from "../src/db/fence.ts";
 import type { ClaimedJob } from "../src/jobs/job-row.ts";
 import { IN_FLIGHT, JOB_STATUSES, TRANSITIONS, type JobStatus, type TransitionName } from "../src/jobs/lifecycle.ts";
@@ -56,6 +57,11 @@ const apply: Record<TransitionName, (id: string) => Promise<unknown>> = {
   revert: (id) => t.revert(sql, SHARD, abandoned, [id]),
   takeBack: () => t.takeBack(sql, SHARD, epoch, abandoned),
   claim: (id) => t.claim(sql, [{ id, shard: SHARD, attempt: 2 }], 10_000, 5_000),
+  // The same claim, of a row not yet due by the database's clock.
+  refuseEarly: async (id) => {
+    await sql`UPDATE jobs SET due_at = now() + interval '5 seconds' WHERE id = ${id}`;
+    return t.claim(sql, [{ id, shard: SHARD, attempt: 2 }], 10_000, 5_000);
+  },
   record: (id) => t.record(sql, [{ job: claimed(id), decision: { kind: "succeeded" }, result: { ok: true }, durationMs: 1 }]),
   rescue: () => t.rescue(sql, SHARD, epoch, null, () => 0),
   cancel: (id) => t.cancel(sql, USER, BigInt(id)),
@@ -90,4 +96,76 @@ test("every status is reachable and only succeeded and cancelled are final", () 
   expect([...reached].sort()).toEqual([...JOB_STATUSES].sort());
   const left = new Set<JobStatus>(Object.values(TRANSITIONS).flatMap((tr) => [...tr.from]));
   expect(JOB_STATUSES.filter((s) => !left.has(s))).toEqual(["succeeded", "cancelled"]);
+});
+
+describe("the database's clock decides when a job may start", () => {
+  type Row = { status: JobStatus; attempt: number; due_at: Date; deadline_at: Date | null; started_at: Date | null; updated_at: Date };
+  const row = async (id: string) =>
+    (await sql<Row[]>`SELECT status, attempt, due_at, deadline_at, started_at, updated_at FROM all_jobs WHERE id = ${id}`)[0]!;
+
+  /** A job marked `scheduled` under the abandoned epoch, on attempt `attempt`, due `dueIn` from the database's now() (whole ms). */
+  async function scheduled(dueIn: string, attempt = 0): Promise<string> {
+    const id = String(nextId++);
+    await sql`INSERT INTO jobs (id, shard_id, user_id, message, status, execute_at, due_at, attempt, max_attempts, dispatch_epoch, deadline_at, updated_at)
+      VALUES (${id}, ${SHARD}, ${USER}, 'm', 'scheduled', now(), date_trunc('milliseconds', now() + ${dueIn}::interval), ${attempt}, 3, ${abandoned},
+        now() + interval '1 minute', now() - interval '1 hour')`;
+    return id;
+  }
+
+  test("a claim before due_at refuses the run: back to waiting, due_at kept, the shard's owner notified of it; a due row is claimed", async () => {
+    await sql`UPDATE jobs SET status = 'cancelled', finished_at = now(), deadline_at = NULL WHERE status::text NOT IN ('succeeded', 'failed', 'cancelled')`;
+    const fresh = await scheduled("5 seconds");
+    const again = await scheduled("5 seconds", 1);
+    const due = await scheduled("-1 second");
+    const before = { fresh: await row(fresh), again: await row(again), due: await row(due) };
+    const payloads: string[] = [];
+    const listening = await sql.listen(DUE_CHANNEL, (p) => payloads.push(p));
+    try {
+      const got = await t.claim(
+        sql,
+        [fresh, again, due, fresh].map((id) => ({ id, shard: SHARD, attempt: id === again ? 2 : 1 })),
+        10_000,
+        5_000,
+      );
+      // The second copy of a refused message claims nothing, as for any duplicate.
+      expect(got.map((g) => (g === null || g === t.REFUSED_EARLY ? g : g.id))).toEqual([t.REFUSED_EARLY, t.REFUSED_EARLY, due, null]);
+
+      for (const [id, status] of [[fresh, "created"], [again, "retrying"]] as const) {
+        const after = await row(id);
+        const was = before[id === fresh ? "fresh" : "again"];
+        expect(after.status).toBe(status);
+        expect(after.attempt).toBe(was.attempt);
+        expect(after.due_at.getTime()).toBe(was.due_at.getTime());
+        expect(after.deadline_at).toBeNull();
+        expect(after.started_at).toBeNull();
+      }
+      const ran = await row(due);
+      expect(ran.status).toBe("running");
+      expect(ran.attempt).toBe(1);
+      expect(ran.started_at!.getTime()).toBeGreaterThanOrEqual(before.due.due_at.getTime());
+      expect(ran.deadline_at).not.toBeNull();
+
+      // One notification: the shard's earliest refused due time.
+      for (let i = 0; i < 100 && payloads.length === 0; i++) await Bun.sleep(20);
+      expect(payloads.flatMap(parseDuePayload)).toEqual([{ shard: SHARD, at: before.fresh.due_at.getTime() }]);
+    } finally {
+      await listening.unlisten();
+    }
+  });
+
+  for (const name of ["revert", "takeBack"] as const) {
+    test(`${name} keeps a future due_at and makes a past one now()`, async () => {
+      await sql`UPDATE jobs SET status = 'cancelled', finished_at = now(), deadline_at = NULL WHERE status::text NOT IN ('succeeded', 'failed', 'cancelled')`;
+      const later = await scheduled("5 seconds");
+      const past = await scheduled("-5 seconds");
+      const dueLater = (await row(later)).due_at.getTime();
+      if (name === "revert") await t.revert(sql, SHARD, abandoned, [later, past]);
+      else expect(await t.takeBack(sql, SHARD, epoch, abandoned)).toBe(2);
+      const [a, b] = [await row(later), await row(past)];
+      expect([a.status, b.status]).toEqual(["created", "created"]);
+      expect(a.due_at.getTime()).toBe(dueLater);
+      // now() of the statement, which also set updated_at.
+      expect(b.due_at.getTime()).toBe(b.updated_at.getTime());
+    });
+  }
 });

@@ -9,7 +9,7 @@
 export const DUE_CHANNEL = "fairshare_due";
 
 /** PostgreSQL refuses payloads of 8,000 bytes or more. */
-const MAX_PAYLOAD = 7_000;
+export const MAX_PAYLOAD = 7_000;
 
 export function duePayload(jobs: Iterable<{ shard: number; dueAt: number }>): string {
   const earliest = new Map<number, number>();

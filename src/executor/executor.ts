@@ -16,6 +16,8 @@
  *   are not durable, which is fetched and claimed again after a pause;
  * - a duplicate message never runs a job twice: the claim is guarded on (status scheduled,
  *   attempt - 1), so only one copy of a message claims a run;
+ * - no job starts before its due time by the database's clock: a message that comes earlier
+ *   claims nothing, and its job is back to waiting, dispatched again at its due time (`claim`);
  * - permits bound the runs in flight, claims included; while none is free the consumer keeps
  *   heartbeating, so slow handlers never cost the group membership.
  */
@@ -35,7 +37,7 @@ import { Batcher } from "../batcher.ts";
 import { deadLetterMessage } from "../dead-letter.ts";
 import { ShortCache, UserStore } from "../users/user-store.ts";
 import { runJob, type HandlerSettings } from "./handlers.ts";
-import { claim, record, type ClaimRequest, type Outcome } from "../jobs/transitions.ts";
+import { claim, record, REFUSED_EARLY, type Claim, type ClaimRequest, type Outcome } from "../jobs/transitions.ts";
 import type { ClaimedJob } from "../jobs/job-row.ts";
 
 /** Fixed tuning (src/config.ts): commits go out one at a time, at least commitGapMs apart. */
@@ -85,7 +87,7 @@ export class Executor {
   private publisher: Publisher | null = null;
   private readonly permits: Permits;
   private readonly offsets = new OffsetTracker();
-  private readonly claims: Batcher<number, ClaimRequest, ClaimedJob | null>;
+  private readonly claims: Batcher<number, ClaimRequest, Claim>;
   private readonly records: Batcher<number, Outcome, void>;
   private readonly handler: HandlerSettings;
   private commitTimer: ReturnType<typeof setInterval> | null = null;
@@ -251,11 +253,11 @@ export class Executor {
 
   /**
    * Claims jobs holding one permit each; resolves once the claims are durable, having started
-   * a run for each job claimed (its permit is released when the run ends). A duplicate or
-   * cancelled job is not claimed and its permit goes back at once.
+   * a run for each job claimed (its permit is released when the run ends). A duplicate,
+   * cancelled or not yet due job is not claimed and its permit goes back at once.
    */
   private async claimAndRun(entries: DueEntry[]): Promise<void> {
-    let claimed: (ClaimedJob | null)[];
+    let claimed: Claim[];
     const claimStart = Date.now();
     try {
       claimed = await Promise.all(entries.map((e) => this.claims.submit(this.dbs.indexOf(e.shard), e)));
@@ -265,7 +267,8 @@ export class Executor {
     }
     const claimEnd = Date.now();
     claimed.forEach((job, i) => {
-      if (!job) {
+      if (job === null || job === REFUSED_EARLY) {
+        if (job === REFUSED_EARLY) metrics.claimsRefusedEarly.inc();
         metrics.jobsProcessed.inc({ outcome: "dropped" });
         this.permits.release(1);
       } else {

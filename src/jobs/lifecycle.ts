@@ -4,13 +4,14 @@
  *   created ─mark─▶ scheduled ─claim─▶ running ─record─▶ succeeded | retrying | failed
  *      ▲               │                  │                          │
  *      └───────────────┴──(revert, take back, rescue)───▶ created/retrying ◀─┘ (retry from failed)
+ *   scheduled ─refuse early (a claim before due_at by the database's clock)─▶ created/retrying
  *   created | retrying | scheduled ─cancel─▶ cancelled
  *
  * The SQL fragments are literal text, never parameters: the partial indexes' predicates name
  * these lists (sql/), and the planner only uses an index whose predicate it can prove from the
- * query's text. Each transition below is one function in src/jobs/transitions.ts, whose SQL
- * guard is written from this table's `from` list (test/transitions.test.ts checks each against
- * a row in every status).
+ * query's text. Each transition below is one function in src/jobs/transitions.ts (refuseEarly is
+ * the claim's statement too, for a row not yet due), whose SQL guard is written from this
+ * table's `from` list (test/transitions.test.ts checks each against a row in every status).
  */
 export const JOB_STATUSES = ["created", "scheduled", "running", "retrying", "succeeded", "failed", "cancelled"] as const;
 export type JobStatus = (typeof JOB_STATUSES)[number];
@@ -36,8 +37,10 @@ export const TRANSITIONS = {
   revert: { from: ["scheduled"], to: WAITING },
   /** Scheduler: a new owner takes back what a dead owner marked and nobody claimed. */
   takeBack: { from: ["scheduled"], to: WAITING },
-  /** Executor: the run starts (attempt + 1), only for the attempt its message names. */
+  /** Executor: the run starts (attempt + 1), only for the attempt its message names, once due by the database's clock. */
   claim: { from: ["scheduled"], to: ["running"] },
+  /** Executor: a message came before its job was due by the database's clock; back to waiting, due_at kept (the claim's statement). */
+  refuseEarly: { from: ["scheduled"], to: WAITING },
   /** Executor: the run's outcome. */
   record: { from: ["running"], to: ["succeeded", "retrying", "failed"] },
   /** Scheduler's rescuer: an in-flight job's deadline passed. */

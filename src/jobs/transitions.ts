@@ -1,9 +1,17 @@
 /**
- * Every guarded status change of a job, one function each, named after its entry in
- * TRANSITIONS (src/jobs/lifecycle.ts), whose `from` list is the statement's guard. The API, the
- * scheduler, its rescuer and the executor all change a job's status through these and nothing
- * else. Each is one statement (the rescue one transaction): the row, not any process's memory,
- * is the truth, and a row that does not match its guard is left alone.
+ * Every guarded status change of a job, one function each (the claim also makes refuseEarly),
+ * named after its entry in TRANSITIONS (src/jobs/lifecycle.ts), whose `from` list is the
+ * statement's guard. The API, the scheduler, its rescuer and the executor all change a job's
+ * status through these and nothing else. Each is one statement (the rescue one transaction): the
+ * row, not any process's memory, is the truth, and a row that does not match its guard is left
+ * alone.
+ *
+ * The database's clock decides when a job may start: the claim starts a run only if its row is
+ * due by the database's now() and re-delays an early one (back to waiting, due_at kept), so no
+ * scheduler's or executor's clock can start a job before its due time. A dispatched job that
+ * goes back to waiting unrun (refused early, reverted, taken back) keeps greatest(due_at, now()):
+ * never due earlier than it was. Every transition into waiting sets due_at to the database's
+ * now() or later (the shard actors' cursors rely on it: actors/shard.machine.ts).
  *
  * By-id guards compare `status::text` on purpose: a plain `status IN (...)` implies a partial
  * index's predicate, and with statistics taken before a burst the planner answered a 1,000-id
@@ -12,7 +20,7 @@
  */
 import type { Decision, RunResult } from "../../actors/outcome.ts";
 import type { Sql } from "../db/databases.ts";
-import { DUE_CHANNEL, duePayload } from "../db/due-notify.ts";
+import { DUE_CHANNEL, duePayload, MAX_PAYLOAD } from "../db/due-notify.ts";
 import { deadLetterRecord } from "../dead-letter.ts";
 import type { DueEntry } from "../due-message.ts";
 import { checkFence } from "../db/fence.ts";
@@ -134,17 +142,18 @@ export async function mark(sql: Sql, deadlineMs: number, aheadMs: number, reqs: 
   });
 }
 
-/** Marked rows whose message could not be published go back to waiting, due now. */
+/** Marked rows whose message could not be published go back to waiting, due when they were, or now if that has passed. */
 export async function revert(sql: Sql, shard: number, epoch: string, ids: string[]): Promise<void> {
   await sql`
     UPDATE jobs SET status = ${sql.unsafe(BACK_TO_WAITING)},
-      deadline_at = NULL, due_at = now(), updated_at = now()
+      deadline_at = NULL, due_at = greatest(due_at, now()), updated_at = now()
     WHERE id = ANY(${ids}::bigint[]) AND shard_id = ${shard} AND status::text IN ${sql.unsafe(from("revert"))} AND dispatch_epoch = ${epoch}`;
 }
 
 /**
  * After taking a shard whose previous owner (epoch `abandoned`) did not release it in order:
- * rows it marked and nobody claimed go back to waiting, due now, instead of at their deadline.
+ * rows it marked and nobody claimed go back to waiting, due when they were (or now if that has
+ * passed), instead of at their deadline.
  * Some were published: such a job then has two messages for one attempt, and the executor's
  * guarded claim lets only one of them run. Fenced by the new owner's epoch.
  */
@@ -153,7 +162,7 @@ export async function takeBack(sql: Sql, shard: number, epoch: string, abandoned
     await checkFence(tx, shard, epoch);
     const rows = await tx`
       UPDATE jobs SET status = ${tx.unsafe(BACK_TO_WAITING)},
-        deadline_at = NULL, due_at = now(), updated_at = now()
+        deadline_at = NULL, due_at = greatest(due_at, now()), updated_at = now()
       WHERE shard_id = ${shard} AND status IN ${tx.unsafe(from("takeBack"))} AND dispatch_epoch = ${abandoned}
       RETURNING id`;
     return rows.length;
@@ -232,24 +241,58 @@ export async function rescue(
 /** What a due message asks the executor to run. */
 export type ClaimRequest = Pick<DueEntry, "id" | "shard" | "attempt">;
 
+/** A claim's answer for a message that came before its job was due: the job is waiting again. */
+export const REFUSED_EARLY = "early";
+
 /**
- * A scheduled job starts its run (attempt + 1), only for the attempt its message names: a
- * duplicate or stale message, or a cancelled job, claims nothing (null). Batched per database.
+ * A claim's answer per message: the run it started; REFUSED_EARLY; or null, nothing to claim (a
+ * duplicate or stale message, a cancelled job).
  */
-export async function claim(sql: Sql, msgs: ClaimRequest[], defaultTimeoutMs: number, graceMs: number): Promise<(ClaimedJob | null)[]> {
-  const rows = await sql<ClaimedJob[]>`
-    UPDATE jobs j SET status = 'running', attempt = j.attempt + 1, started_at = now(), updated_at = now(),
-      deadline_at = now() + (coalesce((j.target->>'timeout_ms')::int, ${defaultTimeoutMs}) + ${graceMs}) * interval '1 millisecond'
-    FROM unnest(${msgs.map((m) => m.id)}::bigint[], ${msgs.map((m) => m.attempt)}::int[]) AS m(id, attempt)
-    WHERE j.id = ANY(${msgs.map((m) => m.id)}::bigint[]) AND j.id = m.id AND j.status::text IN ${sql.unsafe(from("claim"))} AND j.attempt = m.attempt - 1
-    RETURNING ${sql.unsafe(CLAIMED_COLUMNS.split(", ").map((c) => `j.${c}`).join(", "))}`;
+export type Claim = ClaimedJob | typeof REFUSED_EARLY | null;
+
+/**
+ * A scheduled job starts its run (attempt + 1), only for the attempt its message names and only
+ * once it is due by the database's clock (due_at <= now()), whatever the scheduler's and this
+ * process's clocks say. A message that comes earlier does not start the run: the same statement
+ * puts the job back to waiting (BACK_TO_WAITING, due_at kept, as `revert` does) and notifies its
+ * shard's owner of the due time, so it is dispatched again then; left `scheduled` with its message
+ * consumed, it would wait for the rescuer (SCHEDULED_DEADLINE). Batched per database.
+ *
+ * One UPDATE decides both per row, so each id is looked up once and a row is either claimed or
+ * refused, never both; `now()` is the statement's, the same for the guard and the columns. The
+ * refused rows' due times go out as one notification in duePayload's format (the earliest per
+ * shard, or `*:ms` when that would not fit).
+ */
+export async function claim(sql: Sql, msgs: ClaimRequest[], defaultTimeoutMs: number, graceMs: number): Promise<Claim[]> {
+  const due = sql.unsafe("j.due_at <= now()");
+  // m's columns are not named `attempt`: BACK_TO_WAITING reads the row's attempt unqualified.
+  const rows = await sql<(ClaimedJob & { early: boolean; notified: unknown })[]>`
+    WITH upd AS (
+      UPDATE jobs j SET
+        status = CASE WHEN ${due} THEN 'running'::job_status ELSE ${sql.unsafe(BACK_TO_WAITING)} END,
+        attempt = CASE WHEN ${due} THEN j.attempt + 1 ELSE j.attempt END,
+        started_at = CASE WHEN ${due} THEN now() ELSE j.started_at END,
+        deadline_at = CASE WHEN ${due} THEN now() + (coalesce((j.target->>'timeout_ms')::int, ${defaultTimeoutMs}) + ${graceMs}) * interval '1 millisecond' END,
+        updated_at = now()
+      FROM unnest(${msgs.map((m) => m.id)}::bigint[], ${msgs.map((m) => m.attempt)}::int[]) AS m(job_id, run)
+      WHERE j.id = ANY(${msgs.map((m) => m.id)}::bigint[]) AND j.id = m.job_id AND j.attempt = m.run - 1
+        AND CASE WHEN ${due} THEN j.status::text IN ${sql.unsafe(from("claim"))} ELSE j.status::text IN ${sql.unsafe(from("refuseEarly"))} END
+      RETURNING ${sql.unsafe(CLAIMED_COLUMNS.split(", ").map((c) => `j.${c}`).join(", "))}, j.status <> 'running' AS early),
+    refused AS (
+      SELECT string_agg(shard_id || ':' || ms, ',') AS payload, '*:' || min(ms) AS every
+      FROM (SELECT shard_id, round(extract(epoch FROM min(due_at)) * 1000)::bigint AS ms FROM upd WHERE early GROUP BY shard_id) s)
+    SELECT upd.*, (SELECT pg_notify(${DUE_CHANNEL}, CASE WHEN length(payload) <= ${MAX_PAYLOAD} THEN payload ELSE every END)
+      FROM refused WHERE payload IS NOT NULL) AS notified
+    FROM upd`;
   const byId = new Map(rows.map((r) => [r.id, r]));
   // A message repeated within one batch claims once: only its first copy gets the row.
   return msgs.map((m) => {
     const row = byId.get(m.id);
-    if (!row || row.attempt !== m.attempt) return null;
+    if (!row || row.attempt !== (row.early ? m.attempt - 1 : m.attempt)) return null;
     byId.delete(m.id);
-    return row;
+    if (row.early) return REFUSED_EARLY;
+    const { early: _, notified: __, ...job } = row;
+    return job;
   });
 }
 
