@@ -5,7 +5,7 @@
  */
 import { afterAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { connect } from "../src/db/databases.ts";
-import { slice, waitFor, type RoleProc, type Slice } from "./support/procs.ts";
+import { metric, slice, waitFor, type RoleProc, type Slice } from "./support/procs.ts";
 
 setDefaultTimeout(120_000);
 
@@ -121,5 +121,70 @@ describe("fair share end to end", () => {
     } finally {
       target.stop(true);
     }
+  });
+});
+
+describe("fair share end to end, two scheduler processes", () => {
+  test("under a backlog, starts follow the weights (1:3) with the shards split between two schedulers", async () => {
+    const s = await slice({ env: { ADMIN_TOKEN, SCHEDULER_WINDOW_MIN: "20", SCHEDULER_WINDOW_MAX: "50", SCHEDULER_BATCH_MAX: "50", SCHEDULER_SHARE_INTERVAL: "100ms", LOG_LEVEL: "warn" } });
+    slices.push(s);
+    const api = await s.start("api");
+    const light = await user(api, "light", 1);
+    const heavy = await user(api, "heavy", 3);
+    await backlog(api, light.token, 800);
+    await backlog(api, heavy.token, 800);
+    const schedulers = [await s.start("scheduler"), await s.start("scheduler")];
+    // Both hold shards and read each other's reports before anything is due for them to start.
+    await waitFor("two schedulers sharing the shards and each other's demand", async () => {
+      for (const p of schedulers) if ((await metric(p, "scheduler_shards_owned")) < 1 || (await metric(p, "scheduler_cluster_peers")) !== 1) return false;
+      return true;
+    }, 60_000, 200);
+    await s.start("executor");
+    const order = await starts(s, 1_600);
+    for (const n of [300, 600, 900]) {
+      expect(share(order.slice(0, n), String(heavy.id))).toBeGreaterThan(0.68);
+      expect(share(order.slice(0, n), String(heavy.id))).toBeLessThan(0.82);
+    }
+    expect(order.slice(-200).every((o) => o.user === String(light.id))).toBe(true);
+  });
+});
+
+describe("jobs that stop waiting", () => {
+  test("a queued job moved to now runs now; cancelled queued jobs leave the scheduler's queue at once and never start", async () => {
+    // A long look-ahead: jobs due in 20 s are loaded into the fair queue now.
+    const s = await slice({ env: { ADMIN_TOKEN, SCHEDULER_LOOKAHEAD: "30s", LOG_LEVEL: "warn" } });
+    slices.push(s);
+    const api = await s.start("api");
+    const scheduler = await s.start("scheduler");
+    await s.start("executor");
+    const u = await user(api, "changes-mind", 1);
+    const later = new Date(Date.now() + 20_000).toISOString();
+    const created = await call(api, "POST", "/api/v1/me/jobs/batch", { jobs: Array.from({ length: 200 }, (_, i) => ({ message: `m${i}`, execute_at: later })) }, u.token);
+    const ids: string[] = created.data.map((j: { id: string }) => j.id);
+    await waitFor("the 200 jobs queued in the scheduler", async () => (await metric(scheduler, "scheduler_queued_jobs")) === 200, 15_000, 100);
+    // Cancel 150; move 1 to now.
+    for (const id of ids.slice(0, 150)) await call(api, "POST", `/api/v1/me/jobs/${id}/cancel`, undefined, u.token);
+    const movedAt = Date.now();
+    await call(api, "PATCH", `/api/v1/me/jobs/${ids[199]}`, { execute_at: new Date(movedAt).toISOString() }, u.token);
+    // The cancelled ones are out of the queue long before their due time (not popped, not refunded).
+    await waitFor("cancelled jobs out of the scheduler's queue", async () => (await metric(scheduler, "scheduler_queued_jobs")) === 49, 5_000, 50);
+    const moved = await waitFor("the moved job to finish", async () => {
+      const j = (await call(api, "GET", `/api/v1/me/jobs/${ids[199]}`, undefined, u.token)).data;
+      return j.status === "succeeded" ? j : null;
+    }, 10_000, 50);
+    // It ran now, not at its old time (20 s later).
+    expect(new Date(moved.started_at).getTime() - movedAt).toBeLessThan(5_000);
+    // After the rest ran at their time, nothing is held in the window: its parts are back to 0.
+    await waitFor("the other 49 to succeed", async () => {
+      const list = (await call(api, "GET", `/api/v1/me/jobs?status=succeeded&limit=100`, undefined, u.token)).data;
+      return list.length === 50;
+    }, 40_000, 500);
+    const cancelled = (await call(api, "GET", `/api/v1/me/jobs?status=cancelled&limit=200`, undefined, u.token)).data;
+    expect(cancelled.length).toBe(150);
+    expect(cancelled.every((j: { started_at: string | null }) => j.started_at === null)).toBe(true);
+    await waitFor("the window's parts back to 0", async () => {
+      for (const part of ["outstanding", "pending_due", "pending_early"]) if ((await metric(scheduler, "scheduler_inflight_parts_jobs", { part })) !== 0) return false;
+      return (await metric(scheduler, "scheduler_queued_jobs")) === 0;
+    }, 10_000, 200);
   });
 });

@@ -31,3 +31,25 @@ export function parseDuePayload(payload: string): { shard: number | null; at: nu
   }
   return out;
 }
+
+/**
+ * "Jobs stopped waiting": the API notifies the shard owners on `fairshare_gone` when it cancels
+ * or reschedules a waiting job (in the same statement), so a scheduler takes the job out of its
+ * fair order at once instead of popping a stale copy (which would cost its user a turn, or run a
+ * rescheduled job at its old time). The payload is the job's id, or `u:<user id>` for every job
+ * of a user. A lost notification is harmless: a stale copy is not marked (the mark checks the
+ * row) and its turn is refunded.
+ */
+export const GONE_CHANNEL = "fairshare_gone";
+
+export const goneUserPayload = (userId: string) => `u:${userId}`;
+
+/** The ids and users of a payload; malformed parts are skipped. */
+export function parseGonePayload(payload: string): { ids: bigint[]; users: string[] } {
+  const out = { ids: [] as bigint[], users: [] as string[] };
+  for (const part of payload.split(",")) {
+    if (/^\d+$/.test(part)) out.ids.push(BigInt(part));
+    else if (/^u:\d+$/.test(part)) out.users.push(part.slice(2));
+  }
+  return out;
+}

@@ -20,7 +20,7 @@
  */
 import type { Decision, RunResult } from "../../actors/outcome.ts";
 import type { Sql } from "../db/databases.ts";
-import { DUE_CHANNEL, duePayload, MAX_PAYLOAD } from "../db/due-notify.ts";
+import { DUE_CHANNEL, duePayload, GONE_CHANNEL, goneUserPayload, MAX_PAYLOAD } from "../db/due-notify.ts";
 import { deadLetterRecord } from "../dead-letter.ts";
 import type { DueEntry } from "../due-message.ts";
 import { checkFence } from "../db/fence.ts";
@@ -29,12 +29,15 @@ import { BACK_TO_WAITING, from } from "./lifecycle.ts";
 
 // ---- API -----------------------------------------------------------------------------------
 
-/** The user's job, if it has not started, is cancelled; the executor's guarded claim then never wins. */
+/**
+ * The user's job, if it has not started, is cancelled; the executor's guarded claim then never
+ * wins, and the shard's owner drops it from its fair order (GONE_CHANNEL).
+ */
 export async function cancel(sql: Sql, userId: string, id: bigint): Promise<ApiRow | undefined> {
   const [row] = await sql<ApiRow[]>`
     UPDATE jobs SET status = 'cancelled', finished_at = now(), updated_at = now(), deadline_at = NULL
     WHERE id = ${id.toString()} AND user_id = ${userId} AND status::text IN ${sql.unsafe(from("cancel"))}
-    RETURNING ${sql.unsafe(API_COLUMNS)}`;
+    RETURNING ${sql.unsafe(API_COLUMNS)}, (SELECT pg_notify(${GONE_CHANNEL}, ${id.toString()})) AS notified`;
   return row;
 }
 
@@ -42,7 +45,8 @@ export async function cancel(sql: Sql, userId: string, id: bigint): Promise<ApiR
 export async function cancelAll(sql: Sql, userId: string): Promise<number> {
   const rows = await sql`
     UPDATE jobs SET status = 'cancelled', finished_at = now(), updated_at = now(), deadline_at = NULL
-    WHERE user_id = ${userId} AND status IN ${sql.unsafe(from("cancel"))} RETURNING 1`;
+    WHERE user_id = ${userId} AND status IN ${sql.unsafe(from("cancel"))}
+    RETURNING (SELECT pg_notify(${GONE_CHANNEL}, ${goneUserPayload(userId)})) AS notified`;
   return rows.length;
 }
 
@@ -64,13 +68,17 @@ export async function retry(sql: Sql, shard: number, userId: string, id: bigint)
   return row;
 }
 
-/** The user's waiting job's execute_at (and its next try) move to `at`. */
+/**
+ * The user's waiting job's execute_at (and its next try) move to `at`; the shard's owner drops
+ * its queued copy (GONE_CHANNEL) and loads the row again for its new time (DUE_CHANNEL).
+ */
 export async function reschedule(sql: Sql, shard: number, userId: string, id: bigint, at: Date): Promise<ApiRow | undefined> {
   // due_at is never before now(): the shard actors' cursors rely on it (actors/shard.machine.ts).
   const [row] = await sql<ApiRow[]>`
     UPDATE jobs SET execute_at = ${at}, due_at = greatest(${at}::timestamptz, now()), updated_at = now()
     WHERE id = ${id.toString()} AND user_id = ${userId} AND status::text IN ${sql.unsafe(from("reschedule"))}
-    RETURNING ${sql.unsafe(API_COLUMNS)}, (SELECT pg_notify(${DUE_CHANNEL}, ${duePayload([{ shard, dueAt: at.getTime() }])})) AS notified`;
+    RETURNING ${sql.unsafe(API_COLUMNS)}, (SELECT pg_notify(${GONE_CHANNEL}, ${id.toString()})) AS gone,
+      (SELECT pg_notify(${DUE_CHANNEL}, ${duePayload([{ shard, dueAt: at.getTime() }])})) AS notified`;
   return row;
 }
 

@@ -24,7 +24,7 @@ import type { KafkaBus } from "../kafka.ts";
 import { log } from "../log.ts";
 import { metrics } from "../metrics.ts";
 import { schedulerIo, type DueRow, type Publishers } from "./dispatch-io.ts";
-import { DUE_CHANNEL, parseDuePayload } from "../db/due-notify.ts";
+import { DUE_CHANNEL, GONE_CHANNEL, parseDuePayload, parseGonePayload } from "../db/due-notify.ts";
 import { acquireFence, releaseFence } from "../db/fence.ts";
 import { takeBack } from "../jobs/transitions.ts";
 import { WeightBook } from "./weights.ts";
@@ -125,6 +125,14 @@ export class ShardOwnership {
       this.listeners.push(
         await sql.listen(DUE_CHANNEL, (payload) => {
           for (const { shard, at } of parseDuePayload(payload)) this.core.wake(shard, at);
+        }),
+      );
+      // Cancelled and rescheduled jobs leave the fair order at once (their owner is whoever holds them).
+      this.listeners.push(
+        await sql.listen(GONE_CHANNEL, (payload) => {
+          const { ids, users } = parseGonePayload(payload);
+          for (const u of users) this.core.dispatcher.forgetUser(u);
+          if (ids.length > 0) this.core.dispatcher.forget(ids);
         }),
       );
     }
