@@ -197,16 +197,16 @@ export class Dispatcher<M extends Marked> {
 
   /**
    * The window this process may fill: alone, its own (start rate x span); in a cluster, its
-   * share of the cluster's (cluster start rate x span), and at least an even part of one
-   * batch, so a process whose demand is new since the last report can still start it.
+   * share of the cluster's (cluster start rate x span), and at least one batch (or the whole
+   * window, if smaller), so a process whose demand is new since the last report can still start
+   * it.
    */
   windowSize(localNow: number): number {
     const c = this.cluster;
     if (!c) return this.window.size(localNow);
     const w = this.s.window;
     const total = Math.min(w.maxJobs, Math.max(w.minJobs, Math.ceil((c.rate * this.window.spanMs) / 1000)));
-    const floor = Math.ceil(Math.min(this.s.batchMin, total) / (c.peers + 1));
-    return Math.max(floor, Math.ceil(c.share * total));
+    return Math.max(Math.min(this.s.batchMin, total), Math.ceil(c.share * total));
   }
 
   /** The window's parts, for metrics; all zero when nothing is queued or out. */
