@@ -14,7 +14,7 @@
  *   share(p) = D(p) / W
  *
  * Process p keeps share(p) of the cluster's dispatched-but-unstarted window (the window is
- * `cluster start rate x span`), and orders its own users by weighted fair queuing with the
+ * `cluster start rate x span`, the span the mean of the processes' own), and orders its own users by weighted fair queuing with the
  * weights w(u) f(u,p). Why that is fair: the executors start the jobs of the whole window in
  * FIFO order, so each process's starts are proportional to its part of the window (Little's
  * law: every process's jobs wait the same queue), and within p user u gets w(u) f(u,p) / D(p)
@@ -40,6 +40,8 @@ export interface DemandReport {
   member: string;
   /** Jobs per second the executors started of this process's dispatches (its own mean over ~1 s). */
   rate: number;
+  /** The time its window covers at the start rate (ms), as its own steering has it. */
+  spanMs: number;
   /** Users with due work here, their weights and jobs queued here (same order). */
   userIds: string[];
   weights: number[];
@@ -53,6 +55,11 @@ export interface ClusterShare {
   factors: Map<string, number>;
   /** The cluster's start rate (jobs/s): the sum of every process's own measure. */
   rate: number;
+  /**
+   * The span every process sizes the cluster's window with: the mean of their own. One span,
+   * so that each process's part of the window is its share whatever its own steering says.
+   */
+  spanMs: number;
   /** Other processes whose reports went into this. */
   peers: number;
 }
@@ -60,9 +67,11 @@ export interface ClusterShare {
 export function clusterShare(mine: DemandReport, others: DemandReport[]): ClusterShare {
   const total = new Map<string, number>();
   const weight = new Map<string, number>();
-  let rate = mine.rate;
+  let rate = 0;
+  let spans = 0;
   for (const r of [mine, ...others]) {
-    if (r !== mine) rate += r.rate;
+    rate += r.rate;
+    spans += r.spanMs;
     r.userIds.forEach((u, i) => {
       total.set(u, (total.get(u) ?? 0) + r.queued[i]!);
       if (!weight.has(u)) weight.set(u, r.weights[i]!);
@@ -79,5 +88,5 @@ export function clusterShare(mine: DemandReport, others: DemandReport[]): Cluste
   });
   // Nobody has due work: split evenly, so a burst that arrives starts from a fair split.
   const share = W > 0 ? D / W : 1 / (1 + others.length);
-  return { share, factors, rate, peers: others.length };
+  return { share, factors, rate, spanMs: spans / (1 + others.length), peers: others.length };
 }

@@ -53,10 +53,10 @@ export interface DispatchIo<M extends Marked> {
   /**
    * Publishes marked jobs; resolves with where each message landed. On failure the jobs go back
    * to waiting, then it throws. `onTime`: the jobs were marked ahead and are published at their
-   * due time, so their publication must not wait behind a backlog's; `partition` (if not null):
-   * where they should go.
+   * due time, so their publication must not wait behind a backlog's; `partitions`: where their
+   * messages go (spread over them in turn).
    */
-  publish(jobs: M[], onTime: boolean, partition: number | null): Promise<Placement[]>;
+  publish(jobs: M[], onTime: boolean, partitions: number[]): Promise<Placement[]>;
 }
 
 export interface DispatcherHooks {
@@ -85,6 +85,8 @@ export interface DispatcherSettings {
   premarkEveryMs: number;
   /** Jobs due within one slot of this length are published together, at its end. */
   publishSlotMs: number;
+  /** Partitions of the due topic (KAFKA_PARTITIONS): split into an on-time lane and a backlog lane. */
+  partitions: number;
   /** A shard's user with fewer queued jobs than this gets a refill (at most; see stocking). */
   userLowWater: number;
   /** Queued jobs per (shard, user) a load tops up to, at most (see stocking). */
@@ -98,6 +100,7 @@ export interface DispatcherSettings {
 export class Dispatcher<M extends Marked> {
   readonly queue: FairQueue<FairItem>;
   readonly window: StartWindow;
+  private readonly lanes: Lanes;
   private epochs = new Map<number, string>();
   /** Marks and publishes under way, per shard. */
   private work = new Map<number, Set<Promise<unknown>>>();
@@ -138,6 +141,7 @@ export class Dispatcher<M extends Marked> {
   ) {
     this.queue = new FairQueue((userId) => this.effectiveWeight(userId), s.defaultWeight);
     this.window = new StartWindow(s.window);
+    this.lanes = lanes(s.partitions);
   }
 
   /**
@@ -170,16 +174,19 @@ export class Dispatcher<M extends Marked> {
     return w * (this.cluster?.factors.get(userId) ?? 1);
   }
 
-  /** This process's demand, for the other processes (actors/cluster-share.ts). */
-  demandReport(member: string): DemandReport {
+  /**
+   * This process's demand, for the other processes (actors/cluster-share.ts): users with work due
+   * by the next report (`aheadMs` from now), so a burst loaded ahead is split before it is due.
+   */
+  demandReport(member: string, aheadMs: number): DemandReport {
     this.queue.prune();
     // A shard whose loads found more of the user than they took stands for a backlog of
     // unknown depth (DEEP_STOCK times the loads' target), one whose rows ran out for what is
     // left: the user's demand moves to the processes that still have a backlog of it before
     // this one runs out.
     const deep = this.stocking().lowWater * DEEP_STOCK;
-    const demand = this.queue.demand(this.now(), (shard, userId, n) => (this.hooks.hasMore(shard, userId) ? Math.max(n, deep) : n));
-    const r: DemandReport = { member, rate: this.window.meanRate(this.clock.now()), userIds: [], weights: [], queued: [] };
+    const demand = this.queue.demand(this.now() + aheadMs, (shard, userId, n) => (this.hooks.hasMore(shard, userId) ? Math.max(n, deep) : n));
+    const r: DemandReport = { member, rate: this.window.meanRate(this.clock.now()), spanMs: this.window.spanMs, userIds: [], weights: [], queued: [] };
     for (const [u, n] of demand) {
       r.userIds.push(u);
       r.weights.push(sanitizeWeight(this.hooks.weightOf(u), this.s.defaultWeight));
@@ -205,7 +212,7 @@ export class Dispatcher<M extends Marked> {
     const c = this.cluster;
     if (!c) return this.window.size(localNow);
     const w = this.s.window;
-    const total = Math.min(w.maxJobs, Math.max(w.minJobs, Math.ceil((c.rate * this.window.spanMs) / 1000)));
+    const total = Math.min(w.maxJobs, Math.max(w.minJobs, Math.ceil((c.rate * c.spanMs) / 1000)));
     return Math.max(Math.min(this.s.batchMin, total), Math.ceil(c.share * total));
   }
 
@@ -494,7 +501,7 @@ export class Dispatcher<M extends Marked> {
   /** Publishes one group; `onTime`: at its due time, to the partition with the least unstarted work. */
   private publishGroup(rows: M[], onTime: boolean): Promise<void> {
     return this.io
-      .publish(rows, onTime, onTime ? this.window.leastLoaded() : null)
+      .publish(rows, onTime, onTime ? [this.window.leastLoaded(this.lanes.onTime)] : this.lanes.backlog)
       .then(
         (placements) => this.window.published(placements, this.clock.now()),
         (error: unknown) => this.hooks.publishFailed(rows.length, error),
@@ -519,6 +526,27 @@ const NEW_USER_LOAD = 1;
 
 /** A shard's stock at or above the low-water mark counts as this many times it (see demandReport). */
 const DEEP_STOCK = 10;
+
+/**
+ * The due topic's partitions in two lanes. Jobs published at their due time (marked ahead: a
+ * job on time, of a user with no backlog here) go to the on-time lane, the least loaded of its
+ * partitions; a backlog's jobs, dispatched as the window allows, to the backlog lane. The
+ * executors take every partition at once, so a job on time waits behind other jobs on time
+ * only, never behind a burst's FIFO: the window (and the fair order) governs the backlog lane,
+ * and a small user behind a flood starts within the lane's wait. A quarter of the partitions
+ * (at least one) are the on-time lane; with a single partition both lanes share it.
+ */
+export interface Lanes {
+  onTime: number[];
+  backlog: number[];
+}
+
+export function lanes(partitions: number): Lanes {
+  const all = Array.from({ length: Math.max(1, partitions) }, (_, p) => p);
+  if (all.length === 1) return { onTime: all, backlog: all };
+  const onTime = Math.max(1, Math.floor(all.length / 4));
+  return { onTime: all.slice(0, onTime), backlog: all.slice(onTime) };
+}
 
 /** How long a reading of the database's clock counts (a clock that steps is followed within it). */
 const CLOCK_MEMORY_MS = 10_000;

@@ -131,13 +131,10 @@ export class StartWindow {
     }
   }
 
-  /**
-   * The partition with the least of our work not yet started, among those published to so far
-   * (null before any): a job that must start now goes where it waits least.
-   */
-  leastLoaded(): number | null {
-    let best: number | null = null;
-    for (const [p, n] of this.pending) if (best === null || n < this.pending.get(best)!) best = p;
+  /** Of `candidates`, the partition with the least of our work not yet started: a job that must start now goes where it waits least. */
+  leastLoaded(candidates: number[]): number {
+    let best = candidates[0]!;
+    for (const p of candidates) if ((this.pending.get(p) ?? 0) < (this.pending.get(best) ?? 0)) best = p;
     return best;
   }
 

@@ -8,6 +8,7 @@ CREATE TABLE scheduler_demand (
   member text PRIMARY KEY,
   reported_at timestamptz NOT NULL,
   rate real NOT NULL,
+  span_ms real NOT NULL,
   user_ids bigint[] NOT NULL,
   weights real[] NOT NULL,
   queued real[] NOT NULL

@@ -85,7 +85,7 @@ export interface Config {
    * start window) and the process's own; each field is documented where it is used.
    */
   scheduler: ShardSettings &
-    Omit<DispatcherSettings, "defaultWeight"> & {
+    Omit<DispatcherSettings, "defaultWeight" | "partitions"> & {
       /** While jobs are out, the executors' committed offsets are read back to back, at least this far apart. */
       startPollMs: number;
       /** A scheduled job not claimed by then is rescued (its message was lost or its run died). */

@@ -24,17 +24,17 @@ export class DemandExchange {
    */
   async exchange(mine: DemandReport): Promise<{ others: DemandReport[] | null; error: unknown }> {
     try {
-      const rows = await this.sql<{ member: string; rate: number; user_ids: string[]; weights: number[]; queued: number[] }[]>`
+      const rows = await this.sql<{ member: string; rate: number; span_ms: number; user_ids: string[]; weights: number[]; queued: number[] }[]>`
         WITH up AS (
-          INSERT INTO scheduler_demand (member, reported_at, rate, user_ids, weights, queued)
-          VALUES (${mine.member}, now(), ${mine.rate}, ${mine.userIds}::bigint[], ${mine.weights}::real[], ${mine.queued}::real[])
-          ON CONFLICT (member) DO UPDATE SET reported_at = excluded.reported_at, rate = excluded.rate,
+          INSERT INTO scheduler_demand (member, reported_at, rate, span_ms, user_ids, weights, queued)
+          VALUES (${mine.member}, now(), ${mine.rate}, ${mine.spanMs}, ${mine.userIds}::bigint[], ${mine.weights}::real[], ${mine.queued}::real[])
+          ON CONFLICT (member) DO UPDATE SET reported_at = excluded.reported_at, rate = excluded.rate, span_ms = excluded.span_ms,
             user_ids = excluded.user_ids, weights = excluded.weights, queued = excluded.queued
           RETURNING 1)
-        SELECT member, rate, user_ids::text[] AS user_ids, weights, queued FROM scheduler_demand
+        SELECT member, rate, span_ms, user_ids::text[] AS user_ids, weights, queued FROM scheduler_demand
         WHERE member <> ${mine.member} AND reported_at > now() - ${this.ttlMs} * interval '1 millisecond'
           AND (SELECT count(*) FROM up) >= 0`;
-      const reports = rows.map((r) => ({ member: r.member, rate: r.rate, userIds: r.user_ids, weights: r.weights.map(Number), queued: r.queued.map(Number) }));
+      const reports = rows.map((r) => ({ member: r.member, rate: r.rate, spanMs: r.span_ms, userIds: r.user_ids, weights: r.weights.map(Number), queued: r.queued.map(Number) }));
       this.last = { reports, at: Date.now() };
       return { others: reports, error: null };
     } catch (error) {

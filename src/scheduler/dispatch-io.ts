@@ -50,6 +50,7 @@ export function schedulerIo(config: Config, dbs: Databases, publishers: Publishe
   const { topicDue } = config.kafka;
   // A row is marked only if still due within the premark interval plus a second of clock slack.
   const aheadMs = s.premarkMs + 1_000;
+  let next = 0;
 
   const rescue = async (shard: number, epoch: string, since: number | null): Promise<number> =>
     (await rescueShard(config, dbs.forShard(shard), publishers.bulk, shard, epoch, since === null ? null : new Date(since))).dbNow.getTime();
@@ -96,7 +97,7 @@ export function schedulerIo(config: Config, dbs: Databases, publishers: Publishe
       return out;
     },
 
-    async publish(rows: DueRow[], onTime: boolean, partition: number | null): Promise<Placement[]> {
+    async publish(rows: DueRow[], onTime: boolean, partitions: number[]): Promise<Placement[]> {
       const t0 = performance.now();
       // With tracing on, each job's dispatch is a span in its own trace (child of the API request
       // that created it, or of the one that retried it): its mark statement, then the send to the
@@ -124,7 +125,8 @@ export function schedulerIo(config: Config, dbs: Databases, publishers: Publishe
           sp.end();
         }
       };
-      const messages = encodeDue(entries).map((m) => (partition === null ? m : { ...m, partition }));
+      // Messages spread over the given partitions in turn, from where the last publish left off.
+      const messages = encodeDue(entries).map((m) => ({ ...m, partition: partitions[next++ % partitions.length]! }));
       let placed;
       try {
         placed = await (onTime ? publishers.onTime : publishers.bulk).publish(topicDue, messages);

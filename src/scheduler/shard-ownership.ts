@@ -83,7 +83,7 @@ export class ShardOwnership {
       schedulerIo(config, dbs, publishers, { usersSeen: (ids) => this.weights.seen(ids) }),
       {
         shard: s,
-        dispatch: { ...s, defaultWeight: config.users.defaultWeight },
+        dispatch: { ...s, defaultWeight: config.users.defaultWeight, partitions: config.kafka.partitions },
       },
       systemClock,
       {
@@ -199,7 +199,7 @@ export class ShardOwnership {
     while (!this.stopped) {
       const t0 = Date.now();
       const d = this.core.dispatcher;
-      const mine = d.demandReport(this.memberId);
+      const mine = d.demandReport(this.memberId, every);
       const { others, error } = await this.exchange.exchange(mine);
       if (this.stopped) break;
       const share = d.setPeers(mine, others);

@@ -29,6 +29,7 @@ const settings: CoreSettings = {
     premarkMs: 250,
     premarkEveryMs: 50,
     publishSlotMs: 10,
+    partitions: 12,
     userLowWater: 50,
     userTarget: 100,
     maxQueued: 200_000,
@@ -132,14 +133,14 @@ function world(opts: {
       }),
     );
 
-  const publish = (jobs: (Marked & { userId: string })[]) =>
+  const publish = (jobs: (Marked & { userId: string })[], _onTime: boolean, to: number[]) =>
     after(2, () => {
       const placements: Placement[] = [];
       for (let i = 0; i < jobs.length; i += 100) {
-        const p = rr++ % partitions.length;
+        const p = to[rr++ % to.length]!;
         const part = jobs.slice(i, i + 100);
         partitions[p]!.push({ jobs: part.map((j) => j.id) });
-        published.push({ p, jobs: part.map((j) => j.id), at: clock.now() });
+        waiting[p]!.push({ p, jobs: part.map((j) => j.id), at: clock.now() });
         placements.push({ partition: p, offset: partitions[p]!.length - 1, jobs: part.length });
       }
       return placements;
@@ -159,18 +160,20 @@ function world(opts: {
   });
 
   // The executors: start `capacity` jobs per second on average, taking whole messages (the
-  // real executor claims a message's jobs in one statement) in the order they were published
-  // (it consumes every partition at once); a message is committed once started, the executors
-  // commit every commitEveryMs and each scheduler reads the commits every 50 ms.
+  // real executor claims a message's jobs in one statement), every partition at once: one
+  // message from each partition with messages in turn, each partition in its order; a message
+  // is committed once started, the executors commit every commitEveryMs and each scheduler
+  // reads the commits every 50 ms.
   let credit = 0;
-  const published: { p: number; jobs: bigint[]; at: number }[] = [];
-  let next = 0;
+  const waiting = partitions.map(() => [] as { p: number; jobs: bigint[]; at: number }[]);
+  let turn = 0;
   const committed = new Map<number, Commit>();
   const waits = new Map<number, { sum: number; n: number }>();
   const tick = () => {
     credit = Math.min(credit + opts.capacity / 1000, opts.capacity / 1000); // idle capacity does not accumulate
-    while (credit > 0 && next < published.length) {
-      const msg = published[next++]!;
+    while (credit > 0 && waiting.some((q) => q.length > 0)) {
+      while (waiting[turn % waiting.length]!.length === 0) turn++;
+      const msg = waiting[turn++ % waiting.length]!.shift()!;
       for (const id of msg.jobs) {
         const r = rows.get(id)!;
         r.status = "started";
@@ -194,7 +197,7 @@ function world(opts: {
   // Demand reports: each process's last report, read by the others at their next exchange.
   const reports = new Map<number, DemandReport>();
   const exchange = (i: number) => {
-    const mine = cores[i]!.dispatcher.demandReport(String(i));
+    const mine = cores[i]!.dispatcher.demandReport(String(i), opts.reportEveryMs ?? 200);
     reports.set(i, mine);
     if (opts.exchange !== false) cores[i]!.dispatcher.setPeers(mine, [...reports].filter(([k]) => k !== i).map(([, r]) => r));
   };
@@ -312,9 +315,10 @@ describe("fair share, simulated (scheduler core on a simulated clock, 8 shards, 
     const late = [...w.rows.values()].filter((r) => r.userId === "small").map((r) => r.startedAt! - r.dueAt).sort((a, b) => a - b);
     expect(late.length).toBe(100);
     expect(late.every((l) => l >= 0)).toBe(true);
-    // The tail is the flood's first second, while the window grows from its floor and
-    // overshoots; it moves by ±50 ms with a 1 ms change in when jobs count as due (224-278 ms).
-    expect(late[98]!).toBeLessThan(300);
+    // The small user's jobs are on time (marked ahead): they go to the on-time lane and wait
+    // behind other jobs on time only, not behind the flood's backlog (one lane for all: 224-278
+    // ms here, the flood's window). The tail is the flood's first jobs, marked ahead too.
+    expect(late[98]!).toBeLessThan(200);
   });
 
   test("with no executor starting anything, dispatch stops at the window's floor", async () => {
@@ -345,6 +349,7 @@ function worstDeviationAllPhases(w: World, weights: Record<string, number>, from
     if (live.length < 2) return;
     n++;
     const d = worstDeviation([live.map(({ i }) => c[i]!)], live.map(({ u }) => weights[u]!));
+    if (process.env.SIM_TRACE) console.log("window", k, c.join("/"), live.map(({ u }) => u).join(""), d.toFixed(1));
     worst = Math.max(worst, d);
   });
   return { worst, windows: n };
@@ -363,16 +368,11 @@ describe("fair share across scheduler processes, simulated (16 shards split 5/5/
     for (const u of ["a", "b", "c"]) w.add(u, 10_000, 1_000);
     await w.run(9_000);
     expect([...w.rows.values()].every((r) => r.status === "started")).toBe(true);
-    // While all three are backlogged: within 3 points (0-1 until the second before c runs out,
-    // 3 in it). After c runs out the renormalised shares drift while the processes hand b's
-    // demand over (reports every 200 ms, each process's window draining its previous share): up
-    // to ~9 points in the second where b runs out. The target is 2 in every second; without the
-    // exchange it is 41-52 points off here.
-    const cDone = lastStart(w, "c");
-    expect(worstDeviation(windows(w.rows.values(), ["a", "b", "c"], 1_000, cDone), [1, 2, 4])).toBeLessThanOrEqual(3);
+    // Every second, while all three are backlogged and after c runs out (renormalised over a
+    // and b): within 2 points. Without the exchange it is 41-52 points off (test below).
     const { worst, windows: n } = worstDeviationAllPhases(w, weights, 1_000);
     expect(n).toBeGreaterThanOrEqual(5);
-    expect(worst).toBeLessThanOrEqual(10);
+    expect(worst).toBeLessThanOrEqual(2);
     expect(w.early()).toEqual([]);
     // The three processes together keep the executors busy (each alone would sit at a floor).
     const busy = windows(w.rows.values(), ["a", "b", "c"], 1_000, lastStart(w, "c"));
@@ -396,10 +396,12 @@ describe("fair share across scheduler processes, simulated (16 shards split 5/5/
     w.add("solo", 4_000, 1_000, (i) => i % 5);
     await w.run(8_000);
     // Without the exchange solo gets a third of the pool, not half: 35 points off. The first
-    // second is off by up to 6 while the first reports arrive (every 200 ms), then within 2.
+    // second is off by up to 9 while the windows ramp up from their floor (every process keeps
+    // at least one batch, so until the cluster's rate is known the split is flatter than the
+    // shares), then within 2.
     const { worst, windows: n } = worstDeviationAllPhases(w, weights, 1_000);
     expect(n).toBeGreaterThanOrEqual(3);
-    expect(worst).toBeLessThanOrEqual(6);
+    expect(worst).toBeLessThanOrEqual(9);
     expect(worstDeviationAllPhases(w, weights, 2_000).worst).toBeLessThanOrEqual(2);
   });
 
@@ -411,9 +413,8 @@ describe("fair share across scheduler processes, simulated (16 shards split 5/5/
     const late = [...w.rows.values()].filter((r) => r.userId === "small").map((r) => r.startedAt! - r.dueAt).sort((a, b) => a - b);
     expect(late.length).toBe(60);
     expect(late.every((l) => l >= 0)).toBe(true);
-    // One process alone: ~280 ms at p99 here; three: the cluster's window is the sum of three
-    // processes' steering, and the wait it leaves in front of the executors is longer.
-    expect(late[58]!).toBeLessThan(400);
+    // Its jobs go to the on-time lane (467 ms at p99 here when they shared the flood's).
+    expect(late[58]!).toBeLessThan(250);
   });
 });
 
