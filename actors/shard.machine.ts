@@ -134,7 +134,10 @@ interface ShardContext extends ShardInput {
   lastFullRescueAt: number;
   /** Deadlines before this were looked at by an earlier rescue (database clock). */
   rescueSince: number | null;
-  /** A REFILL arrived while loading. */
+  /**
+   * A REFILL arrived while loading, or the load met users for the first time (it took only a
+   * first helping of each, so it tops them up at once).
+   */
   refillPending: boolean;
   /** The earliest waiting job the last load left beyond its horizon (Infinity: none). */
   nextDueAt: number;
@@ -312,6 +315,7 @@ export const shardMachine = setup({
           actions: [
             { type: "offer", params: ({ context, event }) => ({ shard: context.shard, jobs: event.output.jobs }) },
             assign(({ context: c, event }) => ({
+              refillPending: c.refillPending || event.output.jobs.some((j) => !c.users.has(j.userId)),
               users: afterLoad(c, c.request!, event.output),
               nextDueAt: event.output.nextDue ?? Infinity,
               startAfterUser: event.output.jobs.at(-1)?.userId ?? c.startAfterUser,

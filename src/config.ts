@@ -417,7 +417,7 @@ export function loadConfig(env: Env = process.env): Config {
       publishSlotMs: duration("SCHEDULER_PUBLISH_SLOT", "25ms", 1),
       retryDelayMs: duration("SCHEDULER_RETRY_DELAY", "1s", 10),
       weightRefreshMs: duration("SCHEDULER_WEIGHT_REFRESH", "1s", 50),
-      shareIntervalMs: duration("SCHEDULER_SHARE_INTERVAL", "200ms", 20),
+      shareIntervalMs: duration("SCHEDULER_SHARE_INTERVAL", "100ms", 20),
     },
     users: {
       defaultWeight: number("DEFAULT_JOB_WEIGHT", 1, MIN_WEIGHT, MAX_WEIGHT),

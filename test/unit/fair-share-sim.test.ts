@@ -197,7 +197,7 @@ function world(opts: {
   // Demand reports: each process's last report, read by the others at their next exchange.
   const reports = new Map<number, DemandReport>();
   const exchange = (i: number) => {
-    const mine = cores[i]!.dispatcher.demandReport(String(i), opts.reportEveryMs ?? 200);
+    const mine = cores[i]!.dispatcher.demandReport(String(i), opts.reportEveryMs ?? 100);
     reports.set(i, mine);
     if (opts.exchange !== false) cores[i]!.dispatcher.setPeers(mine, [...reports].filter(([k]) => k !== i).map(([, r]) => r));
   };
@@ -219,7 +219,7 @@ function world(opts: {
       }
     },
     async run(untilMs) {
-      const every = opts.reportEveryMs ?? 200;
+      const every = opts.reportEveryMs ?? 100;
       while (clock.now() < untilMs) {
         clock.increment(1);
         tick();
