@@ -60,29 +60,43 @@ async function starts(s: Slice, total: number): Promise<{ user: string; at: numb
 
 const share = (xs: { user: string }[], user: string) => xs.filter((x) => x.user === user).length / xs.length;
 
+/**
+ * Light (weight 1) and heavy (weight 3), 800 jobs each due at once, `schedulers` scheduler
+ * processes sharing the shards, one executor: the order of starts follows the weights.
+ */
+async function oneToThree(schedulers: number): Promise<void> {
+  // A small window keeps the work in flight small, so starts follow the dispatch order closely.
+  const s = await slice({ env: { ADMIN_TOKEN, SCHEDULER_WINDOW_MIN: "20", SCHEDULER_WINDOW_MAX: "50", SCHEDULER_BATCH_MAX: "50", SCHEDULER_SHARE_INTERVAL: "100ms", LOG_LEVEL: "warn" } });
+  slices.push(s);
+  const api = await s.start("api");
+  const light = await user(api, "light", 1);
+  const heavy = await user(api, "heavy", 3);
+  await backlog(api, light.token, 800);
+  await backlog(api, heavy.token, 800);
+  const procs: RoleProc[] = [];
+  for (let i = 0; i < schedulers; i++) procs.push(await s.start("scheduler"));
+  if (schedulers > 1) {
+    // Every one holds shards and reads the others' reports before the executor starts anything.
+    await waitFor(`${schedulers} schedulers sharing the shards and each other's demand`, async () => {
+      for (const p of procs) if ((await metric(p, "scheduler_shards_owned")) < 1 || (await metric(p, "scheduler_cluster_peers")) !== schedulers - 1) return false;
+      return true;
+    }, 60_000, 200);
+  }
+  await s.start("executor");
+  const order = await starts(s, 1_600);
+  // The heavy user's 800 run out after ~1,067 starts; before that, the heavy user holds about
+  // three quarters of the starts so far, at every point (jobs started by one claim statement
+  // are in arbitrary order, so single short stretches vary more).
+  for (const n of [300, 600, 900]) {
+    expect(share(order.slice(0, n), String(heavy.id))).toBeGreaterThan(0.68);
+    expect(share(order.slice(0, n), String(heavy.id))).toBeLessThan(0.82);
+  }
+  // The light user's jobs are not starved: all of them ran, the last ones after the heavy user's.
+  expect(order.slice(-200).every((o) => o.user === String(light.id))).toBe(true);
+}
+
 describe("fair share end to end", () => {
-  test("under a backlog, starts follow the weights (1:3) until the heavier user runs out", async () => {
-    // A small window keeps the work in flight small, so starts follow the dispatch order closely.
-    const s = await slice({ env: { ADMIN_TOKEN, SCHEDULER_WINDOW_MIN: "20", SCHEDULER_WINDOW_MAX: "50", SCHEDULER_BATCH_MAX: "50", LOG_LEVEL: "warn" } });
-    slices.push(s);
-    const api = await s.start("api");
-    const light = await user(api, "light", 1);
-    const heavy = await user(api, "heavy", 3);
-    await backlog(api, light.token, 800);
-    await backlog(api, heavy.token, 800);
-    await s.start("scheduler");
-    await s.start("executor");
-    const order = await starts(s, 1_600);
-    // The heavy user's 800 run out after ~1,067 starts; before that, the heavy user holds about
-    // three quarters of the starts so far, at every point (jobs started by one claim statement
-    // are in arbitrary order, so single short stretches vary more).
-    for (const n of [300, 600, 900]) {
-      expect(share(order.slice(0, n), String(heavy.id))).toBeGreaterThan(0.68);
-      expect(share(order.slice(0, n), String(heavy.id))).toBeLessThan(0.82);
-    }
-    // The light user's jobs are not starved: all of them ran, the last ones after the heavy user's.
-    expect(order.slice(-200).every((o) => o.user === String(light.id))).toBe(true);
-  });
+  test("under a backlog, starts follow the weights (1:3) until the heavier user runs out", () => oneToThree(1));
 
   test("an operator's weight change reorders the user's pending jobs from the next dispatch on", async () => {
     // A slow target (10 ms per call) and few runs in flight keep a backlog for several seconds.
@@ -125,28 +139,7 @@ describe("fair share end to end", () => {
 });
 
 describe("fair share end to end, two scheduler processes", () => {
-  test("under a backlog, starts follow the weights (1:3) with the shards split between two schedulers", async () => {
-    const s = await slice({ env: { ADMIN_TOKEN, SCHEDULER_WINDOW_MIN: "20", SCHEDULER_WINDOW_MAX: "50", SCHEDULER_BATCH_MAX: "50", SCHEDULER_SHARE_INTERVAL: "100ms", LOG_LEVEL: "warn" } });
-    slices.push(s);
-    const api = await s.start("api");
-    const light = await user(api, "light", 1);
-    const heavy = await user(api, "heavy", 3);
-    await backlog(api, light.token, 800);
-    await backlog(api, heavy.token, 800);
-    const schedulers = [await s.start("scheduler"), await s.start("scheduler")];
-    // Both hold shards and read each other's reports before anything is due for them to start.
-    await waitFor("two schedulers sharing the shards and each other's demand", async () => {
-      for (const p of schedulers) if ((await metric(p, "scheduler_shards_owned")) < 1 || (await metric(p, "scheduler_cluster_peers")) !== 1) return false;
-      return true;
-    }, 60_000, 200);
-    await s.start("executor");
-    const order = await starts(s, 1_600);
-    for (const n of [300, 600, 900]) {
-      expect(share(order.slice(0, n), String(heavy.id))).toBeGreaterThan(0.68);
-      expect(share(order.slice(0, n), String(heavy.id))).toBeLessThan(0.82);
-    }
-    expect(order.slice(-200).every((o) => o.user === String(light.id))).toBe(true);
-  });
+  test("under a backlog, starts follow the weights (1:3) with the shards split between two schedulers", () => oneToThree(2));
 });
 
 describe("jobs that stop waiting", () => {
