@@ -43,11 +43,10 @@ async function addUser(name: string, weight: number): Promise<string> {
   return row!.id;
 }
 
-function book(client: Sql): { book: WeightBook; applied: Map<string, number[]> } {
-  const applied = new Map<string, number[]>();
-  const b = new WeightBook(client, DEFAULT_WEIGHT, (u, w) => applied.set(u, [...(applied.get(u) ?? []), w]));
+function book(client: Sql): { book: WeightBook } {
+  const b = new WeightBook(client, DEFAULT_WEIGHT);
   books.push(b);
-  return { book: b, applied };
+  return { book: b };
 }
 
 const staleGauge = async () => (await metrics.weightsStale.get()).values[0]?.value ?? 0;
@@ -61,46 +60,45 @@ async function timedSeen(b: WeightBook, ids: string[]): Promise<number> {
 
 describe("WeightBook", () => {
   test("a users database that refuses connections: seen() resolves at once with the default weight", async () => {
-    const { book: b, applied } = book(refused);
+    const { book: b } = book(refused);
     const staleBefore = await staleGauge();
     const took = await timedSeen(b, ["101", "102"]);
     expect(took).toBeLessThan(SEEN_WAIT_MS + SLACK_MS);
-    expect(Object.fromEntries(applied)).toEqual({ "101": [DEFAULT_WEIGHT], "102": [DEFAULT_WEIGHT] });
+    expect([b.weightOf("101"), b.weightOf("102")]).toEqual([DEFAULT_WEIGHT, DEFAULT_WEIGHT]);
     expect(b.staleUsers().sort()).toEqual(["101", "102"]);
     expect((await staleGauge()) - staleBefore).toBe(2);
-    // Seen again: known (stale), nothing waited for, nothing applied again.
+    // Seen again: known (stale), nothing waited for.
     expect(await timedSeen(b, ["101"])).toBeLessThan(SLACK_MS);
-    expect(applied.get("101")).toEqual([DEFAULT_WEIGHT]);
+    expect(b.weightOf("101")).toBe(DEFAULT_WEIGHT);
     // A refresh that fails keeps them stale, and does not reject.
     await b.refresh();
     expect(b.staleUsers().length).toBe(2);
   });
 
   test("a users database that does not answer: seen() waits SEEN_WAIT_MS at most, then the default weight", async () => {
-    const { book: b, applied } = book(hung);
+    const { book: b } = book(hung);
     const took = await timedSeen(b, ["201"]);
     expect(took).toBeGreaterThanOrEqual(SEEN_WAIT_MS - 5);
     expect(took).toBeLessThan(SEEN_WAIT_MS + SLACK_MS);
-    expect(applied.get("201")).toEqual([DEFAULT_WEIGHT]);
+    expect(b.weightOf("201")).toBe(DEFAULT_WEIGHT);
     expect(b.staleUsers()).toEqual(["201"]);
     // A second load with the same user while the first read still hangs does not wait again.
     expect(await timedSeen(b, ["201"])).toBeLessThan(SLACK_MS);
   });
 
-  test("a reachable users database: stored weights are applied before seen() resolves", async () => {
+  test("a reachable users database: stored weights are known before seen() resolves", async () => {
     const heavy = await addUser("heavy_user", 4);
     const light = await addUser("light_user", 0.5);
-    const { book: b, applied } = book(users);
+    const { book: b } = book(users);
     const took = await timedSeen(b, [heavy, light, "987654"]);
     expect(took).toBeLessThan(SEEN_WAIT_MS + SLACK_MS);
     // A user that does not exist (any more) gets the default weight; none of them is stale.
-    expect(Object.fromEntries(applied)).toEqual({ [heavy]: [4], [light]: [0.5], "987654": [DEFAULT_WEIGHT] });
+    expect([b.weightOf(heavy), b.weightOf(light), b.weightOf("987654")]).toEqual([4, 0.5, DEFAULT_WEIGHT]);
     expect(b.staleUsers()).toEqual([]);
-    expect(b.weightOf(heavy)).toBe(4);
     // An operator's change reaches the book at the next refresh.
     await users`UPDATE users SET job_weight = 8 WHERE id = ${heavy}`;
     await b.refresh();
-    expect(applied.get(heavy)).toEqual([4, 8]);
+    expect(b.weightOf(heavy)).toBe(8);
   });
 
   test("a user first seen while the users database is unreachable gets its stored weight once it is back", async () => {
@@ -108,36 +106,19 @@ describe("WeightBook", () => {
     // Queries go to the unreachable port while `down`, to the real users database after.
     let down = true;
     const switching = ((strings: TemplateStringsArray, ...args: unknown[]) => (down ? refused : users)(strings, ...(args as never[]))) as unknown as Sql;
-    const { book: b, applied } = book(switching);
+    const { book: b } = book(switching);
     const staleBefore = await staleGauge();
     expect(await timedSeen(b, [id])).toBeLessThan(SEEN_WAIT_MS + SLACK_MS);
-    expect(applied.get(id)).toEqual([DEFAULT_WEIGHT]);
+    expect(b.weightOf(id)).toBe(DEFAULT_WEIGHT);
     expect((await staleGauge()) - staleBefore).toBe(1);
     b.start(50);
     await Bun.sleep(200); // refreshes fail meanwhile: the default weight stays
-    expect(applied.get(id)).toEqual([DEFAULT_WEIGHT]);
+    expect(b.weightOf(id)).toBe(DEFAULT_WEIGHT);
     down = false;
-    await waitFor("the stored weight to be applied", async () => b.staleUsers().length === 0, 5_000, 20);
-    expect(applied.get(id)).toEqual([DEFAULT_WEIGHT, 5]);
+    await waitFor("the stored weight to be read", async () => b.staleUsers().length === 0, 5_000, 20);
     expect(b.weightOf(id)).toBe(5);
     expect((await staleGauge()) - staleBefore).toBe(0);
     b.stop();
-  });
-
-  test("an apply callback that throws does not make seen() fail", async () => {
-    const id = await addUser("throwing_apply", 2);
-    const b = new WeightBook(users, DEFAULT_WEIGHT, () => {
-      throw new Error("dispatcher gone");
-    });
-    books.push(b);
-    await b.seen([id]);
-    const down = new WeightBook(refused, DEFAULT_WEIGHT, () => {
-      throw new Error("dispatcher gone");
-    });
-    books.push(down);
-    await down.seen(["401"]);
-    expect(b.weightOf(id)).toBe(2);
-    expect(down.staleUsers()).toEqual(["401"]);
   });
 
   test("users not seen for FORGET_AFTER_MS are dropped, stale ones too", async () => {

@@ -76,7 +76,7 @@ export class ShardOwnership {
     const s = config.scheduler;
     metrics.shardsTotal.set(config.shardCount);
     // The fair order reads weights from the book at each dispatch (weightOf below).
-    this.weights = new WeightBook(dbs.users, config.users.defaultWeight, () => {});
+    this.weights = new WeightBook(dbs.users, config.users.defaultWeight);
     // A report older than a few intervals is a process that stopped (or cannot reach the database).
     this.exchange = new DemandExchange(dbs.users, Math.max(4 * s.shareIntervalMs, 1_000));
     this.core = new SchedulerCore(

@@ -1,15 +1,16 @@
 /**
  * Users' weights for the scheduler's fair order, read from the users table (the first
  * database): a weight is the user's, not a copy frozen into each job, so an operator's change
- * applies to that user's pending jobs within one refresh. Users not seen in any load for
- * FORGET_AFTER_MS are dropped, so the refresh reads only users with work.
+ * applies to that user's pending jobs within one refresh (the fair order reads `weightOf` at each
+ * dispatch). Users not seen in any load for FORGET_AFTER_MS are dropped, so the book and the
+ * refresh hold only users with work.
  *
  * The users database is not on a load's critical path: `seen()` never fails and waits at most
  * SEEN_WAIT_MS for the weights of users it does not know. A user whose weight could not be read
- * by then is applied a fallback at once (its last known weight, which a known user keeps when a
+ * by then gets a fallback at once (its last known weight, which a known user keeps when a
  * refresh fails, or the default weight) and is marked stale; the read goes on in the
  * background, and the periodic refresh reads stale users again with the others, until the real
- * weight arrives and is applied. So an outage of the users database leaves new users at the
+ * weight arrives. So an outage of the users database leaves new users at the
  * default weight for its duration; it no longer stops loads on healthy shard databases.
  */
 import type { Sql } from "../db/databases.ts";
@@ -45,7 +46,6 @@ export class WeightBook {
   constructor(
     private readonly users: Sql,
     private readonly defaultWeight: number,
-    private readonly apply: (userId: string, weight: number) => void,
     private readonly seenWaitMs = SEEN_WAIT_MS,
   ) {}
 
@@ -132,22 +132,12 @@ export class WeightBook {
     return p;
   }
 
-  /** Applies the fallback weight to users with none yet (a known user keeps its last weight). */
+  /** Gives users with no weight yet the fallback (a known user keeps its last weight). */
   private fallback(userIds: string[], seenAt: number): void {
     for (const u of userIds) {
       if (this.known.has(u)) continue;
       this.known.set(u, { weight: this.defaultWeight, seenAt, stale: true });
       metrics.weightsStale.inc();
-      this.applyWeight(u, this.defaultWeight);
-    }
-  }
-
-  /** A failing `apply` is logged, never thrown: weights must not make a load fail. */
-  private applyWeight(userId: string, weight: number): void {
-    try {
-      this.apply(userId, weight);
-    } catch (err) {
-      log.error("could not apply a user's weight", { err: err as Error, userId, weight });
     }
   }
 
@@ -160,7 +150,6 @@ export class WeightBook {
       // A user that no longer exists keeps the default weight until its jobs are gone.
       const weight = found.get(u) ?? this.defaultWeight;
       const k = this.known.get(u);
-      if (k?.weight !== weight) this.applyWeight(u, weight);
       if (k) {
         k.weight = weight;
         if (k.stale) metrics.weightsStale.dec();
