@@ -17,7 +17,14 @@
  *   removeShard), and removeShard resolves only after every mark and publish started for the
  *   shard has finished, so the next owner's fence bump follows them;
  * - a mark that fails (not fenced) gives its jobs back to the shard actor's loading (they are
- *   still waiting in the database); a fenced mark hands the shard back to ownership.
+ *   still waiting in the database); a fenced mark hands the shard back to ownership;
+ * - popped jobs are counted against the window or the early budget by job id until published
+ *   or given up (a row that changed meanwhile cannot leave a count behind), and a popped job
+ *   that does not leave (cancelled or moved) is refunded its turn;
+ * - "due" is judged on the database's clock as estimated from loads (observeDbClock);
+ * - in a cluster (setPeers), the window is this process's share of the cluster's and its users'
+ *   weights are scaled by the part of their demand it holds (actors/cluster-share.ts); jobs on
+ *   time go to the on-time lane of partitions, a backlog to the other (lanes).
  */
 import { clusterShare, type ClusterShare, type DemandReport } from "./cluster-share.ts";
 import { FairQueue, sanitizeWeight, type FairItem } from "./fair-queue.ts";
