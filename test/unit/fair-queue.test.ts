@@ -266,22 +266,20 @@ describe("FairQueue: jobs that stop waiting", () => {
     expect(Math.abs(order.filter((u) => u === "a").length - 50)).toBeLessThanOrEqual(1);
   });
 
-  test("idle users are forgotten once the clock passes them; heap operations stay logarithmic", () => {
+  test("idle users are forgotten once the clock passes them; many removals keep the order", () => {
     const q = queue();
     for (let u = 0; u < 1000; u++) q.push(job(`u${u}`, 0));
     drain(q, 0);
     q.prune();
     expect(q.userCount).toBe(0);
-    // 50,000 users x 1 job, then removal of every other one: fast (a linear remove would take seconds).
+    // 50,000 users x 1 job, then removal of every other one.
     const ids: bigint[] = [];
     for (let u = 0; u < 50_000; u++) {
       const j = job(`v${u}`, u);
       ids.push(j.id);
       q.push(j);
     }
-    const t0 = performance.now();
     for (let i = 0; i < ids.length; i += 2) q.remove(ids[i]!);
-    expect(performance.now() - t0).toBeLessThan(1_000);
     expect(q.size).toBe(25_000);
     let prev = -1;
     for (let it = q.pop(1e9); it; it = q.pop(1e9)) {
@@ -301,4 +299,25 @@ test("MinHeap sorts and removes", () => {
   while (h.size) out.push(h.pop()!);
   const expected = xs.filter((_, i) => i !== 17).sort((a, b) => a - b);
   expect(out).toEqual(expected);
+});
+
+test("MinHeap with positions removes in O(log n) comparisons", () => {
+  let comparisons = 0;
+  type E = { v: number; pos: number };
+  const h = new MinHeap<E>((a, b) => (comparisons++, a.v - b.v), { get: (e) => e.pos, set: (e, i) => (e.pos = i) });
+  const n = 50_000;
+  const es = Array.from({ length: n }, (_, i) => ({ v: (i * 7919) % n, pos: -1 }));
+  es.forEach((e) => h.push(e));
+  // Every entry knows its index (what lets remove skip a search).
+  const arr = h.toArray();
+  expect(arr.every((e, i) => e.pos === i)).toBe(true);
+  comparisons = 0;
+  for (let i = 0; i < n; i += 2) expect(h.remove(es[i]!)).toBe(true);
+  // At most ~2 log2(n) comparisons per removal (down then up).
+  expect(comparisons / (n / 2)).toBeLessThan(2 * Math.log2(n) + 2);
+  expect(h.toArray().every((e, i) => e.pos === i)).toBe(true);
+  expect(es.filter((_, i) => i % 2 === 0).every((e) => e.pos === -1)).toBe(true);
+  const out: number[] = [];
+  while (h.size) out.push(h.pop()!.v);
+  expect(out).toEqual(es.filter((_, i) => i % 2 === 1).map((e) => e.v).sort((a, b) => a - b));
 });
