@@ -261,47 +261,60 @@ export type Claim = ClaimedJob | typeof REFUSED_EARLY | null;
 /**
  * A scheduled job starts its run (attempt + 1), only for the attempt its message names and only
  * once it is due by the database's clock (due_at <= now()), whatever the scheduler's and this
- * process's clocks say. A message that comes earlier does not start the run: the same statement
- * puts the job back to waiting (BACK_TO_WAITING, due_at kept, as `revert` does) and notifies its
- * shard's owner of the due time, so it is dispatched again then; left `scheduled` with its message
- * consumed, it would wait for the rescuer (SCHEDULED_DEADLINE). Batched per database.
- *
- * One UPDATE decides both per row, so each id is looked up once and a row is either claimed or
- * refused, never both; `now()` is the statement's, the same for the guard and the columns. The
- * refused rows' due times go out as one notification in duePayload's format (the earliest per
- * shard, or `*:ms` when that would not fit).
+ * process's clocks say. A message that comes earlier does not start the run: a second statement
+ * (only when some message claimed nothing) puts the job back to waiting (refuseEarly) and
+ * notifies its shard's owner of the due time, so it is dispatched again then; left `scheduled`
+ * with its message consumed, it would wait for the rescuer (SCHEDULED_DEADLINE). The claim
+ * itself stays the one plain UPDATE it was (one statement deciding both per row cost the
+ * executor's database ~30 % more CPU per job at 1,389 jobs/s). Batched per database.
  */
 export async function claim(sql: Sql, msgs: ClaimRequest[], defaultTimeoutMs: number, graceMs: number): Promise<Claim[]> {
-  const due = sql.unsafe("j.due_at <= now()");
-  // m's columns are not named `attempt`: BACK_TO_WAITING reads the row's attempt unqualified.
-  const rows = await sql<(ClaimedJob & { early: boolean; notified: unknown })[]>`
-    WITH upd AS (
-      UPDATE jobs j SET
-        status = CASE WHEN ${due} THEN 'running'::job_status ELSE ${sql.unsafe(BACK_TO_WAITING)} END,
-        attempt = CASE WHEN ${due} THEN j.attempt + 1 ELSE j.attempt END,
-        started_at = CASE WHEN ${due} THEN now() ELSE j.started_at END,
-        deadline_at = CASE WHEN ${due} THEN now() + (coalesce((j.target->>'timeout_ms')::int, ${defaultTimeoutMs}) + ${graceMs}) * interval '1 millisecond' END,
-        updated_at = now()
-      FROM unnest(${msgs.map((m) => m.id)}::bigint[], ${msgs.map((m) => m.attempt)}::int[]) AS m(job_id, run)
-      WHERE j.id = ANY(${msgs.map((m) => m.id)}::bigint[]) AND j.id = m.job_id AND j.attempt = m.run - 1
-        AND CASE WHEN ${due} THEN j.status::text IN ${sql.unsafe(from("claim"))} ELSE j.status::text IN ${sql.unsafe(from("refuseEarly"))} END
-      RETURNING ${sql.unsafe(CLAIMED_COLUMNS.split(", ").map((c) => `j.${c}`).join(", "))}, j.status <> 'running' AS early),
-    refused AS (
-      SELECT string_agg(shard_id || ':' || ms, ',') AS payload, '*:' || min(ms) AS every
-      FROM (SELECT shard_id, round(extract(epoch FROM min(due_at)) * 1000)::bigint AS ms FROM upd WHERE early GROUP BY shard_id) s)
-    SELECT upd.*, (SELECT pg_notify(${DUE_CHANNEL}, CASE WHEN length(payload) <= ${MAX_PAYLOAD} THEN payload ELSE every END)
-      FROM refused WHERE payload IS NOT NULL) AS notified
-    FROM upd`;
+  const ids = msgs.map((m) => m.id);
+  const runs = msgs.map((m) => m.attempt);
+  const rows = await sql<ClaimedJob[]>`
+    UPDATE jobs j SET status = 'running', attempt = j.attempt + 1, started_at = now(), updated_at = now(),
+      deadline_at = now() + (coalesce((j.target->>'timeout_ms')::int, ${defaultTimeoutMs}) + ${graceMs}) * interval '1 millisecond'
+    FROM unnest(${ids}::bigint[], ${runs}::int[]) AS m(job_id, run)
+    WHERE j.id = ANY(${ids}::bigint[]) AND j.id = m.job_id AND j.status::text IN ${sql.unsafe(from("claim"))} AND j.attempt = m.run - 1
+      AND j.due_at <= now()
+    RETURNING ${sql.unsafe(CLAIMED_COLUMNS.split(", ").map((c) => `j.${c}`).join(", "))}`;
   const byId = new Map(rows.map((r) => [r.id, r]));
+  // Rarely, some were not claimed: duplicates, cancelled jobs, or runs that came early. Only then
+  // a second statement re-delays the early ones (still scheduled for that attempt: not due at the
+  // claim; or, in the moment since, due after all, which only costs a dispatch).
+  const missed = msgs.filter((m) => !byId.has(m.id));
+  const early = missed.length === 0 ? new Set<string>() : await refuseEarly(sql, missed);
   // A message repeated within one batch claims once: only its first copy gets the row.
   return msgs.map((m) => {
+    if (early.delete(m.id)) return REFUSED_EARLY;
     const row = byId.get(m.id);
-    if (!row || row.attempt !== (row.early ? m.attempt - 1 : m.attempt)) return null;
+    if (!row || row.attempt !== m.attempt) return null;
     byId.delete(m.id);
-    if (row.early) return REFUSED_EARLY;
-    const { early: _, notified: __, ...job } = row;
-    return job;
+    return row;
   });
+}
+
+/**
+ * Runs whose message came before they were due go back to waiting (due_at kept, as `revert`
+ * does), and their shards' owners hear when they are due (duePayload's format: the earliest per
+ * shard, or `*:ms` when that would not fit). Returns their ids.
+ */
+async function refuseEarly(sql: Sql, msgs: ClaimRequest[]): Promise<Set<string>> {
+  // m's columns are not named `attempt`: BACK_TO_WAITING reads the row's attempt unqualified.
+  const rows = await sql<{ id: string }[]>`
+    WITH upd AS (
+      UPDATE jobs j SET status = ${sql.unsafe(BACK_TO_WAITING)}, deadline_at = NULL, updated_at = now()
+      FROM unnest(${msgs.map((m) => m.id)}::bigint[], ${msgs.map((m) => m.attempt)}::int[]) AS m(job_id, run)
+      WHERE j.id = ANY(${msgs.map((m) => m.id)}::bigint[]) AND j.id = m.job_id AND j.attempt = m.run - 1
+        AND j.status::text IN ${sql.unsafe(from("refuseEarly"))} AND j.due_at > now() - interval '1 second'
+      RETURNING j.id, j.shard_id, j.due_at),
+    refused AS (
+      SELECT string_agg(shard_id || ':' || ms, ',') AS payload, '*:' || min(ms) AS every
+      FROM (SELECT shard_id, round(extract(epoch FROM min(due_at)) * 1000)::bigint AS ms FROM upd GROUP BY shard_id) s)
+    SELECT upd.id::text, (SELECT pg_notify(${DUE_CHANNEL}, CASE WHEN length(payload) <= ${MAX_PAYLOAD} THEN payload ELSE every END)
+      FROM refused WHERE payload IS NOT NULL) AS notified
+    FROM upd`;
+  return new Set(rows.map((r) => r.id));
 }
 
 export interface Outcome {
