@@ -1,10 +1,12 @@
 /**
- * A deterministic simulation of one scheduler process: the real SchedulerCore (dispatcher, fair
- * queue, start window, one shard actor per shard) on a simulated clock, against an in-memory
- * model of the database (waiting rows per shard, loads with cursors and per-user limits, guarded
+ * A deterministic simulation of one or several scheduler processes: the real SchedulerCore
+ * (dispatcher, fair queue, start window, one shard actor per shard) of each, on a simulated clock
+ * (the database's; each process's own clock may be skewed from it), against an in-memory model of
+ * the database (waiting rows per shard, loads with cursors, per-user limits and rotation, guarded
  * marks), a topic with partitions, and an executor pool that starts a fixed number of jobs per
- * second in partition order and commits offsets. What it checks is what a user would measure:
- * shares of starts per 1-second window, against the weights.
+ * second from every partition at once and commits offsets. The processes exchange demand reports
+ * as the real ones do. What it checks is what a user would measure: shares of starts per
+ * 1-second window against the weights in every phase, and that nothing starts before it is due.
  */
 import { describe, expect, test } from "bun:test";
 import { SimulatedClock } from "xstate";
