@@ -94,8 +94,6 @@ export interface DispatcherSettings {
   publishSlotMs: number;
   /** Partitions of the due topic (KAFKA_PARTITIONS): split into an on-time lane and a backlog lane. */
   partitions: number;
-  /** A shard's user with fewer queued jobs than this gets a refill (at most; see stocking). */
-  userLowWater: number;
   /** Queued jobs per (shard, user) a load tops up to, at most (see stocking). */
   userTarget: number;
   /** Jobs the fair queue holds at most, whatever the number of users or the backlog's size. */
@@ -224,8 +222,8 @@ export class Dispatcher<M extends Marked> {
   }
 
   /** The window's parts, for metrics; all zero when nothing is queued or out. */
-  parts(): { outstanding: number; pendingDue: number; pendingEarly: number; held: number } {
-    return { outstanding: this.window.outstanding, pendingDue: this.pendingDue, pendingEarly: this.pendingEarly, held: this.held.size };
+  parts(): { outstanding: number; pendingDue: number; pendingEarly: number } {
+    return { outstanding: this.window.outstanding, pendingDue: this.pendingDue, pendingEarly: this.pendingEarly };
   }
 
   /**
@@ -241,9 +239,9 @@ export class Dispatcher<M extends Marked> {
     const target = Math.max(MIN_TARGET, Math.min(this.s.userTarget, fair));
     // Shards load concurrently: each may take its part of what is left.
     const room = Math.floor(Math.max(0, this.s.maxQueued - this.queue.size) / Math.max(1, this.epochs.size));
-    // A user the shard has not loaded yet gets a few jobs first: the shard learns its users as
-    // its loads rotate through them, and a large first helping would fill the cap with the
-    // first users it meets. Refills top heavy users up at once.
+    // A user the shard has not loaded yet gets one job first: the shard learns its users as its
+    // loads rotate through them, and a large first helping would fill the cap with the first
+    // users it meets. The shard tops the users it just met up at once (shard.machine.ts).
     return { target, lowWater: Math.max(1, Math.floor(target / 2)), room, newUser: Math.min(target, NEW_USER_LOAD) };
   }
 
@@ -256,6 +254,7 @@ export class Dispatcher<M extends Marked> {
   /** Every queued job of a user stopped waiting (all cancelled). */
   forgetUser(userId: string): void {
     this.queue.removeUser(userId);
+    this.pump();
   }
 
   /**

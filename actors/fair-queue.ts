@@ -95,10 +95,6 @@ export class FairQueue<T extends FairItem> {
     return sanitizeWeight(this.weightFn(userId), this.defaultWeight);
   }
 
-  has(id: bigint): boolean {
-    return this.nodes.has(id);
-  }
-
   /**
    * Adds an item; returns false when the same item (id and due time) is already queued. A copy
    * with another due time replaces the queued one.
@@ -252,6 +248,7 @@ export class FairQueue<T extends FairItem> {
     const removed: T[] = [];
     if (!this.stock.has(shard)) return removed;
     for (const { item } of [...this.nodes.values()]) if (item.shard === shard) removed.push(this.remove(item.id)!);
+    this.stock.delete(shard); // empty now: every count went to 0 with its item
     return removed;
   }
 

@@ -406,7 +406,6 @@ export function loadConfig(env: Env = process.env): Config {
       batchMin: 100,
       batchesInFlight: int("SCHEDULER_BATCHES_IN_FLIGHT", 8, 1, 64),
       userTarget: int("SCHEDULER_PER_USER_LOAD", 500, 2, 100_000),
-      userLowWater: 0, // set below: half of userTarget
       maxLoad: int("SCHEDULER_MAX_LOAD", 5_000, 1, 1_000_000),
       maxQueued: int("SCHEDULER_MAX_QUEUED", 200_000, 1_000, 10_000_000),
       scheduledDeadlineMs: duration("SCHEDULED_DEADLINE", "60s", 1_000),
@@ -442,7 +441,6 @@ export function loadConfig(env: Env = process.env): Config {
   if (traceUrl !== null && (!traceUrl.includes("{trace_id}") || !isUrl(["http:", "https:"])(traceUrl.replace("{trace_id}", "0")))) {
     problems.push(`CONSOLE_TRACE_URL=${JSON.stringify(traceUrl)}: expected an http(s):// URL containing {trace_id}`);
   }
-  config.scheduler.userLowWater = Math.max(1, Math.floor(config.scheduler.userTarget / 2));
   if (config.scheduler.window.minJobs > config.scheduler.window.maxJobs) {
     problems.push(`SCHEDULER_WINDOW_MIN=${config.scheduler.window.minJobs}: must not exceed SCHEDULER_WINDOW_MAX (${config.scheduler.window.maxJobs})`);
   }

@@ -32,7 +32,6 @@ const settings: CoreSettings = {
     premarkEveryMs: 50,
     publishSlotMs: 10,
     partitions: 12,
-    userLowWater: 50,
     userTarget: 100,
     maxQueued: 200_000,
     defaultWeight: 1,
