@@ -37,6 +37,8 @@ export interface FairItem {
   shard: number;
   /** When the job may start (ms since the epoch, the database's clock). */
   dueAt: number;
+  /** Inside one user, which due job goes first: 0 high, 1 normal (absent), 2 low. */
+  priority?: number;
 }
 
 interface Node<T> {

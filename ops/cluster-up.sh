@@ -39,8 +39,11 @@ start_role() {
     return
   fi
   say "$name: starting ($role on :$port)"
-  # Supervised: a role that exits is started again (ops/supervise.sh).
-  (cd "$ROOT" && PORT=$port start_bg "$name" "$LOG_DIR/$name.log" bash "$ROOT/ops/supervise.sh" "$name" "$BUN" src/main.ts "$role")
+  # Supervised: a role that exits is started again (ops/supervise.sh). Bun's fetch keeps at most
+  # BUN_CONFIG_MAX_HTTP_REQUESTS calls in flight (256 unless set at start) and queues the rest in
+  # arrival order: an executor's HTTP calls get as many as it has run slots (at most 65,535).
+  local fetch_cap=$(( ${EXECUTOR_CONCURRENCY:-4000} > 65535 ? 65535 : ${EXECUTOR_CONCURRENCY:-4000} ))
+  (cd "$ROOT" && BUN_CONFIG_MAX_HTTP_REQUESTS="${BUN_CONFIG_MAX_HTTP_REQUESTS:-$fetch_cap}" PORT=$port start_bg "$name" "$LOG_DIR/$name.log" bash "$ROOT/ops/supervise.sh" "$name" "$BUN" src/main.ts "$role")
 }
 
 start_role api api "$API_PORT"

@@ -72,7 +72,10 @@ export interface Config {
     requestTimeoutMs: number;
   };
   executor: {
+    /** Run slots (runs in flight, claims included). */
     concurrency: number;
+    /** Slots kept free for each active user holding fewer, and for a newcomer (actors/slots.ts). */
+    userReserve: number;
     /** After a failed attempt, the next waits this (exponential, equal jitter); the rescuer uses it too. */
     retry: BackoffPolicy;
     /** Time allowed past a run's own timeout before the rescuer may assume the executor died. */
@@ -157,8 +160,10 @@ export const TUNING = {
     commitRetryMs: 1_000,
     /** A partition whose claim failed is consumed again after this pause. */
     rewindDelayMs: 1_000,
-    /** While waiting for permits, heartbeat at least this often. */
+    /** While a partition may read no further, heartbeat at least this often. */
     heartbeatEveryMs: 1_000,
+    /** A user keeps its guard of slots this long after its last job (actors/slots.ts). */
+    userActiveMs: 10_000,
     /** An outcome record that failed (database unreachable) is retried from this, doubling, to that. */
     recordRetryMinMs: 200,
     recordRetryMaxMs: 2_000,
@@ -384,6 +389,7 @@ export function loadConfig(env: Env = process.env): Config {
     },
     executor: {
       concurrency: int("EXECUTOR_CONCURRENCY", 4_000, 1, 100_000),
+      userReserve: int("EXECUTOR_USER_RESERVE", 40, 0, 100_000),
       retry: { baseMs: duration("RETRY_BACKOFF_BASE", "1s", 1), maxMs: duration("RETRY_BACKOFF_MAX", "10m", 1) },
       runGraceMs: duration("JOB_RUN_GRACE", "30s", 100),
       httpAllowPrivate: bool("HTTP_TARGET_ALLOW_PRIVATE", mode === "local"),

@@ -1,7 +1,7 @@
 /**
  * The due topic's wire format, shared by the scheduler (encode) and the executor (decode).
  *
- * A message carries up to MAX_JOBS_PER_MESSAGE jobs: {"jobs": [{id, shard, user_id, attempt,
+ * A message carries up to MAX_JOBS_PER_MESSAGE jobs: {"jobs": [{id, shard, user_id, weight, attempt,
  * due_at, epoch, trace}]}, where `attempt` is the number of the run it asks for, `due_at` when
  * that run was due and `trace` the job's W3C trace context. Jobs travel together because producing with kafkajs costs about
  * 50 µs of CPU per message (20,900 messages/s at most here) while consuming is cheap: at the
@@ -15,6 +15,8 @@ export interface DueEntry {
   id: string;
   shard: number;
   user_id: string;
+  /** The user's weight when dispatched: the executors share their slots by it (absent: 1). */
+  weight?: number;
   attempt: number;
   due_at: string;
   epoch: string;

@@ -6,7 +6,7 @@
  * with a deadline) the database owns it: if this process dies, the rescuer re-runs the job after
  * its deadline. So a message's offset may be committed as soon as the claims of its jobs are
  * durable, and fetching never waits for handlers: a batch's messages are taken (each waiting
- * only for permits, the bound on runs in flight), their claims go out, and the next fetch
+ * only while its partition may read ahead: see slots below), their claims go out, and the next fetch
  * follows. Handlers and outcomes run beside it. Invariants:
  * - a message's offset is never committed before its jobs' claims are durable: commits cover
  *   the contiguous prefix of such messages per partition (actors/offset-tracker.ts), one request
@@ -18,13 +18,19 @@
  *   attempt - 1), so only one copy of a message claims a run;
  * - no job starts before its due time by the database's clock: a message that comes earlier
  *   claims nothing, and its job is back to waiting, dispatched again at its due time (`claim`);
- * - permits bound the runs in flight, claims included; while none is free the consumer keeps
- *   heartbeating, so slow handlers never cost the group membership.
+ * - slots bound the runs in flight, claims included, and are shared between users by occupancy
+ *   (actors/slots.ts): a job is claimed only once it holds a slot, so a tenant whose endpoint is
+ *   slow or hangs holds its share of the slots, not the pool, and another's job is claimed as
+ *   soon as a slot is free, not behind the slow tenant's messages;
+ * - a partition reads ahead of its waiting jobs up to the slots' capacity, so a message behind a
+ *   slow tenant's is claimed as soon as its user may take a slot; while the partition may read no
+ *   further the consumer keeps heartbeating, so slow handlers never cost the group membership.
  */
 import { context, trace } from "@opentelemetry/api";
 import { createActor } from "xstate";
 import { jobRunLogic, type RunEvent } from "../../actors/job-run.machine.ts";
 import { OffsetTracker } from "../../actors/offset-tracker.ts";
+import { FairSlots } from "../../actors/slots.ts";
 import type { Decision, RunResult } from "../../actors/outcome.ts";
 import { TUNING, type Config } from "../config.ts";
 import { isUnavailable, retryRolledBack, type Databases } from "../db/databases.ts";
@@ -43,35 +49,8 @@ import type { ClaimedJob } from "../jobs/job-row.ts";
 /** Fixed tuning (src/config.ts): commits go out one at a time, at least commitGapMs apart. */
 const T = TUNING.executor;
 const runLogic = jobRunLogic<ClaimedJob>();
-
-/** Bounds the runs in flight (claims included). */
-class Permits {
-  private waiters: { n: number; go: () => void }[] = [];
-  private free: number;
-  constructor(private readonly capacity: number) {
-    this.free = capacity;
-  }
-  /** Resolves once n permits (at most the capacity) are taken. */
-  acquire(n: number): Promise<void> {
-    if (this.waiters.length === 0 && this.free >= n) {
-      this.free -= n;
-      return Promise.resolve();
-    }
-    return new Promise<void>((go) => this.waiters.push({ n, go }));
-  }
-  /** Permits taken and not yet released: the runs in flight. */
-  get inUse(): number {
-    return this.capacity - this.free;
-  }
-  release(n: number): void {
-    this.free += n;
-    while (this.waiters.length > 0 && this.free >= this.waiters[0]!.n) {
-      const w = this.waiters.shift()!;
-      this.free -= w.n;
-      w.go();
-    }
-  }
-}
+/** Users shown in executor_user_running_jobs. */
+const TOP_USERS = 10;
 
 async function timed<T>(step: string, fn: () => Promise<T>): Promise<T> {
   const t0 = performance.now();
@@ -85,7 +64,10 @@ async function timed<T>(step: string, fn: () => Promise<T>): Promise<T> {
 export class Executor {
   private sub: Subscription | null = null;
   private publisher: Publisher | null = null;
-  private readonly permits: Permits;
+  private readonly slots: FairSlots;
+  /** Per partition, jobs taken from it that wait for a slot; and who waits for that to drop. */
+  private waitingIn = new Map<number, number>();
+  private roomWaiters = new Map<number, (() => void)[]>();
   private readonly offsets = new OffsetTracker();
   private readonly claims: Batcher<number, ClaimRequest, Claim>;
   private readonly records: Batcher<number, Outcome, void>;
@@ -105,7 +87,7 @@ export class Executor {
     private readonly bus: KafkaBus,
     private readonly onFatal: (error: Error) => void = () => {},
   ) {
-    this.permits = new Permits(config.executor.concurrency);
+    this.slots = new FairSlots({ capacity: config.executor.concurrency, reserve: config.executor.userReserve, activeMs: T.userActiveMs });
     // Two batched statements can deadlock when a duplicate message puts a job in both, in
     // different orders; PostgreSQL then rolls one back whole, and it is simply run again.
     this.claims = new Batcher((db, msgs) => timed("claim", () => retryRolledBack(() => claim(dbs.all[db]!, msgs, config.executor.defaultTimeoutMs, config.executor.runGraceMs))));
@@ -142,8 +124,20 @@ export class Executor {
       },
     });
     // Retries a failed commit, and is a backstop for anything commitSoon missed.
-    this.commitTimer = setInterval(() => this.commitSoon(), T.commitRetryMs);
+    this.commitTimer = setInterval(() => {
+      this.commitSoon();
+      this.showSlots();
+    }, T.commitRetryMs);
     this.running = true;
+  }
+
+  /** The slots' gauges: jobs waiting, active users, and the users holding the most. */
+  private showSlots(): void {
+    metrics.slotsWaiting.set(this.slots.waiting);
+    metrics.slotUsers.set(this.slots.activeUsers);
+    metrics.userRunning.reset();
+    const top = [...this.slots.holders()].sort((a, b) => b[1] - a[1]).slice(0, TOP_USERS);
+    for (const [user, n] of top) metrics.userRunning.set({ user }, n);
   }
 
   /** Schedules a commit: after the one under way, at least T.commitGapMs after the last. */
@@ -189,7 +183,7 @@ export class Executor {
     return this.committing;
   }
 
-  /** Takes the batch's messages in order: permits, then claims (not awaited). */
+  /** Takes the batch's messages in order; each job's slot and claim follow (not awaited). */
   private async onBatch(batch: PartitionBatch): Promise<string | null> {
     // Lag: messages of the partition not yet taken into processing (high watermark at this fetch
     // minus the next offset to take), updated as each message is taken.
@@ -211,13 +205,10 @@ export class Executor {
         this.offsets.done(batch.partition, offset, gen);
         continue;
       }
-      // Claims go out in chunks of at most the permits' capacity, each once its permits are free.
-      const claims: Promise<void>[] = [];
-      for (let i = 0; i < entries.length; i += this.config.executor.concurrency) {
-        const chunk = entries.slice(i, i + this.config.executor.concurrency);
-        await this.takePermits(chunk.length, batch);
-        claims.push(this.claimAndRun(chunk));
-      }
+      // Each job is claimed once it holds a slot; the partition reads on while it may.
+      await this.roomIn(batch);
+      this.waitingIn.set(batch.partition, (this.waitingIn.get(batch.partition) ?? 0) + entries.length);
+      const claims = entries.map((e) => this.claimAndRun(batch.partition, e));
       metrics.consumerLag.set(lagLabels, Math.max(0, hw - offset - 1));
       void Promise.all(claims).then(
         () => {
@@ -232,6 +223,7 @@ export class Executor {
         },
         (err) => {
           const resume = this.offsets.fail(batch.partition, gen);
+          if (!this.running) return; // stopping: the next owner consumes it again
           log.warn("claim failed; the partition will be consumed again from its first unclaimed message", { partition: batch.partition, offset: resume, err: err as Error });
           if (resume !== null) this.sub?.rewind(batch.partition, resume, T.rewindDelayMs);
         },
@@ -240,41 +232,53 @@ export class Executor {
     return last;
   }
 
-  /** Waits for permits, heartbeating meanwhile so the group keeps this member. */
-  private async takePermits(n: number, batch: PartitionBatch): Promise<void> {
-    const got = this.permits.acquire(n);
-    let done = false;
-    void got.then(() => (done = true));
-    while (!done) {
-      await Promise.race([got, Bun.sleep(T.heartbeatEveryMs)]);
-      if (!done) await batch.heartbeat().catch(() => {});
+  /**
+   * Waits while the partition has as many jobs waiting for a slot as there are slots,
+   * heartbeating meanwhile so the group keeps this member.
+   */
+  private async roomIn(batch: PartitionBatch): Promise<void> {
+    const p = batch.partition;
+    while ((this.waitingIn.get(p) ?? 0) >= this.config.executor.concurrency && this.running && batch.isRunning()) {
+      const room = new Promise<void>((go) => this.roomWaiters.set(p, [...(this.roomWaiters.get(p) ?? []), go]));
+      const beat = await Promise.race([room.then(() => false), Bun.sleep(T.heartbeatEveryMs).then(() => true)]);
+      if (beat) await batch.heartbeat().catch(() => {});
     }
   }
 
+  /** A job of the partition stopped waiting for a slot. */
+  private leftWaiting(p: number): void {
+    this.waitingIn.set(p, this.waitingIn.get(p)! - 1);
+    const waiters = this.roomWaiters.get(p);
+    if (!waiters) return;
+    this.roomWaiters.delete(p);
+    for (const go of waiters) go();
+  }
+
   /**
-   * Claims jobs holding one permit each; resolves once the claims are durable, having started
-   * a run for each job claimed (its permit is released when the run ends). A duplicate,
-   * cancelled or not yet due job is not claimed and its permit goes back at once.
+   * Takes a slot for the job, then claims it; resolves once the claim is durable, having started
+   * its run (the slot is released when the run ends). A duplicate, cancelled or not yet due job
+   * is not claimed and its slot goes back at once. Rejects when the claim fails, or when the
+   * executor stops before the job got a slot (it is consumed again by the partition's next owner).
    */
-  private async claimAndRun(entries: DueEntry[]): Promise<void> {
-    let claimed: Claim[];
+  private async claimAndRun(partition: number, e: DueEntry): Promise<void> {
+    const got = await this.slots.acquire(e.user_id, e.weight ?? 1, Date.now());
+    this.leftWaiting(partition);
+    if (!got) throw new Error("executor stopping");
     const claimStart = Date.now();
+    let job: Claim;
     try {
-      claimed = await Promise.all(entries.map((e) => this.claims.submit(this.dbs.indexOf(e.shard), e)));
+      job = await this.claims.submit(this.dbs.indexOf(e.shard), e);
     } catch (err) {
-      this.permits.release(entries.length);
+      this.slots.release(e.user_id, Date.now());
       throw err;
     }
-    const claimEnd = Date.now();
-    claimed.forEach((job, i) => {
-      if (job === null || job === REFUSED_EARLY) {
-        if (job === REFUSED_EARLY) metrics.claimsRefusedEarly.inc();
-        metrics.jobsProcessed.inc({ outcome: "dropped" });
-        this.permits.release(1);
-      } else {
-        void this.runOne(entries[i]!, job, claimStart, claimEnd).finally(() => this.permits.release(1));
-      }
-    });
+    if (job === null || job === REFUSED_EARLY) {
+      if (job === REFUSED_EARLY) metrics.claimsRefusedEarly.inc();
+      metrics.jobsProcessed.inc({ outcome: "dropped" });
+      this.slots.release(e.user_id, Date.now());
+      return;
+    }
+    void this.runOne(e, job, claimStart, Date.now()).finally(() => this.slots.release(e.user_id, Date.now()));
   }
 
   /**
@@ -385,13 +389,14 @@ export class Executor {
   async stop(graceMs = 10_000): Promise<void> {
     this.running = false;
     this.sub?.pause();
+    this.slots.close();
     const until = Date.now() + graceMs;
-    while (this.permits.inUse > 0 && Date.now() < until) await Bun.sleep(20);
+    while (this.slots.inUse > 0 && Date.now() < until) await Bun.sleep(20);
     if (this.commitTimer) clearInterval(this.commitTimer);
     await this.committing;
     await this.commit();
     await this.sub?.stop();
     await this.publisher?.close();
-    if (this.permits.inUse > 0) log.warn("executor stopped with runs in flight; the rescuer will re-run them", { in_flight: this.permits.inUse });
+    if (this.slots.inUse > 0) log.warn("executor stopped with runs in flight; the rescuer will re-run them", { in_flight: this.slots.inUse });
   }
 }

@@ -33,6 +33,8 @@ export interface DueRow extends Marked {
 export interface DispatchIoOptions {
   /** Called with the user ids of every load, before it resolves (weights must be known). */
   usersSeen(userIds: string[]): Promise<void>;
+  /** The user's weight, which the message carries for the executors' slot sharing. */
+  weightOf(userId: string): number;
 }
 
 /**
@@ -117,7 +119,7 @@ export function schedulerIo(config: Config, dbs: Databases, publishers: Publishe
             spans.push(send, dispatch);
           }
         }
-        return { id: r.id.toString(), shard: r.shard, user_id: r.userId, attempt: r.attempt + 1, due_at: new Date(r.dueAt).toISOString(), epoch: r.epoch, trace: tc };
+        return { id: r.id.toString(), shard: r.shard, user_id: r.userId, weight: opts.weightOf(r.userId), attempt: r.attempt + 1, due_at: new Date(r.dueAt).toISOString(), epoch: r.epoch, trace: tc };
       });
       const endSpans = (e?: unknown) => {
         for (const sp of spans) {

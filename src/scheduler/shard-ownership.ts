@@ -80,7 +80,7 @@ export class ShardOwnership {
     // A report older than a few intervals is a process that stopped (or cannot reach the database).
     this.exchange = new DemandExchange(dbs.users, Math.max(4 * s.shareIntervalMs, 1_000));
     this.core = new SchedulerCore(
-      schedulerIo(config, dbs, publishers, { usersSeen: (ids) => this.weights.seen(ids) }),
+      schedulerIo(config, dbs, publishers, { usersSeen: (ids) => this.weights.seen(ids), weightOf: (id) => this.weights.weightOf(id) }),
       {
         shard: s,
         dispatch: { ...s, defaultWeight: config.users.defaultWeight, partitions: config.kafka.partitions },

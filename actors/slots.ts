@@ -1,0 +1,198 @@
+/**
+ * An executor's run slots, shared between users by occupancy: who holds a slot, not who started
+ * the most jobs. Pure: no I/O, time passed in.
+ *
+ * A job waits here (unclaimed) until it gets a slot, and holds it from its claim to its outcome.
+ * When a slot is free, it goes to the waiting user holding the fewest slots per unit of weight
+ * (held / weight; ties to the longest waiting), so contended slots are split in proportion to
+ * weight however long each user's jobs take: a user whose jobs take 100x longer holds its share
+ * of slots and starts 100x fewer jobs. Work-conserving, but for a guard:
+ *
+ * - a user is active while it holds or waits for a slot here, and for `activeMs` after;
+ * - every active user has a guard of g = min(reserve, floor(capacity / (active + 1))) slots:
+ *   while it holds fewer than g, its missing ones stay free for it (`reserved`), and g more stay
+ *   free for a user not active yet;
+ * - a user holding fewer than its guard takes any free slot; a user at or above it takes one
+ *   only if the reserves of the others and a newcomer's stay free afterwards.
+ *
+ * So one tenant can never take the whole pool: a user whose jobs are quick, or new, finds a free
+ * slot at once even while another's endpoint hangs and holds every other slot until its timeout,
+ * and the pool gives up at most 2 x reserve slots to idleness. With more active users than
+ * capacity / reserve, the guard shrinks, down to none.
+ */
+export interface SlotSettings {
+  capacity: number;
+  /** Slots kept free per active user below it (and for a newcomer). */
+  reserve: number;
+  /** A user stays active this long after it last held or waited for a slot. */
+  activeMs: number;
+}
+
+interface Tenant {
+  id: string;
+  weight: number;
+  held: number;
+  /** Waiting jobs, oldest first (from `head`), each with the order it arrived in. */
+  waiting: { seq: number; go: (ok: boolean) => void }[];
+  head: number;
+  lastSeen: number;
+}
+
+export class FairSlots {
+  private tenants = new Map<string, Tenant>();
+  private waitingTenants = new Set<Tenant>();
+  private used = 0;
+  private waitingJobs = 0;
+  private guard: number;
+  /** Σ over active users of max(0, guard - held). */
+  private reserved = 0;
+  private seq = 0;
+  private closed = false;
+  private expiredAt = -Infinity;
+
+  constructor(private readonly s: SlotSettings) {
+    this.guard = this.guardFor(0);
+  }
+
+  get inUse(): number {
+    return this.used;
+  }
+
+  /** Jobs waiting for a slot. */
+  get waiting(): number {
+    return this.waitingJobs;
+  }
+
+  get activeUsers(): number {
+    return this.tenants.size;
+  }
+
+  heldBy(userId: string): number {
+    return this.tenants.get(userId)?.held ?? 0;
+  }
+
+  /** Slots held per user, for metrics. */
+  holders(): Map<string, number> {
+    const out = new Map<string, number>();
+    for (const t of this.tenants.values()) if (t.held > 0) out.set(t.id, t.held);
+    return out;
+  }
+
+  /** Resolves true once the user holds one more slot (false: closed, the job must not run). */
+  acquire(userId: string, weight: number, now: number): Promise<boolean> {
+    if (this.closed) return Promise.resolve(false);
+    const t = this.tenant(userId, weight, now);
+    if (t.waiting.length === t.head && this.may(t)) {
+      this.take(t);
+      return Promise.resolve(true);
+    }
+    return new Promise<boolean>((go) => {
+      t.waiting.push({ seq: this.seq++, go });
+      this.waitingJobs++;
+      this.waitingTenants.add(t);
+    });
+  }
+
+  /** The user's job ended: its slot goes to whoever is next. */
+  release(userId: string, now: number): void {
+    const t = this.tenants.get(userId);
+    if (!t || t.held === 0) throw new Error(`release without a slot held by user ${userId}`);
+    if (t.held <= this.guard) this.reserved++;
+    t.held--;
+    this.used--;
+    t.lastSeen = now;
+    this.expire(now);
+    this.grant();
+  }
+
+  /** Refuses every waiting job (they must not run: the executor is stopping) and any later. */
+  close(): void {
+    this.closed = true;
+    for (const t of this.waitingTenants) {
+      for (let i = t.head; i < t.waiting.length; i++) t.waiting[i]!.go(false);
+      this.waitingJobs -= t.waiting.length - t.head;
+      t.waiting = [];
+      t.head = 0;
+    }
+    this.waitingTenants.clear();
+  }
+
+  /** Gives free slots to waiting users, fewest held per weight first, while any may take one. */
+  private grant(): void {
+    while (this.used < this.s.capacity && this.waitingTenants.size > 0) {
+      let best: Tenant | null = null;
+      for (const t of this.waitingTenants) {
+        if (!this.may(t)) continue;
+        if (!best) best = t;
+        else {
+          const d = t.held / t.weight - best.held / best.weight;
+          if (d < 0 || (d === 0 && t.waiting[t.head]!.seq < best.waiting[best.head]!.seq)) best = t;
+        }
+      }
+      if (!best) return;
+      const w = best.waiting[best.head++]!;
+      this.waitingJobs--;
+      if (best.head === best.waiting.length) {
+        best.waiting = [];
+        best.head = 0;
+        this.waitingTenants.delete(best);
+      }
+      this.take(best);
+      w.go(true);
+    }
+  }
+
+  /** Whether `t` may take a slot now (see the header). */
+  private may(t: Tenant): boolean {
+    const free = this.s.capacity - this.used;
+    if (free < 1) return false;
+    if (t.held < this.guard) return true;
+    return free - 1 >= this.reserved + this.guard;
+  }
+
+  private take(t: Tenant): void {
+    if (t.held < this.guard) this.reserved--;
+    t.held++;
+    this.used++;
+  }
+
+  private tenant(userId: string, weight: number, now: number): Tenant {
+    let t = this.tenants.get(userId);
+    if (t) {
+      t.weight = weight > 0 && Number.isFinite(weight) ? weight : t.weight;
+      t.lastSeen = now;
+    } else {
+      t = { id: userId, weight: weight > 0 && Number.isFinite(weight) ? weight : 1, held: 0, waiting: [], head: 0, lastSeen: now };
+      this.tenants.set(userId, t);
+      this.reguard();
+    }
+    this.expire(now);
+    return t;
+  }
+
+  /** Forgets users idle for activeMs (at most once per second of `now`). */
+  private expire(now: number): void {
+    if (now - this.expiredAt < 1_000) return;
+    this.expiredAt = now;
+    let changed = false;
+    for (const t of this.tenants.values()) {
+      if (t.held === 0 && t.head === t.waiting.length && now - t.lastSeen > this.s.activeMs) {
+        this.tenants.delete(t.id);
+        changed = true;
+      }
+    }
+    if (changed) this.reguard();
+  }
+
+  /** Recomputes the guard and the reserve after the set of active users changed. */
+  private reguard(): void {
+    this.guard = this.guardFor(this.tenants.size);
+    this.reserved = 0;
+    for (const t of this.tenants.values()) this.reserved += Math.max(0, this.guard - t.held);
+    this.grant();
+  }
+
+  private guardFor(active: number): number {
+    return Math.min(this.s.reserve, Math.floor(this.s.capacity / (active + 1)));
+  }
+}
