@@ -10,7 +10,11 @@
  * - a user that becomes ready (first job queued, or first job turns due) starts at no less than
  *   the current virtual clock and the smallest virtual time among ready users, so idle time
  *   earns no credit and a late arrival is served at once without jumping a backlog;
- * - a user's own jobs leave in (dueAt, id) order, whatever shard they come from;
+ * - a user's own due jobs leave in (priority, dueAt, id) order, whatever shard they come from
+ *   (priority decides which of a user's due jobs, never which user);
+ * - a parked user (at its concurrency cap, or paused: the caller decides) is out of the order
+ *   until unparked: its jobs stay queued, it does not advance the clock, and it comes back like
+ *   a user that just became ready (no credit for the time parked);
  * - an item is queued at most once (by id); a copy with another due time replaces it (the row
  *   was rescheduled: the later load read the newer row), and `remove` takes it out at once
  *   (cancelled), so a stale copy never leaves in its place;
@@ -44,21 +48,40 @@ export interface FairItem {
 interface Node<T> {
   item: T;
   pos: number;
+  /** In the user's `due` heap (else in `later`). */
+  due: boolean;
 }
 
 interface UserState<T extends FairItem> {
   userId: string;
   vtime: number;
-  items: MinHeap<Node<T>>;
-  /** Where the user sits: nowhere (empty), waiting for its head to be due, or ready. */
-  where: "none" | "waiting" | "ready";
+  /** Items not yet seen due, by (dueAt, id)... */
+  later: MinHeap<Node<T>>;
+  /** ...and those seen due (moved over by `ripen`), by (priority, dueAt, id). */
+  due: MinHeap<Node<T>>;
+  /**
+   * Where the user sits: nowhere (empty), waiting for its first item to be due, ready, or parked
+   * (out of the order, whatever its items).
+   */
+  where: "none" | "waiting" | "ready" | "parked";
   /** Position in the heap named by `where`. */
   pos: number;
 }
 
+const NORMAL = 1;
 const byItem = (a: FairItem, b: FairItem) => a.dueAt - b.dueAt || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+const byPriority = (a: FairItem, b: FairItem) => (a.priority ?? NORMAL) - (b.priority ?? NORMAL) || byItem(a, b);
 const byNode = <T extends FairItem>(a: Node<T>, b: Node<T>) => byItem(a.item, b.item);
-const head = <T extends FairItem>(u: UserState<T>) => u.items.peek()!.item;
+const byNodePriority = <T extends FairItem>(a: Node<T>, b: Node<T>) => byPriority(a.item, b.item);
+/** The user's next item: its first due one by priority, else its earliest. */
+const head = <T extends FairItem>(u: UserState<T>) => (u.due.peek() ?? u.later.peek()!).item;
+/** The user's earliest item. */
+const earliest = <T extends FairItem>(u: UserState<T>): T | undefined => {
+  const a = u.due.peek()?.item;
+  const b = u.later.peek()?.item;
+  return !a ? b : !b ? a : a.dueAt <= b.dueAt ? a : b;
+};
+const size = <T extends FairItem>(u: UserState<T>) => u.due.size + u.later.size;
 const nodePos = { get: (n: { pos: number }) => n.pos, set: (n: { pos: number }, i: number) => (n.pos = i) };
 
 export class FairQueue<T extends FairItem> {
@@ -69,8 +92,10 @@ export class FairQueue<T extends FairItem> {
   private pairs = 0;
   /** Users whose head job is due, by (vtime, head). */
   private ready = new MinHeap<UserState<T>>((a, b) => a.vtime - b.vtime || byItem(head(a), head(b)), nodePos);
-  /** Users with queued jobs none of which is due yet, by head due time. */
-  private waiting = new MinHeap<UserState<T>>((a, b) => byItem(head(a), head(b)), nodePos);
+  /** Users with queued jobs none of which is due yet (or just unparked), by earliest due time. */
+  private waiting = new MinHeap<UserState<T>>((a, b) => byItem(earliest(a)!, earliest(b)!), nodePos);
+  /** Parked users (see `park`). */
+  private parked = new Set<UserState<T>>();
   /** The virtual clock: the virtual time of the last dispatch (never decreases). */
   private clock = 0;
 
@@ -107,22 +132,22 @@ export class FairQueue<T extends FairItem> {
       if (old.item.dueAt === item.dueAt) return false;
       this.remove(item.id);
     }
-    const node: Node<T> = { item, pos: -1 };
+    const node: Node<T> = { item, pos: -1, due: false };
     this.nodes.set(item.id, node);
     this.addStock(item, 1);
     let u = this.users.get(item.userId);
     if (!u) {
-      u = { userId: item.userId, vtime: this.clock, items: new MinHeap<Node<T>>(byNode, nodePos), where: "none", pos: -1 };
+      u = { userId: item.userId, vtime: this.clock, later: new MinHeap<Node<T>>(byNode, nodePos), due: new MinHeap<Node<T>>(byNodePriority, nodePos), where: "none", pos: -1 };
       this.users.set(item.userId, u);
     }
-    const oldHead = u.items.peek();
-    u.items.push(node);
+    const oldHead = u.where === "none" ? undefined : head(u);
+    u.later.push(node);
     if (u.where === "none") {
       u.where = "waiting";
       this.waiting.push(u);
-    } else if (oldHead && byItem(item, oldHead.item) < 0) {
+    } else if (oldHead && head(u) !== oldHead) {
       // The head changed, so the user's position in its heap did too.
-      this.heapOf(u).update(u);
+      this.reposition(u);
     }
     return true;
   }
@@ -132,18 +157,18 @@ export class FairQueue<T extends FairItem> {
     const node = this.nodes.get(id);
     if (!node) return undefined;
     const u = this.users.get(node.item.userId)!;
-    const wasHead = u.items.peek() === node;
-    u.items.remove(node);
+    const wasHead = head(u) === node.item;
+    (node.due ? u.due : u.later).remove(node);
     this.nodes.delete(id);
     this.addStock(node.item, -1);
-    if (u.items.size === 0) {
-      this.heapOf(u).remove(u);
+    if (size(u) === 0) {
+      this.leave(u);
       u.where = "none";
       this.forgetIfIdle(u);
     } else if (wasHead) {
-      // A new head: the user's position follows it (a ready user whose new head is not due
-      // goes back to waiting at the next promote).
-      this.heapOf(u).update(u);
+      // A new head: the user's position follows it (a ready user left with nothing due goes
+      // back to waiting at the next promote).
+      this.reposition(u);
     }
     return node.item;
   }
@@ -152,7 +177,7 @@ export class FairQueue<T extends FairItem> {
   removeUser(userId: string): number {
     const u = this.users.get(userId);
     if (!u) return 0;
-    const ids = u.items.toArray().map((n) => n.item.id);
+    const ids = [...u.due.toArray(), ...u.later.toArray()].map((n) => n.item.id);
     for (const id of ids) this.remove(id);
     return ids.length;
   }
@@ -165,30 +190,78 @@ export class FairQueue<T extends FairItem> {
     const u = this.users.get(userId);
     if (!u) return;
     u.vtime -= 1 / this.weightOf(userId);
-    if (u.where !== "none") this.heapOf(u).update(u);
+    this.reposition(u);
+  }
+
+  /**
+   * Takes a user out of the order (it may not dispatch now: at its cap, or paused); its items
+   * stay queued. No-op for a user without items or already parked.
+   */
+  park(userId: string): void {
+    const u = this.users.get(userId);
+    if (!u || u.where === "none" || u.where === "parked") return;
+    this.leave(u);
+    u.where = "parked";
+    this.parked.add(u);
+  }
+
+  /** Puts a parked user back: it waits for its next due item like any other (see `promote`). */
+  unpark(userId: string): void {
+    const u = this.users.get(userId);
+    if (!u || u.where !== "parked") return;
+    this.parked.delete(u);
+    // Back as waiting: promote makes it ready (at no less than the clock) once an item is due.
+    u.where = "waiting";
+    this.waiting.push(u);
+  }
+
+  /** Users parked now. */
+  parkedUsers(): string[] {
+    return [...this.parked].map((u) => u.userId);
+  }
+
+  /** Moves a user's items that are due by `now` to its priority order. */
+  private ripen(u: UserState<T>, now: number): void {
+    for (let n = u.later.peek(); n && n.item.dueAt <= now; n = u.later.peek()) {
+      u.later.pop();
+      n.due = true;
+      u.due.push(n);
+    }
   }
 
   /** Moves users whose head is due by `now` from waiting to ready. */
   private promote(now: number): void {
-    for (let u = this.waiting.peek(); u && head(u).dueAt <= now; u = this.waiting.peek()) {
+    for (let u = this.waiting.peek(); u && earliest(u)!.dueAt <= now; u = this.waiting.peek()) {
       this.waiting.pop();
       const floor = Math.max(this.clock, this.ready.peek()?.vtime ?? -Infinity);
       u.vtime = Math.max(u.vtime, floor);
       u.where = "ready";
+      this.ripen(u, now);
       this.ready.push(u);
     }
-    // A ready user whose head was removed may have a head that is not due yet: it waits again.
-    for (let u = this.ready.peek(); u && head(u).dueAt > now; u = this.ready.peek()) {
-      this.ready.pop();
-      u.where = "waiting";
-      this.waiting.push(u);
+    for (let u = this.ready.peek(); u; u = this.ready.peek()) {
+      // The first ready user's items that came due since it became ready join its priority
+      // order (its position is by virtual time first, so only a tie can move it).
+      const before = head(u);
+      this.ripen(u, now);
+      if (u.due.size === 0) {
+        // Its due items were removed: it waits again.
+        this.ready.pop();
+        u.where = "waiting";
+        this.waiting.push(u);
+        continue;
+      }
+      if (head(u) === before) break;
+      this.ready.update(u);
+      if (this.ready.peek() === u) break;
     }
   }
 
   /** The next item in fair order among those due by `now`, without taking it. */
   peek(now: number): T | undefined {
     this.promote(now);
-    return this.ready.peek()?.items.peek()!.item;
+    const u = this.ready.peek();
+    return u ? head(u) : undefined;
   }
 
   /** Takes the next item in fair order among those due by `now`, or undefined. */
@@ -196,7 +269,7 @@ export class FairQueue<T extends FairItem> {
     this.promote(now);
     const u = this.ready.pop();
     if (!u) return undefined;
-    const item = u.items.pop()!.item;
+    const item = u.due.pop()!.item;
     this.nodes.delete(item.id);
     this.addStock(item, -1);
     this.clock = Math.max(this.clock, u.vtime);
@@ -207,7 +280,7 @@ export class FairQueue<T extends FairItem> {
 
   /** Earliest due time among queued items that are not yet due; undefined if none. */
   nextDueAt(): number | undefined {
-    return this.waiting.peek()?.items.peek()!.item.dueAt;
+    return this.waiting.peek() && earliest(this.waiting.peek()!)!.dueAt;
   }
 
   /**
@@ -274,8 +347,17 @@ export class FairQueue<T extends FairItem> {
     if (u.where === "none" && u.vtime <= this.clock) this.users.delete(u.userId);
   }
 
-  private heapOf(u: UserState<T>): MinHeap<UserState<T>> {
-    return u.where === "ready" ? this.ready : this.waiting;
+  /** Takes the user out of whatever holds it (its heap, or the parked set). */
+  private leave(u: UserState<T>): void {
+    if (u.where === "ready") this.ready.remove(u);
+    else if (u.where === "waiting") this.waiting.remove(u);
+    else if (u.where === "parked") this.parked.delete(u);
+  }
+
+  /** Restores the user's position after its key (virtual time or head) changed. */
+  private reposition(u: UserState<T>): void {
+    if (u.where === "ready") this.ready.update(u);
+    else if (u.where === "waiting") this.waiting.update(u);
   }
 
   private addStock(item: FairItem, by: number): void {
@@ -290,12 +372,13 @@ export class FairQueue<T extends FairItem> {
 
   /** Puts a user that just left its heap back, keeping its virtual time if it stays ready. */
   private requeue(u: UserState<T>, now: number): void {
-    if (u.items.size === 0) {
+    if (size(u) === 0) {
       u.where = "none";
       this.forgetIfIdle(u);
       return;
     }
-    if (head(u).dueAt <= now && u.where === "ready") {
+    this.ripen(u, now);
+    if (u.due.size > 0) {
       this.ready.push(u);
     } else {
       u.where = "waiting";

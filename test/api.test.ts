@@ -68,7 +68,7 @@ describe("users", () => {
     const r = await call("POST", "/api/v1/users", { body: { username: "alice_u", password: "p4ssword!" } });
     expect(r.status).toBe(201);
     // The signing secret of the user's HTTP target calls is shown here, once.
-    expect(r.json).toEqual({ data: { id: expect.any(Number), username: "alice_u", job_weight: 1, disabled: false, signing_secret: expect.stringMatching(/^whsec_[0-9a-f]{64}$/) }, success: true });
+    expect(r.json).toEqual({ data: { id: expect.any(Number), username: "alice_u", job_weight: 1, disabled: false, max_running: null, paused: false, signing_secret: expect.stringMatching(/^whsec_[0-9a-f]{64}$/) }, success: true });
     expect(r.text).not.toContain("p4ssword");
     const [row] = await dbs.users`SELECT password_hash FROM users WHERE username = 'alice_u'`;
     expect(row!.password_hash).toStartWith("$argon2id$");
@@ -163,7 +163,7 @@ describe("weights: who may choose them, and the admin API", () => {
     expectError(await call("PATCH", `/api/v1/admin/users/${id}`, { body: { job_weight: 5 }, token }), 401, "unauthorized");
 
     const got = await call("GET", `/api/v1/admin/users/${id}`, { headers: admin });
-    expect(got.json).toEqual({ data: { id, username: "weighed", job_weight: 1, disabled: false }, success: true });
+    expect(got.json).toEqual({ data: { id, username: "weighed", job_weight: 1, disabled: false, max_running: null, paused: false }, success: true });
     expect(got.text).not.toContain("whsec_");
     const changed = await call("PATCH", `/api/v1/admin/users/${id}`, { body: { job_weight: 7.5 }, headers: admin });
     expect(changed.json.data.job_weight).toBe(7.5);
@@ -334,7 +334,7 @@ describe("auth", () => {
     await call("POST", "/api/v1/users", { body: { username: "bob_auth", password: "p4ssword!", job_weight: 2.5 } });
     const r = await call("POST", "/api/v1/auth/login", { body: { username: "bob_auth", password: "p4ssword!" } });
     expect(r.status).toBe(200);
-    expect(r.json.data.user).toEqual({ id: expect.any(Number), username: "bob_auth", job_weight: 2.5, disabled: false });
+    expect(r.json.data.user).toEqual({ id: expect.any(Number), username: "bob_auth", job_weight: 2.5, disabled: false, max_running: null, paused: false });
     expect(Date.parse(r.json.data.expire)).toBeGreaterThan(Date.now());
     const refreshed = await call("POST", "/api/v1/auth/refresh", { token: r.json.data.token });
     expect(refreshed.status).toBe(200);

@@ -104,7 +104,7 @@ async function signUp(page: Page, name: string): Promise<void> {
 }
 
 /** Schedules a job through the New job form; returns its id (from the job page it lands on). */
-async function createJob(page: Page, opts: { message: string; inMs: number; target?: string; maxAttempts?: number }): Promise<string> {
+async function createJob(page: Page, opts: { message: string; inMs: number; target?: string; maxAttempts?: number; priority?: "high" | "normal" | "low" }): Promise<string> {
   await page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "New job" }).click();
   await page.getByLabel("Message").fill(opts.message);
   const at = localInput(opts.inMs);
@@ -112,6 +112,9 @@ async function createJob(page: Page, opts: { message: string; inMs: number; targ
   // The time typed in the browser's zone is shown as the UTC instant it will be sent as.
   await page.getByText(`Sent as ${at.utc} (UTC)`).waitFor();
   if (opts.maxAttempts) await page.getByLabel(/^Attempts at most/).fill(String(opts.maxAttempts));
+  // Normal unless told otherwise, as the API's default.
+  expect(await page.getByLabel("Priority").inputValue()).toBe("normal");
+  if (opts.priority) await page.getByLabel("Priority").selectOption(opts.priority);
   if (opts.target) {
     await page.getByLabel("Call an HTTP target").check();
     await page.getByLabel("URL").fill(opts.target);
@@ -140,10 +143,12 @@ describe("the console, for a user", () => {
     await page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "New job" }).click();
     await page.getByRole("heading", { name: "New job" }).waitFor();
     await check(page, "new-job");
-    const id = await createJob(page, { message: "hello from the console", inMs: 2_000 });
+    const id = await createJob(page, { message: "hello from the console", inMs: 2_000, priority: "high" });
     const token = await userToken(page);
     const job = await call("GET", `/api/v1/me/jobs/${id}`, undefined, token);
     expect(job.data.message).toBe("hello from the console");
+    expect(job.data.priority).toBe("high");
+    expect(await page.locator("dt", { hasText: /^Priority$/ }).locator("xpath=following-sibling::dd[1]").textContent()).toBe("high");
 
     // The list, left open: the row turns succeeded by itself (the page is not reloaded).
     await page.getByRole("link", { name: "All jobs" }).click();
@@ -305,7 +310,7 @@ describe("the console, for a user", () => {
 });
 
 describe("the console, for an operator", () => {
-  test("shares of starts move toward 1:3 while a backlog drains; weights, dead letters and shards", async () => {
+  test("shares of starts move toward 1:3 while a backlog drains; weights, running caps, pause, dead letters and shards", async () => {
     const light = await apiUser("light", 1);
     const heavy = await apiUser("heavy", 3);
     // A dead letter to retry from the page.
@@ -382,6 +387,35 @@ describe("the console, for an operator", () => {
     const refused = await call("PATCH", `/api/v1/admin/users/${light.id}`, { job_weight: 0 }, ADMIN_TOKEN);
     expect(refused.status).toBe(400);
     await weight.locator(".field-error").getByText(refused.error.details[0].message, { exact: true }).waitFor();
+
+    // A running cap set on the page is the user's max_running; out of range, the API's message
+    // is next to the field; emptied, it is the default (null) again.
+    const cap = weight.getByLabel("Max running of light", { exact: true });
+    expect(await cap.inputValue()).toBe("");
+    await cap.fill("5");
+    await weight.getByRole("button", { name: "Set" }).click();
+    await page.getByText("light's max running is now 5.").waitFor();
+    expect((await call("GET", `/api/v1/admin/users/${light.id}`, undefined, ADMIN_TOKEN)).data.max_running).toBe(5);
+    await cap.fill("0");
+    await weight.getByRole("button", { name: "Set" }).click();
+    const refusedCap = await call("PATCH", `/api/v1/admin/users/${light.id}`, { max_running: 0 }, ADMIN_TOKEN);
+    expect(refusedCap.status).toBe(400);
+    await weight.locator(`#max-running-${light.id}-error`).getByText(refusedCap.error.details[0].message, { exact: true }).waitFor();
+    expect(await cap.getAttribute("aria-invalid")).toBe("true");
+    await cap.fill("");
+    await weight.getByRole("button", { name: "Set" }).click();
+    await page.getByText("light's max running is now the default.").waitFor();
+    expect((await call("GET", `/api/v1/admin/users/${light.id}`, undefined, ADMIN_TOKEN)).data.max_running).toBeNull();
+
+    // Pause and resume from the page: the row says so, and so does the API.
+    await weight.getByRole("button", { name: "Pause light" }).click();
+    await page.locator(`#users tr[data-user="${light.id}"][data-paused="true"]`).waitFor();
+    expect(await weight.locator("td.paused").textContent()).toContain("paused");
+    expect((await call("GET", `/api/v1/admin/users/${light.id}`, undefined, ADMIN_TOKEN)).data.paused).toBe(true);
+    await check(page, "operator-user-paused");
+    await weight.getByRole("button", { name: "Resume light" }).click();
+    await page.locator(`#users tr[data-user="${light.id}"][data-paused="false"]`).waitFor();
+    expect((await call("GET", `/api/v1/admin/users/${light.id}`, undefined, ADMIN_TOKEN)).data.paused).toBe(false);
     expect(errors).toEqual([]);
     await context.close();
   });

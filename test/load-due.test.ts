@@ -120,6 +120,20 @@ describe("loadDue rotation", () => {
   });
 });
 
+describe("loadDue items", () => {
+  test("each job's priority comes back in its FairItem (0 high, 1 normal, 2 low; a row written without one is normal)", async () => {
+    const shard = 2;
+    await sql`INSERT INTO jobs (id, shard_id, user_id, message, execute_at, due_at, max_attempts, priority)
+      SELECT 200000000 + n, ${shard}, 7, 'm', now() - interval '5 s', now() - interval '5 s' + n * interval '1 ms', 3, p
+      FROM unnest(ARRAY[1, 2, 3]::int[], ARRAY[2, 0, 1]::smallint[]) AS x(n, p)`;
+    await sql`INSERT INTO jobs (id, shard_id, user_id, message, execute_at, due_at, max_attempts)
+      VALUES (200000004, ${shard}, 7, 'm', now() - interval '5 s', now() - interval '5 s' + interval '4 ms', 3)`;
+    const out = await loadDue(sql, input({ shard, maxRows: 10, newUserLimit: 10 }));
+    // Still in (due_at, id) order: priority orders the queue, not the load.
+    expect(out.jobs.map((j) => [j.id, j.priority])).toEqual([[200000001n, 2], [200000002n, 0], [200000003n, 1], [200000004n, 1]]);
+  });
+});
+
 interface PlanNode {
   "Index Name"?: string;
   "Index Cond"?: string;

@@ -4,6 +4,8 @@
  * person can act on: the API's own message and field details, or what went wrong on the way.
  */
 
+import type { UserView } from "../users/user-store.ts";
+
 export interface Problem { path: string; message: string }
 
 export class ApiFailure extends Error {
@@ -100,6 +102,7 @@ export interface Job {
   id: string;
   user_id: number;
   kind: string;
+  priority: string;
   message: string;
   status: string;
   execute_at: string;
@@ -127,7 +130,8 @@ export interface Attempt {
   duration_ms: number | null;
 }
 
-export interface User { id: number; username: string; job_weight: number; disabled: boolean }
+/** id, username, job_weight, disabled, max_running (null: the default), paused. */
+export type User = UserView;
 
 export interface Page<T> { data: T[]; next_cursor: string | null }
 export interface One<T> { data: T }

@@ -3,7 +3,8 @@
  * A user's weight is changed here; the schedulers read it within SCHEDULER_WEIGHT_REFRESH and
  * apply it to the user's pending jobs from their next dispatch on. A disabled user cannot log
  * in and their tokens stop within a second (their scheduled jobs still run); a deleted user's
- * tokens stop the same way and their jobs that have not started are cancelled.
+ * tokens stop the same way and their jobs that have not started are cancelled. Tenant controls
+ * (users.max_running, users.paused) are stored and shown here; the schedulers enforce them.
  */
 import type { Etcd3 } from "etcd3";
 import { Elysia, t } from "elysia";
@@ -14,7 +15,7 @@ import { ActivityReader, type Activity } from "../jobs/activity.ts";
 import { toJobView, type JobStore } from "../jobs/job-store.ts";
 import { readOwnership } from "../scheduler/ownership-view.ts";
 import { done, JobParams, jobId, ListQuery, listOptions } from "./jobs.routes.ts";
-import { ShortCache, toUserView, type UserStore } from "../users/user-store.ts";
+import { MAX_RUNNING_LIMIT, ShortCache, toUserView, type UserStore } from "../users/user-store.ts";
 import { log } from "../log.ts";
 import { requireAdmin } from "./admin.ts";
 import { ApiError, errorResponses, notFound, type ErrorCode } from "./errors.ts";
@@ -25,6 +26,14 @@ export const Weight = t.Number({
   description: `share of executor capacity under overload, ${MIN_WEIGHT} to ${MAX_WEIGHT}`,
   error: `must be a number from ${MIN_WEIGHT} to ${MAX_WEIGHT}`,
 });
+/** A whole JSON number (t.Integer would also take a numeric string such as "5"), or null. */
+export const MaxRunning = t.Union(
+  [t.Number({ minimum: 1, maximum: MAX_RUNNING_LIMIT, multipleOf: 1 }), t.Null()],
+  {
+    description: `the most of the user's jobs running at once across the cluster, 1 to ${MAX_RUNNING_LIMIT}; null: the configured default (USER_MAX_RUNNING)`,
+    error: `must be a whole number from 1 to ${MAX_RUNNING_LIMIT}, or null for the default`,
+  },
+);
 const ADMIN_STATUSES = ["failed", "created", "scheduled", "running", "retrying"] as const;
 /** The longest activity window (s). */
 const MAX_WINDOW_S = 3_600;
@@ -126,11 +135,33 @@ export function adminRoutes(users: UserStore, jobs: JobStore, dbs: Databases, co
       {
         params: UserParams,
         body: t.Object(
-          { job_weight: t.Optional(Weight), disabled: t.Optional(t.Boolean({ description: "true: no login, tokens refused within a second" })) },
+          {
+            job_weight: t.Optional(Weight),
+            disabled: t.Optional(t.Boolean({ description: "true: no login, tokens refused within a second" })),
+            max_running: t.Optional(MaxRunning),
+          },
           { additionalProperties: false, minProperties: 1 },
         ),
-        detail: detail("Change a user's weight, or disable or enable the user", "malformed_body", "not_found"),
+        detail: detail("Change a user's weight or max_running, or disable or enable the user", "malformed_body", "not_found"),
       },
+    )
+    .post(
+      "/api/v1/admin/users/:user_id/pause",
+      async ({ params }) => {
+        const user = await users.setPaused(params.user_id, true);
+        if (!user) throw notFound("user");
+        return { data: toUserView(user), success: true };
+      },
+      { params: UserParams, detail: detail("Pause a user: none of their due jobs is dispatched until resumed (idempotent)", "not_found") },
+    )
+    .post(
+      "/api/v1/admin/users/:user_id/resume",
+      async ({ params }) => {
+        const user = await users.setPaused(params.user_id, false);
+        if (!user) throw notFound("user");
+        return { data: toUserView(user), success: true };
+      },
+      { params: UserParams, detail: detail("Resume a paused user: their due jobs are dispatched again (idempotent)", "not_found") },
     )
     .get(
       "/api/v1/admin/jobs",

@@ -5,7 +5,7 @@
 import { Elysia, t } from "elysia";
 import { parseId } from "../ids.ts";
 import type { Config } from "../config.ts";
-import { checkJob, JOB_KINDS, parseExecuteAt, parseTimestamp, type JobInput, type JobSpec, type Problem } from "../jobs/job-input.ts";
+import { checkJob, JOB_KINDS, PRIORITIES, parseExecuteAt, parseTimestamp, type JobInput, type JobSpec, type Problem } from "../jobs/job-input.ts";
 import { JOB_STATUSES, requestHash, toAttemptView, toJobView, type JobStatus, type JobStore, type ListOptions, type TransitionResult } from "../jobs/job-store.ts";
 import { metrics } from "../metrics.ts";
 import { dbSpanOptions, inSpan, injectContext, traced } from "../telemetry.ts";
@@ -28,6 +28,12 @@ export const JobBody = t.Object({
   execute_at: t.String({ minLength: 1, maxLength: 64, description: "ISO-8601 with offset; past = now", error: "must be an ISO-8601 date-time with an offset, e.g. 2030-01-02T03:04:05Z" }),
   max_attempts: t.Optional(t.Integer({ minimum: 1, maximum: 100, error: "must be a whole number from 1 to 100" })),
   target: t.Optional(t.Nullable(Target)),
+  // A union of literals, not t.UnionEnum: that one gives the field a default (its first value,
+  // "high") that Elysia writes into every body without it, and publishes in /docs/json.
+  priority: t.Optional(t.Union(PRIORITIES.map((p) => t.Literal(p)), {
+    description: "which of your due jobs goes first: high, normal or low (default normal); fair share still decides between users",
+    error: `must be one of ${PRIORITIES.join(", ")}`,
+  })),
 }, { additionalProperties: false });
 
 export const JobParams = t.Object({ job_id: t.String({ maxLength: 40 }) });

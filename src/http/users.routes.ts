@@ -1,6 +1,6 @@
 import { Elysia, t } from "elysia";
 import type { Config } from "../config.ts";
-import { toUserView, type UserStore } from "../users/user-store.ts";
+import { toUserView, type User, type UserStore } from "../users/user-store.ts";
 import { isAdmin } from "./admin.ts";
 import { requireUser } from "./auth.ts";
 import { Weight } from "./admin.routes.ts";
@@ -21,6 +21,13 @@ export const UserInput = t.Object({
  */
 export function usersRoutes(users: UserStore, config: Config) {
   const { defaultWeight, signupWeights } = config.users;
+  const meDetail = (summary: string) => ({ summary, tags: ["users"], security: [{ bearer: [] }], responses: errorResponses("unauthorized") });
+  /** The token's user, or 401 when it vanished since the token was checked. */
+  const own = async (found: Promise<User | null>): Promise<User> => {
+    const user = await found;
+    if (!user) throw new ApiError(401, "unauthorized", "the token's user no longer exists");
+    return user;
+  };
   const me = new Elysia({ name: "me-routes" }).use(requireUser(config.jwt.secret, config.jwt.ttlSeconds, (id) => users.active(id))).post(
     "/api/v1/me/signing-secret",
     async ({ userId }) => {
@@ -36,6 +43,18 @@ export function usersRoutes(users: UserStore, config: Config) {
         responses: errorResponses("unauthorized"),
       },
     },
+  ).get(
+    "/api/v1/me",
+    async ({ userId }) => ({ data: toUserView(await own(users.byId(userId))), success: true }),
+    { detail: meDetail("Your own user: weight, max_running, whether you are paused") },
+  ).post(
+    "/api/v1/me/pause",
+    async ({ userId }) => ({ data: toUserView(await own(users.setPaused(userId, true))), success: true }),
+    { detail: meDetail("Pause yourself: none of your due jobs is dispatched until you resume (idempotent); jobs can still be created") },
+  ).post(
+    "/api/v1/me/resume",
+    async ({ userId }) => ({ data: toUserView(await own(users.setPaused(userId, false))), success: true }),
+    { detail: meDetail("Resume yourself: your due jobs are dispatched again (idempotent)") },
   );
   return new Elysia({ name: "users-routes" }).use(me).post(
     "/api/v1/users",

@@ -16,6 +16,7 @@ export interface JobInput {
   execute_at: string;
   max_attempts?: number;
   target?: TargetInput | null;
+  priority?: Priority;
 }
 
 // A type alias, not an interface, so it is assignable to postgres.js's JSON parameter type.
@@ -32,7 +33,23 @@ export interface JobSpec {
   executeAt: Date;
   maxAttempts: number;
   target: Target | null;
+  /** jobs.priority: PRIORITIES' index (0 high, 1 normal, 2 low). */
+  priority: PriorityLevel;
 }
+
+/**
+ * Which of a user's due jobs goes first (fair share still decides which user): the API's names,
+ * in the order of the numbers stored in jobs.priority and carried in FairItem.priority (the
+ * index: 0 high, 1 normal, 2 low). The one place names and numbers meet.
+ */
+export const PRIORITIES = ["high", "normal", "low"] as const;
+export type Priority = (typeof PRIORITIES)[number];
+export type PriorityLevel = 0 | 1 | 2;
+/** A job that names no priority. */
+export const DEFAULT_PRIORITY: Priority = "normal";
+export const priorityLevel = (name: Priority): PriorityLevel => PRIORITIES.indexOf(name) as PriorityLevel;
+/** The name of a stored level (a level outside 0-2 cannot be stored: the column's CHECK). */
+export const priorityName = (level: number): Priority => PRIORITIES[level] ?? DEFAULT_PRIORITY;
 
 /** What runs a job (src/executor/handlers.ts): `log` writes the message; `http` calls `target`. */
 export const JOB_KINDS = ["log", "http"] as const;
@@ -131,6 +148,7 @@ export function checkJob(input: JobInput, now: number, limits: InputLimits, at =
       executeAt: (when as { date: Date }).date,
       maxAttempts: input.max_attempts ?? limits.defaultMaxAttempts,
       target,
+      priority: priorityLevel(input.priority ?? DEFAULT_PRIORITY),
     },
   };
 }

@@ -2,7 +2,7 @@
  * A job's row, the one shape every part reads: the API's full row, the executor's claimed run
  * and the dead-letter record's job are projections of it.
  */
-import type { JobKind, Target } from "./job-input.ts";
+import type { JobKind, PriorityLevel, Target } from "./job-input.ts";
 import type { JobStatus } from "./lifecycle.ts";
 
 export interface JobRow {
@@ -10,6 +10,8 @@ export interface JobRow {
   shard_id: number;
   user_id: string;
   kind: JobKind;
+  /** 0 high, 1 normal, 2 low (PRIORITIES in job-input.ts names them). */
+  priority: PriorityLevel;
   message: string;
   target: Target | null;
   status: JobStatus;
@@ -30,7 +32,7 @@ export interface JobRow {
 
 /** What the API returns of a row. */
 export type ApiRow = Omit<JobRow, "deadline_at">;
-export const API_COLUMNS = "id, shard_id, user_id, kind, message, target, status, execute_at, due_at, attempt, max_attempts, last_error, created_at, updated_at, started_at, finished_at, trace_context";
+export const API_COLUMNS = "id, shard_id, user_id, kind, priority, message, target, status, execute_at, due_at, attempt, max_attempts, last_error, created_at, updated_at, started_at, finished_at, trace_context";
 
 /** What a run needs of its job: the executor's claim returns it. */
 export type ClaimedJob = Pick<JobRow, "id" | "shard_id" | "user_id" | "kind" | "message" | "target" | "attempt" | "max_attempts" | "execute_at" | "due_at" | "last_error" | "trace_context"> & {

@@ -12,7 +12,7 @@ import { Batcher } from "../batcher.ts";
 import { shardOf } from "../shard-map.ts";
 import type { Databases, Sql } from "../db/databases.ts";
 import { DUE_CHANNEL, duePayload } from "../db/due-notify.ts";
-import type { JobKind, JobSpec, Target } from "./job-input.ts";
+import { priorityName, type JobSpec } from "./job-input.ts";
 
 export { JOB_STATUSES, type JobStatus } from "./lifecycle.ts";
 
@@ -23,6 +23,8 @@ export function toJobView(r: ApiRow) {
     id: r.id,
     user_id: Number(r.user_id),
     kind: r.kind,
+    /** Which of the user's due jobs goes first: high, normal or low. */
+    priority: priorityName(r.priority),
     message: r.message,
     status: r.status,
     execute_at: r.execute_at.toISOString(),
@@ -107,6 +109,7 @@ export class JobStore {
         shard_id: shard,
         user_id: owner.userId,
         kind: spec.kind,
+        priority: spec.priority,
         message: spec.message,
         target: spec.target,
         execute_at: spec.executeAt,
@@ -299,15 +302,15 @@ async function insertRows(sql: Sql, r: NewRow[], opts: { skipExisting?: boolean 
   const notify = duePayload(r.map((x) => ({ shard: x.shard_id, dueAt: Math.max(x.execute_at.getTime(), now) })));
   const rows = await sql<ApiRow[]>`
     WITH ins AS (
-    INSERT INTO jobs (id, shard_id, user_id, kind, message, target, execute_at, due_at, max_attempts, trace_context, idempotency_key)
-    SELECT id, shard_id, user_id, kind, message, target::jsonb, execute_at, greatest(execute_at, now()), max_attempts, trace_context::jsonb, idempotency_key
+    INSERT INTO jobs (id, shard_id, user_id, kind, priority, message, target, execute_at, due_at, max_attempts, trace_context, idempotency_key)
+    SELECT id, shard_id, user_id, kind, priority, message, target::jsonb, execute_at, greatest(execute_at, now()), max_attempts, trace_context::jsonb, idempotency_key
     FROM unnest(
       ${r.map((x) => x.id)}::bigint[], ${r.map((x) => x.shard_id)}::int[], ${r.map((x) => x.user_id)}::bigint[],
-      ${r.map((x) => x.kind)}::text[], ${r.map((x) => x.message)}::text[],
+      ${r.map((x) => x.kind)}::text[], ${r.map((x) => x.priority)}::smallint[], ${r.map((x) => x.message)}::text[],
       ${r.map((x) => (x.target ? JSON.stringify(x.target) : null))}::text[],
       ${r.map((x) => x.execute_at.toISOString())}::timestamptz[], ${r.map((x) => x.max_attempts)}::int[],
       ${r.map((x) => JSON.stringify(x.trace_context))}::text[], ${r.map((x) => x.idempotency_key)}::text[])
-      AS u(id, shard_id, user_id, kind, message, target, execute_at, max_attempts, trace_context, idempotency_key)
+      AS u(id, shard_id, user_id, kind, priority, message, target, execute_at, max_attempts, trace_context, idempotency_key)
     ${opts.skipExisting ? sql`ON CONFLICT (id) DO NOTHING` : sql``}
     RETURNING ${sql.unsafe(API_COLUMNS)})
     SELECT ins.* FROM ins, (SELECT pg_notify(${DUE_CHANNEL}, ${notify})) n`;

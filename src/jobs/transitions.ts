@@ -58,9 +58,9 @@ export async function retry(sql: Sql, shard: number, userId: string, id: bigint)
   const [row] = await sql<ApiRow[]>`
     WITH moved AS (
       DELETE FROM job_history WHERE id = ${id.toString()} AND user_id = ${userId} AND status IN ${sql.unsafe(from("retry"))} AND attempt < 100 RETURNING *)
-    INSERT INTO jobs (id, shard_id, user_id, kind, message, target, status, execute_at, due_at, attempt, max_attempts, attempt_budget,
+    INSERT INTO jobs (id, shard_id, user_id, kind, priority, message, target, status, execute_at, due_at, attempt, max_attempts, attempt_budget,
       last_error, idempotency_key, trace_context, dispatch_epoch, created_at, updated_at)
-    SELECT id, shard_id, user_id, coalesce(kind, CASE WHEN target IS NULL THEN 'log' ELSE 'http' END), message, target, 'retrying', execute_at, now(), attempt,
+    SELECT id, shard_id, user_id, coalesce(kind, CASE WHEN target IS NULL THEN 'log' ELSE 'http' END), priority, message, target, 'retrying', execute_at, now(), attempt,
       least(100, attempt + coalesce(attempt_budget, max_attempts)), coalesce(attempt_budget, max_attempts),
       last_error, idempotency_key, trace_context, dispatch_epoch, created_at, now()
     FROM moved

@@ -29,7 +29,7 @@ export async function loadDue(sql: Sql, input: LoadInput): Promise<Omit<LoadOutp
   const startAfterUser = input.startAfterUser;
   const users = input.users;
   const horizon = new Date(input.horizon);
-  const rows = await sql<{ kind: "r" | "n"; id: string | null; user_id: string | null; due_at: Date | null; db_now: Date }[]>`
+  const rows = await sql<{ kind: "r" | "n"; id: string | null; user_id: string | null; due_at: Date | null; priority: number | null; db_now: Date }[]>`
     WITH RECURSIVE u(user_id) AS (
       (SELECT user_id FROM jobs WHERE shard_id = ${input.shard} AND status IN ${sql.unsafe(inList(WAITING))}
        ORDER BY user_id LIMIT 1)
@@ -48,9 +48,9 @@ export async function loadDue(sql: Sql, input: LoadInput): Promise<Omit<LoadOutp
         coalesce(u.user_id <= ${startAfterUser}::bigint, false) AS wrapped
       FROM u LEFT JOIN known k ON k.user_id = u.user_id WHERE u.user_id IS NOT NULL),
     due AS (
-      SELECT d.id, d.user_id, d.due_at FROM (SELECT * FROM per_user ORDER BY wrapped, user_id) p
+      SELECT d.id, d.user_id, d.due_at, d.priority FROM (SELECT * FROM per_user ORDER BY wrapped, user_id) p
       CROSS JOIN LATERAL (
-        SELECT j.id, j.user_id, j.due_at FROM jobs j
+        SELECT j.id, j.user_id, j.due_at, j.priority FROM jobs j
         WHERE j.shard_id = ${input.shard} AND j.user_id = p.user_id AND j.status IN ${sql.unsafe(inList(WAITING))}
           AND j.due_at <= ${horizon}
           AND (j.due_at, j.id) > (coalesce(p.due_at, '-infinity'), coalesce(p.id, -1))
@@ -63,14 +63,14 @@ export async function loadDue(sql: Sql, input: LoadInput): Promise<Omit<LoadOutp
         SELECT j.due_at FROM jobs j
         WHERE j.shard_id = ${input.shard} AND j.user_id = p.user_id AND j.status IN ${sql.unsafe(inList(WAITING))} AND j.due_at > ${horizon}
         ORDER BY j.due_at LIMIT 1) n)
-    SELECT 'r' AS kind, id::text, user_id::text, due_at, now() AS db_now FROM due
+    SELECT 'r' AS kind, id::text, user_id::text, due_at, priority, now() AS db_now FROM due
     UNION ALL
-    SELECT 'n', NULL, NULL, due_at, now() FROM later`;
+    SELECT 'n', NULL, NULL, due_at, NULL, now() FROM later`;
   const jobs: FairItem[] = [];
   let nextDue: number | null = null;
   for (const r of rows) {
     if (r.kind === "n") nextDue = r.due_at?.getTime() ?? null;
-    else jobs.push({ id: BigInt(r.id!), userId: r.user_id!, shard: input.shard, dueAt: r.due_at!.getTime() });
+    else jobs.push({ id: BigInt(r.id!), userId: r.user_id!, shard: input.shard, dueAt: r.due_at!.getTime(), priority: r.priority! });
   }
   // `due`'s ORDER BY decides which rows are taken; the statement has no outer ORDER BY (sorting
   // the rows again cost more than the rest of the load), so the serving order is checked here,

@@ -8,13 +8,24 @@ export interface User {
   username: string;
   job_weight: number;
   disabled: boolean;
+  /** The most of the user's jobs running at once; null: the configured default (USER_MAX_RUNNING). */
+  max_running: number | null;
+  /** True: none of the user's due jobs is dispatched until resumed. */
+  paused: boolean;
 }
 
-const USER = "id, username, job_weight, disabled_at IS NOT NULL AS disabled";
+const USER = "id, username, job_weight, disabled_at IS NOT NULL AS disabled, max_running, paused";
 
+/** The most an operator may set users.max_running to through the API (the column allows more). */
+export const MAX_RUNNING_LIMIT = 100_000;
+
+/** The user as the API shows it (every user endpoint answers this shape). */
 export function toUserView(u: User) {
-  return { id: Number(u.id), username: u.username, job_weight: u.job_weight, disabled: u.disabled };
+  return { id: Number(u.id), username: u.username, job_weight: u.job_weight, disabled: u.disabled, max_running: u.max_running, paused: u.paused };
 }
+
+/** A user as the API shows it (the console's type too). */
+export type UserView = ReturnType<typeof toUserView>;
 
 /** A fresh per-user key for signing HTTP target calls (256 random bits). */
 export function newSigningSecret(): string {
@@ -110,14 +121,25 @@ export class UserStore {
     return this.activeCache.get(id);
   }
 
-  /** Changes a user's weight and/or disabled flag; null when there is no such user. */
-  async update(id: string, change: { job_weight?: number; disabled?: boolean }): Promise<User | null> {
+  /**
+   * Changes a user's weight, disabled flag and/or max_running (null: back to the configured
+   * default; absent: unchanged); null when there is no such user.
+   */
+  async update(id: string, change: { job_weight?: number; disabled?: boolean; max_running?: number | null }): Promise<User | null> {
     const disabled = change.disabled === undefined ? null : change.disabled;
+    const setMaxRunning = change.max_running !== undefined;
     const [row] = await this.sql<User[]>`
       UPDATE users SET job_weight = coalesce(${change.job_weight ?? null}::float8, job_weight),
-        disabled_at = CASE WHEN ${disabled}::boolean IS NULL THEN disabled_at WHEN ${disabled}::boolean THEN coalesce(disabled_at, now()) END
+        disabled_at = CASE WHEN ${disabled}::boolean IS NULL THEN disabled_at WHEN ${disabled}::boolean THEN coalesce(disabled_at, now()) END,
+        max_running = CASE WHEN ${setMaxRunning}::boolean THEN ${change.max_running ?? null}::integer ELSE max_running END
       WHERE id = ${id} RETURNING ${this.sql.unsafe(USER)}`;
     this.activeCache.forget(id);
+    return row ?? null;
+  }
+
+  /** Pauses (no due job of the user is dispatched) or resumes a user; idempotent. Null when there is no such user. */
+  async setPaused(id: string, paused: boolean): Promise<User | null> {
+    const [row] = await this.sql<User[]>`UPDATE users SET paused = ${paused} WHERE id = ${id} RETURNING ${this.sql.unsafe(USER)}`;
     return row ?? null;
   }
 

@@ -321,3 +321,72 @@ test("MinHeap with positions removes in O(log n) comparisons", () => {
   while (h.size) out.push(h.pop()!.v);
   expect(out).toEqual(es.filter((_, i) => i % 2 === 1).map((e) => e.v).sort((a, b) => a - b));
 });
+
+describe("FairQueue: priorities and parking", () => {
+  const pjob = (userId: string, dueAt: number, priority: number): FairItem => ({ id: nextId++, userId, shard: 0, dueAt, priority });
+
+  test("inside a user, due jobs leave by priority; the users still alternate", () => {
+    const q = queue();
+    const low = Array.from({ length: 100 }, (_, i) => pjob("a", i, 2));
+    const high = Array.from({ length: 10 }, (_, i) => pjob("a", 50 + i, 0));
+    for (const j of [...low, ...high]) q.push(j);
+    for (let i = 0; i < 110; i++) q.push(pjob("b", i, 1));
+    const out: FairItem[] = [];
+    for (let it = q.pop(1_000); it; it = q.pop(1_000)) out.push(it);
+    const a = out.filter((j) => j.userId === "a");
+    // a's ten high ones first, then its low ones in due order; a and b alternate throughout.
+    expect(a.slice(0, 10).map((j) => j.priority)).toEqual(Array(10).fill(0));
+    expect(a.slice(10).map((j) => j.dueAt)).toEqual(low.map((j) => j.dueAt));
+    for (let k = 0; k + 1 < out.length; k += 2) expect(new Set([out[k]!.userId, out[k + 1]!.userId]).size).toBe(2);
+  });
+
+  test("a high job not yet due does not hold back a due low one", () => {
+    const q = queue();
+    q.push(pjob("a", 100, 0));
+    const low = pjob("a", 10, 2);
+    q.push(low);
+    expect(q.pop(50)).toBe(low);
+    expect(q.pop(50)).toBeUndefined();
+    expect(q.pop(100)?.priority).toBe(0);
+  });
+
+  test("a job that comes due while its user is ready joins the priority order", () => {
+    const q = queue();
+    q.push(pjob("a", 0, 2));
+    q.push(pjob("a", 1, 2));
+    q.push(pjob("a", 5, 0));
+    expect(q.pop(1)?.dueAt).toBe(0);
+    // At 5 the high one (due at 5) goes before the low one due at 1.
+    expect(q.pop(5)?.priority).toBe(0);
+    expect(q.pop(5)?.dueAt).toBe(1);
+  });
+
+  test("a parked user is out of the order until unparked, and earns no credit meanwhile", () => {
+    const q = queue();
+    for (let i = 0; i < 50; i++) {
+      q.push(job("a", 0));
+      q.push(job("b", 0));
+    }
+    q.park("a");
+    expect(q.parkedUsers()).toEqual(["a"]);
+    expect(drain(q, 10, 20)).toEqual(Array(20).fill("b"));
+    // The demand report leaves a parked user out.
+    expect([...q.demand(10).keys()]).toEqual(["b"]);
+    q.unpark("a");
+    // Back at the clock: alternates with b, no burst of a's to catch up.
+    const next = drain(q, 10, 20);
+    for (let k = 0; k + 1 < next.length; k += 2) expect(new Set([next[k], next[k + 1]]).size).toBe(2);
+  });
+
+  test("removing a parked user's jobs empties it; pushing to a parked user keeps it parked", () => {
+    const q = queue();
+    const j = job("a", 0);
+    q.push(j);
+    q.park("a");
+    q.push(job("a", 0));
+    expect(q.pop(10)).toBeUndefined();
+    q.removeUser("a");
+    expect(q.parkedUsers()).toEqual([]);
+    expect(q.size).toBe(0);
+  });
+});

@@ -97,6 +97,7 @@ export const jobPage: Page = (main, route) => {
         fields,
         row("Status", statusBadge(job.status)),
         row("Kind", job.kind),
+        row("Priority", job.priority),
         row("Message", h("pre", null, job.message)),
         row("Execute at", time(job.execute_at)),
         job.next_attempt_at ? row("Next attempt at", time(job.next_attempt_at)) : null,

@@ -3,6 +3,7 @@
  * an optional HTTP target. The form carries an Idempotency-Key, so submitting it twice (a retry
  * after a timeout) creates one job. Every refusal is the API's, shown next to its field.
  */
+import { DEFAULT_PRIORITY, PRIORITIES } from "../../jobs/job-input.ts";
 import { call, type Job, type One } from "../api.ts";
 import { fill, h, toLocalInput, zone } from "../dom.ts";
 import { Form } from "../form.ts";
@@ -13,6 +14,7 @@ export const newJobPage: Page = (main) => {
   const message = h("textarea", { name: "message", required: true });
   const at = h("input", { type: "datetime-local", name: "execute_at", step: "1", value: toLocalInput(new Date(Date.now() + 60_000)) });
   const utc = h("div", { class: "hint", "aria-live": "polite" });
+  const priority = h("select", { name: "priority" }, PRIORITIES.map((p) => h("option", { value: p, selected: p === DEFAULT_PRIORITY }, p === DEFAULT_PRIORITY ? `${p} (default)` : p)));
   const attempts = h("input", { type: "number", name: "max_attempts", min: "1", max: "100", step: "1", inputmode: "numeric" });
   const useTarget = h("input", { type: "checkbox", name: "use_target", id: "use-target" });
   const url = h("input", { type: "url", name: "url", placeholder: "https://example.com/hook" });
@@ -33,6 +35,7 @@ export const newJobPage: Page = (main) => {
       message: message.value,
       // An unparseable time goes as typed, so the API's own message explains it.
       execute_at: d && !Number.isNaN(d.getTime()) ? d.toISOString() : at.value,
+      priority: priority.value,
     };
     if (attempts.value.trim() !== "") body.max_attempts = Number(attempts.value);
     if (useTarget.checked) {
@@ -56,6 +59,7 @@ export const newJobPage: Page = (main) => {
     form.field("/message", "Message", message),
     form.field("/execute_at", `Run at (your time zone: ${zone})`, at),
     utc,
+    form.field("/priority", "Priority", priority, "among your own due jobs, which go first; other users' share is not affected"),
     form.field("/max_attempts", "Attempts at most (optional)", attempts, "1 to 100; retries back off exponentially"),
     h("div", null, h("label", { for: "use-target", class: "inline" }, useTarget, " Call an HTTP target")),
     targetFields,

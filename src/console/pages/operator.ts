@@ -1,7 +1,8 @@
 /**
  * The operator view (admin token): who gets what share of the starts against their weight, the
  * due backlog and start lateness over time, dead letters with retry, shard ownership, and users'
- * weights. Served by /api/v1/admin/*, which reads SQL and etcd; nothing here scrapes metrics.
+ * weights, running caps (max_running) and pause. Served by /api/v1/admin/*, which reads SQL and
+ * etcd; nothing here scrapes metrics.
  */
 import type { Activity } from "../../jobs/activity.ts";
 import type { ShardView } from "../../scheduler/ownership-view.ts";
@@ -22,6 +23,7 @@ const RECENT_INTERVALS = 5;
 /** Backlog samples kept (one per refresh: about 10 minutes at 2 s). */
 const BACKLOG_SAMPLES = 300;
 const SHOWN_USERS = PALETTE.length;
+const USER_COLUMNS = ["User", "Name", "State", "Weight", "Max running", "Paused"];
 
 const pct = (x: number | null | undefined) => (x === null || x === undefined ? "-" : `${(x * 100).toFixed(1)} %`);
 const ms = (x: number | null) => (x === null ? "-" : x >= 10_000 ? `${(x / 1000).toFixed(1)} s` : `${x} ms`);
@@ -96,8 +98,8 @@ export const operatorPage: Page = (main, route) => {
     h("section", { "aria-labelledby": "h-users" },
       h("h2", { id: "h-users" }, "Users"),
       h("table", { id: "users" },
-        h("caption", { class: "visually-hidden" }, "Users and their weights"),
-        h("thead", null, h("tr", null, ["User", "Name", "State", "Weight"].map((c) => h("th", { scope: "col" }, c)))),
+        h("caption", { class: "visually-hidden" }, "Users, their weights, running caps and whether they are paused"),
+        h("thead", null, h("tr", null, USER_COLUMNS.map((c) => h("th", { scope: "col" }, c)))),
         users,
       ),
       usersMore,
@@ -221,12 +223,48 @@ export const operatorPage: Page = (main, route) => {
       say(`${changed.username}'s weight is now ${changed.job_weight}; the schedulers apply it within a second.`);
     });
     form.el.append(form.field("/job_weight", `Weight of ${u.username}`, weight), h("button", { type: "submit" }, "Save"), form.errorLine());
-    return h("tr", { "data-user": String(u.id) }, h("td", { class: "num" }, String(u.id)), h("td", null, u.username), h("td", null, u.disabled ? "disabled" : "active"), h("td", null, form.el));
+    // Empty: the configured default (null); the API states the range when a value is refused.
+    const cap = h("input", { id: `max-running-${u.id}`, type: "number", step: "1", min: "1", value: u.max_running === null ? "" : String(u.max_running), placeholder: "default", inputmode: "numeric" });
+    const capForm: Form = new Form({ class: "inline compact", label: `Change the most running jobs of ${u.username}` }, async () => {
+      const raw = cap.value.trim();
+      const changed = (await call<One<User>>("PATCH", `/api/v1/admin/users/${u.id}`, { as: "admin", body: { max_running: raw === "" ? null : Number(raw) } })).data;
+      say(`${changed.username}'s max running is now ${changed.max_running ?? "the default"}.`);
+    });
+    // "Set", not "Save": each button of the row has a name of its own.
+    capForm.el.append(capForm.field("/max_running", `Max running of ${u.username}`, cap), h("button", { type: "submit" }, "Set"), capForm.errorLine());
+    const row = h(
+      "tr",
+      { "data-user": String(u.id), "data-paused": String(u.paused) },
+      h("td", { class: "num" }, String(u.id)),
+      h("td", null, u.username),
+      h("td", null, u.disabled ? "disabled" : "active"),
+      h("td", null, form.el),
+      h("td", null, capForm.el),
+      h("td", { class: "paused" }, u.paused ? h("strong", null, "paused") : "no", " ", h("button", {
+        type: "button",
+        "aria-label": `${u.paused ? "Resume" : "Pause"} ${u.username}`,
+        onclick: async (e: Event) => {
+          const button = e.target as HTMLButtonElement;
+          button.disabled = true;
+          try {
+            const changed = (await call<One<User>>("POST", `/api/v1/admin/users/${u.id}/${u.paused ? "resume" : "pause"}`, { as: "admin" })).data;
+            say(changed.paused ? `${changed.username} is paused: none of their due jobs is dispatched until resumed.` : `${changed.username} is resumed: their due jobs are dispatched again.`);
+            const next = userRow(changed);
+            row.replaceWith(next);
+            next.querySelector<HTMLButtonElement>("td.paused button")?.focus();
+          } catch (err) {
+            failed(`Could not ${u.paused ? "resume" : "pause"} ${u.username}`)(err);
+            button.disabled = false;
+          }
+        },
+      }, u.paused ? "Resume" : "Pause")),
+    );
+    return row;
   };
   const loadUsers = async (more: boolean) => {
     const page = await call<ApiPage<User>>("GET", `/api/v1/admin/users?limit=50${more && usersCursor ? `&cursor=${usersCursor}` : ""}`, { as: "admin" });
     if (more) users.append(...page.data.map(userRow));
-    else fill(users, page.data.length ? page.data.map(userRow) : h("tr", null, h("td", { colspan: 4 }, "No users yet.")));
+    else fill(users, page.data.length ? page.data.map(userRow) : h("tr", null, h("td", { colspan: USER_COLUMNS.length }, "No users yet.")));
     usersCursor = page.next_cursor;
     usersMore.hidden = !usersCursor;
   };
