@@ -46,6 +46,12 @@ export interface DemandReport {
   userIds: string[];
   weights: number[];
   queued: number[];
+  /**
+   * Users parked here (at their concurrency cap, or paused) and their jobs queued here: out of
+   * the window's split (they cannot use it), but a capped user's room is split by them.
+   */
+  limitedUserIds: string[];
+  limitedQueued: number[];
 }
 
 export interface ClusterShare {
@@ -62,6 +68,25 @@ export interface ClusterShare {
   spanMs: number;
   /** Other processes whose reports went into this. */
   peers: number;
+  /**
+   * Per user with jobs queued here (due or parked): the part of its jobs queued in the cluster
+   * held here, and whether this process holds the most of them (ties to the lowest member name).
+   * A capped user's room is split by it (capPart).
+   */
+  capParts: Map<string, { part: number; lead: boolean }>;
+}
+
+/**
+ * This process's part of a capped user's room (its cap less its jobs in flight cluster-wide):
+ * floor(room x part), and 1 for the process holding the most of the user's jobs when that gives
+ * nobody anything. The parts never add up to more than the room (with the same reports): floors
+ * do not, and the lead's 1 comes only when room x part < 1 for it, so every floor is 0.
+ */
+export function capPart(room: number, p: { part: number; lead: boolean } | undefined): number {
+  if (room <= 0) return 0;
+  if (!p) return room;
+  const n = Math.floor(room * p.part + 1e-9);
+  return n === 0 && p.lead ? 1 : n;
 }
 
 export function clusterShare(mine: DemandReport, others: DemandReport[]): ClusterShare {
@@ -88,5 +113,29 @@ export function clusterShare(mine: DemandReport, others: DemandReport[]): Cluste
   });
   // Nobody has due work: split evenly, so a burst that arrives starts from a fair split.
   const share = W > 0 ? D / W : 1 / (1 + others.length);
-  return { share, factors, rate, spanMs: spans / (1 + others.length), peers: others.length };
+  return { share, factors, rate, spanMs: spans / (1 + others.length), peers: others.length, capParts: capParts(mine, others) };
+}
+
+/** Per user queued here, its part of the cluster's queue of it and whether this process leads. */
+function capParts(mine: DemandReport, others: DemandReport[]): Map<string, { part: number; lead: boolean }> {
+  const held = (r: DemandReport) => {
+    const m = new Map<string, number>();
+    r.userIds.forEach((u, i) => m.set(u, r.queued[i]!));
+    (r.limitedUserIds ?? []).forEach((u, i) => m.set(u, (m.get(u) ?? 0) + r.limitedQueued[i]!));
+    return m;
+  };
+  const here = held(mine);
+  const theirs = others.map((r) => ({ member: r.member, q: held(r) }));
+  const out = new Map<string, { part: number; lead: boolean }>();
+  for (const [u, q] of here) {
+    let total = q;
+    let lead = true;
+    for (const o of theirs) {
+      const x = o.q.get(u) ?? 0;
+      total += x;
+      if (x > q || (x === q && x > 0 && o.member < mine.member)) lead = false;
+    }
+    out.set(u, { part: total > 0 ? q / total : 1, lead });
+  }
+  return out;
 }

@@ -24,9 +24,15 @@
  * - "due" is judged on the database's clock as estimated from loads (observeDbClock);
  * - in a cluster (setPeers), the window is this process's share of the cluster's and its users'
  *   weights are scaled by the part of their demand it holds (actors/cluster-share.ts); jobs on
- *   time go to the on-time lane of partitions, a backlog to the other (lanes).
+ *   time go to the on-time lane of partitions, a backlog to the other (lanes);
+ * - a capped user (limitOf finite: max_running, USER_MAX_RUNNING; 0 while paused) has at most its
+ *   limit of jobs dispatched and not finished, cluster-wide: its jobs in flight as last counted
+ *   (setInFlight, a count sent at a known time), plus its jobs marked since, plus those popped
+ *   and not yet published, never exceed this process's part of the room (capPart). A user with
+ *   no room is parked in the queue (out of the fair order, its jobs waiting here, not in Kafka or
+ *   an executor slot) and unparked by the count that shows room again.
  */
-import { clusterShare, type ClusterShare, type DemandReport } from "./cluster-share.ts";
+import { capPart, clusterShare, type ClusterShare, type DemandReport } from "./cluster-share.ts";
 import { FairQueue, sanitizeWeight, type FairItem } from "./fair-queue.ts";
 import { StartWindow, type Commit, type Placement, type WindowSettings } from "./start-window.ts";
 
@@ -74,6 +80,8 @@ export interface DispatcherHooks {
   refill(shard: number): void;
   /** A user's weight (job_weight), as last read. */
   weightOf(userId: string): number;
+  /** Jobs of the user that may be dispatched and not finished at once, cluster-wide (Infinity: no cap; 0: paused). */
+  limitOf(userId: string): number;
   /** The shard's last load of the user found more rows than it took (the database holds more). */
   hasMore(shard: number, userId: string): boolean;
   /** (shard, user) pairs the shard actors know to have waiting jobs. */
@@ -113,7 +121,14 @@ export class Dispatcher<M extends Marked> {
    * Jobs popped and not yet published (or given up), by id, with what they were counted as:
    * released by id, so a row whose due time changed meanwhile cannot leave a count behind.
    */
-  private held = new Map<bigint, { due: boolean; dueAt: number }>();
+  private held = new Map<bigint, { due: boolean; dueAt: number; userId: string }>();
+  /** Of those, per user. */
+  private heldByUser = new Map<string, number>();
+  /** Capped users' jobs dispatched and not finished, cluster-wide, as last counted (setInFlight)... */
+  private counted = new Map<string, number>();
+  /** ...and their jobs marked by this process since that count was sent (it may not have seen them). */
+  private marks: { at: number; userId: string; n: number }[] = [];
+  private markedSince = new Map<string, number>();
   /** Of those, popped while due: they count against the window. */
   private pendingDue = 0;
   /** Of those, popped before their due time (premark), by due time. */
@@ -191,11 +206,15 @@ export class Dispatcher<M extends Marked> {
     // this one runs out.
     const deep = this.stocking().lowWater * DEEP_STOCK;
     const demand = this.queue.demand(this.now() + aheadMs, (shard, userId, n) => (this.hooks.hasMore(shard, userId) ? Math.max(n, deep) : n));
-    const r: DemandReport = { member, rate: this.window.meanRate(this.clock.now()), spanMs: this.window.spanMs, userIds: [], weights: [], queued: [] };
+    const r: DemandReport = { member, rate: this.window.meanRate(this.clock.now()), spanMs: this.window.spanMs, userIds: [], weights: [], queued: [], limitedUserIds: [], limitedQueued: [] };
     for (const [u, n] of demand) {
       r.userIds.push(u);
       r.weights.push(sanitizeWeight(this.hooks.weightOf(u), this.s.defaultWeight));
       r.queued.push(n);
+    }
+    for (const u of this.queue.parkedUsers()) {
+      r.limitedUserIds.push(u);
+      r.limitedQueued.push(this.queue.queuedOf(u));
     }
     return r;
   }
@@ -203,8 +222,65 @@ export class Dispatcher<M extends Marked> {
   /** The other processes' reports (null: none could be read): re-splits the window and weights. */
   setPeers(mine: DemandReport, others: DemandReport[] | null): ClusterShare | null {
     this.cluster = others === null || others.length === 0 ? null : clusterShare(mine, others);
+    this.unparkWithRoom();
     this.pump();
     return this.cluster;
+  }
+
+  /** Users with jobs queued here whose jobs in flight must be counted (they have a finite cap). */
+  cappedUsers(): string[] {
+    const out: string[] = [];
+    for (const u of this.queue.userIds()) if (this.hooks.limitOf(u) !== Infinity) out.push(u);
+    return out;
+  }
+
+  /**
+   * Capped users' jobs dispatched and not finished (scheduled or running), cluster-wide, counted
+   * by a statement sent at `sentAt` (this process's clock): every mark that ended before it is
+   * in the count; those that ended after may not be, so they stay counted here.
+   */
+  setInFlight(counts: Map<string, number>, sentAt: number): void {
+    this.counted = counts;
+    this.marks = this.marks.filter((m) => m.at >= sentAt);
+    this.markedSince = new Map();
+    for (const m of this.marks) this.markedSince.set(m.userId, (this.markedSince.get(m.userId) ?? 0) + m.n);
+    this.unparkWithRoom();
+    this.pump();
+  }
+
+  /**
+   * Jobs of the user this process may still dispatch now (Infinity: no cap). A capped user not
+   * counted yet, or (in a cluster) not in the last reports yet, has none until it is.
+   */
+  room(userId: string): number {
+    const limit = this.hooks.limitOf(userId);
+    if (limit === Infinity) return Infinity;
+    const counted = this.counted.get(userId);
+    if (limit <= 0 || counted === undefined) return 0;
+    const free = limit - counted;
+    const part = this.cluster ? (this.cluster.capParts.has(userId) ? capPart(free, this.cluster.capParts.get(userId)) : 0) : Math.max(0, free);
+    return part - (this.markedSince.get(userId) ?? 0) - (this.heldByUser.get(userId) ?? 0);
+  }
+
+  /** Parked users, split by why: paused (limit 0) or at their cap; and their queued jobs. */
+  parkedCounts(): { paused: number; capped: number; jobs: number } {
+    const out = { paused: 0, capped: 0, jobs: 0 };
+    for (const u of this.queue.parkedUsers()) {
+      if (this.hooks.limitOf(u) <= 0) out.paused++;
+      else out.capped++;
+      out.jobs += this.queue.queuedOf(u);
+    }
+    return out;
+  }
+
+  /** Unparks users with room again (a cap raised, a pause lifted: no count needed for those). */
+  reviewParked(): void {
+    this.unparkWithRoom();
+    this.pump();
+  }
+
+  private unparkWithRoom(): void {
+    for (const u of this.queue.parkedUsers()) if (this.room(u) > 0) this.queue.unpark(u);
   }
 
   /**
@@ -378,9 +454,16 @@ export class Dispatcher<M extends Marked> {
     const out: { job: FairItem; due: boolean }[] = [];
     const low = new Set<number>();
     const { lowWater } = this.stocking();
+    /** Jobs of each user in this batch (held only once the batch is taken). */
+    const taken = new Map<string, number>();
     while (out.length < this.s.batchMax) {
       const next = this.queue.peek(now + this.s.premarkMs);
       if (!next) break;
+      if (this.room(next.userId) - (taken.get(next.userId) ?? 0) <= 0) {
+        // At its cap (or paused): out of the order until a count shows room (setInFlight).
+        this.queue.park(next.userId);
+        continue;
+      }
       const due = next.dueAt <= now;
       if (due && budget <= 0 && !earlyOnly) this.window.limited(this.clock.now());
       if (due ? earlyOnly || budget <= 0 : early <= 0) break;
@@ -391,6 +474,7 @@ export class Dispatcher<M extends Marked> {
         this.lastEarlyAt = now;
       }
       out.push({ job: next, due });
+      taken.set(next.userId, (taken.get(next.userId) ?? 0) + 1);
       if (this.queue.stockOf(next.shard, next.userId) < lowWater && !this.refillAsked.get(next.shard)?.has(next.userId)) {
         const asked = this.refillAsked.get(next.shard) ?? new Set<string>();
         this.refillAsked.set(next.shard, asked.add(next.userId));
@@ -443,13 +527,27 @@ export class Dispatcher<M extends Marked> {
       for (const j of stale) this.queue.refund(j.userId);
       this.release(stale.map((j) => j.id));
       rows.push(...o.rows);
+      this.noteMarks(req.jobs.filter((j) => marked.has(j.id)));
     });
     this.schedulePublishes(rows);
   }
 
+  /** Capped users' jobs just marked: they count against their caps until a count sent after now. */
+  private noteMarks(jobs: FairItem[]): void {
+    const at = this.clock.now();
+    for (const j of jobs) {
+      if (this.hooks.limitOf(j.userId) === Infinity) continue;
+      this.marks.push({ at, userId: j.userId, n: 1 });
+      this.markedSince.set(j.userId, (this.markedSince.get(j.userId) ?? 0) + 1);
+    }
+    // Without counts (none sent lately), the oldest marks stop mattering: they are long counted.
+    while (this.marks.length > 0 && this.marks[0]!.at < at - MARKS_MEMORY_MS) this.marks.shift();
+  }
+
   /** Counts a popped job against the window (due) or the early budget (not yet due). */
   private hold(it: { job: FairItem; due: boolean }): void {
-    this.held.set(it.job.id, { due: it.due, dueAt: it.job.dueAt });
+    this.held.set(it.job.id, { due: it.due, dueAt: it.job.dueAt, userId: it.job.userId });
+    this.heldByUser.set(it.job.userId, (this.heldByUser.get(it.job.userId) ?? 0) + 1);
     if (it.due) this.pendingDue++;
     else {
       this.pendingEarly++;
@@ -463,6 +561,9 @@ export class Dispatcher<M extends Marked> {
       const h = this.held.get(id);
       if (!h) continue;
       this.held.delete(id);
+      const byUser = this.heldByUser.get(h.userId)! - 1;
+      if (byUser > 0) this.heldByUser.set(h.userId, byUser);
+      else this.heldByUser.delete(h.userId);
       if (h.due) this.pendingDue--;
       else {
         this.pendingEarly--;
@@ -523,6 +624,9 @@ interface Slot<M> {
   rows: M[];
   publishing: Promise<void>;
 }
+
+/** A capped user's marks are kept this long at most without a count that covers them. */
+const MARKS_MEMORY_MS = 60_000;
 
 /** A (shard, user) is stocked with at least this many jobs, however many pairs share the cap. */
 const MIN_TARGET = 1;

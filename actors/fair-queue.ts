@@ -215,6 +215,17 @@ export class FairQueue<T extends FairItem> {
     this.waiting.push(u);
   }
 
+  /** Jobs queued of a user (any shard, due or not). */
+  queuedOf(userId: string): number {
+    const u = this.users.get(userId);
+    return u ? size(u) : 0;
+  }
+
+  /** Users with queued jobs (ready, waiting or parked). */
+  *userIds(): Iterable<string> {
+    for (const u of this.users.values()) if (u.where !== "none") yield u.userId;
+  }
+
   /** Users parked now. */
   parkedUsers(): string[] {
     return [...this.parked].map((u) => u.userId);

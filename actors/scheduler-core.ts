@@ -25,6 +25,8 @@ export interface CoreHooks {
   publishFailed?(jobs: number, error: unknown): void;
   /** A user's weight (job_weight), as last read. */
   weightOf(userId: string): number;
+  /** A user's cap on jobs dispatched and not finished (absent: none; see DispatcherHooks.limitOf). */
+  limitOf?(userId: string): number;
 }
 
 export interface CoreSettings {
@@ -53,6 +55,7 @@ export class SchedulerCore<M extends Marked> {
         publishFailed: (jobs, error) => hooks.publishFailed?.(jobs, error),
         refill: (shard) => this.actors.get(shard)?.send({ type: "REFILL" }),
         weightOf: (userId) => hooks.weightOf(userId),
+        limitOf: (userId) => hooks.limitOf?.(userId) ?? Infinity,
         hasMore: (shard, userId) => {
           const u = this.actors.get(shard)?.getSnapshot().context.users.get(userId);
           return u !== undefined && !u.exhausted;

@@ -97,10 +97,14 @@ export interface Config {
       weightRefreshMs: number;
       /** Demand reports are exchanged with the other schedulers this often (one fair order for the cluster). */
       shareIntervalMs: number;
+      /** Capped users' jobs in flight are counted this often (a cap's room is seen within it). */
+      capIntervalMs: number;
     };
   users: {
     /** The weight of a user who does not choose one. */
     defaultWeight: number;
+    /** A user's cap on jobs dispatched and not finished at once, unless it has its own (users.max_running); Infinity: none. */
+    defaultMaxRunning: number;
     /** `open`: anyone may choose a weight at sign-up; `admin`: only with the admin token. */
     signupWeights: "open" | "admin";
     /** After a rotation, calls are signed with the previous secret too for this long. */
@@ -423,9 +427,12 @@ export function loadConfig(env: Env = process.env): Config {
       retryDelayMs: duration("SCHEDULER_RETRY_DELAY", "1s", 10),
       weightRefreshMs: duration("SCHEDULER_WEIGHT_REFRESH", "1s", 50),
       shareIntervalMs: duration("SCHEDULER_SHARE_INTERVAL", "100ms", 20),
+      capIntervalMs: duration("SCHEDULER_CAP_INTERVAL", "50ms", 10),
     },
     users: {
       defaultWeight: number("DEFAULT_JOB_WEIGHT", 1, MIN_WEIGHT, MAX_WEIGHT),
+      // 0: no default cap.
+      defaultMaxRunning: int("USER_MAX_RUNNING", 0, 0, 100_000) || Infinity,
       signupWeights: oneOf("SIGNUP_WEIGHTS", mode === "production" ? "admin" : "open", ["open", "admin"] as const),
       signingGraceMs: duration("SIGNING_SECRET_GRACE", "24h", 0),
     },

@@ -24,17 +24,31 @@ export class DemandExchange {
    */
   async exchange(mine: DemandReport): Promise<{ others: DemandReport[] | null; error: unknown }> {
     try {
-      const rows = await this.sql<{ member: string; rate: number; span_ms: number; user_ids: string[]; weights: number[]; queued: number[] }[]>`
+      const rows = await this.sql<{ member: string; rate: number; span_ms: number; user_ids: string[]; weights: number[]; queued: number[]; limited_user_ids: string[]; limited_queued: number[] }[]>`
         WITH up AS (
-          INSERT INTO scheduler_demand (member, reported_at, rate, span_ms, user_ids, weights, queued)
-          VALUES (${mine.member}, now(), ${mine.rate}, ${mine.spanMs}, ${mine.userIds}::bigint[], ${mine.weights}::real[], ${mine.queued}::real[])
+          INSERT INTO scheduler_demand (member, reported_at, rate, span_ms, user_ids, weights, queued, limited_user_ids, limited_queued)
+          VALUES (${mine.member}, now(), ${mine.rate}, ${mine.spanMs}, ${mine.userIds}::bigint[], ${mine.weights}::real[], ${mine.queued}::real[],
+            ${mine.limitedUserIds}::bigint[], ${mine.limitedQueued}::real[])
           ON CONFLICT (member) DO UPDATE SET reported_at = excluded.reported_at, rate = excluded.rate, span_ms = excluded.span_ms,
-            user_ids = excluded.user_ids, weights = excluded.weights, queued = excluded.queued
+            user_ids = excluded.user_ids, weights = excluded.weights, queued = excluded.queued,
+            limited_user_ids = excluded.limited_user_ids, limited_queued = excluded.limited_queued
           RETURNING 1)
-        SELECT member, rate, span_ms, user_ids::text[] AS user_ids, weights, queued FROM scheduler_demand
+        SELECT member, rate, span_ms, user_ids::text[] AS user_ids, weights, queued,
+          limited_user_ids::text[] AS limited_user_ids, limited_queued FROM scheduler_demand
         WHERE member <> ${mine.member} AND reported_at > now() - ${this.ttlMs} * interval '1 millisecond'
           AND (SELECT count(*) FROM up) >= 0`;
-      const reports = rows.map((r) => ({ member: r.member, rate: r.rate, spanMs: r.span_ms, userIds: r.user_ids, weights: r.weights.map(Number), queued: r.queued.map(Number) }));
+      const reports = rows.map(
+        (r): DemandReport => ({
+          member: r.member,
+          rate: r.rate,
+          spanMs: r.span_ms,
+          userIds: r.user_ids,
+          weights: r.weights.map(Number),
+          queued: r.queued.map(Number),
+          limitedUserIds: r.limited_user_ids,
+          limitedQueued: r.limited_queued.map(Number),
+        }),
+      );
       this.last = { reports, at: Date.now() };
       return { others: reports, error: null };
     } catch (error) {

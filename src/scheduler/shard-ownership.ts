@@ -29,6 +29,7 @@ import { acquireFence, releaseFence } from "../db/fence.ts";
 import { takeBack } from "../jobs/transitions.ts";
 import { WeightBook } from "./weights.ts";
 import { DemandExchange } from "./demand-exchange.ts";
+import { countInFlight } from "./in-flight.ts";
 
 export interface OwnershipOptions {
   memberId?: string;
@@ -60,6 +61,7 @@ export class ShardOwnership {
   private replanFailing = false;
   private observing: Promise<void> | null = null;
   private sharing: Promise<void> | null = null;
+  private counting: Promise<void> | null = null;
   private readonly exchange: DemandExchange;
   private listeners: { unlisten(): Promise<void> }[] = [];
 
@@ -76,7 +78,7 @@ export class ShardOwnership {
     const s = config.scheduler;
     metrics.shardsTotal.set(config.shardCount);
     // The fair order reads weights from the book at each dispatch (weightOf below).
-    this.weights = new WeightBook(dbs.users, config.users.defaultWeight);
+    this.weights = new WeightBook(dbs.users, config.users.defaultWeight, undefined, config.users.defaultMaxRunning);
     // A report older than a few intervals is a process that stopped (or cannot reach the database).
     this.exchange = new DemandExchange(dbs.users, Math.max(4 * s.shareIntervalMs, 1_000));
     this.core = new SchedulerCore(
@@ -96,6 +98,7 @@ export class ShardOwnership {
         },
         publishFailed: (jobs, err) => log.warn("publish failed; jobs go back to waiting", { count: jobs, err: err as Error }),
         weightOf: (userId) => this.weights.weightOf(userId),
+        limitOf: (userId) => this.weights.limitOf(userId),
       },
     );
   }
@@ -138,6 +141,7 @@ export class ShardOwnership {
     }
     this.observing = this.observeStarts();
     this.sharing = this.shareDemand();
+    this.counting = this.countCapped();
     await this.register();
     this.timer = setInterval(() => this.requestReplan(), this.opts.replanIntervalMs ?? this.config.etcd.replanIntervalMs);
     await this.replan();
@@ -215,6 +219,40 @@ export class ShardOwnership {
         sweptAt = t0;
         void this.exchange.sweep().catch(() => {});
       }
+      await Bun.sleep(Math.max(0, t0 + every - Date.now()));
+    }
+  }
+
+  /**
+   * Counts capped users' jobs in flight cluster-wide every SCHEDULER_CAP_INTERVAL (only while
+   * some user with jobs queued here has a cap or is paused): the dispatcher unparks a user as soon
+   * as a count shows it room. A failed count keeps the last one: caps stay conservative (the
+   * marks since it still count).
+   */
+  private async countCapped(): Promise<void> {
+    const every = this.config.scheduler.capIntervalMs;
+    let failing = false;
+    while (!this.stopped) {
+      const t0 = Date.now();
+      const d = this.core.dispatcher;
+      const users = d.cappedUsers();
+      if (users.length === 0) d.reviewParked();
+      else {
+        try {
+          const counts = await countInFlight(this.dbs, users);
+          if (this.stopped) break;
+          d.setInFlight(counts, t0);
+          if (failing) log.info("counting capped users' jobs in flight again");
+          failing = false;
+        } catch (err) {
+          if (!failing) log.warn("cannot count capped users' jobs in flight; they wait until a count succeeds", { err: err as Error });
+          failing = true;
+        }
+      }
+      const parked = d.parkedCounts();
+      metrics.parkedUsers.set({ reason: "paused" }, parked.paused);
+      metrics.parkedUsers.set({ reason: "cap" }, parked.capped);
+      metrics.parkedJobs.set(parked.jobs);
       await Bun.sleep(Math.max(0, t0 + every - Date.now()));
     }
   }
@@ -374,6 +412,7 @@ export class ShardOwnership {
     await Promise.all(this.listeners.map((l) => l.unlisten().catch(() => {})));
     await this.observing;
     await this.sharing;
+    await this.counting;
     await this.exchange.leave(this.memberId).catch(() => {});
     await this.planning?.catch(() => {});
     await this.watcher?.cancel().catch(() => {});

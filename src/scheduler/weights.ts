@@ -1,6 +1,6 @@
 /**
- * Users' weights for the scheduler's fair order, read from the users table (the first
- * database): a weight is the user's, not a copy frozen into each job, so an operator's change
+ * Users' weights for the scheduler's fair order, and their concurrency caps and pauses
+ * (`limitOf`), read from the users table (the first database): a weight is the user's, not a copy frozen into each job, so an operator's change
  * applies to that user's pending jobs within one refresh (the fair order reads `weightOf` at each
  * dispatch). Users not seen in any load for FORGET_AFTER_MS are dropped, so the book and the
  * refresh hold only users with work.
@@ -31,6 +31,9 @@ export const SEEN_WAIT_MS = 250;
 
 interface Known {
   weight: number;
+  /** users.max_running (null: the default) and users.paused. */
+  maxRunning: number | null;
+  paused: boolean;
   seenAt: number;
   /** The weight is a fallback: the users database could not be read for this user yet. */
   stale: boolean;
@@ -47,6 +50,8 @@ export class WeightBook {
     private readonly users: Sql,
     private readonly defaultWeight: number,
     private readonly seenWaitMs = SEEN_WAIT_MS,
+    /** USER_MAX_RUNNING: a user's cap when it has none of its own (Infinity: none). */
+    private readonly defaultMaxRunning = Infinity,
   ) {}
 
   /**
@@ -78,6 +83,18 @@ export class WeightBook {
   /** The weight the book holds for a user (the default for a user it does not know). */
   weightOf(userId: string): number {
     return this.known.get(userId)?.weight ?? this.defaultWeight;
+  }
+
+  /**
+   * The most jobs of the user that may be dispatched and not finished at once, cluster-wide:
+   * 0 while paused, its max_running, else the default (Infinity: no cap). A user whose row could
+   * not be read yet is uncapped and not paused (its jobs are never held back by an outage).
+   */
+  limitOf(userId: string): number {
+    const k = this.known.get(userId);
+    if (!k) return this.defaultMaxRunning;
+    if (k.paused) return 0;
+    return k.maxRunning ?? this.defaultMaxRunning;
   }
 
   /** Users whose weight is a fallback right now (the users database could not be read for them). */
@@ -136,25 +153,26 @@ export class WeightBook {
   private fallback(userIds: string[], seenAt: number): void {
     for (const u of userIds) {
       if (this.known.has(u)) continue;
-      this.known.set(u, { weight: this.defaultWeight, seenAt, stale: true });
+      this.known.set(u, { weight: this.defaultWeight, maxRunning: null, paused: false, seenAt, stale: true });
       metrics.weightsStale.inc();
     }
   }
 
   private async read(userIds: string[]): Promise<void> {
-    const rows = await this.users<{ id: string; job_weight: number }[]>`
-      SELECT id::text, job_weight FROM users WHERE id = ANY(${userIds}::bigint[])`;
-    const found = new Map(rows.map((r) => [r.id, r.job_weight]));
+    const rows = await this.users<{ id: string; job_weight: number; max_running: number | null; paused: boolean }[]>`
+      SELECT id::text, job_weight, max_running, paused FROM users WHERE id = ANY(${userIds}::bigint[])`;
+    const found = new Map(rows.map((r) => [r.id, r]));
     const now = Date.now();
     for (const u of userIds) {
       // A user that no longer exists keeps the default weight until its jobs are gone.
-      const weight = found.get(u) ?? this.defaultWeight;
+      const r = found.get(u);
+      const read = { weight: r?.job_weight ?? this.defaultWeight, maxRunning: r?.max_running ?? null, paused: r?.paused ?? false };
       const k = this.known.get(u);
       if (k) {
-        k.weight = weight;
+        Object.assign(k, read);
         if (k.stale) metrics.weightsStale.dec();
         k.stale = false;
-      } else this.known.set(u, { weight, seenAt: now, stale: false });
+      } else this.known.set(u, { ...read, seenAt: now, stale: false });
     }
   }
 }

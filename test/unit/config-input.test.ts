@@ -35,9 +35,10 @@ describe("configuration", () => {
 
   test("who may choose a weight at sign-up: open locally, admin in production, either on request", () => {
     const secrets = { JWT_SECRET: "s".repeat(32), ADMIN_TOKEN: "a".repeat(32) };
-    expect(loadConfig({}).users).toEqual({ defaultWeight: 1, signupWeights: "open", signingGraceMs: 86_400_000 });
+    expect(loadConfig({}).users).toEqual({ defaultWeight: 1, defaultMaxRunning: Infinity, signupWeights: "open", signingGraceMs: 86_400_000 });
     expect(loadConfig({ APP_MODE: "production", ...secrets }).users.signupWeights).toBe("admin");
-    expect(loadConfig({ SIGNUP_WEIGHTS: "admin", DEFAULT_JOB_WEIGHT: "2.5", SIGNING_SECRET_GRACE: "1h" }).users).toEqual({ defaultWeight: 2.5, signupWeights: "admin", signingGraceMs: 3_600_000 });
+    expect(loadConfig({ SIGNUP_WEIGHTS: "admin", DEFAULT_JOB_WEIGHT: "2.5", SIGNING_SECRET_GRACE: "1h" }).users).toEqual({ defaultWeight: 2.5, defaultMaxRunning: Infinity, signupWeights: "admin", signingGraceMs: 3_600_000 });
+    expect(loadConfig({ USER_MAX_RUNNING: "10" }).users.defaultMaxRunning).toBe(10);
     expect(() => loadConfig({ SIGNUP_WEIGHTS: "anyone" })).toThrow(/SIGNUP_WEIGHTS/);
     expect(() => loadConfig({ DEFAULT_JOB_WEIGHT: "0" })).toThrow(/DEFAULT_JOB_WEIGHT/);
     expect(() => loadConfig({ DEFAULT_JOB_WEIGHT: "5000" })).toThrow(/DEFAULT_JOB_WEIGHT/);
