@@ -41,6 +41,8 @@ interface Sent {
   offset: number;
   jobs: number;
   at: number;
+  /** Its jobs per user. */
+  users: Map<string, number>;
 }
 
 export interface Placement {
@@ -48,6 +50,8 @@ export interface Placement {
   /** Kafka offset of the message (an int64; exact as a number below 2^53). */
   offset: number;
   jobs: number;
+  /** The owner of each of its jobs. */
+  users: string[];
 }
 
 /** A partition's committed offset (the next to consume) and the wait the executor measured. */
@@ -77,6 +81,8 @@ export class StartWindow {
   /** Published and not yet seen started, per partition. */
   private pending = new Map<number, number>();
   private outstandingJobs = 0;
+  /** Of those, per user. */
+  private byUser = new Map<string, number>();
   private startedTotal = 0;
   /** (time, cumulative starts) at each observation, newest last. */
   private history: { at: number; started: number }[] = [];
@@ -120,12 +126,20 @@ export class StartWindow {
     return now - this.limitedAt <= LIMITED_FOR_MS;
   }
 
+  /** A user's jobs published and not yet seen started. */
+  outstandingOf(userId: string): number {
+    return this.byUser.get(userId) ?? 0;
+  }
+
   /** Records messages as published at `at` (in acknowledgement order). */
   published(placements: Placement[], at: number): void {
     for (const p of placements) {
       let list = this.sent.get(p.partition);
       if (!list) this.sent.set(p.partition, (list = []));
-      list.push({ offset: p.offset, jobs: p.jobs, at });
+      const users = new Map<string, number>();
+      for (const u of p.users) users.set(u, (users.get(u) ?? 0) + 1);
+      for (const [u, n] of users) this.byUser.set(u, (this.byUser.get(u) ?? 0) + n);
+      list.push({ offset: p.offset, jobs: p.jobs, at, users });
       this.outstandingJobs += p.jobs;
       this.pending.set(p.partition, (this.pending.get(p.partition) ?? 0) + p.jobs);
     }
@@ -154,6 +168,11 @@ export class StartWindow {
       let here = 0;
       while (head < list.length && list[head]!.offset < c.next) {
         here += list[head]!.jobs;
+        for (const [u, n] of list[head]!.users) {
+          const left = this.byUser.get(u)! - n;
+          if (left > 0) this.byUser.set(u, left);
+          else this.byUser.delete(u);
+        }
         this.lastDelays.push(now - list[head]!.at);
         head++;
       }

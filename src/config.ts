@@ -164,8 +164,8 @@ export const TUNING = {
     commitRetryMs: 1_000,
     /** A partition whose claim failed is consumed again after this pause. */
     rewindDelayMs: 1_000,
-    /** While a partition may read no further, heartbeat at least this often. */
-    heartbeatEveryMs: 1_000,
+    /** A partition takes up to this many times the run slots in jobs waiting for a slot, then is held. */
+    readAheadSlots: 8,
     /** A user keeps its guard of slots this long after its last job (actors/slots.ts). */
     userActiveMs: 10_000,
     /** An outcome record that failed (database unreachable) is retried from this, doubling, to that. */

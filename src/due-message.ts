@@ -25,12 +25,12 @@ export interface DueEntry {
 
 export const MAX_JOBS_PER_MESSAGE = 100;
 
-/** Messages for the entries, each saying how many jobs it carries. */
-export function encodeDue(entries: DueEntry[]): (OutMessage & { jobs: number })[] {
-  const out: (OutMessage & { jobs: number })[] = [];
+/** Messages for the entries, each saying how many jobs it carries and whose. */
+export function encodeDue(entries: DueEntry[]): (OutMessage & { jobs: number; users: string[] })[] {
+  const out: (OutMessage & { jobs: number; users: string[] })[] = [];
   for (let i = 0; i < entries.length; i += MAX_JOBS_PER_MESSAGE) {
     const jobs = entries.slice(i, i + MAX_JOBS_PER_MESSAGE);
-    out.push({ key: jobs[0]!.id, value: JSON.stringify({ jobs }), jobs: jobs.length });
+    out.push({ key: jobs[0]!.id, value: JSON.stringify({ jobs }), jobs: jobs.length, users: jobs.map((j) => j.user_id) });
   }
   return out;
 }

@@ -88,6 +88,12 @@ export interface Subscription {
   rewind(partition: number, offset: number, delayMs: number): void;
   /** Stops fetching (runs already handed out go on); the member stays in the group. */
   pause(): void;
+  /**
+   * Stops fetching one partition until `unhold`: what a handler does instead of waiting inside
+   * onBatch, which would stall every partition (kafkajs fetches again only once all return).
+   */
+  hold(partition: number): void;
+  unhold(partition: number): void;
   /** Joined the group and not crashed, stopped or disconnected since. */
   member(): boolean;
   /** Leaves the group and closes the connection. */
@@ -348,6 +354,8 @@ export class KafkaBus {
         setTimeout(() => consumer.resume([{ topic, partitions: [partition] }]), delayMs);
       },
       pause: () => consumer.pause([{ topic }]),
+      hold: (partition) => consumer.pause([{ topic, partitions: [partition] }]),
+      unhold: (partition) => consumer.resume([{ topic, partitions: [partition] }]),
       member: () => member,
       stop: () => consumer.disconnect(),
     };

@@ -23,8 +23,9 @@
  *   slow or hangs holds its share of the slots, not the pool, and another's job is claimed as
  *   soon as a slot is free, not behind the slow tenant's messages;
  * - a partition reads ahead of its waiting jobs up to the slots' capacity, so a message behind a
- *   slow tenant's is claimed as soon as its user may take a slot; while the partition may read no
- *   further the consumer keeps heartbeating, so slow handlers never cost the group membership.
+ *   slow tenant's is claimed as soon as its user may take a slot; past that the partition is
+ *   held (not fetched) while the others go on: onBatch never waits, so one partition's backlog
+ *   never stalls another's fetch, and slow handlers never cost the group membership.
  */
 import { context, trace } from "@opentelemetry/api";
 import { createActor } from "xstate";
@@ -65,9 +66,16 @@ export class Executor {
   private sub: Subscription | null = null;
   private publisher: Publisher | null = null;
   private readonly slots: FairSlots;
-  /** Per partition, jobs taken from it that wait for a slot; and who waits for that to drop. */
+  /** Per partition, jobs taken from it that wait for a slot... */
   private waitingIn = new Map<number, number>();
-  private roomWaiters = new Map<number, (() => void)[]>();
+  /** ...and the partitions not fetched until that drops (see onBatch). */
+  private held = new Set<number>();
+  /**
+   * Jobs a partition may have waiting for a slot before it is held. Generous: what is out at
+   * once is bounded by the schedulers' windows; this only bounds memory if they misjudge. A
+   * partition held behind a tenant whose calls hang would hold up every other job in it.
+   */
+  private readonly readAhead: number;
   private readonly offsets = new OffsetTracker();
   private readonly claims: Batcher<number, ClaimRequest, Claim>;
   private readonly records: Batcher<number, Outcome, void>;
@@ -87,6 +95,7 @@ export class Executor {
     private readonly bus: KafkaBus,
     private readonly onFatal: (error: Error) => void = () => {},
   ) {
+    this.readAhead = T.readAheadSlots * config.executor.concurrency;
     this.slots = new FairSlots({ capacity: config.executor.concurrency, reserve: config.executor.userReserve, activeMs: T.userActiveMs });
     // Two batched statements can deadlock when a duplicate message puts a job in both, in
     // different orders; PostgreSQL then rolls one back whole, and it is simply run again.
@@ -193,6 +202,15 @@ export class Executor {
     for (const m of batch.messages) {
       if (!this.running || !batch.isRunning()) break;
       metrics.consumerLag.set(lagLabels, Math.max(0, hw - Number(m.offset)));
+      // A partition with as many jobs waiting for a slot as there are slots takes no more: it
+      // is held (not fetched) until half of them got one, and onBatch returns (kafkajs fetches
+      // again only once every partition's handler returned, so waiting here would stall all).
+      if ((this.waitingIn.get(batch.partition) ?? 0) >= this.readAhead) {
+        this.held.add(batch.partition);
+        metrics.partitionsHeld.set(this.held.size);
+        this.sub?.hold(batch.partition);
+        break;
+      }
       const entries = decodeDue(m.value);
       const offset = Number(m.offset);
       const gen = this.offsets.track(batch.partition, offset);
@@ -206,7 +224,6 @@ export class Executor {
         continue;
       }
       // Each job is claimed once it holds a slot; the partition reads on while it may.
-      await this.roomIn(batch);
       this.waitingIn.set(batch.partition, (this.waitingIn.get(batch.partition) ?? 0) + entries.length);
       const claims = entries.map((e) => this.claimAndRun(batch.partition, e));
       metrics.consumerLag.set(lagLabels, Math.max(0, hw - offset - 1));
@@ -232,26 +249,15 @@ export class Executor {
     return last;
   }
 
-  /**
-   * Waits while the partition has as many jobs waiting for a slot as there are slots,
-   * heartbeating meanwhile so the group keeps this member.
-   */
-  private async roomIn(batch: PartitionBatch): Promise<void> {
-    const p = batch.partition;
-    while ((this.waitingIn.get(p) ?? 0) >= this.config.executor.concurrency && this.running && batch.isRunning()) {
-      const room = new Promise<void>((go) => this.roomWaiters.set(p, [...(this.roomWaiters.get(p) ?? []), go]));
-      const beat = await Promise.race([room.then(() => false), Bun.sleep(T.heartbeatEveryMs).then(() => true)]);
-      if (beat) await batch.heartbeat().catch(() => {});
-    }
-  }
-
-  /** A job of the partition stopped waiting for a slot. */
+  /** A job of the partition stopped waiting for a slot: a held partition is fetched again at half. */
   private leftWaiting(p: number): void {
-    this.waitingIn.set(p, this.waitingIn.get(p)! - 1);
-    const waiters = this.roomWaiters.get(p);
-    if (!waiters) return;
-    this.roomWaiters.delete(p);
-    for (const go of waiters) go();
+    const n = this.waitingIn.get(p)! - 1;
+    this.waitingIn.set(p, n);
+    if (this.held.has(p) && n <= this.readAhead / 2 && this.running) {
+      this.held.delete(p);
+      metrics.partitionsHeld.set(this.held.size);
+      this.sub?.unhold(p);
+    }
   }
 
   /**

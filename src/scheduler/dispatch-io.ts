@@ -142,7 +142,7 @@ export function schedulerIo(config: Config, dbs: Databases, publishers: Publishe
       metrics.dispatchStep.observe({ step: "publish" }, (performance.now() - t0) / 1000);
       for (const r of rows) metrics.dispatchLateness.observe(Math.max(0, publishedAt - r.dueAt) / 1000);
       metrics.jobsDispatched.inc({ shard: String(rows[0]!.shard) }, rows.length);
-      return placed.map((p, i) => ({ ...p, jobs: messages[i]!.jobs }));
+      return placed.map((p, i) => ({ ...p, jobs: messages[i]!.jobs, users: messages[i]!.users }));
     },
   };
 

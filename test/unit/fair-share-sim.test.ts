@@ -142,7 +142,7 @@ function world(opts: {
         const part = jobs.slice(i, i + 100);
         partitions[p]!.push({ jobs: part.map((j) => j.id) });
         waiting[p]!.push({ p, jobs: part.map((j) => j.id), at: clock.now() });
-        placements.push({ partition: p, offset: partitions[p]!.length - 1, jobs: part.length });
+        placements.push({ partition: p, offset: partitions[p]!.length - 1, jobs: part.length, users: part.map((j) => j.userId) });
       }
       return placements;
     });

@@ -7,7 +7,7 @@ const at = (entries: [number, number, number?][]) => new Map<number, Commit>(ent
 describe("StartWindow", () => {
   test("a message is started once the group's committed offset passes it, on its own partition only", () => {
     const w = new StartWindow(settings);
-    w.published([{ partition: 0, offset: 10, jobs: 5 }, { partition: 1, offset: 3, jobs: 7 }, { partition: 0, offset: 11, jobs: 2 }], 0);
+    w.published([{ partition: 0, offset: 10, jobs: 5, users: [] }, { partition: 1, offset: 3, jobs: 7, users: [] }, { partition: 0, offset: 11, jobs: 2, users: [] }], 0);
     expect(w.outstanding).toBe(14);
     // Committed offset 11 on partition 0 = offsets up to 10 consumed.
     expect(w.observe(at([[0, 11]]), 50)).toBe(5);
@@ -28,7 +28,7 @@ describe("StartWindow", () => {
     // 1,000 jobs started per 100 ms = 10,000/s: window = 10,000 x 0.2 s = 2,000.
     let offset = 0;
     for (let t = 0; t <= 1_000; t += 100) {
-      w.published([{ partition: 0, offset, jobs: 1_000 }], t);
+      w.published([{ partition: 0, offset, jobs: 1_000, users: [] }], t);
       w.observe(at([[0, ++offset]]), t);
     }
     expect(w.rate(1_000)).toBeCloseTo(10_000, 0);
@@ -41,7 +41,7 @@ describe("StartWindow", () => {
 
   test("a burst of commits counts over at least one span, not as an infinite rate", () => {
     const w = new StartWindow(settings);
-    w.published([{ partition: 0, offset: 0, jobs: 500 }], 0);
+    w.published([{ partition: 0, offset: 0, jobs: 500, users: [] }], 0);
     w.observe(at([[0, 0]]), 0);
     w.observe(at([[0, 1]]), 1);
     expect(w.rate(1)).toBe(0); // 1 ms apart: no sample spans 100 ms yet
@@ -55,7 +55,7 @@ describe("StartWindow", () => {
       let offset = 0;
       for (let t = 0; t < rounds * 50; t += 50) {
         if (limited) w.limited(t);
-        w.published([{ partition: 0, offset, jobs: 10 }], t);
+        w.published([{ partition: 0, offset, jobs: 10, users: [] }], t);
         w.observe(at([[0, ++offset, wait]]), t);
       }
       return w;
@@ -75,8 +75,18 @@ describe("StartWindow", () => {
     expect(run(1, true, 1).spanMs).toBeCloseTo(220, 5); // far under it (the executors starve): +10 %
     // Commits that carry no wait (another version of the executor) leave the span alone.
     const w = new StartWindow(settings);
-    w.published([{ partition: 0, offset: 0, jobs: 10 }], 0);
+    w.published([{ partition: 0, offset: 0, jobs: 10, users: [] }], 0);
     w.observe(at([[0, 1]]), 10);
     expect([w.spanMs, w.lastWaitMs]).toEqual([200, null]);
   });
+});
+
+test("StartWindow: a user's jobs published and not yet started, per user", () => {
+  const w = new StartWindow(settings);
+  w.published([{ partition: 0, offset: 0, jobs: 3, users: ["a", "a", "b"] }, { partition: 1, offset: 0, jobs: 2, users: ["a", "c"] }], 0);
+  expect([w.outstandingOf("a"), w.outstandingOf("b"), w.outstandingOf("c")]).toEqual([3, 1, 1]);
+  w.observe(at([[0, 1]]), 10);
+  expect([w.outstandingOf("a"), w.outstandingOf("b"), w.outstandingOf("c")]).toEqual([1, 0, 1]);
+  w.observe(at([[0, 1], [1, 1]]), 20);
+  expect([w.outstandingOf("a"), w.outstandingOf("c")]).toEqual([0, 0]);
 });
