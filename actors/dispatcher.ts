@@ -30,7 +30,14 @@
  *   (setInFlight, a count sent at a known time), plus its jobs marked since, plus those popped
  *   and not yet published, never exceed this process's part of the room (capPart). A user with
  *   no room is parked in the queue (out of the fair order, its jobs waiting here, not in Kafka or
- *   an executor slot) and unparked by the count that shows room again.
+ *   an executor slot) and unparked by the count that shows room again;
+ * - a saturated user (the executors report jobs of it waiting for a slot: it holds its share of
+ *   them, actors/slots.ts) whose next job the full window holds back is passed over for this
+ *   batch, keeping its place in the order, and its jobs waiting at the executors (this process's
+ *   part) stop counting against the window for the users behind it that have nothing out: they
+ *   wait for its own slots, and must not hold up a quiet user's job, which would start at once.
+ *   Its own jobs go only when the window has room without them, so its jobs waiting at the
+ *   executors stay within the window;
  */
 import { capPart, clusterShare, type ClusterShare, type DemandReport } from "./cluster-share.ts";
 import { FairQueue, sanitizeWeight, type FairItem } from "./fair-queue.ts";
@@ -128,6 +135,8 @@ export class Dispatcher<M extends Marked> {
   private counted = new Map<string, number>();
   /** ...and their jobs marked by this process since that count was sent (it may not have seen them). */
   private marks: { at: number; userId: string; n: number }[] = [];
+  /** Users with jobs waiting for an executor slot, cluster-wide, as the executors last reported. */
+  private saturated = new Map<string, number>();
   private markedSince = new Map<string, number>();
   /** Of those, popped while due: they count against the window. */
   private pendingDue = 0;
@@ -246,6 +255,22 @@ export class Dispatcher<M extends Marked> {
     for (const m of this.marks) this.markedSince.set(m.userId, (this.markedSince.get(m.userId) ?? 0) + m.n);
     this.unparkWithRoom();
     this.pump();
+  }
+
+  /** The executors' report of saturated users (their jobs waiting for a slot, cluster-wide). */
+  setSaturated(waiting: Map<string, number>): void {
+    this.saturated = waiting;
+    this.unparkWithRoom();
+    this.pump();
+  }
+
+  /**
+   * Of this process's jobs of a saturated user published and not started, those waiting for its
+   * slots: its part of the user's jobs waiting at the executors, at most what it has out of it.
+   */
+  private stuckOf(userId: string): number {
+    const part = this.cluster?.capParts.get(userId)?.part ?? 1;
+    return Math.min(this.window.outstandingOf(userId), Math.ceil((this.saturated.get(userId) ?? 0) * part));
   }
 
   /**
@@ -456,9 +481,19 @@ export class Dispatcher<M extends Marked> {
     const { lowWater } = this.stocking();
     /** Jobs of each user in this batch (held only once the batch is taken). */
     const taken = new Map<string, number>();
+    /** Saturated users passed over in this batch (they keep their place: see setSaturated)... */
+    const passed: string[] = [];
+    /** ...and their jobs waiting for their slots, past which users with nothing out may go. */
+    let lent = 0;
     while (out.length < this.s.batchMax) {
       const next = this.queue.peek(now + this.s.premarkMs);
       if (!next) break;
+      if (next.dueAt <= now && budget <= 0 && !earlyOnly && this.saturated.has(next.userId)) {
+        this.queue.park(next.userId);
+        passed.push(next.userId);
+        lent += this.stuckOf(next.userId);
+        continue;
+      }
       if (this.room(next.userId) - (taken.get(next.userId) ?? 0) <= 0) {
         // At its cap (or paused): out of the order until a count shows room (setInFlight).
         this.queue.park(next.userId);
@@ -466,9 +501,14 @@ export class Dispatcher<M extends Marked> {
       }
       const due = next.dueAt <= now;
       if (due && budget <= 0 && !earlyOnly) this.window.limited(this.clock.now());
-      if (due ? earlyOnly || budget <= 0 : early <= 0) break;
+      // What saturated users' waiting jobs lend goes to users that have nothing out (whose jobs
+      // start at once), never to a saturated one or one with a backlog of its own out.
+      const idle = !this.saturated.has(next.userId) && this.window.outstandingOf(next.userId) + (this.heldByUser.get(next.userId) ?? 0) + (taken.get(next.userId) ?? 0) === 0;
+      const room = budget + (idle ? lent : 0);
+      if (due ? earlyOnly || room <= 0 : early <= 0) break;
       this.queue.pop(now + this.s.premarkMs);
-      if (due) budget--;
+      if (due && budget > 0) budget--;
+      else if (due) lent--;
       else {
         early--;
         this.lastEarlyAt = now;
@@ -481,6 +521,7 @@ export class Dispatcher<M extends Marked> {
         low.add(next.shard);
       }
     }
+    for (const u of passed) this.queue.unpark(u, true);
     for (const o of out) this.hold(o);
     for (const shard of low) this.hooks.refill(shard);
     return out;

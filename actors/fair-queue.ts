@@ -205,12 +205,21 @@ export class FairQueue<T extends FairItem> {
     this.parked.add(u);
   }
 
-  /** Puts a parked user back: it waits for its next due item like any other (see `promote`). */
-  unpark(userId: string): void {
+  /**
+   * Puts a parked user back: it waits for its next due item like any other (see `promote`), so
+   * it earns no credit for the time parked. `skipped`: it was parked only to be passed over for
+   * one batch (it could not go, others could) and keeps its place: back among the ready users at
+   * its own virtual time if it has a due item.
+   */
+  unpark(userId: string, skipped = false): void {
     const u = this.users.get(userId);
     if (!u || u.where !== "parked") return;
     this.parked.delete(u);
-    // Back as waiting: promote makes it ready (at no less than the clock) once an item is due.
+    if (skipped && u.due.size > 0) {
+      u.where = "ready";
+      this.ready.push(u);
+      return;
+    }
     u.where = "waiting";
     this.waiting.push(u);
   }

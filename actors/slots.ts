@@ -9,16 +9,18 @@
  * of slots and starts 100x fewer jobs. Work-conserving, but for a guard:
  *
  * - a user is active while it holds or waits for a slot here, and for `activeMs` after;
- * - every active user has a guard of g = min(reserve, floor(capacity / (active + 1))) slots:
- *   while it holds fewer than g, its missing ones stay free for it (`reserved`), and g more stay
- *   free for a user not active yet;
+ * - every active user u has a guard of g(u) = min(reserve, floor(capacity x w(u) / (2 W)))
+ *   slots (W: the active users' weights), at most half its weighted share: while it holds fewer,
+ *   its missing ones stay free for it (`reserved`); and min(reserve, 1 % of capacity) more stay
+ *   free for a user not active yet (a newcomer);
  * - a user holding fewer than its guard takes any free slot; a user at or above it takes one
- *   only if the reserves of the others and a newcomer's stay free afterwards.
+ *   only if the others' reserves and a newcomer's stay free afterwards.
  *
  * So one tenant can never take the whole pool: a user whose jobs are quick, or new, finds a free
  * slot at once even while another's endpoint hangs and holds every other slot until its timeout,
- * and the pool gives up at most 2 x reserve slots to idleness. With more active users than
- * capacity / reserve, the guard shrinks, down to none.
+ * and the pool gives up at most about 2 x reserve slots to idleness. The guards never bend the
+ * weights among backlogged users by more than half a share, and vanish in small pools or with
+ * many users.
  */
 export interface SlotSettings {
   capacity: number;
@@ -32,6 +34,8 @@ interface Tenant {
   id: string;
   weight: number;
   held: number;
+  /** Its guard (see the header). */
+  guard: number;
   /** Waiting jobs, oldest first (from `head`), each with the order it arrived in. */
   waiting: { seq: number; go: (ok: boolean) => void }[];
   head: number;
@@ -43,7 +47,8 @@ export class FairSlots {
   private waitingTenants = new Set<Tenant>();
   private used = 0;
   private waitingJobs = 0;
-  private guard: number;
+  /** Kept free for a user not active yet. */
+  private newcomer: number;
   /** Σ over active users of max(0, guard - held). */
   private reserved = 0;
   private seq = 0;
@@ -51,7 +56,7 @@ export class FairSlots {
   private expiredAt = -Infinity;
 
   constructor(private readonly s: SlotSettings) {
-    this.guard = this.guardFor(0);
+    this.newcomer = Math.min(s.reserve, Math.floor(s.capacity / 100));
   }
 
   get inUse(): number {
@@ -69,6 +74,13 @@ export class FairSlots {
 
   heldBy(userId: string): number {
     return this.tenants.get(userId)?.held ?? 0;
+  }
+
+  /** Users with jobs waiting for a slot, and how many (the saturated users). */
+  waitingByUser(): Map<string, number> {
+    const out = new Map<string, number>();
+    for (const t of this.waitingTenants) out.set(t.id, t.waiting.length - t.head);
+    return out;
   }
 
   /** Slots held per user, for metrics. */
@@ -97,7 +109,7 @@ export class FairSlots {
   release(userId: string, now: number): void {
     const t = this.tenants.get(userId);
     if (!t || t.held === 0) throw new Error(`release without a slot held by user ${userId}`);
-    if (t.held <= this.guard) this.reserved++;
+    if (t.held <= t.guard) this.reserved++;
     t.held--;
     this.used--;
     t.lastSeen = now;
@@ -146,23 +158,27 @@ export class FairSlots {
   private may(t: Tenant): boolean {
     const free = this.s.capacity - this.used;
     if (free < 1) return false;
-    if (t.held < this.guard) return true;
-    return free - 1 >= this.reserved + this.guard;
+    if (t.held < t.guard) return true;
+    return free - 1 >= this.reserved + this.newcomer;
   }
 
   private take(t: Tenant): void {
-    if (t.held < this.guard) this.reserved--;
+    if (t.held < t.guard) this.reserved--;
     t.held++;
     this.used++;
   }
 
   private tenant(userId: string, weight: number, now: number): Tenant {
+    const w = weight > 0 && Number.isFinite(weight) ? weight : 1;
     let t = this.tenants.get(userId);
     if (t) {
-      t.weight = weight > 0 && Number.isFinite(weight) ? weight : t.weight;
       t.lastSeen = now;
+      if (t.weight !== w) {
+        t.weight = w;
+        this.reguard();
+      }
     } else {
-      t = { id: userId, weight: weight > 0 && Number.isFinite(weight) ? weight : 1, held: 0, waiting: [], head: 0, lastSeen: now };
+      t = { id: userId, weight: w, held: 0, guard: 0, waiting: [], head: 0, lastSeen: now };
       this.tenants.set(userId, t);
       this.reguard();
     }
@@ -184,15 +200,15 @@ export class FairSlots {
     if (changed) this.reguard();
   }
 
-  /** Recomputes the guard and the reserve after the set of active users changed. */
+  /** Recomputes the guards and the reserve after the active users or their weights changed. */
   private reguard(): void {
-    this.guard = this.guardFor(this.tenants.size);
+    let W = 0;
+    for (const t of this.tenants.values()) W += t.weight;
     this.reserved = 0;
-    for (const t of this.tenants.values()) this.reserved += Math.max(0, this.guard - t.held);
+    for (const t of this.tenants.values()) {
+      t.guard = Math.min(this.s.reserve, Math.floor((this.s.capacity * t.weight) / (2 * W)));
+      this.reserved += Math.max(0, t.guard - t.held);
+    }
     this.grant();
-  }
-
-  private guardFor(active: number): number {
-    return Math.min(this.s.reserve, Math.floor(this.s.capacity / (active + 1)));
   }
 }

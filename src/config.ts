@@ -164,6 +164,8 @@ export const TUNING = {
     commitRetryMs: 1_000,
     /** A partition whose claim failed is consumed again after this pause. */
     rewindDelayMs: 1_000,
+    /** Each executor reports its slots (and the users waiting for one) to the schedulers this often. */
+    slotReportMs: 100,
     /** A partition takes up to this many times the run slots in jobs waiting for a slot, then is held. */
     readAheadSlots: 8,
     /** A user keeps its guard of slots this long after its last job (actors/slots.ts). */

@@ -115,6 +115,8 @@ export const metrics = {
   demandExchangeFailures: counter("scheduler_demand_exchange_failures_total", "Demand reports that could not be written or read (the users database did not answer); the process keeps the last reports it read until they expire, then orders alone."),
   queuedJobs: gauge("scheduler_queued_jobs", "Jobs this scheduler holds in its fair queue (due or within the look-ahead)."),
   parkedUsers: gauge("scheduler_parked_users", "Users whose queued jobs wait in this scheduler: paused, or at their concurrency cap (max_running, USER_MAX_RUNNING).", ["reason"]),
+  executorSlots: gauge("scheduler_executor_slots", "Run slots of the live executors, as they last reported."),
+  saturatedUsers: gauge("scheduler_saturated_users", "Users with jobs waiting for an executor slot (they hold their share of the slots): their dispatch waits here until none waits."),
   parkedJobs: gauge("scheduler_parked_jobs", "Jobs queued in this scheduler of users that are paused or at their concurrency cap."),
   queuedUsers: gauge("scheduler_queued_users", "Users this scheduler holds state for in its fair queue."),
   dbClockOffset: gauge("scheduler_db_clock_offset_seconds", "The database's clock minus this process's, as estimated from loads (due decisions use the database's)."),

@@ -32,6 +32,8 @@ import { createActor } from "xstate";
 import { jobRunLogic, type RunEvent } from "../../actors/job-run.machine.ts";
 import { OffsetTracker } from "../../actors/offset-tracker.ts";
 import { FairSlots } from "../../actors/slots.ts";
+import { hostname } from "node:os";
+import { deleteSlotReport, writeSlotReport } from "./slot-report.ts";
 import type { Decision, RunResult } from "../../actors/outcome.ts";
 import { TUNING, type Config } from "../config.ts";
 import { isUnavailable, retryRolledBack, type Databases } from "../db/databases.ts";
@@ -81,6 +83,9 @@ export class Executor {
   private readonly records: Batcher<number, Outcome, void>;
   private readonly handler: HandlerSettings;
   private commitTimer: ReturnType<typeof setInterval> | null = null;
+  private reportTimer: ReturnType<typeof setInterval> | null = null;
+  private reporting = false;
+  private readonly member = `${hostname()}-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
   private committing: Promise<void> | null = null;
   private commitQueued = false;
   private lastCommitAt = 0;
@@ -137,7 +142,22 @@ export class Executor {
       this.commitSoon();
       this.showSlots();
     }, T.commitRetryMs);
+    // The slots' report: the schedulers hold back a user whose jobs wait for a slot (slot-report.ts).
+    this.reportTimer = setInterval(() => void this.reportSlots(), T.slotReportMs);
     this.running = true;
+  }
+
+  /** Writes this executor's slot report (one at a time; a failed one is simply the next's to do). */
+  private async reportSlots(): Promise<void> {
+    if (this.reporting) return;
+    this.reporting = true;
+    try {
+      await writeSlotReport(this.dbs.users, this.member, { slots: this.config.executor.concurrency, held: this.slots.inUse, waiting: this.slots.waitingByUser() });
+    } catch (err) {
+      log.debug("slot report failed", { err: err as Error });
+    } finally {
+      this.reporting = false;
+    }
   }
 
   /** The slots' gauges: jobs waiting, active users, and the users holding the most. */
@@ -399,6 +419,8 @@ export class Executor {
     const until = Date.now() + graceMs;
     while (this.slots.inUse > 0 && Date.now() < until) await Bun.sleep(20);
     if (this.commitTimer) clearInterval(this.commitTimer);
+    if (this.reportTimer) clearInterval(this.reportTimer);
+    await deleteSlotReport(this.dbs.users, this.member).catch(() => {});
     await this.committing;
     await this.commit();
     await this.sub?.stop();

@@ -30,6 +30,7 @@ import { takeBack } from "../jobs/transitions.ts";
 import { WeightBook } from "./weights.ts";
 import { DemandExchange } from "./demand-exchange.ts";
 import { countInFlight } from "./in-flight.ts";
+import { readSlotReports } from "../executor/slot-report.ts";
 
 export interface OwnershipOptions {
   memberId?: string;
@@ -62,6 +63,8 @@ export class ShardOwnership {
   private observing: Promise<void> | null = null;
   private sharing: Promise<void> | null = null;
   private counting: Promise<void> | null = null;
+  /** A demand or slot report older than this (database clock) is from a process that stopped. */
+  private readonly reportTtlMs: number;
   private readonly exchange: DemandExchange;
   private listeners: { unlisten(): Promise<void> }[] = [];
 
@@ -80,7 +83,8 @@ export class ShardOwnership {
     // The fair order reads weights from the book at each dispatch (weightOf below).
     this.weights = new WeightBook(dbs.users, config.users.defaultWeight, undefined, config.users.defaultMaxRunning);
     // A report older than a few intervals is a process that stopped (or cannot reach the database).
-    this.exchange = new DemandExchange(dbs.users, Math.max(4 * s.shareIntervalMs, 1_000));
+    this.reportTtlMs = Math.max(4 * s.shareIntervalMs, 1_000);
+    this.exchange = new DemandExchange(dbs.users, this.reportTtlMs);
     this.core = new SchedulerCore(
       schedulerIo(config, dbs, publishers, { usersSeen: (ids) => this.weights.seen(ids), weightOf: (id) => this.weights.weightOf(id) }),
       {
@@ -204,9 +208,14 @@ export class ShardOwnership {
       const t0 = Date.now();
       const d = this.core.dispatcher;
       const mine = d.demandReport(this.memberId, every);
-      const { others, error } = await this.exchange.exchange(mine);
+      const [{ others, error }, slots] = await Promise.all([this.exchange.exchange(mine), readSlotReports(this.dbs.users, this.reportTtlMs).catch(() => null)]);
       if (this.stopped) break;
       const share = d.setPeers(mine, others);
+      // Users whose jobs wait for an executor slot: held back here until none waits (no report:
+      // as if none did, the executors' slots still share fairly).
+      d.setSaturated(slots?.waiting ?? new Map());
+      metrics.executorSlots.set(slots?.slots ?? 0);
+      metrics.saturatedUsers.set(slots?.waiting.size ?? 0);
       metrics.clusterShare.set(share?.share ?? 1);
       metrics.clusterPeers.set(share?.peers ?? 0);
       metrics.clusterRate.set(share?.rate ?? mine.rate);

@@ -19,30 +19,44 @@ function want(slots: FairSlots, user: string, n: number, got: Map<string, number
 
 describe("FairSlots", () => {
   test("one user alone takes all but the newcomer's guard", async () => {
-    const s = new FairSlots({ capacity: 100, reserve: 5, activeMs: 10_000 });
+    const s = new FairSlots({ capacity: 1000, reserve: 5, activeMs: 10_000 });
     const got = new Map<string, number>();
-    want(s, "a", 200, got);
+    want(s, "a", 2000, got);
     await settle();
-    expect(got.get("a")).toBe(95);
-    expect(s.waiting).toBe(105);
+    expect(got.get("a")).toBe(995);
+    expect(s.waiting).toBe(1005);
+  });
+
+  test("in a small pool the guards vanish: slots follow the weights", async () => {
+    const s = new FairSlots({ capacity: 8, reserve: 40, activeMs: 10_000 });
+    const got = new Map<string, number>();
+    want(s, "a", 100, got, 4);
+    want(s, "b", 100, got, 1);
+    await settle();
+    // a took all 8 first (alone, no newcomer guard in 8 slots); as they end, b gets its fifth.
+    for (let i = 0; i < 8; i++) s.release("a", 1);
+    await settle();
+    expect(s.heldBy("a") + s.heldBy("b")).toBe(8);
+    expect(s.heldBy("b")).toBeLessThanOrEqual(2);
+    expect(s.heldBy("a")).toBeGreaterThanOrEqual(6);
   });
 
   test("a newcomer starts at once while another user holds the pool, and keeps its guard", async () => {
-    const s = new FairSlots({ capacity: 100, reserve: 5, activeMs: 10_000 });
+    const s = new FairSlots({ capacity: 1000, reserve: 5, activeMs: 10_000 });
     const got = new Map<string, number>();
-    want(s, "a", 200, got);
+    want(s, "a", 2000, got);
     want(s, "b", 3, got);
     await settle();
     expect(got.get("b")).toBe(3);
     // a's jobs end one by one: a may not eat b's guard (nor a newcomer's).
     for (let i = 0; i < 50; i++) s.release("a", 1);
     await settle();
-    expect(s.heldBy("a")).toBeLessThanOrEqual(100 - 3 - 2 - 5);
+    expect(s.heldBy("a")).toBeLessThanOrEqual(1000 - 3 - 2 - 5);
     for (let i = 0; i < 3; i++) s.release("b", 1);
     await settle();
     expect(s.heldBy("b")).toBe(0);
     // b is still active: its guard stays free for it.
-    expect(100 - s.inUse).toBeGreaterThanOrEqual(10);
+    expect(1000 - s.inUse).toBeGreaterThanOrEqual(10);
     const later = new Map<string, number>();
     want(s, "b", 5, later, 1, 2);
     await settle();
@@ -95,16 +109,16 @@ describe("FairSlots", () => {
   });
 
   test("idle users are forgotten and their guards freed", async () => {
-    const s = new FairSlots({ capacity: 100, reserve: 5, activeMs: 1_000 });
+    const s = new FairSlots({ capacity: 1000, reserve: 5, activeMs: 1_000 });
     const got = new Map<string, number>();
     await Promise.all(want(s, "b", 1, got));
     s.release("b", 0);
-    want(s, "a", 200, got, 1, 10);
+    want(s, "a", 2000, got, 1, 10);
     await settle();
-    expect(got.get("a")).toBe(100 - 5 - 5);
+    expect(got.get("a")).toBe(1000 - 5 - 5);
     s.release("a", 5_000); // b idle for 5 s: forgotten
     await settle();
     expect(s.activeUsers).toBe(1);
-    expect(s.heldBy("a")).toBe(95);
+    expect(s.heldBy("a")).toBe(995);
   });
 });

@@ -1,0 +1,39 @@
+/**
+ * The executors' slot reports (sql/000013), through the users database: each executor writes
+ * its row (its slots, how many are held, and per user the jobs waiting for a slot), the
+ * schedulers read the fresh rows. Freshness is judged by the database's clock.
+ */
+import type { Sql } from "../db/databases.ts";
+
+export interface SlotReport {
+  slots: number;
+  held: number;
+  /** Users with jobs waiting for a slot, and how many. */
+  waiting: Map<string, number>;
+}
+
+export async function writeSlotReport(sql: Sql, member: string, r: SlotReport): Promise<void> {
+  await sql`
+    INSERT INTO executor_slots (member, reported_at, slots, held, waiting_user_ids, waiting)
+    VALUES (${member}, now(), ${r.slots}, ${r.held}, ${[...r.waiting.keys()]}::bigint[], ${[...r.waiting.values()]}::real[])
+    ON CONFLICT (member) DO UPDATE SET reported_at = excluded.reported_at, slots = excluded.slots, held = excluded.held,
+      waiting_user_ids = excluded.waiting_user_ids, waiting = excluded.waiting`;
+}
+
+export async function deleteSlotReport(sql: Sql, member: string): Promise<void> {
+  await sql`DELETE FROM executor_slots WHERE member = ${member}`;
+}
+
+/** The live executors' reports together: their slots, and per user its jobs waiting for one. */
+export async function readSlotReports(sql: Sql, ttlMs: number): Promise<SlotReport & { executors: number }> {
+  const rows = await sql<{ slots: number; held: number; waiting_user_ids: string[]; waiting: number[] }[]>`
+    SELECT slots, held, waiting_user_ids::text[] AS waiting_user_ids, waiting FROM executor_slots
+    WHERE reported_at > now() - ${ttlMs} * interval '1 millisecond'`;
+  const out = { slots: 0, held: 0, waiting: new Map<string, number>(), executors: rows.length };
+  for (const r of rows) {
+    out.slots += r.slots;
+    out.held += r.held;
+    r.waiting_user_ids.forEach((u, i) => out.waiting.set(u, (out.waiting.get(u) ?? 0) + Number(r.waiting[i])));
+  }
+  return out;
+}
