@@ -16,6 +16,10 @@
  * - a user holding fewer than its guard takes any free slot; a user at or above it takes one
  *   only if the others' reserves and a newcomer's stay free afterwards.
  *
+ * Under pressure (the process cannot keep up: setLimit), users at or above their guard share
+ * `limit` slots instead of the capacity; those below it still take any free slot. So a tenant
+ * whose calls cost the process more than it has gives back first, not a quiet user.
+ *
  * So one tenant can never take the whole pool: a user whose jobs are quick, or new, finds a free
  * slot at once even while another's endpoint hangs and holds every other slot until its timeout,
  * and the pool gives up at most about 2 x reserve slots to idleness. The guards never bend the
@@ -52,11 +56,25 @@ export class FairSlots {
   /** Σ over active users of max(0, guard - held). */
   private reserved = 0;
   private seq = 0;
+  /** Slots users at or above their guard may fill (the capacity, less under pressure). */
+  private limit: number;
   private closed = false;
   private expiredAt = -Infinity;
 
   constructor(private readonly s: SlotSettings) {
     this.newcomer = Math.min(s.reserve, Math.floor(s.capacity / 100));
+    this.limit = s.capacity;
+  }
+
+  /** The slots users at or above their guard may fill (see the header); at most the capacity. */
+  setLimit(limit: number): void {
+    const raised = limit > this.limit;
+    this.limit = Math.max(0, Math.min(this.s.capacity, Math.floor(limit)));
+    if (raised) this.grant();
+  }
+
+  get currentLimit(): number {
+    return this.limit;
   }
 
   get inUse(): number {
@@ -159,7 +177,7 @@ export class FairSlots {
     const free = this.s.capacity - this.used;
     if (free < 1) return false;
     if (t.held < t.guard) return true;
-    return free - 1 >= this.reserved + this.newcomer;
+    return Math.min(free, this.limit - this.used) - 1 >= this.reserved + this.newcomer;
   }
 
   private take(t: Tenant): void {

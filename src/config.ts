@@ -164,6 +164,10 @@ export const TUNING = {
     commitRetryMs: 1_000,
     /** A partition whose claim failed is consumed again after this pause. */
     rewindDelayMs: 1_000,
+    /** Above this event-loop delay p99 the executor is under pressure: borrowed slots go back (src/executor/executor.ts, steerSlots)... */
+    pressureDelayMs: 50,
+    /** ...measured over this. */
+    pressureEveryMs: 250,
     /** Each executor reports its slots (and the users waiting for one) to the schedulers this often. */
     slotReportMs: 100,
     /** A partition takes up to this many times the run slots in jobs waiting for a slot, then is held. */

@@ -91,6 +91,7 @@ export const metrics = {
   jobsDeadLettered: counter("jobs_dead_lettered_total", "Jobs written to the dead-letter topic, by reason.", ["reason"]),
   slotsWaiting: gauge("executor_slot_waiting_jobs", "Jobs taken from the due topic and waiting for a run slot (their user holds its share of the slots: see actors/slots.ts)."),
   partitionsHeld: gauge("executor_partitions_held", "Partitions not fetched because too many of their jobs wait for a run slot (they resume at half)."),
+  slotLimit: gauge("executor_slot_limit", "Slots users at or above their guard may fill: the capacity, less while the event loop lags (pressure)."),
   slotUsers: gauge("executor_slot_active_users", "Users active at this executor (holding or waiting for a slot, or within their guard's time)."),
   userRunning: gauge("executor_user_running_jobs", "Run slots held per user, for the users holding the most (at most 10 users, refreshed every second).", ["user"]),
   consumerLag: gauge("executor_consumer_lag_messages", "Messages in the due topic not yet taken by this executor, by partition (high watermark minus next offset, at the last fetch).", ["partition"]),

@@ -33,6 +33,7 @@ import { jobRunLogic, type RunEvent } from "../../actors/job-run.machine.ts";
 import { OffsetTracker } from "../../actors/offset-tracker.ts";
 import { FairSlots } from "../../actors/slots.ts";
 import { hostname } from "node:os";
+import { monitorEventLoopDelay } from "node:perf_hooks";
 import { deleteSlotReport, writeSlotReport } from "./slot-report.ts";
 import type { Decision, RunResult } from "../../actors/outcome.ts";
 import { TUNING, type Config } from "../config.ts";
@@ -84,6 +85,8 @@ export class Executor {
   private readonly handler: HandlerSettings;
   private commitTimer: ReturnType<typeof setInterval> | null = null;
   private reportTimer: ReturnType<typeof setInterval> | null = null;
+  private pressureTimer: ReturnType<typeof setInterval> | null = null;
+  private readonly loopDelay = monitorEventLoopDelay({ resolution: 10 });
   private reporting = false;
   private readonly member = `${hostname()}-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
   private committing: Promise<void> | null = null;
@@ -144,7 +147,28 @@ export class Executor {
     }, T.commitRetryMs);
     // The slots' report: the schedulers hold back a user whose jobs wait for a slot (slot-report.ts).
     this.reportTimer = setInterval(() => void this.reportSlots(), T.slotReportMs);
+    this.loopDelay.enable();
+    this.pressureTimer = setInterval(() => this.steerSlots(), T.pressureEveryMs);
     this.running = true;
+  }
+
+  /**
+   * Pressure: while the event loop's delay p99 (over the last T.pressureEveryMs) is above
+   * T.pressureDelayMs, the process cannot keep up with the calls it runs, and every job waits
+   * for it, a quiet user's too. Then users at or above their guard share fewer slots (80 % of
+   * those in use, at most; at least 2 x the guard), and get them back 10 % at a time once the
+   * delay is under half of it. Only with more than one user active: alone, a user has nobody to
+   * make room for, and the delay is its own.
+   */
+  private steerSlots(): void {
+    const p99 = this.loopDelay.percentile(99) / 1e6;
+    this.loopDelay.reset();
+    const cap = this.config.executor.concurrency;
+    const limit = this.slots.currentLimit;
+    if (this.slots.activeUsers < 2) this.slots.setLimit(cap);
+    else if (p99 > T.pressureDelayMs) this.slots.setLimit(Math.max(2 * this.config.executor.userReserve, Math.floor(Math.min(limit, this.slots.inUse) * 0.8)));
+    else if (p99 < T.pressureDelayMs / 2 && limit < cap) this.slots.setLimit(limit + Math.max(16, Math.floor(limit * 0.1)));
+    metrics.slotLimit.set(this.slots.currentLimit);
   }
 
   /** Writes this executor's slot report (one at a time; a failed one is simply the next's to do). */
@@ -420,6 +444,8 @@ export class Executor {
     while (this.slots.inUse > 0 && Date.now() < until) await Bun.sleep(20);
     if (this.commitTimer) clearInterval(this.commitTimer);
     if (this.reportTimer) clearInterval(this.reportTimer);
+    if (this.pressureTimer) clearInterval(this.pressureTimer);
+    this.loopDelay.disable();
     await deleteSlotReport(this.dbs.users, this.member).catch(() => {});
     await this.committing;
     await this.commit();

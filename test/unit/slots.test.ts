@@ -122,3 +122,24 @@ describe("FairSlots", () => {
     expect(s.heldBy("a")).toBe(995);
   });
 });
+
+test("FairSlots under pressure: users above their guard share the limit, a quiet user still gets its guard", async () => {
+  const s = new FairSlots({ capacity: 1000, reserve: 5, activeMs: 10_000 });
+  const got = new Map<string, number>();
+  want(s, "a", 2000, got);
+  await settle();
+  s.setLimit(100);
+  for (let i = 0; i < 500; i++) s.release("a", 1);
+  await settle();
+  // a ended 500 and took none back: it holds 495, over the limit.
+  expect(s.heldBy("a")).toBe(495);
+  want(s, "b", 3, got);
+  await settle();
+  expect(got.get("b")).toBe(3);
+  for (let i = 0; i < 495; i++) s.release("a", 1);
+  await settle();
+  expect(s.inUse).toBeLessThanOrEqual(100);
+  s.setLimit(1000);
+  await settle();
+  expect(s.heldBy("a")).toBeGreaterThan(900);
+});
