@@ -157,8 +157,10 @@ export class Executor {
    * T.pressureDelayMs, the process cannot keep up with the calls it runs, and every job waits
    * for it, a quiet user's too. Then users at or above their guard share fewer slots (80 % of
    * those in use, at most; at least 2 x the guard), and get them back 10 % at a time once the
-   * delay is under half of it. Only with more than one user active: alone, a user has nobody to
-   * make room for, and the delay is its own.
+   * delay is under half of it. Only while slots are contended (jobs wait for one) and more than
+   * one user is active: otherwise the delay is the work's own (a burst of quick jobs loads the
+   * process as much, and fewer slots would only slow it), and a user alone has nobody to make
+   * room for.
    */
   private steerSlots(): void {
     const p99 = this.loopDelay.percentile(99) / 1e6;
@@ -166,7 +168,7 @@ export class Executor {
     const cap = this.config.executor.concurrency;
     const limit = this.slots.currentLimit;
     if (this.slots.activeUsers < 2) this.slots.setLimit(cap);
-    else if (p99 > T.pressureDelayMs) this.slots.setLimit(Math.max(2 * this.config.executor.userReserve, Math.floor(Math.min(limit, this.slots.inUse) * 0.8)));
+    else if (p99 > T.pressureDelayMs && this.slots.waiting > 0) this.slots.setLimit(Math.max(2 * this.config.executor.userReserve, Math.floor(Math.min(limit, this.slots.inUse) * 0.8)));
     else if (p99 < T.pressureDelayMs / 2 && limit < cap) this.slots.setLimit(limit + Math.max(16, Math.floor(limit * 0.1)));
     metrics.slotLimit.set(this.slots.currentLimit);
   }
