@@ -47,8 +47,9 @@ export interface DemandReport {
   weights: number[];
   queued: number[];
   /**
-   * Users parked here (at their concurrency cap, or paused) and their jobs queued here: out of
-   * the window's split (they cannot use it), but a capped user's room is split by them.
+   * Users with a concurrency cap (or paused) with jobs queued here, and how many (as queued, for
+   * every such user, parked or not): a capped user's room is split by them. A parked user is in
+   * no other list: out of the window's split, it cannot use it.
    */
   limitedUserIds: string[];
   limitedQueued: number[];
@@ -69,9 +70,9 @@ export interface ClusterShare {
   /** Other processes whose reports went into this. */
   peers: number;
   /**
-   * Per user with jobs queued here (due or parked): the part of its jobs queued in the cluster
-   * held here, and whether this process holds the most of them (ties to the lowest member name).
-   * A capped user's room is split by it (capPart).
+   * Per capped user with jobs queued here: the part of its jobs queued in the cluster held here,
+   * and whether this process holds the most of them (ties to the lowest member name). A capped
+   * user's room is split by it (capPart).
    */
   capParts: Map<string, { part: number; lead: boolean }>;
 }
@@ -120,8 +121,7 @@ export function clusterShare(mine: DemandReport, others: DemandReport[]): Cluste
 function capParts(mine: DemandReport, others: DemandReport[]): Map<string, { part: number; lead: boolean }> {
   const held = (r: DemandReport) => {
     const m = new Map<string, number>();
-    r.userIds.forEach((u, i) => m.set(u, r.queued[i]!));
-    (r.limitedUserIds ?? []).forEach((u, i) => m.set(u, (m.get(u) ?? 0) + r.limitedQueued[i]!));
+    (r.limitedUserIds ?? []).forEach((u, i) => m.set(u, r.limitedQueued[i]!));
     return m;
   };
   const here = held(mine);

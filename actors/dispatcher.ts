@@ -221,7 +221,10 @@ export class Dispatcher<M extends Marked> {
       r.weights.push(sanitizeWeight(this.hooks.weightOf(u), this.s.defaultWeight));
       r.queued.push(n);
     }
-    for (const u of this.queue.parkedUsers()) {
+    // Every capped user queued here (parked or not), with its jobs queued here as they are (not
+    // the deep-stock demand above): every process counts them alike, so the parts of a user's
+    // room they take add up to at most the room.
+    for (const u of this.cappedUsers()) {
       r.limitedUserIds.push(u);
       r.limitedQueued.push(this.queue.queuedOf(u));
     }

@@ -1,5 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import { FairQueue, MAX_WEIGHT, MIN_WEIGHT, MinHeap, sanitizeWeight, type FairItem } from "../../actors/fair-queue.ts";
+import { capPart, clusterShare, type DemandReport } from "../../actors/cluster-share.ts";
 
 let nextId = 1n;
 const job = (userId: string, dueAt = 0, shard = 0): FairItem => ({ id: nextId++, userId, shard, dueAt });
@@ -388,5 +389,34 @@ describe("FairQueue: priorities and parking", () => {
     q.removeUser("a");
     expect(q.parkedUsers()).toEqual([]);
     expect(q.size).toBe(0);
+  });
+});
+
+describe("a capped user's room across processes (capPart)", () => {
+  const report = (member: string, capped: [string, number][]): DemandReport => ({
+    member,
+    rate: 0,
+    spanMs: 100,
+    userIds: [],
+    weights: [],
+    queued: [],
+    limitedUserIds: capped.map(([u]) => u),
+    limitedQueued: capped.map(([, n]) => n),
+  });
+
+  test("the parts every process takes of a room add up to at most the room, and someone always gets one", () => {
+    for (const split of [[1, 1, 1], [500, 3, 0], [10, 20, 30], [7, 7, 7], [1, 0, 0]]) {
+      const reports = split.map((n, i) => report(`p${i}`, n > 0 ? [["u", n]] : []));
+      for (const room of [0, 1, 2, 3, 5, 10, 17]) {
+        let taken = 0;
+        reports.forEach((mine, i) => {
+          if (split[i] === 0) return;
+          const share = clusterShare(mine, reports.filter((_, k) => k !== i));
+          taken += capPart(room, share.capParts.get("u"));
+        });
+        expect(taken).toBeLessThanOrEqual(room);
+        if (room > 0) expect(taken).toBeGreaterThan(0);
+      }
+    }
   });
 });
