@@ -137,6 +137,8 @@ export class Dispatcher<M extends Marked> {
   private marks: { at: number; userId: string; n: number }[] = [];
   /** Users with jobs waiting for an executor slot, cluster-wide, as the executors last reported. */
   private saturated = new Map<string, number>();
+  /** Users' mean run times (ms), as the executors last reported them. */
+  private runMs = new Map<string, number>();
   private markedSince = new Map<string, number>();
   /** Of those, popped while due: they count against the window. */
   private pendingDue = 0;
@@ -168,7 +170,7 @@ export class Dispatcher<M extends Marked> {
     private readonly s: DispatcherSettings,
     private readonly clock: Clock,
   ) {
-    this.queue = new FairQueue((userId) => this.effectiveWeight(userId), s.defaultWeight);
+    this.queue = new FairQueue((userId) => this.effectiveWeight(userId), s.defaultWeight, (userId) => this.costOf(userId));
     this.window = new StartWindow(s.window);
     this.lanes = lanes(s.partitions);
   }
@@ -260,9 +262,26 @@ export class Dispatcher<M extends Marked> {
     this.pump();
   }
 
-  /** The executors' report of saturated users (their jobs waiting for a slot, cluster-wide). */
-  setSaturated(waiting: Map<string, number>): void {
+  /**
+   * What a turn of the user costs in the fair order: its mean run time over REFERENCE_RUN_MS (at
+   * least 1, at most MAX_COST), as the executors last reported it; 1 for a user not reported.
+   * Turns are then shares of executor time: with users contending, each holds slots in
+   * proportion to its weight (actors/slots.ts shares them the same way), and a user whose jobs
+   * take 100x longer gets 100x fewer starts. Jobs shorter than the reference all cost 1, so when
+   * every job costs about the same, the order is the start-count order it was.
+   */
+  costOf(userId: string): number {
+    const ms = this.runMs.get(userId);
+    return ms === undefined ? 1 : Math.min(MAX_COST, Math.max(1, ms / REFERENCE_RUN_MS));
+  }
+
+  /**
+   * The executors' report: saturated users (their jobs waiting for a slot, cluster-wide), and
+   * users' mean run times (costOf).
+   */
+  setSaturated(waiting: Map<string, number>, runMs: Map<string, number> = new Map()): void {
     this.saturated = waiting;
+    this.runMs = runMs;
     this.unparkWithRoom();
     this.pump();
   }
@@ -668,6 +687,11 @@ interface Slot<M> {
   rows: M[];
   publishing: Promise<void>;
 }
+
+/** A turn costs 1 for a job that runs this long or less (costOf). */
+const REFERENCE_RUN_MS = 10;
+/** A turn costs at most this many (a job that hangs until a long timeout is not charged its whole timeout). */
+const MAX_COST = 10_000;
 
 /** A capped user's marks are kept this long at most without a count that covers them. */
 const MARKS_MEMORY_MS = 60_000;

@@ -3,7 +3,8 @@
  * virtual clock, so a user's share does not depend on how its jobs hash over shards. Pure: no
  * I/O, time passed in.
  *
- * Each user has a virtual time that advances by 1 / weight per dispatched job. Among users whose
+ * Each user has a virtual time that advances by cost / weight per dispatched job (cost: 1 for a
+ * job of the reference size, more for one that holds an executor slot longer: costFn). Among users whose
  * earliest queued job is due, the one with the smallest virtual time goes next; ties are broken
  * by that job's due time, then its id. Invariants:
  * - virtual times persist across loads (the queue is long-lived and refilled, never rebuilt);
@@ -102,6 +103,8 @@ export class FairQueue<T extends FairItem> {
   constructor(
     private readonly weightFn: (userId: string) => number = () => 1,
     private readonly defaultWeight = 1,
+    /** What one of the user's turns costs, in turns (1: a job of the reference size; see Dispatcher.costOf). */
+    private readonly costFn: (userId: string) => number = () => 1,
   ) {}
 
   get size(): number {
@@ -189,7 +192,7 @@ export class FairQueue<T extends FairItem> {
   refund(userId: string): void {
     const u = this.users.get(userId);
     if (!u) return;
-    u.vtime -= 1 / this.weightOf(userId);
+    u.vtime -= this.costFn(userId) / this.weightOf(userId);
     this.reposition(u);
   }
 
@@ -293,7 +296,7 @@ export class FairQueue<T extends FairItem> {
     this.nodes.delete(item.id);
     this.addStock(item, -1);
     this.clock = Math.max(this.clock, u.vtime);
-    u.vtime += 1 / this.weightOf(u.userId);
+    u.vtime += this.costFn(u.userId) / this.weightOf(u.userId);
     this.requeue(u, now);
     return item;
   }

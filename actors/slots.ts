@@ -40,11 +40,16 @@ interface Tenant {
   held: number;
   /** Its guard (see the header). */
   guard: number;
+  /** Mean run time of its recent runs (ms, an exponential average; null: none yet). */
+  runMs: number | null;
   /** Waiting jobs, oldest first (from `head`), each with the order it arrived in. */
   waiting: { seq: number; go: (ok: boolean) => void }[];
   head: number;
   lastSeen: number;
 }
+
+/** Weight of a new run in a user's mean run time. */
+const RUN_EWMA = 0.05;
 
 export class FairSlots {
   private tenants = new Map<string, Tenant>();
@@ -98,6 +103,20 @@ export class FairSlots {
   waitingByUser(): Map<string, number> {
     const out = new Map<string, number>();
     for (const t of this.waitingTenants) out.set(t.id, t.waiting.length - t.head);
+    return out;
+  }
+
+  /** A run of the user's took `ms` (its handler): feeds its mean run time. */
+  noteRun(userId: string, ms: number): void {
+    const t = this.tenants.get(userId);
+    if (!t) return;
+    t.runMs = t.runMs === null ? ms : t.runMs + RUN_EWMA * (ms - t.runMs);
+  }
+
+  /** Active users' mean run times (ms), for those with runs. */
+  runTimes(): Map<string, number> {
+    const out = new Map<string, number>();
+    for (const t of this.tenants.values()) if (t.runMs !== null) out.set(t.id, t.runMs);
     return out;
   }
 
@@ -196,7 +215,7 @@ export class FairSlots {
         this.reguard();
       }
     } else {
-      t = { id: userId, weight: w, held: 0, guard: 0, waiting: [], head: 0, lastSeen: now };
+      t = { id: userId, weight: w, held: 0, guard: 0, runMs: null, waiting: [], head: 0, lastSeen: now };
       this.tenants.set(userId, t);
       this.reguard();
     }

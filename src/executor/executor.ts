@@ -178,7 +178,7 @@ export class Executor {
     if (this.reporting) return;
     this.reporting = true;
     try {
-      await writeSlotReport(this.dbs.users, this.member, { slots: this.config.executor.concurrency, held: this.slots.inUse, waiting: this.slots.waitingByUser() });
+      await writeSlotReport(this.dbs.users, this.member, { slots: this.config.executor.concurrency, held: this.slots.inUse, waiting: this.slots.waitingByUser(), runMs: this.slots.runTimes() });
     } catch (err) {
       log.debug("slot report failed", { err: err as Error });
     } finally {
@@ -385,6 +385,7 @@ export class Executor {
             (e): RunResult => ({ ok: false, retryable: true, error: `handler error: ${(e as Error)?.message ?? e}`, errorClass: "handler" }),
           );
           ranFor = performance.now() - ranFrom;
+          this.slots.noteRun(job.user_id, ranFor);
           step({ type: "RAN", result });
           break;
         }

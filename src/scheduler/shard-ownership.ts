@@ -213,7 +213,7 @@ export class ShardOwnership {
       const share = d.setPeers(mine, others);
       // Users whose jobs wait for an executor slot: held back here until none waits (no report:
       // as if none did, the executors' slots still share fairly).
-      d.setSaturated(slots?.waiting ?? new Map());
+      d.setSaturated(slots?.waiting ?? new Map(), slots?.runMs ?? new Map());
       metrics.executorSlots.set(slots?.slots ?? 0);
       metrics.saturatedUsers.set(slots?.waiting.size ?? 0);
       metrics.clusterShare.set(share?.share ?? 1);

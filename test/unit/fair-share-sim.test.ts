@@ -16,6 +16,7 @@ import { SchedulerCore, type CoreSettings } from "../../actors/scheduler-core.ts
 import type { LoadInput, LoadOutput } from "../../actors/shard.machine.ts";
 import type { Commit, Placement } from "../../actors/start-window.ts";
 import type { DemandReport } from "../../actors/cluster-share.ts";
+import { FairSlots } from "../../actors/slots.ts";
 
 interface Row extends FairItem {
   status: "waiting" | "scheduled" | "started";
@@ -55,6 +56,8 @@ interface World {
   queued(): number;
   /** Jobs started before their due time by the database's (the simulation's) clock. */
   early(): Row[];
+  /** Slots mode: per user, slot-milliseconds held in each second. */
+  occupancy: Map<string, number[]>;
 }
 
 /** One scheduler process: its shards and how far its clock is ahead of the database's (ms). */
@@ -81,6 +84,11 @@ function world(opts: {
   maxQueued?: number;
   /** false: the processes do not exchange demand (each orders alone, as before the exchange). */
   exchange?: boolean;
+  /**
+   * Executors with run slots shared by occupancy (actors/slots.ts) instead of a start rate: every
+   * message is taken at once, each job starts when it gets a slot and holds it durationMs(user).
+   */
+  slots?: { capacity: number; reserve: number; durationMs: Record<string, number> };
 }): World {
   const clock = new SimulatedClock();
   const rows = new Map<bigint, Row>();
@@ -141,7 +149,7 @@ function world(opts: {
         const p = to[rr++ % to.length]!;
         const part = jobs.slice(i, i + 100);
         partitions[p]!.push({ jobs: part.map((j) => j.id) });
-        waiting[p]!.push({ p, jobs: part.map((j) => j.id), at: clock.now() });
+        waiting[p]!.push({ p, offset: partitions[p]!.length - 1, jobs: part.map((j) => j.id), at: clock.now() });
         placements.push({ partition: p, offset: partitions[p]!.length - 1, jobs: part.length, users: part.map((j) => j.userId) });
       }
       return placements;
@@ -166,7 +174,7 @@ function world(opts: {
   // is committed once started, the executors commit every commitEveryMs and each scheduler
   // reads the commits every 50 ms.
   let credit = 0;
-  const waiting = partitions.map(() => [] as { p: number; jobs: bigint[]; at: number }[]);
+  const waiting = partitions.map(() => [] as { p: number; offset: number; jobs: bigint[]; at: number }[]);
   let turn = 0;
   const committed = new Map<number, Commit>();
   const waits = new Map<number, { sum: number; n: number }>();
@@ -186,6 +194,47 @@ function world(opts: {
       w.sum += clock.now() - msg.at;
       w.n++;
       waits.set(msg.p, w);
+    }
+  };
+  // Slots mode: messages are read ahead at once; a message counts as consumed (committable) once
+  // every job in it started, and only as part of its partition's contiguous prefix.
+  const pool = opts.slots ? new FairSlots({ capacity: opts.slots.capacity, reserve: opts.slots.reserve, activeMs: 10_000 }) : null;
+  const left = partitions.map(() => new Map<number, number>());
+  const occupancy = new Map<string, number[]>();
+  const tickSlots = () => {
+    const now = clock.now();
+    for (const q of waiting) {
+      for (let msg = q.shift(); msg; msg = q.shift()) {
+        const m = msg;
+        left[m.p]!.set(m.offset, m.jobs.length);
+        for (const id of m.jobs) {
+          const r = rows.get(id)!;
+          void pool!.acquire(r.userId, weightOf(r.userId), now).then(() => {
+            r.status = "started";
+            r.startedAt = clock.now();
+            const n = left[m.p]!.get(m.offset)! - 1;
+            left[m.p]!.set(m.offset, n);
+            if (n === 0) {
+              const w = waits.get(m.p) ?? { sum: 0, n: 0 };
+              w.sum += clock.now() - m.at;
+              w.n++;
+              waits.set(m.p, w);
+            }
+            while (left[m.p]!.get(consumed[m.p]!) === 0) left[m.p]!.delete(consumed[m.p]!++);
+            const ms = opts.slots!.durationMs[r.userId] ?? 1;
+            clock.setTimeout(() => {
+              pool!.noteRun(r.userId, ms);
+              pool!.release(r.userId, clock.now());
+            }, ms);
+          });
+        }
+      }
+    }
+    const second = Math.floor(now / 1000);
+    for (const [u, n] of pool!.holders()) {
+      const per = occupancy.get(u) ?? [];
+      per[second] = (per[second] ?? 0) + n;
+      occupancy.set(u, per);
     }
   };
   const commit = () =>
@@ -212,6 +261,7 @@ function world(opts: {
     maxQueued: 0,
     queued: () => partitions.reduce((n, part, p) => n + part.slice(consumed[p]!).reduce((m, msg) => m + msg.jobs.length, 0), 0),
     early: () => [...rows.values()].filter((r) => r.startedAt !== undefined && r.startedAt < r.dueAt),
+    occupancy,
     add(userId, n, dueAt, shardOf) {
       for (let i = 0; i < n; i++) {
         const id = nextId++;
@@ -223,7 +273,11 @@ function world(opts: {
       const every = opts.reportEveryMs ?? 100;
       while (clock.now() < untilMs) {
         clock.increment(1);
-        tick();
+        if (pool) {
+          tickSlots();
+          // The executors' slot report, as every 100 ms (src/executor/slot-report.ts).
+          if (clock.now() % 100 === 0) for (const c of cores) c.dispatcher.setSaturated(pool.waitingByUser(), pool.runTimes());
+        } else tick();
         if (clock.now() % (opts.commitEveryMs ?? 25) === 0) commit();
         if (clock.now() % 50 === 0) for (const c of cores) c.dispatcher.observe(new Map(committed));
         // Processes report at different instants, as independent processes do.
@@ -435,6 +489,33 @@ describe("many users, simulated (memory bounded by SCHEDULER_MAX_QUEUED)", () =>
       const sum = c.reduce((a, b) => a + b, 0);
       const sq = c.reduce((a, b) => a + b * b, 0);
       expect((sum * sum) / (c.length * sq)).toBeGreaterThanOrEqual(0.95);
+    }
+  });
+});
+
+describe("fair by occupancy, simulated (executors' slots shared by held per weight)", () => {
+  // With weights 1:3 the same run gives the short jobs' user 22-25 % of the slot time, not 75 %
+  // (docs/architecture.md, known limitations): it is held back by the window, full of the long
+  // jobs' user's jobs waiting for its slots.
+  test("jobs of 100 ms and of 10 ms, equal weights, both backlogged: slot time splits evenly, starts 1:10", { timeout: 120_000 }, async () => {
+    for (const [wa, wb] of [[1, 1]] as const) {
+      const w = world({ shards: 8, capacity: 0, weights: { a: wa, b: wb }, slots: { capacity: 200, reserve: 4, durationMs: { a: 100, b: 10 } } });
+      w.add("a", 8_000, 1_000);
+      w.add("b", 80_000, 1_000);
+      await w.run(6_000);
+      const occA = w.occupancy.get("a")!;
+      const occB = w.occupancy.get("b")!;
+      const starts = (u: string, from: number, to: number) => [...w.rows.values()].filter((r) => r.userId === u && r.startedAt !== undefined && r.startedAt >= from && r.startedAt < to).length;
+      // From the third second on (the first reports carry no run times yet).
+      for (let sec = 3; sec < 6; sec++) {
+        const share = occB[sec]! / (occA[sec]! + occB[sec]!);
+        expect(Math.abs(share - wb / (wa + wb))).toBeLessThan(0.05);
+      }
+      // Starts follow slot time over duration: b's jobs are 10x shorter.
+      const ratio = starts("b", 3_000, 6_000) / starts("a", 3_000, 6_000);
+      expect(Math.abs(ratio - (10 * wb) / wa) / ((10 * wb) / wa)).toBeLessThan(0.1);
+      // Work-conserving: the slots stay in use.
+      expect((occA[4]! + occB[4]!) / 1000).toBeGreaterThan(190);
     }
   });
 });
