@@ -7,14 +7,7 @@ for f in "$RUN_DIR"/api.pid "$RUN_DIR"/scheduler-*.pid "$RUN_DIR"/executor-*.pid
   [ -e "$f" ] && stop_pid "$(basename "$f" .pid)"
 done
 stop_pid zipkin
-# Patroni members (DB_HA=1): each stops its PostgreSQL cleanly on SIGTERM.
-for f in "$RUN_DIR"/patroni-*.pid; do
-  [ -e "$f" ] && stop_pid "$(basename "$f" .pid)"
-done
-# A PostgreSQL that Patroni was (re)starting as it stopped can outlive it: stop what is left.
-for d in "$HA_DIR"/db*/data; do
-  [ -f "$d/postmaster.pid" ] && runuser -u postgres -- /usr/lib/postgresql/*/bin/pg_ctl stop -D "$d" -m fast -w >/dev/null 2>&1 || true
-done
+stop_ha
 stop_pid kafka
 stop_pid etcd
 if [ "${1:-}" = "--purge" ]; then

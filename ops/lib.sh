@@ -94,3 +94,14 @@ stop_pid() {
 bun_bin() {
   if command -v bun >/dev/null 2>&1; then command -v bun; else echo "$(npm prefix -g)/bin/bun"; fi
 }
+
+# Stops the local Patroni members (DB_HA=1), each stopping its PostgreSQL cleanly on SIGTERM, and
+# any PostgreSQL that Patroni was (re)starting as it stopped and that outlived it.
+stop_ha() {
+  for f in "$RUN_DIR"/patroni-*.pid; do
+    [ -e "$f" ] && stop_pid "$(basename "$f" .pid)"
+  done
+  for d in "$HA_DIR"/db*/data; do
+    [ -f "$d/postmaster.pid" ] && runuser -u postgres -- /usr/lib/postgresql/*/bin/pg_ctl stop -D "$d" -m fast -w >/dev/null 2>&1 || true
+  done
+}

@@ -10,16 +10,7 @@ BUN=$(bun_bin)
 cd "$ROOT"
 ha_before=0
 for f in "$RUN_DIR"/patroni-*.pid; do [ -e "$f" ] && ha_before=1; done
-stop_ha() {
-  [ "$ha_before" -eq 0 ] || return 0
-  for f in "$RUN_DIR"/patroni-*.pid; do
-    [ -e "$f" ] && stop_pid "$(basename "$f" .pid)"
-  done
-  for d in "$HA_DIR"/db*/data; do
-    [ -f "$d/postmaster.pid" ] && runuser -u postgres -- /usr/lib/postgresql/*/bin/pg_ctl stop -D "$d" -m fast -w >/dev/null 2>&1 || true
-  done
-}
-trap stop_ha EXIT
+[ "$ha_before" -eq 1 ] || trap stop_ha EXIT
 say "typecheck"
 "$BUN" x tsc --noEmit -p .
 "$BUN" x tsc --noEmit -p src/console

@@ -12,7 +12,7 @@ import { ERROR_CODES } from "../src/http/errors.ts";
 import { initTelemetry } from "../src/telemetry.ts";
 import { ACTIVE_TTL_MS } from "../src/users/user-store.ts";
 import { JOB_STATUSES } from "../src/jobs/job-store.ts";
-import { client } from "./support/http.ts";
+import { client, expectError, signup as signupWith } from "./support/http.ts";
 import { freshDatabases, PG_BASE, testConfig } from "./support/env.ts";
 
 // Real services: allow for broker rebalances and lease expiry on a loaded 2-core machine.
@@ -22,6 +22,7 @@ const SHARDS = 8;
 let dbs: Databases;
 let drop: () => Promise<void>;
 let call: ReturnType<typeof client>;
+const signup = (username: string, job_weight?: number) => signupWith(call, username, job_weight);
 const ADMIN_TOKEN = "test-admin-token-0123456789abcdefghijkl";
 const config = (env: Record<string, string> = {}) =>
   testConfig({ DATABASE_URLS: urls.join(","), SHARD_COUNT: String(SHARDS), API_MAX_BODY_BYTES: "65536", JOB_HORIZON: "30d", ADMIN_TOKEN, LOGIN_ATTEMPTS_PER_MINUTE: "1000", ...env });
@@ -47,21 +48,6 @@ afterAll(async () => {
 });
 
 const soon = (ms = 60_000) => new Date(Date.now() + ms).toISOString();
-
-async function signup(username: string, job_weight?: number): Promise<{ token: string; id: number }> {
-  const created = await call("POST", "/api/v1/users", { body: { username, password: "correct horse battery", job_weight } });
-  expect(created.status).toBe(201);
-  const login = await call("POST", "/api/v1/auth/login", { body: { username, password: "correct horse battery" } });
-  expect(login.status).toBe(200);
-  return { token: login.json.data.token, id: login.json.data.user.id };
-}
-
-function expectError(r: { status: number; json: any }, status: number, code: string) {
-  expect(r.status).toBe(status);
-  expect(r.json.success).toBe(false);
-  expect(r.json.error.code).toBe(code);
-  expect(typeof r.json.error.message).toBe("string");
-}
 
 describe("users", () => {
   test("create returns the user without the password; weight defaults to 1", async () => {

@@ -5,7 +5,7 @@
  */
 import { afterAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { connect } from "../src/db/databases.ts";
-import { metric, slice, waitFor, type RoleProc, type Slice } from "./support/procs.ts";
+import { callApi, metric, slice, waitFor, type RoleProc, type Slice } from "./support/procs.ts";
 
 setDefaultTimeout(120_000);
 
@@ -15,20 +15,9 @@ afterAll(async () => {
   for (const s of slices) await s.close();
 });
 
-async function call(api: RoleProc, method: string, path: string, body?: unknown, token?: string): Promise<any> {
-  const res = await fetch(api.url + path, {
-    method,
-    headers: { "content-type": "application/json", ...(token ? { authorization: `Bearer ${token}` } : {}) },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const json: any = await res.json();
-  if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${JSON.stringify(json)}`);
-  return json;
-}
-
 async function user(api: RoleProc, name: string, weight: number): Promise<{ token: string; id: number }> {
-  const created = await call(api, "POST", "/api/v1/users", { username: name, password: "password123", job_weight: weight });
-  const token = (await call(api, "POST", "/api/v1/auth/login", { username: name, password: "password123" })).data.token;
+  const created = await callApi(api, "POST", "/api/v1/users", { username: name, password: "password123", job_weight: weight });
+  const token = (await callApi(api, "POST", "/api/v1/auth/login", { username: name, password: "password123" })).data.token;
   return { token, id: created.data.id };
 }
 
@@ -39,7 +28,7 @@ async function backlog(api: RoleProc, token: string, n: number, target?: string)
       execute_at: new Date(Date.now() - 1000).toISOString(),
       ...(target ? { target: { url: target } } : {}),
     }));
-    await call(api, "POST", "/api/v1/me/jobs/batch", { jobs }, token);
+    await callApi(api, "POST", "/api/v1/me/jobs/batch", { jobs }, token);
   }
 }
 
@@ -152,27 +141,27 @@ describe("jobs that stop waiting", () => {
     await s.start("executor");
     const u = await user(api, "changes-mind", 1);
     const later = new Date(Date.now() + 20_000).toISOString();
-    const created = await call(api, "POST", "/api/v1/me/jobs/batch", { jobs: Array.from({ length: 200 }, (_, i) => ({ message: `m${i}`, execute_at: later })) }, u.token);
+    const created = await callApi(api, "POST", "/api/v1/me/jobs/batch", { jobs: Array.from({ length: 200 }, (_, i) => ({ message: `m${i}`, execute_at: later })) }, u.token);
     const ids: string[] = created.data.map((j: { id: string }) => j.id);
     await waitFor("the 200 jobs queued in the scheduler", async () => (await metric(scheduler, "scheduler_queued_jobs")) === 200, 15_000, 100);
     // Cancel 150; move 1 to now.
-    for (const id of ids.slice(0, 150)) await call(api, "POST", `/api/v1/me/jobs/${id}/cancel`, undefined, u.token);
+    for (const id of ids.slice(0, 150)) await callApi(api, "POST", `/api/v1/me/jobs/${id}/cancel`, undefined, u.token);
     const movedAt = Date.now();
-    await call(api, "PATCH", `/api/v1/me/jobs/${ids[199]}`, { execute_at: new Date(movedAt).toISOString() }, u.token);
+    await callApi(api, "PATCH", `/api/v1/me/jobs/${ids[199]}`, { execute_at: new Date(movedAt).toISOString() }, u.token);
     // The cancelled ones are out of the queue long before their due time (not popped, not refunded).
     await waitFor("cancelled jobs out of the scheduler's queue", async () => (await metric(scheduler, "scheduler_queued_jobs")) === 49, 5_000, 50);
     const moved = await waitFor("the moved job to finish", async () => {
-      const j = (await call(api, "GET", `/api/v1/me/jobs/${ids[199]}`, undefined, u.token)).data;
+      const j = (await callApi(api, "GET", `/api/v1/me/jobs/${ids[199]}`, undefined, u.token)).data;
       return j.status === "succeeded" ? j : null;
     }, 10_000, 50);
     // It ran now, not at its old time (20 s later).
     expect(new Date(moved.started_at).getTime() - movedAt).toBeLessThan(5_000);
     // After the rest ran at their time, nothing is held in the window: its parts are back to 0.
     await waitFor("the other 49 to succeed", async () => {
-      const list = (await call(api, "GET", `/api/v1/me/jobs?status=succeeded&limit=100`, undefined, u.token)).data;
+      const list = (await callApi(api, "GET", `/api/v1/me/jobs?status=succeeded&limit=100`, undefined, u.token)).data;
       return list.length === 50;
     }, 40_000, 500);
-    const cancelled = (await call(api, "GET", `/api/v1/me/jobs?status=cancelled&limit=200`, undefined, u.token)).data;
+    const cancelled = (await callApi(api, "GET", `/api/v1/me/jobs?status=cancelled&limit=200`, undefined, u.token)).data;
     expect(cancelled.length).toBe(150);
     expect(cancelled.every((j: { started_at: string | null }) => j.started_at === null)).toBe(true);
     await waitFor("the window's parts back to 0", async () => {

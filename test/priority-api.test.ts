@@ -13,7 +13,7 @@ import { JobBody } from "../src/http/jobs.routes.ts";
 import { rootApp } from "../src/http/server.ts";
 import { PRIORITIES } from "../src/jobs/job-input.ts";
 import { initTelemetry } from "../src/telemetry.ts";
-import { client } from "./support/http.ts";
+import { client, signup as signupWith } from "./support/http.ts";
 import { freshDatabases, testConfig } from "./support/env.ts";
 
 setDefaultTimeout(60_000);
@@ -22,6 +22,7 @@ const SHARDS = 4;
 let dbs: Databases;
 let drop: () => Promise<void>;
 let call: ReturnType<typeof client>;
+const signup = (username: string, job_weight?: number) => signupWith(call, username, job_weight);
 const ADMIN_TOKEN = "test-admin-token-0123456789abcdefghijkl";
 
 beforeAll(async () => {
@@ -39,13 +40,6 @@ afterAll(async () => {
 });
 
 const soon = (ms = 60_000) => new Date(Date.now() + ms).toISOString();
-
-async function signup(username: string): Promise<{ token: string; id: number }> {
-  expect((await call("POST", "/api/v1/users", { body: { username, password: "correct horse battery" } })).status).toBe(201);
-  const login = await call("POST", "/api/v1/auth/login", { body: { username, password: "correct horse battery" } });
-  expect(login.status).toBe(200);
-  return { token: login.json.data.token, id: login.json.data.user.id };
-}
 
 /** The stored jobs.priority of a job (0 high, 1 normal, 2 low), wherever the row is. */
 async function stored(job: { id: string; shard_id: number }): Promise<number> {

@@ -9,7 +9,7 @@ import { openDatabases, type Databases } from "../src/db/databases.ts";
 import { apiRoutes } from "../src/http/api.ts";
 import { rootApp } from "../src/http/server.ts";
 import { IdGenerator } from "../src/ids.ts";
-import { client } from "./support/http.ts";
+import { client, expectError, signup as signupWith } from "./support/http.ts";
 import { freshDatabases, testConfig } from "./support/env.ts";
 
 setDefaultTimeout(60_000);
@@ -19,6 +19,7 @@ const admin = { authorization: `Bearer ${ADMIN_TOKEN}` };
 let dbs: Databases;
 let drop: () => Promise<void>;
 let call: ReturnType<typeof client>;
+const signup = (username: string, job_weight?: number) => signupWith(call, username, job_weight);
 
 beforeAll(async () => {
   const fresh = await freshDatabases(1);
@@ -32,21 +33,6 @@ afterAll(async () => {
   await dbs?.close();
   await drop?.();
 });
-
-async function signup(username: string): Promise<{ token: string; id: number }> {
-  const created = await call("POST", "/api/v1/users", { body: { username, password: "correct horse battery" } });
-  expect(created.status).toBe(201);
-  const login = await call("POST", "/api/v1/auth/login", { body: { username, password: "correct horse battery" } });
-  expect(login.status).toBe(200);
-  return { token: login.json.data.token, id: login.json.data.user.id };
-}
-
-function expectError(r: { status: number; json: any }, status: number, code: string) {
-  expect(r.status).toBe(status);
-  expect(r.json.success).toBe(false);
-  expect(r.json.error.code).toBe(code);
-  expect(typeof r.json.error.message).toBe("string");
-}
 
 const adminView = async (id: number) => (await call("GET", `/api/v1/admin/users/${id}`, { headers: admin })).json.data;
 const ownView = async (token: string) => (await call("GET", "/api/v1/me", { token })).json.data;

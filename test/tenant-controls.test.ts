@@ -8,7 +8,7 @@
  */
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { connect, type Sql } from "../src/db/databases.ts";
-import { slice, waitFor, type RoleProc, type Slice } from "./support/procs.ts";
+import { callApi, slice, waitFor, type RoleProc, type Slice } from "./support/procs.ts";
 
 setDefaultTimeout(180_000);
 
@@ -55,16 +55,7 @@ afterAll(async () => {
   target.stop(true);
 });
 
-async function call(method: string, path: string, body?: unknown, token?: string): Promise<any> {
-  const res = await fetch(api.url + path, {
-    method,
-    headers: { "content-type": "application/json", ...(token ? { authorization: `Bearer ${token}` } : {}) },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const json: any = await res.json();
-  if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${JSON.stringify(json)}`);
-  return json;
-}
+const call = (method: string, path: string, body?: unknown, token?: string) => callApi(api, method, path, body, token);
 
 async function user(name: string): Promise<{ token: string; id: string }> {
   const created = await call("POST", "/api/v1/users", { username: name, password: "password123", job_weight: 1 });

@@ -1,3 +1,4 @@
+import { expect } from "bun:test";
 /** Drives an Elysia app in-process with real Requests (app.handle), returning status and JSON. */
 export type Handler = { handle(req: Request): Promise<Response> };
 
@@ -28,4 +29,23 @@ export function client(app: Handler, base = "http://localhost") {
     } catch {}
     return { status: res.status, headers: res.headers, json, text };
   };
+}
+
+type Call = ReturnType<typeof client>;
+
+/** Signs a user up (optionally with a weight) and logs in; fails the test on any other answer. */
+export async function signup(call: Call, username: string, job_weight?: number): Promise<{ token: string; id: number }> {
+  const created = await call("POST", "/api/v1/users", { body: { username, password: "correct horse battery", job_weight } });
+  expect(created.status).toBe(201);
+  const login = await call("POST", "/api/v1/auth/login", { body: { username, password: "correct horse battery" } });
+  expect(login.status).toBe(200);
+  return { token: login.json.data.token, id: login.json.data.user.id };
+}
+
+/** The error envelope: the status, success false, the stable code and a message. */
+export function expectError(r: { status: number; json: any }, status: number, code: string): void {
+  expect(r.status).toBe(status);
+  expect(r.json.success).toBe(false);
+  expect(r.json.error.code).toBe(code);
+  expect(typeof r.json.error.message).toBe("string");
 }

@@ -195,3 +195,15 @@ export function total(m: Map<string, number>, name: string, labels: Record<strin
 export async function metric(role: RoleProc, name: string, labels: Record<string, string> = {}): Promise<number> {
   return total((await scrape(role)).series, name, labels);
 }
+
+/** A request to a role's API; the JSON answer, or an error naming the request on any non-2xx. */
+export async function callApi(role: RoleProc, method: string, path: string, body?: unknown, token?: string): Promise<any> {
+  const res = await fetch(role.url + path, {
+    method,
+    headers: { "content-type": "application/json", ...(token ? { authorization: `Bearer ${token}` } : {}) },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const json: any = await res.json();
+  if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${JSON.stringify(json)}`);
+  return json;
+}
