@@ -133,13 +133,13 @@ export class Dispatcher<M extends Marked> {
   private heldByUser = new Map<string, number>();
   /** Capped users' jobs dispatched and not finished, cluster-wide, as last counted (setInFlight)... */
   private counted = new Map<string, number>();
-  /** ...and their jobs marked by this process since that count was sent (it may not have seen them). */
-  private marks: { at: number; userId: string; n: number }[] = [];
+  /** ...and their jobs marked by this process since that count was sent (it may not have seen them), per user. */
+  private marks: { at: number; userId: string }[] = [];
+  private markedSince = new Map<string, number>();
   /** Users with jobs waiting for an executor slot, cluster-wide, as the executors last reported. */
   private saturated = new Map<string, number>();
   /** Users' mean run times (ms), as the executors last reported them. */
   private runMs = new Map<string, number>();
-  private markedSince = new Map<string, number>();
   /** Of those, popped while due: they count against the window. */
   private pendingDue = 0;
   /** Of those, popped before their due time (premark), by due time. */
@@ -257,7 +257,7 @@ export class Dispatcher<M extends Marked> {
     this.counted = counts;
     this.marks = this.marks.filter((m) => m.at >= sentAt);
     this.markedSince = new Map();
-    for (const m of this.marks) this.markedSince.set(m.userId, (this.markedSince.get(m.userId) ?? 0) + m.n);
+    for (const m of this.marks) this.markedSince.set(m.userId, (this.markedSince.get(m.userId) ?? 0) + 1);
     this.unparkWithRoom();
     this.pump();
   }
@@ -279,7 +279,7 @@ export class Dispatcher<M extends Marked> {
    * The executors' report: saturated users (their jobs waiting for a slot, cluster-wide), and
    * users' mean run times (costOf).
    */
-  setSaturated(waiting: Map<string, number>, runMs: Map<string, number> = new Map()): void {
+  setExecutorReport(waiting: Map<string, number>, runMs: Map<string, number> = new Map()): void {
     this.saturated = waiting;
     this.runMs = runMs;
     this.unparkWithRoom();
@@ -503,7 +503,7 @@ export class Dispatcher<M extends Marked> {
     const { lowWater } = this.stocking();
     /** Jobs of each user in this batch (held only once the batch is taken). */
     const taken = new Map<string, number>();
-    /** Saturated users passed over in this batch (they keep their place: see setSaturated)... */
+    /** Saturated users passed over in this batch (they keep their place: see setExecutorReport)... */
     const passed: string[] = [];
     /** ...and their jobs waiting for their slots, past which users with nothing out may go. */
     let lent = 0;
@@ -600,7 +600,7 @@ export class Dispatcher<M extends Marked> {
     const at = this.clock.now();
     for (const j of jobs) {
       if (this.hooks.limitOf(j.userId) === Infinity) continue;
-      this.marks.push({ at, userId: j.userId, n: 1 });
+      this.marks.push({ at, userId: j.userId });
       this.markedSince.set(j.userId, (this.markedSince.get(j.userId) ?? 0) + 1);
     }
     // Without counts (none sent lately), the oldest marks stop mattering: they are long counted.

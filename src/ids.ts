@@ -11,6 +11,7 @@
  *   processes collide only after 4096 starts in between; the primary key would reject it anyway.
  * - ids exceed 2^53, so they are bigints in code and strings on the wire.
  */
+import { hostname } from "node:os";
 export const ID_EPOCH_MS = Date.UTC(2024, 0, 1);
 export const NODE_BITS = 12n;
 export const SEQ_BITS = 10n;
@@ -61,4 +62,9 @@ export function parseId(raw: unknown): bigint | null {
   if (typeof s !== "string" || !/^[1-9]\d{0,18}$/.test(s)) return null;
   const id = BigInt(s);
   return id <= 0x7fff_ffff_ffff_ffffn ? id : null;
+}
+
+/** A name for this process among its peers (ownership in etcd, demand and slot reports): host, pid and a random tag. */
+export function processName(): string {
+  return `${hostname()}-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
 }

@@ -58,7 +58,6 @@ export interface PartitionBatch {
   messages: InMessage[];
   /** The partition's high watermark at this fetch: the offset its next message will take. */
   highWatermark: string;
-  heartbeat(): Promise<void>;
   /** False once the partition may have moved to another member (a rebalance) or the consumer is stopping. */
   isRunning(): boolean;
 }
@@ -333,7 +332,6 @@ export class KafkaBus {
             headers: decodeHeaders(m.headers),
           })),
           highWatermark: batch.highWatermark,
-          heartbeat: () => payload.heartbeat(),
           isRunning: () => payload.isRunning() && !payload.isStale(),
         }).catch((err: unknown) => {
           metrics.consumerBatchErrors.inc();

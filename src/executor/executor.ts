@@ -22,7 +22,7 @@
  *   (actors/slots.ts): a job is claimed only once it holds a slot, so a tenant whose endpoint is
  *   slow or hangs holds its share of the slots, not the pool, and another's job is claimed as
  *   soon as a slot is free, not behind the slow tenant's messages;
- * - a partition reads ahead of its waiting jobs up to the slots' capacity, so a message behind a
+ * - a partition reads ahead of its waiting jobs up to T.readAheadSlots x the slots, so a message behind a
  *   slow tenant's is claimed as soon as its user may take a slot; past that the partition is
  *   held (not fetched) while the others go on: onBatch never waits, so one partition's backlog
  *   never stalls another's fetch, and slow handlers never cost the group membership.
@@ -32,7 +32,7 @@ import { createActor } from "xstate";
 import { jobRunLogic, type RunEvent } from "../../actors/job-run.machine.ts";
 import { OffsetTracker } from "../../actors/offset-tracker.ts";
 import { FairSlots } from "../../actors/slots.ts";
-import { hostname } from "node:os";
+import { processName } from "../ids.ts";
 import { monitorEventLoopDelay } from "node:perf_hooks";
 import { deleteSlotReport, writeSlotReport } from "./slot-report.ts";
 import type { Decision, RunResult } from "../../actors/outcome.ts";
@@ -88,7 +88,7 @@ export class Executor {
   private pressureTimer: ReturnType<typeof setInterval> | null = null;
   private readonly loopDelay = monitorEventLoopDelay({ resolution: 10 });
   private reporting = false;
-  private readonly member = `${hostname()}-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
+  private readonly member = processName();
   private committing: Promise<void> | null = null;
   private commitQueued = false;
   private lastCommitAt = 0;
@@ -248,9 +248,9 @@ export class Executor {
     for (const m of batch.messages) {
       if (!this.running || !batch.isRunning()) break;
       metrics.consumerLag.set(lagLabels, Math.max(0, hw - Number(m.offset)));
-      // A partition with as many jobs waiting for a slot as there are slots takes no more: it
-      // is held (not fetched) until half of them got one, and onBatch returns (kafkajs fetches
-      // again only once every partition's handler returned, so waiting here would stall all).
+      // A partition with readAhead jobs waiting for a slot takes no more: it is held (not
+      // fetched) until half of them got one, and onBatch returns (kafkajs fetches again only
+      // once every partition's handler returned, so waiting here would stall all).
       if ((this.waitingIn.get(batch.partition) ?? 0) >= this.readAhead) {
         this.held.add(batch.partition);
         metrics.partitionsHeld.set(this.held.size);

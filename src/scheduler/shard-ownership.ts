@@ -12,7 +12,6 @@
  * synchronously, before anything else runs; the member then re-registers with a fresh lease and
  * claims again from scratch.
  */
-import { hostname } from "node:os";
 import type { Etcd3, Watcher } from "etcd3";
 import { planOwnership } from "./ownership-plan.ts";
 import { SchedulerCore } from "../../actors/scheduler-core.ts";
@@ -30,6 +29,7 @@ import { takeBack } from "../jobs/transitions.ts";
 import { WeightBook } from "./weights.ts";
 import { DemandExchange } from "./demand-exchange.ts";
 import { countInFlight } from "./in-flight.ts";
+import { processName } from "../ids.ts";
 import { readSlotReports } from "../executor/slot-report.ts";
 
 export interface OwnershipOptions {
@@ -75,7 +75,7 @@ export class ShardOwnership {
     publishers: Publishers,
     private readonly opts: OwnershipOptions = {},
   ) {
-    this.memberId = opts.memberId ?? `${hostname()}-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
+    this.memberId = opts.memberId ?? processName();
     this.client = etcdClient(config.etcd);
     this.prefix = config.etcd.prefix.replace(/\/$/, "");
     const s = config.scheduler;
@@ -213,7 +213,7 @@ export class ShardOwnership {
       const share = d.setPeers(mine, others);
       // Users whose jobs wait for an executor slot: held back here until none waits (no report:
       // as if none did, the executors' slots still share fairly).
-      d.setSaturated(slots?.waiting ?? new Map(), slots?.runMs ?? new Map());
+      d.setExecutorReport(slots?.waiting ?? new Map(), slots?.runMs ?? new Map());
       metrics.executorSlots.set(slots?.slots ?? 0);
       metrics.saturatedUsers.set(slots?.waiting.size ?? 0);
       metrics.clusterShare.set(share?.share ?? 1);

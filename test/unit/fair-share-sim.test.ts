@@ -276,7 +276,7 @@ function world(opts: {
         if (pool) {
           tickSlots();
           // The executors' slot report, as every 100 ms (src/executor/slot-report.ts).
-          if (clock.now() % 100 === 0) for (const c of cores) c.dispatcher.setSaturated(pool.waitingByUser(), pool.runTimes());
+          if (clock.now() % 100 === 0) for (const c of cores) c.dispatcher.setExecutorReport(pool.waitingByUser(), pool.runTimes());
         } else tick();
         if (clock.now() % (opts.commitEveryMs ?? 25) === 0) commit();
         if (clock.now() % 50 === 0) for (const c of cores) c.dispatcher.observe(new Map(committed));
