@@ -101,6 +101,7 @@ Environment (defaults):
   WAIT_S                   60      how long after B's span to wait for B's jobs to finish
   A_TIMEOUT_MS             unset   A's target.timeout_ms (unset: HTTP_TARGET_TIMEOUT, 10 s)
   A_MAX_ATTEMPTS           unset   (unset: JOB_DEFAULT_MAX_ATTEMPTS, 3)
+  A_MAX_CONCURRENT         unset   A's own target limit (PUT /api/v1/me/targets/{host}): calls at once
   STOP                     auto    auto (admin with ADMIN_TOKEN, else cancel) | admin | cancel
   ADMIN_TOKEN              unset   the cluster's admin token: STOP=auto then deletes A (one call)
   QUIET_TIMEOUT_S          180     longest wait for A to stop between cases
@@ -768,6 +769,7 @@ async function main(): Promise<void> {
   const PAUSE_MS = num("PAUSE_S", 5, { integer: false }) * 1000;
   const A_TIMEOUT_MS = optionalNum("A_TIMEOUT_MS", 100, 300_000);
   const A_MAX_ATTEMPTS = optionalNum("A_MAX_ATTEMPTS", 1, 100);
+  const A_MAX_CONCURRENT = optionalNum("A_MAX_CONCURRENT", 1, 100_000);
   const STOP = process.env.STOP ?? "auto";
   if (!["auto", "admin", "cancel"].includes(STOP)) throw new BenchError(`STOP=${STOP}: expected auto, admin or cancel`);
   const EXECUTOR_CONCURRENCY = num("EXECUTOR_CONCURRENCY", 4_000, { min: 1 });
@@ -843,6 +845,8 @@ async function main(): Promise<void> {
       const t0 = created + leadMs(aJobs + B_JOBS);
       target.reset(t0);
       const aTarget = { url: target.url(aPath), method: "POST", ...(A_TIMEOUT_MS ? { timeout_ms: A_TIMEOUT_MS } : {}) };
+      // A's own limit on its target's host (B's calls to the same host are not bound by it).
+      if (a && A_MAX_CONCURRENT) await client.call("PUT", `/api/v1/me/targets/${new URL(aTarget.url).hostname}`, { max_concurrent: A_MAX_CONCURRENT }, a.token);
       const [, bCreated] = await Promise.all([
         a ? client.create(a.token, () => t0, aJobs, `A ${name}`, { target: aTarget, ...(A_MAX_ATTEMPTS ? { max_attempts: A_MAX_ATTEMPTS } : {}) }) : null,
         client.create(b!.token, (k) => t0 + (k * B_SPAN_MS) / B_JOBS, B_JOBS, `B ${name}`, { target: { url: target.url("fast"), method: "POST" } }),

@@ -179,6 +179,17 @@ export const TUNING = {
     recordRetryMaxMs: 2_000,
     /** A user's signing keys are cached this long (a rotation reaches the calls within it). */
     signingKeysTtlMs: 5_000,
+    /** Target limits (actors/target-limits.ts): re-read this often (a changed limit applies within it)... */
+    targetLimitsEveryMs: 1_000,
+    /** ...a job waits this long at most for its target's permits here, then is deferred to the database... */
+    targetWaitMs: 500,
+    /** ...the leases are renewed this often while a limited target is in use, last this long in the database... */
+    targetLeaseEveryMs: 100,
+    targetLeaseTtlMs: 2_000,
+    /** ...and are used here until this long before they expire there (clock rates, a slow renewal). */
+    targetLeaseMarginMs: 500,
+    /** A limited target with nothing running or waiting is forgotten (its leases given up) after this. */
+    targetIdleMs: 5_000,
   },
   scheduler: {
     /** The executors' offsets are read this often while nothing is held back but jobs are out... */

@@ -2,8 +2,9 @@
  * The due topic's wire format, shared by the scheduler (encode) and the executor (decode).
  *
  * A message carries up to MAX_JOBS_PER_MESSAGE jobs: {"jobs": [{id, shard, user_id, weight, attempt,
- * due_at, epoch, trace}]}, where `attempt` is the number of the run it asks for, `due_at` when
- * that run was due and `trace` the job's W3C trace context. Jobs travel together because producing with kafkajs costs about
+ * due_at, epoch, trace, host}]}, where `attempt` is the number of the run it asks for, `due_at` when
+ * that run was due, `trace` the job's W3C trace context and `host` its HTTP target's host (absent
+ * for other kinds). Jobs travel together because producing with kafkajs costs about
  * 50 µs of CPU per message (20,900 messages/s at most here) while consuming is cheap: at the
  * seed's peak most messages still hold one job (jobs leave at their own execute_at), but a burst
  * of due jobs leaves in a few hundred messages instead of tens of thousands. A bare entry (not
@@ -21,6 +22,8 @@ export interface DueEntry {
   due_at: string;
   epoch: string;
   trace?: Record<string, string>;
+  /** Its HTTP target's host (actors/target-limits.ts, hostOf): the executors apply its limits before the claim. */
+  host?: string;
 }
 
 export const MAX_JOBS_PER_MESSAGE = 100;
@@ -39,7 +42,8 @@ function validEntry(e: any): e is DueEntry {
   return (
     typeof e?.id === "string" && /^\d{1,19}$/.test(e.id) &&
     Number.isInteger(e.shard) && e.shard >= 0 &&
-    Number.isInteger(e.attempt) && e.attempt >= 1
+    Number.isInteger(e.attempt) && e.attempt >= 1 &&
+    (e.host === undefined || typeof e.host === "string")
   );
 }
 

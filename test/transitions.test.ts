@@ -62,6 +62,7 @@ const apply: Record<TransitionName, (id: string) => Promise<unknown>> = {
     await sql`UPDATE jobs SET due_at = now() + interval '5 seconds' WHERE id = ${id}`;
     return t.claim(sql, [{ id, shard: SHARD, attempt: 2 }], 10_000, 5_000);
   },
+  defer: (id) => t.defer(sql, [{ id, shard: SHARD, attempt: 2, delayMs: 5_000 }]),
   record: (id) => t.record(sql, [{ job: claimed(id), decision: { kind: "succeeded" }, result: { ok: true }, durationMs: 1 }]),
   rescue: () => t.rescue(sql, SHARD, epoch, null, () => 0),
   cancel: (id) => t.cancel(sql, USER, BigInt(id)),
@@ -148,6 +149,34 @@ describe("the database's clock decides when a job may start", () => {
       // One notification: the shard's earliest refused due time.
       for (let i = 0; i < 100 && payloads.length === 0; i++) await Bun.sleep(20);
       expect(payloads.flatMap(parseDuePayload)).toEqual([{ shard: SHARD, at: before.fresh.due_at.getTime() }]);
+    } finally {
+      await listening.unlisten();
+    }
+  });
+
+  test("a deferred job waits again unrun: its attempt kept, due delayMs from the database's now() (never earlier), its shard's owner notified", async () => {
+    await sql`UPDATE jobs SET status = 'cancelled', finished_at = now(), deadline_at = NULL WHERE status::text NOT IN ('succeeded', 'failed', 'cancelled')`;
+    const due = await scheduled("-1 second", 1);
+    const later = await scheduled("1 hour");
+    const payloads: string[] = [];
+    const listening = await sql.listen(DUE_CHANNEL, (p) => payloads.push(p));
+    try {
+      const now = (await sql<{ now: Date }[]>`SELECT now()`)[0]!.now;
+      const got = await t.defer(sql, [
+        { id: due, shard: SHARD, attempt: 2, delayMs: 3_000 },
+        { id: later, shard: SHARD, attempt: 1, delayMs: 3_000 },
+        { id: due, shard: SHARD, attempt: 1, delayMs: 3_000 }, // a stale message: not its attempt
+      ]);
+      expect(got).toEqual([true, true, false]);
+      const [a, b] = [await row(due), await row(later)];
+      expect([a.status, b.status]).toEqual(["retrying", "created"]);
+      expect([a.attempt, b.attempt]).toEqual([1, 0]);
+      expect(a.due_at.getTime()).toBeGreaterThanOrEqual(now.getTime() + 3_000);
+      expect(a.due_at.getTime()).toBeLessThan(now.getTime() + 13_000);
+      expect(b.due_at.getTime()).toBeGreaterThan(now.getTime() + 3_000_000);
+      expect([a.deadline_at, a.started_at]).toEqual([null, null]);
+      for (let i = 0; i < 100 && payloads.length === 0; i++) await Bun.sleep(20);
+      expect(payloads.flatMap(parseDuePayload)).toEqual([{ shard: SHARD, at: a.due_at.getTime() }]);
     } finally {
       await listening.unlisten();
     }

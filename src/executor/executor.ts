@@ -35,6 +35,8 @@ import { FairSlots } from "../../actors/slots.ts";
 import { processName } from "../ids.ts";
 import { monitorEventLoopDelay } from "node:perf_hooks";
 import { deleteSlotReport, writeSlotReport } from "./slot-report.ts";
+import { TargetGate, type CalendarSlot, type GateAnswer } from "../../actors/target-limits.ts";
+import { dropLeases, loadTargetLimits, renewLeases, reserveCalendar } from "./target-leases.ts";
 import type { Decision, RunResult } from "../../actors/outcome.ts";
 import { TUNING, type Config } from "../config.ts";
 import { isUnavailable, retryRolledBack, type Databases } from "../db/databases.ts";
@@ -47,7 +49,7 @@ import { Batcher } from "../batcher.ts";
 import { deadLetterMessage } from "../dead-letter.ts";
 import { ShortCache, UserStore } from "../users/user-store.ts";
 import { runJob, type HandlerSettings } from "./handlers.ts";
-import { claim, record, REFUSED_EARLY, type Claim, type ClaimRequest, type Outcome } from "../jobs/transitions.ts";
+import { claim, defer, record, REFUSED_EARLY, type Claim, type ClaimRequest, type DeferRequest, type Outcome } from "../jobs/transitions.ts";
 import type { ClaimedJob } from "../jobs/job-row.ts";
 
 /** Fixed tuning (src/config.ts): commits go out one at a time, at least commitGapMs apart. */
@@ -82,6 +84,13 @@ export class Executor {
   private readonly offsets = new OffsetTracker();
   private readonly claims: Batcher<number, ClaimRequest, Claim>;
   private readonly records: Batcher<number, Outcome, void>;
+  private readonly defers: Batcher<number, DeferRequest, boolean>;
+  /** Places on the target calendars (one batch per moment, in the users database). */
+  private readonly calendar: Batcher<0, CalendarSlot[], number>;
+  /** Target limits: a job takes its target's permits before its slot (actors/target-limits.ts). */
+  private readonly gate = new TargetGate({ waitMs: T.targetWaitMs, idleMs: T.targetIdleMs });
+  private targetTimers: ReturnType<typeof setInterval>[] = [];
+  private renewing: Promise<void> | null = null;
   private readonly handler: HandlerSettings;
   private commitTimer: ReturnType<typeof setInterval> | null = null;
   private reportTimer: ReturnType<typeof setInterval> | null = null;
@@ -108,6 +117,8 @@ export class Executor {
     // Two batched statements can deadlock when a duplicate message puts a job in both, in
     // different orders; PostgreSQL then rolls one back whole, and it is simply run again.
     this.claims = new Batcher((db, msgs) => timed("claim", () => retryRolledBack(() => claim(dbs.all[db]!, msgs, config.executor.defaultTimeoutMs, config.executor.runGraceMs))));
+    this.defers = new Batcher((db, msgs) => timed("defer", () => retryRolledBack(() => defer(dbs.all[db]!, msgs))));
+    this.calendar = new Batcher((_, reqs) => timed("calendar", () => reserveCalendar(dbs.users, reqs, T.targetWaitMs)));
     this.records = new Batcher((db, outcomes) => timed("record", () => retryRolledBack(() => record(dbs.all[db]!, outcomes).then(() => outcomes.map(() => undefined)))));
     // A rotated key is used within this; the previous one stays valid far longer (its grace).
     const users = new UserStore(dbs.users);
@@ -147,6 +158,14 @@ export class Executor {
     }, T.commitRetryMs);
     // The slots' report: the schedulers hold back a user whose jobs wait for a slot (slot-report.ts).
     this.reportTimer = setInterval(() => void this.reportSlots(), T.slotReportMs);
+    // Target limits: the limits as they are before the first job, then re-read; leases renewed
+    // while a limited target is in use; waiting jobs let go or deferred as time passes.
+    await this.loadLimits();
+    this.targetTimers = [
+      setInterval(() => void this.loadLimits(), T.targetLimitsEveryMs),
+      setInterval(() => void this.renewLeases(), T.targetLeaseEveryMs),
+      setInterval(() => this.gate.tick(Date.now()), 25),
+    ];
     this.loopDelay.enable();
     this.pressureTimer = setInterval(() => this.steerSlots(), T.pressureEveryMs);
     this.running = true;
@@ -186,9 +205,65 @@ export class Executor {
     }
   }
 
+  private async loadLimits(): Promise<void> {
+    try {
+      this.gate.setLimits(await loadTargetLimits(this.dbs.users), Date.now());
+    } catch (err) {
+      log.warn("could not read the target limits; the last ones read stay in force", { err: err as Error });
+    }
+  }
+
+  /**
+   * Renews the leases of the limited targets in use (and gives up the others'); one renewal at a
+   * time, a failed one is the next's to do: meanwhile the leases run out here before they do in
+   * the database, and the jobs wait or are deferred.
+   */
+  private renewLeases(): Promise<void> {
+    if (this.renewing) return this.renewing;
+    const demand = this.gate.demand(Date.now());
+    if (demand.length === 0 && this.gate.leased === 0) return Promise.resolve();
+    this.renewing = renewLeases(this.dbs.users, this.member, demand, T.targetLeaseTtlMs, T.targetLeaseMarginMs)
+      .then((leases) => {
+        metrics.targetPermits.reset();
+        for (const l of leases) {
+          this.gate.setLease(l.key, l.bound, l.permits, l.validUntil, Date.now(), l.fair);
+          metrics.targetPermits.set({ key: l.key, bound: l.bound }, l.permits);
+        }
+        this.gate.leased = leases.length;
+      })
+      .catch((err) => log.warn("could not renew the target leases", { err: err as Error }))
+      .finally(() => {
+        this.renewing = null;
+      });
+    return this.renewing;
+  }
+
+  /**
+   * The job's target permits, if its target is limited: go, or defer it (back to waiting unrun,
+   * due later). Resolves the keys it took and when (none if its target is not limited), or null
+   * when the job was deferred.
+   */
+  private async takeTarget(e: DueEntry): Promise<{ keys: string[]; at: number } | null> {
+    const keys = this.gate.keysFor(e.user_id, e.host);
+    if (keys.length === 0) return { keys, at: 0 };
+    const pending = this.gate.acquire(keys, Date.now());
+    // A target new here has no lease yet: ask as soon as this fetch's jobs have asked for
+    // permits (so the lease is sized for all of them), not at the next renewal.
+    if (this.gate.unleased(keys)) setTimeout(() => void this.renewLeases(), 0);
+    const answer: GateAnswer = await pending;
+    if (answer.go) return { keys, at: answer.at };
+    if (!this.running) throw new Error("executor stopping");
+    const delayMs = await this.calendar.submit(0, answer.calendar);
+    const deferred = await this.defers.submit(this.dbs.indexOf(e.shard), { id: e.id, shard: e.shard, attempt: e.attempt, delayMs });
+    if (deferred) metrics.targetDeferred.inc();
+    metrics.jobsProcessed.inc({ outcome: deferred ? "deferred" : "dropped" });
+    return null;
+  }
+
   /** The slots' gauges: jobs waiting, active users, and the users holding the most. */
   private showSlots(): void {
     metrics.slotsWaiting.set(this.slots.waiting);
+    metrics.targetWaiting.set(this.gate.waiting);
     metrics.slotUsers.set(this.slots.activeUsers);
     metrics.userRunning.reset();
     const top = [...this.slots.holders()].sort((a, b) => b[1] - a[1]).slice(0, TOP_USERS);
@@ -313,24 +388,45 @@ export class Executor {
    * executor stops before the job got a slot (it is consumed again by the partition's next owner).
    */
   private async claimAndRun(partition: number, e: DueEntry): Promise<void> {
+    let target: { keys: string[]; at: number } | null;
+    try {
+      target = await this.takeTarget(e);
+    } catch (err) {
+      this.leftWaiting(partition);
+      throw err;
+    }
+    if (target === null) return this.leftWaiting(partition);
+    const { keys, at } = target;
     const got = await this.slots.acquire(e.user_id, e.weight ?? 1, Date.now());
     this.leftWaiting(partition);
-    if (!got) throw new Error("executor stopping");
+    const giveBack = () => {
+      this.slots.release(e.user_id, Date.now());
+      if (keys.length > 0) this.gate.giveBack(keys, at, Date.now());
+    };
+    if (!got) {
+      if (keys.length > 0) this.gate.giveBack(keys, at, Date.now());
+      throw new Error("executor stopping");
+    }
     const claimStart = Date.now();
     let job: Claim;
     try {
       job = await this.claims.submit(this.dbs.indexOf(e.shard), e);
     } catch (err) {
-      this.slots.release(e.user_id, Date.now());
+      giveBack();
       throw err;
     }
     if (job === null || job === REFUSED_EARLY) {
       if (job === REFUSED_EARLY) metrics.claimsRefusedEarly.inc();
       metrics.jobsProcessed.inc({ outcome: "dropped" });
-      this.slots.release(e.user_id, Date.now());
+      giveBack();
       return;
     }
-    void this.runOne(e, job, claimStart, Date.now()).finally(() => this.slots.release(e.user_id, Date.now()));
+    const ranFrom = Date.now();
+    if (keys.length > 0) this.gate.started(keys, at, ranFrom);
+    void this.runOne(e, job, claimStart, ranFrom).finally(() => {
+      this.slots.release(e.user_id, Date.now());
+      if (keys.length > 0) this.gate.release(keys, Date.now() - ranFrom, Date.now());
+    });
   }
 
   /**
@@ -443,6 +539,8 @@ export class Executor {
     this.running = false;
     this.sub?.pause();
     this.slots.close();
+    this.gate.close();
+    for (const t of this.targetTimers) clearInterval(t);
     const until = Date.now() + graceMs;
     while (this.slots.inUse > 0 && Date.now() < until) await Bun.sleep(20);
     if (this.commitTimer) clearInterval(this.commitTimer);
@@ -450,6 +548,8 @@ export class Executor {
     if (this.pressureTimer) clearInterval(this.pressureTimer);
     this.loopDelay.disable();
     await deleteSlotReport(this.dbs.users, this.member).catch(() => {});
+    await this.renewing;
+    await dropLeases(this.dbs.users, this.member).catch(() => {});
     await this.committing;
     await this.commit();
     await this.sub?.stop();

@@ -38,7 +38,7 @@ const ADMIN_STATUSES = ["failed", "created", "scheduled", "running", "retrying"]
 /** The longest activity window (s). */
 const MAX_WINDOW_S = 3_600;
 const USER_ID = "^[1-9][0-9]{0,17}$";
-const UserParams = t.Object({ user_id: t.String({ pattern: USER_ID, description: "a user id" }) });
+export const UserParams = t.Object({ user_id: t.String({ pattern: USER_ID, description: "a user id" }) });
 /**
  * `etcd` null: shard ownership is not served (503), as in tests of the API alone.
  */

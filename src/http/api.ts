@@ -12,6 +12,7 @@ import { authRoutes } from "./auth.routes.ts";
 import { consoleRoutes } from "./console.ts";
 import { jobsRoutes } from "./jobs.routes.ts";
 import { CreateQuota, LoginThrottle } from "./limits.ts";
+import { adminTargetRoutes, meTargetRoutes } from "./targets.routes.ts";
 import { usersRoutes } from "./users.routes.ts";
 
 export function apiRoutes(config: Config, dbs: Databases, ids: IdGenerator, etcd: Etcd3 | null = null) {
@@ -47,6 +48,8 @@ export function apiRoutes(config: Config, dbs: Databases, ids: IdGenerator, etcd
     .use(authRoutes(users, logins, config.jwt.secret, config.jwt.ttlSeconds))
     .use(jobsRoutes(jobs, users, quota, config))
     .use(adminRoutes(users, jobs, dbs, config, etcd))
+    .use(meTargetRoutes(users, dbs.users, config))
+    .use(adminTargetRoutes(users, dbs.users, config))
     .use(consoleRoutes(config));
 }
 

@@ -5,6 +5,7 @@
  *      ▲               │                  │                          │
  *      └───────────────┴──(revert, take back, rescue)───▶ created/retrying ◀─┘ (retry from failed)
  *   scheduled ─refuse early (a claim before due_at by the database's clock)─▶ created/retrying
+ *   scheduled ─defer (its target's limit is full: actors/target-limits.ts)─▶ created/retrying
  *   created | retrying | scheduled ─cancel─▶ cancelled
  *
  * The SQL fragments are literal text, never parameters: the partial indexes' predicates name
@@ -41,6 +42,8 @@ export const TRANSITIONS = {
   claim: { from: ["scheduled"], to: ["running"] },
   /** Executor: a message came before its job was due by the database's clock; back to waiting, due_at kept (the claim's statement). */
   refuseEarly: { from: ["scheduled"], to: WAITING },
+  /** Executor: a dispatched job waits for a target limit; back to waiting unrun, attempt unchanged, due later. */
+  defer: { from: ["scheduled"], to: WAITING },
   /** Executor: the run's outcome. */
   record: { from: ["running"], to: ["succeeded", "retrying", "failed"] },
   /** Scheduler's rescuer: an in-flight job's deadline passed. */

@@ -90,8 +90,8 @@ export interface MarkRequest {
   ids: string[];
 }
 
-/** A job marked `scheduled`: what its due message needs. */
-export type MarkedRow = Pick<ClaimedJob, "id" | "shard_id" | "user_id" | "attempt" | "due_at" | "trace_context">;
+/** A job marked `scheduled`: what its due message needs (`url`: its HTTP target's, whose host may be limited). */
+export type MarkedRow = Pick<ClaimedJob, "id" | "shard_id" | "user_id" | "attempt" | "due_at" | "trace_context"> & { url: string | null };
 
 export interface MarkResult {
   /** The shard's fence epoch now (null: no fence row). */
@@ -117,7 +117,7 @@ export interface MarkResult {
  */
 export async function mark(sql: Sql, deadlineMs: number, aheadMs: number, reqs: MarkRequest[]): Promise<MarkResult[]> {
   const ids = reqs.flatMap((r) => r.ids);
-  type Row = { kind: "f" | "r"; shard_id: number; epoch: string | null; id: string | null; user_id: string; attempt: number; due_at: Date; trace_context: Record<string, string> | null };
+  type Row = { kind: "f" | "r"; shard_id: number; epoch: string | null; id: string | null; user_id: string; attempt: number; due_at: Date; trace_context: Record<string, string> | null; url: string | null };
   const [, result] = await sql.begin((tx) => [tx`SET LOCAL synchronous_commit TO OFF`, tx<Row[]>`
     WITH want AS (SELECT * FROM unnest(${reqs.map((r) => r.shard)}::int[], ${reqs.map((r) => r.epoch)}::bigint[]) AS w(shard_id, epoch)),
     fence AS (SELECT shard_id, epoch FROM shard_fences WHERE shard_id = ANY(${reqs.map((r) => r.shard)}::int[]) FOR SHARE),
@@ -127,18 +127,18 @@ export async function mark(sql: Sql, deadlineMs: number, aheadMs: number, reqs: 
         updated_at = now(), deadline_at = now() + ${deadlineMs} * interval '1 millisecond'
       WHERE j.id = ANY(${ids}::bigint[]) AND j.shard_id = ANY(ARRAY(SELECT shard_id FROM valid))
         AND j.status::text IN ${tx.unsafe(from("mark"))} AND j.due_at <= now() + ${aheadMs} * interval '1 millisecond'
-      RETURNING j.id, j.shard_id, j.user_id, j.attempt, j.due_at, j.trace_context)
+      RETURNING j.id, j.shard_id, j.user_id, j.attempt, j.due_at, j.trace_context, j.target->>'url' AS url)
     SELECT 'f' AS kind, shard_id, epoch::text AS epoch, NULL::text AS id, NULL::text AS user_id, NULL::int AS attempt,
-      NULL::timestamptz AS due_at, NULL::jsonb AS trace_context FROM fence
+      NULL::timestamptz AS due_at, NULL::jsonb AS trace_context, NULL::text AS url FROM fence
     UNION ALL
-    SELECT 'r', shard_id, NULL, id::text, user_id::text, attempt, due_at, trace_context FROM upd`]);
+    SELECT 'r', shard_id, NULL, id::text, user_id::text, attempt, due_at, trace_context, url FROM upd`]);
   const fences = new Map<number, string>();
   const rowsByShard = new Map<number, MarkedRow[]>();
   for (const r of result as Row[]) {
     if (r.kind === "f") fences.set(r.shard_id, r.epoch!);
     else {
       const list = rowsByShard.get(r.shard_id) ?? [];
-      list.push({ id: r.id!, shard_id: r.shard_id, user_id: r.user_id, attempt: r.attempt, due_at: r.due_at, trace_context: r.trace_context });
+      list.push({ id: r.id!, shard_id: r.shard_id, user_id: r.user_id, attempt: r.attempt, due_at: r.due_at, trace_context: r.trace_context, url: r.url });
       rowsByShard.set(r.shard_id, list);
     }
   }
@@ -286,7 +286,7 @@ export async function claim(sql: Sql, msgs: ClaimRequest[], defaultTimeoutMs: nu
   const early = missed.length === 0 ? new Set<string>() : await refuseEarly(sql, missed);
   // A message repeated within one batch claims once: only its first copy gets the row.
   return msgs.map((m) => {
-    if (early.delete(m.id)) return REFUSED_EARLY;
+    if (early.delete(runKey(m))) return REFUSED_EARLY;
     const row = byId.get(m.id);
     if (!row || row.attempt !== m.attempt) return null;
     byId.delete(m.id);
@@ -296,26 +296,53 @@ export async function claim(sql: Sql, msgs: ClaimRequest[], defaultTimeoutMs: nu
 
 /**
  * Runs whose message came before they were due go back to waiting (due_at kept, as `revert`
- * does), and their shards' owners hear when they are due (duePayload's format: the earliest per
- * shard, or `*:ms` when that would not fit). Returns their ids.
+ * does), and their shards' owners hear when they are due. Returns their runs (runKey).
  */
-async function refuseEarly(sql: Sql, msgs: ClaimRequest[]): Promise<Set<string>> {
+function refuseEarly(sql: Sql, msgs: ClaimRequest[]): Promise<Set<string>> {
+  return unrun(sql, msgs, sql`j.due_at`, sql`AND j.status::text IN ${sql.unsafe(from("refuseEarly"))} AND j.due_at > now() - interval '1 second'`);
+}
+
+export type DeferRequest = ClaimRequest & { delayMs: number };
+
+/**
+ * Dispatched jobs that wait for a target limit go back to waiting unrun, their attempt unchanged,
+ * due `delayMs` from the database's now() (never earlier than they were), and their shards'
+ * owners hear when they are due. Guarded like the claim (scheduled, for the attempt the message
+ * names). Returns the ids deferred. Batched per database.
+ */
+export async function defer(sql: Sql, msgs: DeferRequest[]): Promise<boolean[]> {
+  const done = await unrun(sql, msgs, sql`greatest(j.due_at, now() + m.delay_ms * interval '1 millisecond')`, sql`AND j.status::text IN ${sql.unsafe(from("defer"))}`);
+  // A message repeated within one batch defers once: only its first copy says so.
+  return msgs.map((m) => done.delete(runKey(m)));
+}
+
+/**
+ * The statement of refuseEarly and defer: the messages' jobs, still at the attempt before the
+ * one named, go back to waiting with due_at set to `due` (over j, the row, and m(job_id, run,
+ * delay_ms), the message) where `guard` holds, and their shards' owners are notified of the
+ * earliest per shard (duePayload's format, or `*:ms` when that would not fit). Returns the runs
+ * they were dispatched for (runKey).
+ */
+async function unrun(sql: Sql, msgs: (ClaimRequest & { delayMs?: number })[], due: ReturnType<Sql>, guard: ReturnType<Sql>): Promise<Set<string>> {
   // m's columns are not named `attempt`: BACK_TO_WAITING reads the row's attempt unqualified.
-  const rows = await sql<{ id: string }[]>`
+  const ids = msgs.map((m) => m.id);
+  const rows = await sql<{ id: string; attempt: number }[]>`
     WITH upd AS (
-      UPDATE jobs j SET status = ${sql.unsafe(BACK_TO_WAITING)}, deadline_at = NULL, updated_at = now()
-      FROM unnest(${msgs.map((m) => m.id)}::bigint[], ${msgs.map((m) => m.attempt)}::int[]) AS m(job_id, run)
-      WHERE j.id = ANY(${msgs.map((m) => m.id)}::bigint[]) AND j.id = m.job_id AND j.attempt = m.run - 1
-        AND j.status::text IN ${sql.unsafe(from("refuseEarly"))} AND j.due_at > now() - interval '1 second'
-      RETURNING j.id, j.shard_id, j.due_at),
+      UPDATE jobs j SET status = ${sql.unsafe(BACK_TO_WAITING)}, deadline_at = NULL, due_at = ${due}, updated_at = now()
+      FROM unnest(${ids}::bigint[], ${msgs.map((m) => m.attempt)}::int[], ${msgs.map((m) => m.delayMs ?? 0)}::int[]) AS m(job_id, run, delay_ms)
+      WHERE j.id = ANY(${ids}::bigint[]) AND j.id = m.job_id AND j.attempt = m.run - 1 ${guard}
+      RETURNING j.id, j.shard_id, j.due_at, j.attempt),
     refused AS (
       SELECT string_agg(shard_id || ':' || ms, ',') AS payload, '*:' || min(ms) AS every
       FROM (SELECT shard_id, round(extract(epoch FROM min(due_at)) * 1000)::bigint AS ms FROM upd GROUP BY shard_id) s)
-    SELECT upd.id::text, (SELECT pg_notify(${DUE_CHANNEL}, CASE WHEN length(payload) <= ${MAX_PAYLOAD} THEN payload ELSE every END)
+    SELECT upd.id::text, upd.attempt, (SELECT pg_notify(${DUE_CHANNEL}, CASE WHEN length(payload) <= ${MAX_PAYLOAD} THEN payload ELSE every END)
       FROM refused WHERE payload IS NOT NULL) AS notified
     FROM upd`;
-  return new Set(rows.map((r) => r.id));
+  return new Set(rows.map((r) => runKey({ id: r.id, attempt: r.attempt + 1 })));
 }
+
+/** A message's job and the run it names. */
+const runKey = (m: { id: string; attempt: number }) => `${m.id}/${m.attempt}`;
 
 export interface Outcome {
   job: ClaimedJob;

@@ -10,6 +10,7 @@ import type { LoadInput, LoadOutput } from "../../actors/shard.machine.ts";
 import type { Placement } from "../../actors/start-window.ts";
 import type { Config } from "../config.ts";
 import { retryRolledBack, type Databases } from "../db/databases.ts";
+import { hostOf } from "../../actors/target-limits.ts";
 import { encodeDue, type DueEntry } from "../due-message.ts";
 import type { Publisher } from "../kafka.ts";
 import { log } from "../log.ts";
@@ -25,6 +26,8 @@ export interface DueRow extends Marked {
   attempt: number;
   epoch: string;
   trace: Record<string, string> | null;
+  /** Its HTTP target's host (the key of its target limits), if it has one. */
+  host?: string;
   /** When its mark statement started and returned (ms since the epoch), for its dispatch span. */
   markStart: number;
   markEnd: number;
@@ -119,7 +122,7 @@ export function schedulerIo(config: Config, dbs: Databases, publishers: Publishe
             spans.push(send, dispatch);
           }
         }
-        return { id: r.id.toString(), shard: r.shard, user_id: r.userId, weight: opts.weightOf(r.userId), attempt: r.attempt + 1, due_at: new Date(r.dueAt).toISOString(), epoch: r.epoch, trace: tc };
+        return { id: r.id.toString(), shard: r.shard, user_id: r.userId, weight: opts.weightOf(r.userId), attempt: r.attempt + 1, due_at: new Date(r.dueAt).toISOString(), epoch: r.epoch, trace: tc, ...(r.host ? { host: r.host } : {}) };
       });
       const endSpans = (e?: unknown) => {
         for (const sp of spans) {
@@ -154,5 +157,6 @@ export function schedulerIo(config: Config, dbs: Databases, publishers: Publishe
 }
 
 function dueRow(r: MarkedRow, epoch: string, markStart: number, markEnd: number): DueRow {
-  return { id: BigInt(r.id), shard: r.shard_id, dueAt: r.due_at.getTime(), userId: r.user_id, attempt: r.attempt, epoch, trace: r.trace_context, markStart, markEnd };
+  const host = r.url ? hostOf(r.url) : undefined;
+  return { id: BigInt(r.id), shard: r.shard_id, dueAt: r.due_at.getTime(), userId: r.user_id, attempt: r.attempt, epoch, trace: r.trace_context, markStart, markEnd, ...(host ? { host } : {}) };
 }
