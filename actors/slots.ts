@@ -120,6 +120,26 @@ export class FairSlots {
     return out;
   }
 
+  /**
+   * The noisy users: those holding more slots than their weighted share of the capacity
+   * (capacity x w / W over the active users) while another user waits for one. Each with what
+   * it holds and its share. Work-conserving sharing lends idle slots, so holding more is fine
+   * until someone else waits: then it is what the others pay for.
+   */
+  noisy(): { user: string; held: number; share: number }[] {
+    let W = 0;
+    for (const t of this.tenants.values()) W += t.weight;
+    const out: { user: string; held: number; share: number }[] = [];
+    for (const t of this.tenants.values()) {
+      const share = (this.s.capacity * t.weight) / W;
+      if (t.held <= share) continue;
+      let othersWait = false;
+      for (const o of this.waitingTenants) if (o !== t) othersWait = true;
+      if (othersWait) out.push({ user: t.id, held: t.held, share });
+    }
+    return out;
+  }
+
   /** Slots held per user, for metrics. */
   holders(): Map<string, number> {
     const out = new Map<string, number>();

@@ -96,6 +96,8 @@ export const metrics = {
   partitionsHeld: gauge("executor_partitions_held", "Partitions not fetched because too many of their jobs wait for a run slot (they resume at half)."),
   slotLimit: gauge("executor_slot_limit", "Slots users at or above their guard may fill: the capacity, less while the event loop lags (pressure)."),
   slotUsers: gauge("executor_slot_active_users", "Users active at this executor (holding or waiting for a slot, or within their guard's time)."),
+  noisyUsers: gauge("executor_noisy_users", "Users holding more run slots than their weighted share while another user's jobs wait for one (actors/slots.ts, noisy)."),
+  userExcessSlots: gauge("executor_user_excess_slots", "Slots a noisy user holds beyond its weighted share while others wait (at most 10 users, the largest, refreshed every second).", ["user"]),
   userRunning: gauge("executor_user_running_jobs", "Run slots held per user, for the users holding the most (at most 10 users, refreshed every second).", ["user"]),
   consumerLag: gauge("executor_consumer_lag_messages", "Messages in the due topic not yet taken by this executor, by partition (high watermark minus next offset, at the last fetch).", ["partition"]),
   partitionsAssigned: gauge("executor_partitions_assigned", "Partitions of the due topic assigned to this executor at its last group join."),

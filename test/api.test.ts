@@ -235,6 +235,37 @@ describe("operator views (admin API)", () => {
     expectError(await call("GET", "/api/v1/admin/activity?window_seconds=5", { headers: admin }), 400, "invalid_request");
   });
 
+  test("activity: occupancy shares (executor time) beside start shares: 1000 ms runs against 10 ms runs", async () => {
+    const slow = await signup("occ_slow", 1);
+    const fast = await signup("occ_fast", 1);
+    // Equal starts, one interval 20 s before the current one; one attempt without a duration
+    // (counts 0), and the attempts spread over both databases (summed).
+    const at = Math.floor(Date.now() / 10_000) * 10_000 - 20_000;
+    const rows = [
+      ...Array.from({ length: 10 }, (_, i) => ({ user: slow.id, started: at + 1_000 + i, ms: 1_000 as number | null })),
+      ...Array.from({ length: 9 }, (_, i) => ({ user: fast.id, started: at + 1_100 + i, ms: 10 as number | null })),
+      { user: fast.id, started: at + 1_200, ms: null },
+    ];
+    for (const [db, part] of [[0, rows.slice(0, 5)], [1, rows.slice(5)]] as const) {
+      await dbs.all[db]!`INSERT INTO job_attempts (job_id, attempt, user_id, due_at, started_at, finished_at, outcome, duration_ms)
+        SELECT 9100000000 + ${db * 1000} + i, 1, u, to_timestamp(s / 1000.0), to_timestamp(s / 1000.0), to_timestamp(s / 1000.0), 'succeeded', d
+        FROM unnest(${part.map((_, i) => i)}::int[], ${part.map((r) => r.user)}::bigint[], ${part.map((r) => r.started)}::float8[], ${part.map((r) => r.ms)}::int[]) AS t(i, u, s, d)`;
+    }
+    // A window of its own: the answer for the window above may still be shared (for a second).
+    const r = await call("GET", "/api/v1/admin/activity?window_seconds=120&interval_seconds=10", { headers: admin });
+    expect(r.status).toBe(200);
+    const slot = r.json.data.intervals.find((i: any) => i.at === new Date(at).toISOString());
+    expect(slot.share[slow.id]).toBe(slot.share[fast.id]);
+    const total = 10 * 1_000 + 9 * 10;
+    // Other tests' users may have started in this interval too: read these two against each other.
+    expect(slot.run_ms).toBeGreaterThanOrEqual(total);
+    const pair = slot.occupancy[slow.id] + slot.occupancy[fast.id];
+    expect(slot.occupancy[slow.id] / pair).toBeCloseTo(10_000 / total, 6); // ~0.99
+    expect(slot.occupancy[fast.id] / pair).toBeCloseTo(90 / total, 6); // ~0.01
+    const starts = slot.share[slow.id] + slot.share[fast.id];
+    expect(slot.share[slow.id] / starts).toBe(0.5);
+  });
+
   test("activity reader: settled intervals are read once and kept; newer ones are read again on every refresh", async () => {
     const reader = new ActivityReader(dbs, { defaultWeight: 1, maxUsers: 20, settleMs: 60_000, keepMs: 3_600_000 });
     const { id } = await signup("act_settled");

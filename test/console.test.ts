@@ -349,7 +349,7 @@ describe("the console, for an operator", () => {
       }
     }
     // Read the page's table as it refreshes, while both users still wait.
-    const samples: { heavy: number; light: number; owedHeavy: number }[] = [];
+    const samples: { heavy: number; light: number; owedHeavy: number; occupancyHeavy: number }[] = [];
     await waitFor(
       "shares near 1:3 while both users wait",
       async () => {
@@ -357,18 +357,23 @@ describe("the console, for an operator", () => {
           const row = page.locator(`#shares tr[data-user="${id}"]`);
           if (!(await row.count())) return null;
           const cells = await row.locator("td").allTextContents();
-          return { waiting: Number(cells[2]!.replace(/,/g, "")), recent: Number(await row.locator("td[data-recent]").getAttribute("data-recent")), owed: Number(await row.locator("td[data-owed]").getAttribute("data-owed")) };
+          return { waiting: Number(cells[2]!.replace(/,/g, "")), recent: Number(await row.locator("td[data-recent]").getAttribute("data-recent")), owed: Number(await row.locator("td[data-owed]").getAttribute("data-owed")), occupancy: Number(await row.locator("td[data-occupancy]").getAttribute("data-occupancy")) };
         };
         const [l, h] = [await read(light.id), await read(heavy.id)];
         if (!l || !h || l.waiting === 0 || h.waiting === 0 || !(l.recent + h.recent > 0)) return false;
-        samples.push({ heavy: h.recent, light: l.recent, owedHeavy: h.owed });
+        samples.push({ heavy: h.recent, light: l.recent, owedHeavy: h.owed, occupancyHeavy: h.occupancy });
         return samples.filter((x) => x.heavy > 0.65 && x.heavy < 0.85).length >= 3;
       },
       60_000,
       2_000, // the page's refresh period: each sample is a new answer
     );
     console.log(`operator view, heavy user's share of starts in the last 5 intervals, sampled while both waited: ${samples.map((x) => x.heavy.toFixed(3)).join(" ")}`);
+    console.log(`operator view, heavy user's share of executor time in the same samples: ${samples.map((x) => x.occupancyHeavy.toFixed(3)).join(" ")}`);
     await check(page, "operator");
+    // Executor time beside the starts: both users' jobs take the same time (/slow), so the shares
+    // of executor time are near the shares of starts.
+    await page.getByRole("columnheader", { name: "Executor time, last 5 intervals" }).waitFor();
+    expect(samples.filter((x) => x.occupancyHeavy > 0.6 && x.occupancyHeavy < 0.9).length).toBeGreaterThanOrEqual(1);
     // What the weights owe, as the page states it, is 3/4 to the heavier user.
     expect(samples.at(-1)!.owedHeavy).toBeCloseTo(0.75, 5);
     // The backlog drains, and the page says so.

@@ -137,6 +137,7 @@ export class Executor {
 
   async start(): Promise<void> {
     this.publisher = await this.bus.publisher();
+    await this.loadLimits();
     this.sub = await this.bus.subscribe(this.config.kafka.groupId, this.config.kafka.topicDue, {
       onBatch: (batch) => this.onBatch(batch),
       onAssigned: (partitions) => {
@@ -158,9 +159,8 @@ export class Executor {
     }, T.commitRetryMs);
     // The slots' report: the schedulers hold back a user whose jobs wait for a slot (slot-report.ts).
     this.reportTimer = setInterval(() => void this.reportSlots(), T.slotReportMs);
-    // Target limits: the limits as they are before the first job, then re-read; leases renewed
-    // while a limited target is in use; waiting jobs let go or deferred as time passes.
-    await this.loadLimits();
+    // Target limits (read before the first job, below): re-read; leases renewed while a limited
+    // target is in use; waiting jobs let go or deferred as time passes.
     this.targetTimers = [
       setInterval(() => void this.loadLimits(), T.targetLimitsEveryMs),
       setInterval(() => void this.renewLeases(), T.targetLeaseEveryMs),
@@ -239,19 +239,16 @@ export class Executor {
   }
 
   /**
-   * The job's target permits, if its target is limited: go, or defer it (back to waiting unrun,
-   * due later). Resolves the keys it took and when (none if its target is not limited), or null
-   * when the job was deferred.
+   * The permits of the job's limited target (its `keys`): go, or defer it (back to waiting unrun,
+   * due later). Resolves when they were taken, or null when the job was deferred.
    */
-  private async takeTarget(e: DueEntry): Promise<{ keys: string[]; at: number } | null> {
-    const keys = this.gate.keysFor(e.user_id, e.host);
-    if (keys.length === 0) return { keys, at: 0 };
+  private async takeTarget(e: DueEntry, keys: string[]): Promise<number | null> {
     const pending = this.gate.acquire(keys, Date.now());
     // A target new here has no lease yet: ask as soon as this fetch's jobs have asked for
     // permits (so the lease is sized for all of them), not at the next renewal.
     if (this.gate.unleased(keys)) setTimeout(() => void this.renewLeases(), 0);
     const answer: GateAnswer = await pending;
-    if (answer.go) return { keys, at: answer.at };
+    if (answer.go) return answer.at;
     if (!this.running) throw new Error("executor stopping");
     const delayMs = await this.calendar.submit(0, answer.calendar);
     const deferred = await this.defers.submit(this.dbs.indexOf(e.shard), { id: e.id, shard: e.shard, attempt: e.attempt, delayMs });
@@ -260,7 +257,7 @@ export class Executor {
     return null;
   }
 
-  /** The slots' gauges: jobs waiting, active users, and the users holding the most. */
+  /** The slots' gauges: jobs waiting, active users, the users holding the most, and the noisy ones. */
   private showSlots(): void {
     metrics.slotsWaiting.set(this.slots.waiting);
     metrics.targetWaiting.set(this.gate.waiting);
@@ -268,6 +265,10 @@ export class Executor {
     metrics.userRunning.reset();
     const top = [...this.slots.holders()].sort((a, b) => b[1] - a[1]).slice(0, TOP_USERS);
     for (const [user, n] of top) metrics.userRunning.set({ user }, n);
+    const noisy = this.slots.noisy();
+    metrics.noisyUsers.set(noisy.length);
+    metrics.userExcessSlots.reset();
+    for (const u of noisy.sort((a, b) => b.held - b.share - (a.held - a.share)).slice(0, TOP_USERS)) metrics.userExcessSlots.set({ user: u.user }, Math.round(u.held - u.share));
   }
 
   /** Schedules a commit: after the one under way, at least T.commitGapMs after the last. */
@@ -388,15 +389,21 @@ export class Executor {
    * executor stops before the job got a slot (it is consumed again by the partition's next owner).
    */
   private async claimAndRun(partition: number, e: DueEntry): Promise<void> {
-    let target: { keys: string[]; at: number } | null;
-    try {
-      target = await this.takeTarget(e);
-    } catch (err) {
-      this.leftWaiting(partition);
-      throw err;
+    // Only a job whose target is limited waits for anything before its slot (most jobs go
+    // straight on, in the order their messages came).
+    const keys = this.gate.keysFor(e.user_id, e.host);
+    let at = 0;
+    if (keys.length > 0) {
+      let granted: number | null;
+      try {
+        granted = await this.takeTarget(e, keys);
+      } catch (err) {
+        this.leftWaiting(partition);
+        throw err;
+      }
+      if (granted === null) return this.leftWaiting(partition);
+      at = granted;
     }
-    if (target === null) return this.leftWaiting(partition);
-    const { keys, at } = target;
     const got = await this.slots.acquire(e.user_id, e.weight ?? 1, Date.now());
     this.leftWaiting(partition);
     const giveBack = () => {

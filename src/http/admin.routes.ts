@@ -88,7 +88,7 @@ export function adminRoutes(users: UserStore, jobs: JobStore, dbs: Databases, co
           interval_seconds: t.Optional(t.Integer({ minimum: 1, maximum: 600, description: "the width of each interval, default 10", error: "must be a whole number of seconds from 1 to 600" })),
         }),
         detail: detail(
-          "Recent starts per user and interval against their weights, start lateness p50/p99 per interval, and who waits now (attempts count once ended; answers are shared for a second)",
+          "Recent starts per user and interval against their weights, each user's share of executor time per interval (occupancy: summed handler run time), start lateness p50/p99 per interval, and who waits now (attempts count once ended; answers are shared for a second)",
         ),
       },
     )

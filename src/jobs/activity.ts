@@ -1,14 +1,20 @@
 /**
  * Recent activity for operators (the console's operator view, GET /api/v1/admin/activity): who
- * got what share of the starts, interval by interval, against their weight; how late the starts
- * were; and who is waiting now.
+ * got what share of the starts, interval by interval, against their weight; who got what share of
+ * the executors' time (occupancy); how late the starts were; and who is waiting now.
+ *
+ * Occupancy: a user's share of the summed run time (duration_ms, the handler's run time) of the
+ * attempts started in an interval. Shares of starts alone hide a user whose jobs run 100x longer:
+ * they hold executor slots 100x longer per start, and the scheduler shares executor time by
+ * weight. Like the starts, it counts attempts that ended: runs still in flight are not counted
+ * yet (an attempt without a duration counts 0).
  *
  * Sources: job_attempts (append-only, indexed by started_at; an attempt is there once it has
  * ended, so runs still in flight are not counted yet) and the waiting jobs' index for the due
- * backlog. Each database answers with counts per (interval, user) and a lateness histogram per
- * interval; percentiles cannot be merged across databases, histograms can. The histogram has
- * LATENESS_STEPS buckets per doubling of (lateness + 1 ms), so a percentile is read to within
- * ~9 % (the bucket's upper bound is reported).
+ * backlog. Each database answers with counts and summed run times per (interval, user) and a
+ * lateness histogram per interval; percentiles cannot be merged across databases, histograms can
+ * (and counts and run times add up). The histogram has LATENESS_STEPS buckets per doubling of
+ * (lateness + 1 ms), so a percentile is read to within ~9 % (the bucket's upper bound is reported).
  */
 import type { Databases, Sql } from "../db/databases.ts";
 import { inList, WAITING } from "./lifecycle.ts";
@@ -38,7 +44,13 @@ export function quantileMs(hist: Map<number, number>, q: number): number | null 
   return null; // unreachable: seen reaches total
 }
 
-export interface StartsRow { t: number; user_id: string; n: number }
+export interface StartsRow {
+  t: number;
+  user_id: string;
+  n: number;
+  /** The summed duration_ms of these attempts (null durations count 0); absent: 0. */
+  run_ms?: number;
+}
 export interface LatenessRow { t: number; k: number; n: number }
 export interface WaitingRow { user_id: string; n: number; oldest: Date }
 export interface UserInfo { id: string; username: string; job_weight: number }
@@ -57,6 +69,14 @@ export interface Activity {
     share: Record<string, number>;
     /** user id -> weight / sum of the weights of the users who started jobs in this interval. */
     weight_share: Record<string, number>;
+    /** The summed run time (duration_ms) of the attempts started in this interval, ms. */
+    run_ms: number;
+    /**
+     * user id -> share of this interval's run_ms (0-1): the user's share of executor time, by the
+     * handler's run time of the attempts that ended (runs still in flight are not counted yet).
+     * Empty when run_ms is 0.
+     */
+    occupancy: Record<string, number>;
   }[];
   /** Users who started jobs in the window or are waiting now, most starts first (at most the reader's maxUsers). */
   users: {
@@ -85,13 +105,14 @@ export function summarize(
   const info = new Map(users.map((u) => [u.id, u]));
   const weight = (id: string) => info.get(id)?.job_weight ?? a.defaultWeight;
   const slots = Math.max(1, Math.ceil((a.to - a.from) / a.intervalMs));
-  const byT = new Map<number, { users: Map<string, number>; hist: Map<number, number> }>();
-  for (let i = 0; i < slots; i++) byT.set(a.from + i * a.intervalMs, { users: new Map(), hist: new Map() });
+  const byT = new Map<number, { users: Map<string, number>; runMs: Map<string, number>; hist: Map<number, number> }>();
+  for (let i = 0; i < slots; i++) byT.set(a.from + i * a.intervalMs, { users: new Map(), runMs: new Map(), hist: new Map() });
   const perUser = new Map<string, number>();
   for (const r of starts) {
     const slot = byT.get(r.t);
     if (!slot) continue;
     slot.users.set(r.user_id, (slot.users.get(r.user_id) ?? 0) + r.n);
+    slot.runMs.set(r.user_id, (slot.runMs.get(r.user_id) ?? 0) + (r.run_ms ?? 0));
     perUser.set(r.user_id, (perUser.get(r.user_id) ?? 0) + r.n);
   }
   for (const r of lateness) {
@@ -118,9 +139,11 @@ export function summarize(
     intervals: [...byT].map(([t, slot]) => {
       let n = 0;
       let wsum = 0;
+      let runMs = 0;
       for (const [id, k] of slot.users) {
         n += k;
         wsum += weight(id);
+        runMs += slot.runMs.get(id) ?? 0;
       }
       const here = ids.filter((id) => slot.users.has(id));
       return {
@@ -130,6 +153,8 @@ export function summarize(
         lateness_p99_ms: quantileMs(slot.hist, 0.99),
         share: Object.fromEntries(here.map((id) => [id, slot.users.get(id)! / n])),
         weight_share: Object.fromEntries(here.map((id) => [id, weight(id) / wsum])),
+        run_ms: runMs,
+        occupancy: runMs ? Object.fromEntries(here.map((id) => [id, (slot.runMs.get(id) ?? 0) / runMs])) : {},
       };
     }),
     users: ids.map((id) => ({
@@ -195,7 +220,7 @@ export class ActivityReader {
     return view;
   }
 
-  /** Starts per (interval, user) and the lateness histogram per interval in [from, to), from every database. */
+  /** Starts and run times per (interval, user) and the lateness histogram per interval in [from, to), from every database. */
   private async rows(from: number, to: number, intervalMs: number): Promise<Rows> {
     const since = new Date(from);
     const until = new Date(to);
@@ -206,7 +231,7 @@ export class ActivityReader {
         const slot = sql`date_part('epoch', date_bin(${`${intervalMs} milliseconds`}::interval, started_at, 'epoch'::timestamptz)) * 1000`;
         const [starts, lateness] = await Promise.all([
           sql<StartsRow[]>`
-            SELECT ${slot} AS t, user_id::text AS user_id, count(*)::int AS n
+            SELECT ${slot} AS t, user_id::text AS user_id, count(*)::int AS n, coalesce(sum(duration_ms), 0)::float8 AS run_ms
             FROM job_attempts WHERE started_at >= ${since} AND started_at < ${until} GROUP BY 1, 2`,
           sql<LatenessRow[]>`
             SELECT ${slot} AS t, floor(ln(greatest(0, date_part('epoch', started_at - due_at) * 1000) + 1) / ln(2) * ${LATENESS_STEPS})::int AS k, count(*)::int AS n

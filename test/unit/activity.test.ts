@@ -75,6 +75,29 @@ describe("summarize", () => {
     expect(view.backlog).toEqual({ waiting: 13, oldest_due_at: new Date(from + 1_000).toISOString() });
   });
 
+  test("occupancy: shares of the summed run time, beside shares of starts, summed across databases", () => {
+    const view = summarize(
+      a,
+      [
+        { t: from, user_id: "1", n: 10, run_ms: 6_000 }, // 600 ms a run, database 0
+        { t: from, user_id: "1", n: 10, run_ms: 4_000 }, // database 1, same interval
+        { t: from, user_id: "2", n: 20, run_ms: 200 }, // 10 ms a run
+        { t: from + 10_000, user_id: "1", n: 3, run_ms: 0 }, // no durations (null counts 0)
+        { t: from + 10_000, user_id: "2", n: 1 },
+      ],
+      [],
+      [],
+      users,
+    );
+    expect(view.intervals[0]!.share).toEqual({ "1": 0.5, "2": 0.5 });
+    expect(view.intervals[0]!.run_ms).toBe(10_200);
+    expect(view.intervals[0]!.occupancy["1"]).toBeCloseTo(10_000 / 10_200, 10);
+    expect(view.intervals[0]!.occupancy["2"]).toBeCloseTo(200 / 10_200, 10);
+    // No run time measured: no occupancy shares, while the starts still have theirs.
+    expect(view.intervals[1]).toMatchObject({ starts: 4, run_ms: 0, occupancy: {} });
+    expect(view.intervals[2]).toMatchObject({ run_ms: 0, occupancy: {} });
+  });
+
   test("a user the users table does not know (deleted) counts with the default weight", () => {
     const view = summarize(a, [{ t: from, user_id: "9", n: 1 }, { t: from, user_id: "2", n: 3 }], [], [], users);
     expect(view.intervals[0]!.weight_share).toEqual({ "9": 0.25, "2": 0.75 });

@@ -99,6 +99,20 @@ describe("FairSlots", () => {
     expect(shareB).toBeLessThan(0.73);
   });
 
+  test("noisy: a user above its weighted share while another waits; nobody while the pool is only lent", async () => {
+    const s = new FairSlots({ capacity: 100, reserve: 5, activeMs: 10_000 });
+    const got = new Map<string, number>();
+    want(s, "a", 200, got);
+    await settle();
+    // a holds 95 of 100 alone: lent, not taken from anyone.
+    expect(s.noisy()).toEqual([]);
+    want(s, "b", 50, got);
+    await settle();
+    // b got its guard and waits for more; a holds more than half.
+    expect(s.heldBy("b")).toBeGreaterThan(0);
+    expect(s.noisy()).toEqual([{ user: "a", held: s.heldBy("a"), share: 50 }]);
+  });
+
   test("close refuses the waiting jobs", async () => {
     const s = new FairSlots({ capacity: 1, reserve: 0, activeMs: 1_000 });
     expect(await s.acquire("a", 1, 0)).toBe(true);

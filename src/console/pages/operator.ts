@@ -1,8 +1,8 @@
 /**
- * The operator view (admin token): who gets what share of the starts against their weight, the
- * due backlog and start lateness over time, dead letters with retry, shard ownership, and users'
- * weights, running caps (max_running) and pause. Served by /api/v1/admin/*, which reads SQL and
- * etcd; nothing here scrapes metrics.
+ * The operator view (admin token): who gets what share of the starts and of executor time against
+ * their weight, the due backlog and start lateness over time, dead letters with retry, shard
+ * ownership, and users' weights, running caps (max_running) and pause. Served by /api/v1/admin/*,
+ * which reads SQL and etcd; nothing here scrapes metrics.
  */
 import type { Activity } from "../../jobs/activity.ts";
 import type { ShardView } from "../../scheduler/ownership-view.ts";
@@ -65,10 +65,11 @@ export const operatorPage: Page = (main, route) => {
     h("section", { "aria-labelledby": "h-share" },
       h("h2", { id: "h-share" }, "Fair share"),
       h("p", { class: "hint" }, "Each user's share of the jobs that started in each interval (solid), against their weight's share among the users who started jobs in it (dashed). Under a backlog the two meet; a user who asks for less than their share gets all they ask."),
+      h("p", { class: "hint" }, "Executor time is each user's share of the run time of the jobs that started in those intervals and have ended (runs still going are not counted yet). A user whose jobs run 100 times longer holds the executors 100 times longer per start: the scheduler shares executor time by weight, so when jobs take unequal times it is this share, not the share of starts, that meets the owed share."),
       shareChart.el,
       h("table", { id: "shares" },
-        h("caption", { class: "visually-hidden" }, "Shares of starts per user"),
-        h("thead", null, h("tr", null, ["User", "Weight", "Waiting now", "Owed share", `Share, last ${RECENT_INTERVALS} intervals`, "Share in window", "Starts in window"].map((c) => h("th", { scope: "col" }, c)))),
+        h("caption", { class: "visually-hidden" }, "Shares of starts and of executor time per user"),
+        h("thead", null, h("tr", null, ["User", "Weight", "Waiting now", "Owed share", `Share, last ${RECENT_INTERVALS} intervals`, `Executor time, last ${RECENT_INTERVALS} intervals`, "Share in window", "Starts in window"].map((c) => h("th", { scope: "col" }, c)))),
         shareRows,
       ),
     ),
@@ -125,12 +126,14 @@ export const operatorPage: Page = (main, route) => {
     // The last complete intervals: the current one is still filling.
     const recent = a.intervals.slice(-1 - RECENT_INTERVALS, -1);
     const recentTotal = recent.reduce((s, i) => s + i.starts, 0);
+    const recentRunMs = recent.reduce((s, i) => s + i.run_ms, 0);
     fill(
       shareRows,
       shown.length === 0
-        ? h("tr", null, h("td", { colspan: 7 }, "No job started in this window and none is waiting."))
+        ? h("tr", null, h("td", { colspan: 8 }, "No job started in this window and none is waiting."))
         : shown.map((u, k) => {
             const mine = recent.reduce((s, i) => s + (i.share[u.id] ?? 0) * i.starts, 0);
+            const mineMs = recent.reduce((s, i) => s + (i.occupancy[u.id] ?? 0) * i.run_ms, 0);
             return h(
               "tr",
               { "data-user": u.id },
@@ -139,6 +142,7 @@ export const operatorPage: Page = (main, route) => {
               h("td", { class: "num" }, u.waiting.toLocaleString()),
               h("td", { class: "num", "data-owed": u.owed_share ?? "" }, pct(u.owed_share)),
               h("td", { class: "num", "data-recent": recentTotal ? mine / recentTotal : "" }, recentTotal ? pct(mine / recentTotal) : "-"),
+              h("td", { class: "num", "data-occupancy": recentRunMs ? mineMs / recentRunMs : "" }, recentRunMs ? pct(mineMs / recentRunMs) : "-"),
               h("td", { class: "num" }, pct(u.share)),
               h("td", { class: "num" }, u.starts.toLocaleString()),
             );
