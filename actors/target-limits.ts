@@ -79,7 +79,7 @@ export function leaseShare(
   limit: number,
   mine: { member: string; inUse: number; want: number },
   others: { member: string; permits: number; want: number }[],
-): { permits: number; fair: number } {
+): { permits: number; fair: number; contended: boolean } {
   let held = 0;
   let contended = false;
   const wanting = [mine.member];
@@ -92,7 +92,7 @@ export function leaseShare(
   const fair = Math.floor(limit / wanting.length) + (wanting.indexOf(mine.member) < limit % wanting.length ? 1 : 0);
   const free = Math.max(0, limit - held);
   const desired = contended ? Math.min(mine.want, fair) : mine.want;
-  return { permits: Math.min(free, Math.max(desired, mine.inUse)), fair };
+  return { permits: Math.min(free, Math.max(desired, mine.inUse)), fair, contended };
 }
 
 interface BoundState {
@@ -100,8 +100,11 @@ interface BoundState {
   /** Permits of this executor's lease, and until when (local clock) it may use them. */
   permits: number;
   validUntil: number;
-  /** Its equal share of the limit at the last renewal (leaseShare's `fair`). */
+  /** Its equal share of the limit at the last renewal (leaseShare's `fair`), and whether another executor wanted more than it held. */
   fair: number;
+  contended: boolean;
+  /** While a renewal is out, the most permits of it in use (see `demand`); Infinity otherwise. */
+  ceiling: number;
   /** c: calls running; r: start times (ms) of the calls started in the last second, oldest first. */
   running: number;
   starts: number[];
@@ -233,7 +236,14 @@ export class TargetGate {
     }
   }
 
-  /** Per active key and bound: its limit, this executor's permits in use and wanted (for its lease). */
+  /**
+   * A renewal begins: per active key and bound, its limit, this executor's permits in use and
+   * wanted. Calls started while the renewal is out must be covered by the lease it writes, so
+   * from now until its answer (setLease, or renewalEnded) each bound is held to a ceiling, and
+   * the ceiling is what this reports in use (leaseShare never grants less, while it fits): the
+   * permits, or, while another executor wants more (as the last answer said), its equal share or
+   * what it has in use now, whichever is more, so that its lease shrinks as its calls end.
+   */
   demand(now: number): { key: string; bound: Bound; limit: number; inUse: number; want: number }[] {
     const out: { key: string; bound: Bound; limit: number; inUse: number; want: number }[] = [];
     for (const st of this.keys.values()) {
@@ -243,20 +253,33 @@ export class TargetGate {
       for (const bound of ["c", "r"] as const) {
         const b = st.bounds[bound];
         if (!b) continue;
-        const inUse = this.inUse(st, bound, now);
-        out.push({ key: st.key, bound, limit: b.limit, inUse, want: Math.min(b.limit, inUse + queued) });
+        const used = this.inUse(st, bound, now);
+        const permits = this.permits(b, now);
+        b.ceiling = Math.max(used, b.contended ? Math.min(permits, Math.max(b.fair, used)) : permits);
+        out.push({ key: st.key, bound, limit: b.limit, inUse: b.ceiling, want: Math.min(b.limit, used + queued) });
       }
     }
     return out;
   }
 
-  /** The lease's answer: `permits` of the key's bound, usable until `validUntil` (local clock), and its equal share. */
-  setLease(key: string, bound: Bound, permits: number, validUntil: number, now: number, fair = permits): void {
+  /**
+   * The lease's answer: `permits` of the key's bound, usable until `validUntil` (local clock), its
+   * equal share, and whether another executor wants more than it holds. Lifts the bound's ceiling.
+   */
+  setLease(key: string, bound: Bound, permits: number, validUntil: number, now: number, fair = permits, contended = false): void {
     const b = this.keys.get(key)?.bounds[bound];
     if (!b) return;
     b.permits = permits;
     b.validUntil = validUntil;
     b.fair = fair;
+    b.contended = contended;
+    b.ceiling = Infinity;
+    this.pump(now);
+  }
+
+  /** A renewal ended without an answer for some bounds (failed, or a key it did not cover): their ceilings are lifted. */
+  renewalEnded(now: number): void {
+    for (const st of this.keys.values()) for (const b of Object.values(st.bounds)) b.ceiling = Infinity;
     this.pump(now);
   }
 
@@ -282,7 +305,7 @@ export class TargetGate {
     const set = (bound: Bound, n: number | null) => {
       if (n === null) delete st.bounds[bound];
       else if (st.bounds[bound]) st.bounds[bound]!.limit = n;
-      else st.bounds[bound] = { limit: n, permits: 0, validUntil: 0, fair: n, running: 0, starts: [], tat: 0 };
+      else st.bounds[bound] = { limit: n, permits: 0, validUntil: 0, fair: n, contended: false, ceiling: Infinity, running: 0, starts: [], tat: 0 };
     };
     set("c", limit?.maxConcurrent ?? null);
     set("r", limit?.maxPerSecond ?? null);
@@ -298,7 +321,7 @@ export class TargetGate {
 
   /** Permits of the bound this executor may use now: its lease's, while valid, and never above the limit. */
   private permits(b: BoundState, now: number): number {
-    return now < b.validUntil ? Math.min(b.permits, b.limit) : 0;
+    return now < b.validUntil ? Math.min(b.permits, b.limit, b.ceiling) : 0;
   }
 
   /**

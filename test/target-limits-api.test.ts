@@ -236,6 +236,13 @@ describe("a user's own limits", () => {
     expect((await rows(id)).length).toBe(100);
   });
 
+  test("a deleted user's limits go with it", async () => {
+    const { id, token } = await signup(unique("tl_gone"));
+    expect((await call("PUT", "/api/v1/me/targets/gone.example", { token, body: { max_concurrent: 2 } })).status).toBe(200);
+    expect((await call("DELETE", `/api/v1/admin/users/${id}`, { headers: admin })).status).toBe(200);
+    expect(await rows(id)).toEqual([]);
+  });
+
   test("one user cannot see, change or delete another's limits", async () => {
     const a = await signup(unique("tl_alice"));
     const b = await signup(unique("tl_bob"));

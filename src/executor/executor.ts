@@ -91,6 +91,8 @@ export class Executor {
   private readonly gate = new TargetGate({ waitMs: T.targetWaitMs, idleMs: T.targetIdleMs });
   private targetTimers: ReturnType<typeof setInterval>[] = [];
   private renewing: Promise<void> | null = null;
+  /** Per user, jobs waiting for a target limit's permits or being deferred for one. */
+  private targetWaits = new Map<string, number>();
   private readonly handler: HandlerSettings;
   private commitTimer: ReturnType<typeof setInterval> | null = null;
   private reportTimer: ReturnType<typeof setInterval> | null = null;
@@ -117,8 +119,10 @@ export class Executor {
     // Two batched statements can deadlock when a duplicate message puts a job in both, in
     // different orders; PostgreSQL then rolls one back whole, and it is simply run again.
     this.claims = new Batcher((db, msgs) => timed("claim", () => retryRolledBack(() => claim(dbs.all[db]!, msgs, config.executor.defaultTimeoutMs, config.executor.runGraceMs))));
-    this.defers = new Batcher((db, msgs) => timed("defer", () => retryRolledBack(() => defer(dbs.all[db]!, msgs))));
-    this.calendar = new Batcher((_, reqs) => timed("calendar", () => reserveCalendar(dbs.users, reqs, T.targetWaitMs)));
+    // A flood of deferrals (a limited target's backlog falling due) goes one statement at a
+    // time per database, in big batches: it must not take the pool's connections from the claims.
+    this.defers = new Batcher((db, msgs) => timed("defer", () => retryRolledBack(() => defer(dbs.all[db]!, msgs))), 5_000, true);
+    this.calendar = new Batcher((_, reqs) => timed("calendar", () => reserveCalendar(dbs.users, reqs, T.targetWaitMs)), 5_000, true);
     this.records = new Batcher((db, outcomes) => timed("record", () => retryRolledBack(() => record(dbs.all[db]!, outcomes).then(() => outcomes.map(() => undefined)))));
     // A rotated key is used within this; the previous one stays valid far longer (its grace).
     const users = new UserStore(dbs.users);
@@ -197,7 +201,11 @@ export class Executor {
     if (this.reporting) return;
     this.reporting = true;
     try {
-      await writeSlotReport(this.dbs.users, this.member, { slots: this.config.executor.concurrency, held: this.slots.inUse, waiting: this.slots.waitingByUser(), runMs: this.slots.runTimes() });
+      // A user whose jobs wait for a target limit (or are being deferred for one) is saturated
+      // too: the schedulers hold it back as they do a user waiting for slots.
+      const waiting = this.slots.waitingByUser();
+      for (const [user, n] of this.targetWaits) waiting.set(user, (waiting.get(user) ?? 0) + n);
+      await writeSlotReport(this.dbs.users, this.member, { slots: this.config.executor.concurrency, held: this.slots.inUse, waiting, runMs: this.slots.runTimes() });
     } catch (err) {
       log.debug("slot report failed", { err: err as Error });
     } finally {
@@ -226,13 +234,14 @@ export class Executor {
       .then((leases) => {
         metrics.targetPermits.reset();
         for (const l of leases) {
-          this.gate.setLease(l.key, l.bound, l.permits, l.validUntil, Date.now(), l.fair);
+          this.gate.setLease(l.key, l.bound, l.permits, l.validUntil, Date.now(), l.fair, l.contended);
           metrics.targetPermits.set({ key: l.key, bound: l.bound }, l.permits);
         }
         this.gate.leased = leases.length;
       })
       .catch((err) => log.warn("could not renew the target leases", { err: err as Error }))
       .finally(() => {
+        this.gate.renewalEnded(Date.now());
         this.renewing = null;
       });
     return this.renewing;
@@ -395,11 +404,16 @@ export class Executor {
     let at = 0;
     if (keys.length > 0) {
       let granted: number | null;
+      this.targetWaits.set(e.user_id, (this.targetWaits.get(e.user_id) ?? 0) + 1);
       try {
         granted = await this.takeTarget(e, keys);
       } catch (err) {
         this.leftWaiting(partition);
         throw err;
+      } finally {
+        const n = this.targetWaits.get(e.user_id)! - 1;
+        if (n === 0) this.targetWaits.delete(e.user_id);
+        else this.targetWaits.set(e.user_id, n);
       }
       if (granted === null) return this.leftWaiting(partition);
       at = granted;

@@ -30,8 +30,9 @@ export interface Lease {
   key: string;
   bound: Bound;
   permits: number;
-  /** Its equal share of the limit among the executors that want any (leaseShare). */
+  /** Its equal share of the limit among the executors that want any, and whether one wants more than it holds (leaseShare). */
   fair: number;
+  contended: boolean;
 
   /** Until when (this process's Date.now()) the permits may be used. */
   validUntil: number;

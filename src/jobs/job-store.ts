@@ -10,7 +10,7 @@ import { createHash } from "node:crypto";
 import type { IdGenerator } from "../ids.ts";
 import { Batcher } from "../batcher.ts";
 import { shardOf } from "../shard-map.ts";
-import type { Databases, Sql } from "../db/databases.ts";
+import { retryRolledBack, type Databases, type Sql } from "../db/databases.ts";
 import { DUE_CHANNEL, duePayload } from "../db/due-notify.ts";
 import { priorityName, type JobSpec } from "./job-input.ts";
 
@@ -283,9 +283,13 @@ export class JobStore {
     return current ? { kind: "conflict", status: current.status } : { kind: "not_found" };
   }
 
-  /** Cancels every job of the user that has not started (a deleted user's); returns how many. */
+  /**
+   * Cancels every job of the user that has not started (a deleted user's); returns how many.
+   * Many rows in one statement can deadlock with the executors' batched claims and deferrals
+   * of the same rows (PostgreSQL then rolls one back whole): it is simply run again.
+   */
   async cancelAllWaiting(userId: string): Promise<number> {
-    const counts = await Promise.all(this.dbs.all.map((sql: Sql) => transitions.cancelAll(sql, userId)));
+    const counts = await Promise.all(this.dbs.all.map((sql: Sql) => retryRolledBack(() => transitions.cancelAll(sql, userId))));
     return counts.reduce((a, b) => a + b, 0);
   }
 }

@@ -143,9 +143,11 @@ export class UserStore {
     return row ?? null;
   }
 
-  /** Deletes the user row; false when there was none. (Their jobs are the job store's.) */
+  /** Deletes the user row and its target limits; false when there was none. (Their jobs are the job store's.) */
   async delete(id: string): Promise<boolean> {
-    const rows = await this.sql`DELETE FROM users WHERE id = ${id} RETURNING id`;
+    const rows = await this.sql`
+      WITH gone AS (DELETE FROM users WHERE id = ${id} RETURNING id), limits AS (DELETE FROM target_limits WHERE user_id IN (SELECT id FROM gone))
+      SELECT id FROM gone`;
     this.activeCache.forget(id);
     return rows.length > 0;
   }

@@ -156,6 +156,24 @@ describe("TargetGate", () => {
     expect(await settled(next)).toEqual({ go: true, at: 10 });
   });
 
+  test("while a renewal is out, calls stay within what it reports in use; when contended that is the share, or what runs", async () => {
+    const { g, first } = gate({ maxConcurrent: 10, maxPerSecond: null }, 0, { c: 10 });
+    await first;
+    for (let i = 0; i < 5; i++) await g.acquire([KEY], 1);
+    // Another executor wants more: the answer says so, with an equal share of 5.
+    g.setLease(KEY, "c", 10, 60_000, 2, 5, true);
+    expect(await settled(g.acquire([KEY], 3))).toEqual({ go: true, at: 3 }); // 7 running
+    const [d] = g.demand(4);
+    expect(d!.inUse).toBe(7); // max(share 5, 7 running): the lease cannot shrink below what runs
+    expect(await settled(g.acquire([KEY], 5))).toBe("pending"); // held to 7 until the answer
+    g.release([KEY], 10, 6);
+    g.release([KEY], 10, 6);
+    g.setLease(KEY, "c", 7, 60_000, 7, 5, true); // the answer: 7, as reported
+    // 6 running after the release and the waiting one's start: the next renewal reports 6, and so on down to the share.
+    expect(g.demand(8)[0]!.inUse).toBe(6);
+    g.renewalEnded(9);
+  });
+
   test("demand: in use and wanted per bound, for the lease", async () => {
     const { g, first } = gate({ maxConcurrent: 3, maxPerSecond: 10 }, 0, { c: 1, r: 10 });
     await first;
@@ -163,7 +181,8 @@ describe("TargetGate", () => {
     void g.acquire([KEY], 1);
     expect(g.demand(2)).toEqual([
       { key: KEY, bound: "c", limit: 3, inUse: 1, want: 3 },
-      { key: KEY, bound: "r", limit: 10, inUse: 1, want: 3 },
+      // While the renewal is out, up to the whole lease may be in use: it reports that.
+      { key: KEY, bound: "r", limit: 10, inUse: 10, want: 3 },
     ]);
   });
 });
