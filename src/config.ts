@@ -200,6 +200,8 @@ export const TUNING = {
     outboxBatch: 1_000,
   },
   api: {
+    /** The id generator's node number (src/db/node-id.ts): leased this long, renewed this often, used until this margin before it runs out. */
+    nodeLease: { ttlMs: 30_000, renewMs: 5_000, marginMs: 5_000 },
     /** A disabled or deleted user's tokens stop within this. */
     activeUserTtlMs: 500,
     /** Verified tokens remembered (HMAC verification was ~10 % of an API process's CPU). */

@@ -6,9 +6,10 @@
  * Invariants:
  * - ids from one generator strictly increase, even if the wall clock steps back (we keep
  *   issuing from the last millisecond used) or the sequence overflows (we borrow the next ms);
- * - two generators with different node numbers never collide. Node numbers come from a
- *   database sequence once per process start (src/db/node-id.ts), modulo 4096, so two live
- *   processes collide only after 4096 starts in between; the primary key would reject it anyway.
+ * - two generators with different node numbers never collide. Node numbers are leased
+ *   (src/db/node-id.ts): two live processes never hold the same one, and a generator whose lease
+ *   ran out mints nothing (IdsUnavailableError) until it holds one again; the primary key would
+ *   reject a duplicate anyway.
  * - ids exceed 2^53, so they are bigints in code and strings on the wire.
  */
 import { hostname } from "node:os";
@@ -18,20 +19,45 @@ export const SEQ_BITS = 10n;
 const MAX_NODE = (1 << Number(NODE_BITS)) - 1;
 const MAX_SEQ = (1 << Number(SEQ_BITS)) - 1;
 
+/** Where a generator's node number comes from: a fixed number, or a lease (null while not held). */
+export interface NodeSource {
+  current(): number | null;
+}
+
+/** The generator holds no node number now (its lease ran out): nothing may be minted. */
+export class IdsUnavailableError extends Error {
+  constructor() {
+    super("this process holds no id node number now");
+  }
+}
+
 export class IdGenerator {
   private lastMs = -1;
+  private lastNode = -1;
   private seq = 0;
+  private readonly source: NodeSource;
   constructor(
-    readonly node: number,
+    node: number | NodeSource,
     private readonly now: () => number = Date.now,
   ) {
-    if (!Number.isInteger(node) || node < 0 || node > MAX_NODE) {
-      throw new RangeError(`node must be an integer from 0 to ${MAX_NODE}`);
-    }
+    if (typeof node === "number") {
+      if (!Number.isInteger(node) || node < 0 || node > MAX_NODE) throw new RangeError(`node must be an integer from 0 to ${MAX_NODE}`);
+      this.source = { current: () => node };
+    } else this.source = node;
+  }
+
+  /** The node number ids are minted with now (null: none held). */
+  get node(): number | null {
+    return this.source.current();
   }
 
   next(): bigint {
+    const node = this.source.current();
+    if (node === null || !Number.isInteger(node) || node < 0 || node > MAX_NODE) throw new IdsUnavailableError();
     let ms = Math.max(this.now() - ID_EPOCH_MS, this.lastMs);
+    // A new node number (a lease taken again) starts a new millisecond: ids keep increasing.
+    if (node !== this.lastNode && this.lastNode >= 0 && ms === this.lastMs) ms++;
+    this.lastNode = node;
     if (ms === this.lastMs) {
       this.seq++;
       if (this.seq > MAX_SEQ) {
@@ -42,7 +68,7 @@ export class IdGenerator {
       this.seq = 0;
     }
     this.lastMs = ms;
-    return (BigInt(ms) << (NODE_BITS + SEQ_BITS)) | (BigInt(this.node) << SEQ_BITS) | BigInt(this.seq);
+    return (BigInt(ms) << (NODE_BITS + SEQ_BITS)) | (BigInt(node) << SEQ_BITS) | BigInt(this.seq);
   }
 }
 

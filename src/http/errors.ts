@@ -7,6 +7,7 @@
 import { Elysia, ValidationError } from "elysia";
 import type { OpenAPIV3 } from "openapi-types";
 import { isUnavailable } from "../db/databases.ts";
+import { IdsUnavailableError } from "../ids.ts";
 import { log } from "../log.ts";
 import { inRequestSpan } from "./observe.ts";
 
@@ -168,7 +169,7 @@ export const errorHandler = new Elysia({ name: "errors" }).onError({ as: "global
     // Elysia's own 4xx errors (e.g. an unsupported content type).
     return reply(status, status === 413 ? "payload_too_large" : "invalid_request", status === 413 ? "request body too large" : "invalid request");
   }
-  if (isUnavailable(error)) {
+  if (isUnavailable(error) || error instanceof IdsUnavailableError) {
     // The database is down or restarting. A create whose commit was cut off may or may not have
     // landed: clients retry with an Idempotency-Key to be sure.
     inRequestSpan(request, () => log.warn("database unavailable", { err: error as Error, path: new URL(request.url).pathname }));
