@@ -31,8 +31,8 @@
  *   waiting jobs (the API, an executor's retry) notify the shard's due time (WAKE), so a job
  *   created for a second from now is loaded at once. `pollIntervalMs` is only the backstop for a
  *   notification lost while the listener reconnected, so an idle shard costs next to nothing;
- * - rescue of expired in-flight jobs runs at most every `rescueIntervalMs`, inside a load, and
- *   looks only at deadlines since the previous rescue (less RESCUE_MARGIN_MS, which covers
+ * - rescue of expired in-flight jobs runs at most every `rescueIntervalMs`, inside a load, not
+ *   within RESCUE_AFTER_OUTAGE_MS of a failed load, and looks only at deadlines since the previous rescue (less RESCUE_MARGIN_MS, which covers
  *   transactions still open then), so its cost follows the rate, not the history; every
  *   `fullRescueMs`, and first of all, it looks at every deadline;
  * - after STOP or fencing the actor performs no further I/O (a stopped actor's pending promises
@@ -146,6 +146,8 @@ interface ShardContext extends ShardInput {
   /** The last user the previous load served (the next starts after it). */
   startAfterUser: string | null;
   lastError: string | null;
+  /** When a load last failed (-Infinity: never). */
+  lastFailedAt: number;
 }
 
 /**
@@ -156,6 +158,14 @@ export const CURSOR_MARGIN_MS = 1_000;
 
 /** A rescue looks this far back before the previous one: claims still open then commit within it. */
 export const RESCUE_MARGIN_MS = 10_000;
+
+/**
+ * No rescue until this long after the shard's last failed load: while its database was out,
+ * runs could not record their outcomes and passed their deadlines; their executors record them
+ * once it answers again (retrying every 2 s at most), and a rescue before that would charge each
+ * a lost attempt (and dead-letter those on their last).
+ */
+export const RESCUE_AFTER_OUTAGE_MS = 10_000;
 
 /**
  * Loads triggered by due times come at least a quarter of the look-ahead apart (a steady stream
@@ -195,7 +205,7 @@ export function loadRequest(c: Omit<ShardContext, "request">): LoadInput {
     shard: c.shard,
     epoch: c.epoch,
     horizon: now + c.settings.lookaheadMs,
-    rescue: now - c.lastRescueAt >= c.settings.rescueIntervalMs,
+    rescue: now - c.lastRescueAt >= c.settings.rescueIntervalMs && now - c.lastFailedAt >= RESCUE_AFTER_OUTAGE_MS,
     rescueSince: now - c.lastFullRescueAt >= c.settings.fullRescueMs ? null : c.rescueSince,
     users,
     newUserLimit: newUser,
@@ -293,11 +303,12 @@ export const shardMachine = setup({
     wakeAt: Infinity,
     startAfterUser: null,
     lastError: null,
+    lastFailedAt: -Infinity,
   }),
   initial: "loading",
   on: {
     STOP: ".stopped",
-    DISPATCH_FAILED: { target: ".retrying", actions: assign({ users: () => new Map(), lastError: ({ event }) => event.error }) },
+    DISPATCH_FAILED: { target: ".retrying", actions: assign({ users: () => new Map(), lastError: ({ event }) => event.error, lastFailedAt: ({ context }) => context.now() }) },
   },
   states: {
     loading: {
@@ -328,7 +339,7 @@ export const shardMachine = setup({
         },
         onError: [
           { guard: "fencedOut", target: "fenced" },
-          { target: "retrying", actions: assign({ lastError: ({ event }) => errorText(event.error) }) },
+          { target: "retrying", actions: assign({ lastError: ({ event }) => errorText(event.error), lastFailedAt: ({ context }) => context.now() }) },
         ],
       },
     },

@@ -177,6 +177,8 @@ export const TUNING = {
     /** An outcome record that failed (database unreachable) is retried from this, doubling, to that. */
     recordRetryMinMs: 200,
     recordRetryMaxMs: 2_000,
+    /** ...while the database is unreachable, up to this long past the run's deadline (an outage spends no attempt). */
+    recordPastDeadlineMs: 120_000,
     /** A user's signing keys are cached this long (a rotation reaches the calls within it). */
     signingKeysTtlMs: 5_000,
     /** Target limits (actors/target-limits.ts): re-read this often (a changed limit applies within it)... */

@@ -525,13 +525,16 @@ export class Executor {
   }
 
   /**
-   * Records the outcome, retrying while the database is unreachable until the run's deadline
-   * (after it the rescuer takes the run for lost and runs it again): without the retries a
-   * database restart would re-run every job that finished during it. Safe to repeat: the record
-   * is guarded by status and attempt, and its attempt row is written once.
+   * Records the outcome, retrying while the database is unreachable, past the run's deadline by
+   * up to T.recordPastDeadlineMs: the rescuer does not take a run for lost within 10 s of its
+   * shard's database coming back (RESCUE_AFTER_OUTAGE_MS), so the outcomes of runs that ended
+   * during an outage land first, and no attempt is charged for the outage. Without the retries a
+   * database restart would re-run every job that finished during it. Safe to repeat, and late:
+   * the record is guarded by status and attempt (a run the rescuer took back is not changed), and
+   * its attempt row is written once.
    */
   private async recordOutcome(outcome: Outcome): Promise<void> {
-    const giveUpAt = outcome.job.deadline_at.getTime();
+    const giveUpAt = outcome.job.deadline_at.getTime() + T.recordPastDeadlineMs;
     for (let delay: number = T.recordRetryMinMs; ; delay = Math.min(delay * 2, T.recordRetryMaxMs)) {
       try {
         return await this.records.submit(this.dbs.indexOf(outcome.job.shard_id), outcome);

@@ -2,7 +2,7 @@ import { describe, expect, test } from "bun:test";
 import { createActor, fromPromise, SimulatedClock } from "xstate";
 import { FencedOutError } from "../../actors/errors.ts";
 import type { FairItem } from "../../actors/fair-queue.ts";
-import { CURSOR_MARGIN_MS, shardMachine, type LoadInput, type ShardSettings } from "../../actors/shard.machine.ts";
+import { CURSOR_MARGIN_MS, RESCUE_AFTER_OUTAGE_MS, shardMachine, type LoadInput, type ShardSettings } from "../../actors/shard.machine.ts";
 
 const settings: ShardSettings = { lookaheadMs: 2_000, pollIntervalMs: 500, rescueIntervalMs: 5_000, fullRescueMs: 60_000, retryDelayMs: 1_000, maxLoad: 1_000 };
 /** What the dispatcher tells the shard actor about stocking (no cap reached). */
@@ -224,6 +224,20 @@ describe("shard actor", () => {
     expect(rescues.length).toBe(2); // ...but rescues only every 5 s
     expect(rescues[0]).toBe(0);
     expect(rescues[1]!).toBeWithin(5000, 5600);
+  });
+
+  test("after its database was out, no rescue for RESCUE_AFTER_OUTAGE_MS: the runs that could not record their outcomes record them first", async () => {
+    let down = true;
+    const h = harness({ rows: [], loadError: () => (down ? new Error("db down") : null) });
+    await advance(h.clock, 3_500);
+    down = false;
+    const lastFailure = Math.max(...h.loads.map((l) => l.at));
+    await advance(h.clock, 16_000);
+    const rescues = h.loads.filter((l) => l.rescue).map((l) => l.at);
+    expect(h.loads.filter((l) => l.at > lastFailure && !l.rescue).length).toBeGreaterThan(5); // it loads meanwhile
+    expect(rescues[0]).toBe(0); // the very first load, before any failure
+    expect(rescues[1]!).toBeGreaterThanOrEqual(lastFailure + RESCUE_AFTER_OUTAGE_MS);
+    expect(rescues[1]!).toBeLessThan(lastFailure + RESCUE_AFTER_OUTAGE_MS + 600);
   });
 
   test("STOP ends the actor; nothing is loaded or offered afterwards", async () => {
