@@ -19,6 +19,7 @@
  *
  *   bun bench/failover.ts                         # DURATION=40 KILL_AT=10 CLIENTS=8 KILL=postgres
  *   KILL=node DURATION=60 bun bench/failover.ts
+ *   LOGS_DIR=/tmp/fo KILL=node DURATION=60 bun bench/failover.ts   # and keep the roles' logs
  */
 import { connect } from "../src/db/databases.ts";
 import { databaseName, splitDatabaseUrls, withDatabase } from "../src/db/pg-url.ts";
@@ -192,6 +193,8 @@ try {
   if (failed) console.error(`[failover] FAILED: ${JSON.stringify({ missing: missing.slice(0, 5), notSucceeded: notSucceeded.slice(0, 5), duplicates: duplicates.slice(0, 5), badCodes })}`);
 } finally {
   target.stop(true);
+  // LOGS_DIR: the roles' logs (warnings and up) are kept there, one file per process.
+  if (process.env.LOGS_DIR) for (const [i, p] of s.procs.entries()) await Bun.write(`${process.env.LOGS_DIR}/${p.role}-${i}.log`, p.logs.join("\n"));
   await s.close();
 }
 process.exit(failed ? 1 : 0);

@@ -13,6 +13,7 @@ import type { DispatcherSettings } from "../actors/dispatcher.ts";
 import { MAX_WEIGHT, MIN_WEIGHT } from "../actors/fair-queue.ts";
 import type { ShardSettings } from "../actors/shard.machine.ts";
 import { parsePgUrl, splitDatabaseUrls } from "./db/pg-url.ts";
+import { isProxySpec } from "./http/client-address.ts";
 
 export type Role = "api" | "scheduler" | "executor" | "all";
 export const ROLES: readonly Role[] = ["api", "scheduler", "executor", "all"];
@@ -66,8 +67,12 @@ export interface Config {
     maxPendingPerUser: number;
     /** Job creations per user per second, per API process (0: no limit). */
     createsPerUserPerSecond: number;
-    /** Failed logins per username and per client address per minute, per API process (0: no limit). */
+    /** Failed logins per username per minute, from anywhere, per API process (0: no limit). */
     loginAttemptsPerMinute: number;
+    /** Different usernames failing to log in from one client address per minute, per API process (0: no limit; src/http/limits.ts). */
+    loginAttemptsPerAddressPerMinute: number;
+    /** Peers whose X-Forwarded-For is believed (IPs and CIDRs; empty: none). */
+    trustedProxies: string[];
     /** Every request is answered within this (503 `unavailable` past it). */
     requestTimeoutMs: number;
   };
@@ -327,6 +332,14 @@ export function loadConfig(env: Env = process.env): Config {
     }
     return items;
   };
+  /** A comma-separated list that may be empty (the default). */
+  const optionalList = (name: string, check: (item: string) => boolean, what: string): string[] => {
+    const items = str(name, "").split(",").map((x) => x.trim()).filter(Boolean);
+    for (const item of items) {
+      if (!check(item)) problems.push(`${name}: ${JSON.stringify(item)} is not a valid ${what}`);
+    }
+    return items;
+  };
   const oneOf = <T extends string>(name: string, def: T, allowed: readonly T[]): T => {
     const raw = str(name, def);
     if (!allowed.includes(raw as T)) {
@@ -410,6 +423,8 @@ export function loadConfig(env: Env = process.env): Config {
       maxPendingPerUser: int("QUOTA_PENDING_JOBS", 1_000_000, 0, 1_000_000_000),
       createsPerUserPerSecond: int("QUOTA_CREATES_PER_SECOND", 0, 0, 10_000_000),
       loginAttemptsPerMinute: int("LOGIN_ATTEMPTS_PER_MINUTE", 10, 0, 1_000_000),
+      loginAttemptsPerAddressPerMinute: int("LOGIN_ATTEMPTS_PER_ADDRESS_PER_MINUTE", 1_000, 0, 1_000_000),
+      trustedProxies: optionalList("TRUSTED_PROXIES", isProxySpec, "IP address or CIDR (10.0.0.0/8, fd00::/8)"),
       requestTimeoutMs: duration("API_REQUEST_TIMEOUT", "10s", 100),
     },
     executor: {

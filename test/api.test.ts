@@ -761,6 +761,66 @@ describe("quotas and abuse limits", () => {
     expectError(blocked, 429, "too_many_attempts");
     expect(Number(blocked.headers.get("retry-after"))).toBeGreaterThan(0);
   });
+
+  // In-process requests have no peer: they all come from one address ("unknown"), as from one NAT.
+  test("failed logins from one address: 200 wrong passwords for one user never lock the other users behind it out", async () => {
+    const limited = app({ LOGIN_ATTEMPTS_PER_MINUTE: "10", LOGIN_ATTEMPTS_PER_ADDRESS_PER_MINUTE: "50" });
+    await signup("nat_victim");
+    const others = Array.from({ length: 20 }, (_, i) => `nat_user_${i}`);
+    for (const name of others) expect((await call("POST", "/api/v1/users", { body: { username: name, password: "correct horse battery" } })).status).toBe(201);
+    const codes: number[] = [];
+    for (let i = 0; i < 200; i++) codes.push((await limited("POST", "/api/v1/auth/login", { body: { username: "nat_victim", password: `wrong ${i}` } })).status);
+    expect(codes.slice(0, 10)).toEqual(Array(10).fill(401));
+    expect(codes.slice(10)).toEqual(Array(190).fill(429)); // the account's own limit
+    for (const name of others) expect((await limited("POST", "/api/v1/auth/login", { body: { username: name, password: "correct horse battery" } })).status).toBe(200);
+  });
+
+  test("failed logins from one address: a password sprayer is refused after LOGIN_ATTEMPTS_PER_ADDRESS_PER_MINUTE different usernames; a user known at that address still logs in", async () => {
+    const limited = app({ LOGIN_ATTEMPTS_PER_MINUTE: "10", LOGIN_ATTEMPTS_PER_ADDRESS_PER_MINUTE: "50" });
+    await signup("spray_regular");
+    await signup("spray_newcomer");
+    expect((await limited("POST", "/api/v1/auth/login", { body: { username: "spray_regular", password: "correct horse battery" } })).status).toBe(200);
+    const replies = [];
+    for (let i = 0; i < 60; i++) replies.push(await limited("POST", "/api/v1/auth/login", { body: { username: `sprayed_${i}`, password: "Summer2024!" } }));
+    expect(replies.slice(0, 50).map((r) => r.status)).toEqual(Array(50).fill(401));
+    for (const r of replies.slice(50)) expectError(r, 429, "too_many_attempts");
+    expect(Number(replies[59]!.headers.get("retry-after"))).toBeGreaterThan(0);
+    // A user who logged in from this address before is held by its own limit only...
+    expect((await limited("POST", "/api/v1/auth/login", { body: { username: "spray_regular", password: "correct horse battery" } })).status).toBe(200);
+    // ...one new to it waits out the minute, like the sprayer (its password is not checked).
+    expectError(await limited("POST", "/api/v1/auth/login", { body: { username: "spray_newcomer", password: "correct horse battery" } }), 429, "too_many_attempts");
+  });
+
+  test("X-Forwarded-For: ignored from an untrusted peer (the peer is throttled), honoured from a TRUSTED_PROXIES peer (each forwarded address on its own)", async () => {
+    const over = (env: Record<string, string>) => {
+      const cfg = config({ LOGIN_ATTEMPTS_PER_MINUTE: "10", LOGIN_ATTEMPTS_PER_ADDRESS_PER_MINUTE: "5", ...env });
+      const served = listen(rootApp(cfg.api.maxBodyBytes, () => [], apiRoutes(cfg, dbs, new IdGenerator(11))), { port: 0, hostname: "127.0.0.1", reusePort: false, timeoutMs: 10_000 });
+      const fetchOver = client({ handle: (req) => fetch(req) }, `http://127.0.0.1:${served.server.port}`);
+      const login = async (username: string, forwardedFor: string) =>
+        (await fetchOver("POST", "/api/v1/auth/login", { body: { username, password: "wrong password" }, headers: { "x-forwarded-for": forwardedFor } })).status;
+      return { login, stop: () => served.stop(true) };
+    };
+    const untrusted = over({});
+    try {
+      const codes: number[] = [];
+      for (let i = 0; i < 8; i++) codes.push(await untrusted.login(`xff_u_${i}`, `203.0.113.${i + 1}`)); // a new "address" each time
+      expect(codes).toEqual([401, 401, 401, 401, 401, 429, 429, 429]);
+    } finally {
+      await untrusted.stop();
+    }
+    const trusted = over({ TRUSTED_PROXIES: "127.0.0.1" });
+    try {
+      const a: number[] = [];
+      for (let i = 0; i < 7; i++) a.push(await trusted.login(`xff_t_a${i}`, `6.6.6.6, 203.0.113.10`));
+      expect(a).toEqual([401, 401, 401, 401, 401, 429, 429]);
+      const b: number[] = [];
+      for (let i = 0; i < 5; i++) b.push(await trusted.login(`xff_t_b${i}`, `203.0.113.10, 203.0.113.20`)); // the right-most counts
+      expect(b).toEqual([401, 401, 401, 401, 401]);
+      expect(await trusted.login("xff_t_b5", "203.0.113.20")).toBe(429);
+    } finally {
+      await trusted.stop();
+    }
+  });
 });
 
 describe("request time bound", () => {

@@ -9,6 +9,7 @@ import { JobStore } from "../jobs/job-store.ts";
 import { UserStore } from "../users/user-store.ts";
 import { adminRoutes } from "./admin.routes.ts";
 import { authRoutes } from "./auth.routes.ts";
+import { TrustedProxies } from "./client-address.ts";
 import { consoleRoutes } from "./console.ts";
 import { jobsRoutes } from "./jobs.routes.ts";
 import { CreateQuota, LoginThrottle } from "./limits.ts";
@@ -19,7 +20,7 @@ export function apiRoutes(config: Config, dbs: Databases, ids: IdGenerator, etcd
   const users = new UserStore(dbs.users);
   const jobs = new JobStore(dbs, ids);
   const quota = new CreateQuota(dbs.all, config.api.maxPendingPerUser, config.api.createsPerUserPerSecond);
-  const logins = new LoginThrottle(config.api.loginAttemptsPerMinute);
+  const logins = new LoginThrottle(config.api.loginAttemptsPerMinute, config.api.loginAttemptsPerAddressPerMinute);
   // The hook sees the document's routes only (local to this instance), not every API request.
   const docs = new Elysia({ name: "docs" }).onAfterHandle(({ response }) => dropPhantomDefaults(response))
     .use(
@@ -45,7 +46,7 @@ export function apiRoutes(config: Config, dbs: Databases, ids: IdGenerator, etcd
   return new Elysia({ name: "api" })
     .use(docs)
     .use(usersRoutes(users, config))
-    .use(authRoutes(users, logins, config.jwt.secret, config.jwt.ttlSeconds))
+    .use(authRoutes(users, logins, new TrustedProxies(config.api.trustedProxies), config.jwt.secret, config.jwt.ttlSeconds))
     .use(jobsRoutes(jobs, users, quota, config))
     .use(adminRoutes(users, jobs, dbs, config, etcd))
     .use(meTargetRoutes(users, dbs.users, config))

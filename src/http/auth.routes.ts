@@ -1,14 +1,15 @@
 import { Elysia, t } from "elysia";
 import { toUserView, type UserStore } from "../users/user-store.ts";
 import { requireUser, tokens } from "./auth.ts";
+import { clientAddress, type TrustedProxies } from "./client-address.ts";
 import { ApiError, errorResponses } from "./errors.ts";
 import type { LoginThrottle } from "./limits.ts";
 
-export function authRoutes(users: UserStore, logins: LoginThrottle, secret: string, ttlSeconds: number) {
+export function authRoutes(users: UserStore, logins: LoginThrottle, proxies: TrustedProxies, secret: string, ttlSeconds: number) {
   const login = new Elysia({ name: "login-routes" }).use(tokens(secret, ttlSeconds)).post(
     "/api/v1/auth/login",
     async ({ body, issueToken, request, server }) => {
-      const address = server?.requestIP(request)?.address ?? "unknown";
+      const address = clientAddress(server?.requestIP(request)?.address, request.headers.get("x-forwarded-for"), proxies);
       logins.check(body.username, address);
       const user = await users.authenticate(body.username, body.password);
       if (!user) {
@@ -16,6 +17,7 @@ export function authRoutes(users: UserStore, logins: LoginThrottle, secret: stri
         throw new ApiError(401, "invalid_credentials", "wrong username or password");
       }
       if (user.disabled) throw new ApiError(403, "user_disabled", "this user is disabled; ask an operator");
+      logins.succeeded(body.username, address);
       return { data: { ...(await issueToken(user)), user: toUserView(user) }, success: true };
     },
     {

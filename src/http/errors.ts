@@ -33,7 +33,7 @@ export const ERROR_CODES = {
   idempotency_key_reused: [422, "this Idempotency-Key was used with a different body"],
   quota_exceeded: [429, "too many unfinished jobs (QUOTA_PENDING_JOBS); Retry-After says when to try again"],
   rate_limited: [429, "too many job creations per second (QUOTA_CREATES_PER_SECOND); see Retry-After"],
-  too_many_attempts: [429, "too many failed logins for this username or address (LOGIN_ATTEMPTS_PER_MINUTE); see Retry-After"],
+  too_many_attempts: [429, "too many failed logins for this username (LOGIN_ATTEMPTS_PER_MINUTE), or for too many different usernames from this address (LOGIN_ATTEMPTS_PER_ADDRESS_PER_MINUTE); see Retry-After"],
   internal: [500, "a bug; logged with the trace id, never detailed here"],
   unavailable: [503, "a database is down or restarting, or no answer within API_REQUEST_TIMEOUT; retry after Retry-After"],
 } as const satisfies Record<string, readonly [number, string]>;

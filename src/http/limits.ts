@@ -42,26 +42,77 @@ export class WindowCounter {
   }
 }
 
-/** Failed logins per username and per client address (a success resets neither). */
+/**
+ * Failed logins, limited per account and per client address (src/http/client-address.ts).
+ *
+ * Per account: past `perAccount` failed logins for a username within a minute, from anywhere,
+ * every attempt on that username is refused, the right password too (a success resets nothing).
+ *
+ * Per address: an address is over its limit once `perAddress` *different usernames* failed from
+ * it within a minute. Repeated failures on one username count once (the per-account limit holds
+ * them), so one user mistyping, or a script hammering one account, 200 times from an office NAT
+ * or an API gateway never spends the address's budget, and every other account behind it logs
+ * in. A password sprayer (one or two guesses each for many usernames) spends one unit per
+ * username and is refused after `perAddress` of them for the rest of the minute. While the
+ * address is over, a username that logged in successfully from this same address in the last
+ * 24 h is still admitted (held by its own limit only): knowing that pair means knowing the
+ * password, so it is no use to a sprayer, and an office's regular users keep working while
+ * someone behind their NAT sprays. A username new to the address is refused then: telling its
+ * right password from a sprayer's guess would take checking the password, which is what the
+ * limit withholds.
+ *
+ * (The simpler rule "over its limit, the address refuses only usernames that already failed"
+ * does not slow a sprayer at all: each sprayed username is new.)
+ *
+ * Counters live in fixed one-minute windows, per API process, at most 100,000 keys each (the
+ * oldest dropped; a dropped username-address pair counts again, which errs towards refusing).
+ */
 export class LoginThrottle {
   private readonly byName = new WindowCounter(60_000);
   private readonly byAddress = new WindowCounter(60_000);
+  /** Failures per address and username: the address is charged on a pair's first. */
+  private readonly pairs = new WindowCounter(60_000);
+  /** Last successful login per address and username (ms), oldest first. */
+  private readonly known = new Map<string, number>();
+  private static readonly KNOWN_MS = 24 * 3_600_000;
+  private static readonly KNOWN_MAX = 100_000;
 
-  constructor(private readonly perMinute: number) {}
+  constructor(
+    private readonly perAccount: number,
+    private readonly perAddress: number,
+  ) {}
 
-  /** Throws 429 when the name or the address used up its failed attempts this minute. */
-  check(username: string, address: string): void {
-    if (this.perMinute === 0) return;
-    for (const [counter, key] of [[this.byName, username], [this.byAddress, address]] as const) {
-      if (counter.count(key) >= this.perMinute) {
-        throw tooMany("too_many_attempts", `too many failed logins; try again in ${Math.ceil(counter.retryAfterS(key))} s`, counter.retryAfterS(key));
-      }
+  /** Throws 429 when the username, or the address for this username, used up its failed attempts this minute. */
+  check(username: string, address: string, now = Date.now()): void {
+    if (this.perAccount > 0 && this.byName.count(username, now) >= this.perAccount) {
+      const s = this.byName.retryAfterS(username, now);
+      throw tooMany("too_many_attempts", `too many failed logins for this username; try again in ${Math.ceil(s)} s`, s);
+    }
+    if (this.perAddress > 0 && this.byAddress.count(address, now) >= this.perAddress && !this.isKnown(username, address, now)) {
+      const s = this.byAddress.retryAfterS(address, now);
+      throw tooMany("too_many_attempts", `too many failed logins from this address; try again in ${Math.ceil(s)} s`, s);
     }
   }
 
-  failed(username: string, address: string): void {
-    this.byName.add(username);
-    this.byAddress.add(address);
+  failed(username: string, address: string, now = Date.now()): void {
+    this.byName.add(username, 1, now);
+    if (this.perAddress === 0) return;
+    const pair = `${address} ${username}`;
+    if (this.pairs.count(pair, now) === 0) this.byAddress.add(address, 1, now);
+    this.pairs.add(pair, 1, now);
+  }
+
+  succeeded(username: string, address: string, now = Date.now()): void {
+    if (this.perAddress === 0) return;
+    const pair = `${address} ${username}`;
+    this.known.delete(pair); // re-inserted last: the map stays oldest first
+    if (this.known.size >= LoginThrottle.KNOWN_MAX) this.known.delete(this.known.keys().next().value!);
+    this.known.set(pair, now);
+  }
+
+  private isKnown(username: string, address: string, now: number): boolean {
+    const at = this.known.get(`${address} ${username}`);
+    return at !== undefined && now - at < LoginThrottle.KNOWN_MS;
   }
 }
 
