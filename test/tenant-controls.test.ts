@@ -8,7 +8,7 @@
  */
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { connect, type Sql } from "../src/db/databases.ts";
-import { callApi, slice, waitFor, type RoleProc, type Slice } from "./support/procs.ts";
+import { apiUser, callApi, slice, waitFor, type RoleProc, type Slice } from "./support/procs.ts";
 
 setDefaultTimeout(180_000);
 
@@ -57,11 +57,7 @@ afterAll(async () => {
 
 const call = (method: string, path: string, body?: unknown, token?: string) => callApi(api, method, path, body, token);
 
-async function user(name: string): Promise<{ token: string; id: string }> {
-  const created = await call("POST", "/api/v1/users", { username: name, password: "password123", job_weight: 1 });
-  const token = (await call("POST", "/api/v1/auth/login", { username: name, password: "password123" })).data.token;
-  return { token, id: String(created.data.id) };
-}
+const user = (name: string) => apiUser(api, name);
 
 /** n jobs, created in batches; `job(i)` gives each one's fields. */
 async function create(token: string, n: number, job: (i: number) => Record<string, unknown>): Promise<void> {

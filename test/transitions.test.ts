@@ -176,7 +176,10 @@ describe("the database's clock decides when a job may start", () => {
       expect(b.due_at.getTime()).toBeGreaterThan(now.getTime() + 3_000_000);
       expect([a.deadline_at, a.started_at]).toEqual([null, null]);
       for (let i = 0; i < 100 && payloads.length === 0; i++) await Bun.sleep(20);
-      expect(payloads.flatMap(parseDuePayload)).toEqual([{ shard: SHARD, at: a.due_at.getTime() }]);
+      // The payload's milliseconds are rounded, the row's (microseconds) read truncated.
+      const [payload] = payloads.flatMap(parseDuePayload);
+      expect(payload!.shard).toBe(SHARD);
+      expect(Math.abs(payload!.at - a.due_at.getTime())).toBeLessThanOrEqual(1);
     } finally {
       await listening.unlisten();
     }

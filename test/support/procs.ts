@@ -207,3 +207,10 @@ export async function callApi(role: RoleProc, method: string, path: string, body
   if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${JSON.stringify(json)}`);
   return json;
 }
+
+/** A user signed up (with `weight`) and logged in through the role's API: its token and id. */
+export async function apiUser(api: RoleProc, name: string, weight = 1): Promise<{ token: string; id: string }> {
+  const created = await callApi(api, "POST", "/api/v1/users", { username: name, password: "password123", job_weight: weight });
+  const token = (await callApi(api, "POST", "/api/v1/auth/login", { username: name, password: "password123" })).data.token;
+  return { token, id: String(created.data.id) };
+}
