@@ -190,6 +190,8 @@ export const TUNING = {
     targetLimitsEveryMs: 1_000,
     /** ...a job waits this long at most for its target's permits here, then is deferred to the database... */
     targetWaitMs: 500,
+    /** ...waiting jobs are let go (a rate's second moved on) or deferred this often... */
+    targetTickMs: 25,
     /** ...the leases are renewed this often while a limited target is in use, last this long in the database... */
     targetLeaseEveryMs: 100,
     targetLeaseTtlMs: 2_000,

@@ -22,6 +22,10 @@
  *   (actors/slots.ts): a job is claimed only once it holds a slot, so a tenant whose endpoint is
  *   slow or hangs holds its share of the slots, not the pool, and another's job is claimed as
  *   soon as a slot is free, not behind the slow tenant's messages;
+ * - a job whose target host is limited (actors/target-limits.ts) takes its permits before its
+ *   slot and its claim: it waits briefly, or is deferred (back to waiting in the database, unrun,
+ *   its attempt kept), so waiting for a limit holds no slot and spends no attempt; the executors
+ *   share each limit by leases that never add up to more than it (src/executor/target-leases.ts);
  * - a partition reads ahead of its waiting jobs up to T.readAheadSlots x the slots, so a message behind a
  *   slow tenant's is claimed as soon as its user may take a slot; past that the partition is
  *   held (not fetched) while the others go on: onBatch never waits, so one partition's backlog
@@ -168,7 +172,7 @@ export class Executor {
     this.targetTimers = [
       setInterval(() => void this.loadLimits(), T.targetLimitsEveryMs),
       setInterval(() => void this.renewLeases(), T.targetLeaseEveryMs),
-      setInterval(() => this.gate.tick(Date.now()), 25),
+      setInterval(() => this.gate.tick(Date.now()), T.targetTickMs),
     ];
     this.loopDelay.enable();
     this.pressureTimer = setInterval(() => this.steerSlots(), T.pressureEveryMs);
