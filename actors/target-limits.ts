@@ -40,7 +40,7 @@ export interface GateSettings {
 /**
  * A job's answer: go (its permits are taken at `at`: say when its call starts, and release them
  * when it ends, or give them back if it does not run), or defer it: a place on each key's
- * calendar, `stepMs` after the one before (the caller reserves them; then `deferred`).
+ * calendar, `stepMs` after the one before (the caller reserves them).
  */
 export type GateAnswer = { go: true; at: number } | { go: false; calendar: CalendarSlot[] };
 
@@ -135,6 +135,9 @@ const RATE_BURST_MS = 50;
 /** A call's run time assumed before any of the key's has run (ms). */
 const FIRST_RUN_MS = 100;
 
+/** Deferrals this recent count as this executor's demand (`demand`). */
+const RECENT_MS = 2_000;
+
 /** Removes one `x` from an ascending list (the latest), keeping it sorted; false if none. */
 function removeOne(list: number[], x: number): boolean {
   const i = list.lastIndexOf(x);
@@ -142,7 +145,6 @@ function removeOne(list: number[], x: number): boolean {
   list.splice(i, 1);
   return true;
 }
-const RECENT_MS = 2_000;
 
 export class TargetGate {
   private limits = new Map<string, TargetLimit>();
@@ -150,8 +152,6 @@ export class TargetGate {
   private keys = new Map<string, KeyState>();
   private waitingJobs = 0;
   private closed = false;
-  /** Leases this executor held at its last renewal (the I/O shell's note: with none and no demand it need not renew). */
-  leased = 0;
 
   constructor(private readonly s: GateSettings) {}
 
@@ -189,8 +189,9 @@ export class TargetGate {
     });
   }
 
-  /** A call that held permits of these keys ended after `ranMs`. */
+  /** A call that held permits of these keys ended after `ranMs` (no keys: nothing to do). */
   release(keys: string[], ranMs: number, now: number): void {
+    if (keys.length === 0) return;
     for (const k of keys) {
       const st = this.keys.get(k);
       if (!st) continue;
@@ -214,6 +215,7 @@ export class TargetGate {
 
   /** A call granted at `at` did not run after all (a duplicate or early message): its permits go back. */
   giveBack(keys: string[], at: number, now: number): void {
+    if (keys.length === 0) return;
     for (const k of keys) {
       const st = this.keys.get(k);
       if (st?.bounds.c) st.bounds.c.running = Math.max(0, st.bounds.c.running - 1);

@@ -95,6 +95,8 @@ export class Executor {
   private readonly gate = new TargetGate({ waitMs: T.targetWaitMs, idleMs: T.targetIdleMs });
   private targetTimers: ReturnType<typeof setInterval>[] = [];
   private renewing: Promise<void> | null = null;
+  /** Leases held after the last renewal: with none and no demand, there is nothing to renew or give up. */
+  private leased = 0;
   /** Per user, jobs waiting for a target limit's permits or being deferred for one. */
   private targetWaits = new Map<string, number>();
   private readonly handler: HandlerSettings;
@@ -233,7 +235,7 @@ export class Executor {
   private renewLeases(): Promise<void> {
     if (this.renewing) return this.renewing;
     const demand = this.gate.demand(Date.now());
-    if (demand.length === 0 && this.gate.leased === 0) return Promise.resolve();
+    if (demand.length === 0 && this.leased === 0) return Promise.resolve();
     this.renewing = renewLeases(this.dbs.users, this.member, demand, T.targetLeaseTtlMs, T.targetLeaseMarginMs)
       .then((leases) => {
         metrics.targetPermits.reset();
@@ -241,7 +243,7 @@ export class Executor {
           this.gate.setLease(l.key, l.bound, l.permits, l.validUntil, Date.now(), l.fair, l.contended);
           metrics.targetPermits.set({ key: l.key, bound: l.bound }, l.permits);
         }
-        this.gate.leased = leases.length;
+        this.leased = leases.length;
       })
       .catch((err) => log.warn("could not renew the target leases", { err: err as Error }))
       .finally(() => {
@@ -426,10 +428,10 @@ export class Executor {
     this.leftWaiting(partition);
     const giveBack = () => {
       this.slots.release(e.user_id, Date.now());
-      if (keys.length > 0) this.gate.giveBack(keys, at, Date.now());
+      this.gate.giveBack(keys, at, Date.now());
     };
     if (!got) {
-      if (keys.length > 0) this.gate.giveBack(keys, at, Date.now());
+      this.gate.giveBack(keys, at, Date.now());
       throw new Error("executor stopping");
     }
     const claimStart = Date.now();
@@ -447,10 +449,10 @@ export class Executor {
       return;
     }
     const ranFrom = Date.now();
-    if (keys.length > 0) this.gate.started(keys, at, ranFrom);
+    this.gate.started(keys, at, ranFrom);
     void this.runOne(e, job, claimStart, ranFrom).finally(() => {
       this.slots.release(e.user_id, Date.now());
-      if (keys.length > 0) this.gate.release(keys, Date.now() - ranFrom, Date.now());
+      this.gate.release(keys, Date.now() - ranFrom, Date.now());
     });
   }
 

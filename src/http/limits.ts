@@ -67,6 +67,8 @@ export class WindowCounter {
  * Counters live in fixed one-minute windows, per API process, at most 100,000 keys each (the
  * oldest dropped; a dropped username-address pair counts again, which errs towards refusing).
  */
+const pairKey = (username: string, address: string) => `${address} ${username}`;
+
 export class LoginThrottle {
   private readonly byName = new WindowCounter(60_000);
   private readonly byAddress = new WindowCounter(60_000);
@@ -97,21 +99,21 @@ export class LoginThrottle {
   failed(username: string, address: string, now = Date.now()): void {
     this.byName.add(username, 1, now);
     if (this.perAddress === 0) return;
-    const pair = `${address} ${username}`;
+    const pair = pairKey(username, address);
     if (this.pairs.count(pair, now) === 0) this.byAddress.add(address, 1, now);
     this.pairs.add(pair, 1, now);
   }
 
   succeeded(username: string, address: string, now = Date.now()): void {
     if (this.perAddress === 0) return;
-    const pair = `${address} ${username}`;
+    const pair = pairKey(username, address);
     this.known.delete(pair); // re-inserted last: the map stays oldest first
     if (this.known.size >= LoginThrottle.KNOWN_MAX) this.known.delete(this.known.keys().next().value!);
     this.known.set(pair, now);
   }
 
   private isKnown(username: string, address: string, now: number): boolean {
-    const at = this.known.get(`${address} ${username}`);
+    const at = this.known.get(pairKey(username, address));
     return at !== undefined && now - at < LoginThrottle.KNOWN_MS;
   }
 }
