@@ -5,9 +5,7 @@
  * its jobs are durable (from then on the database owns those jobs: the rescuer re-runs one
  * whose executor dies). Messages finish out of order; the committable offset is one past the
  * longest prefix of done messages, so a commit never covers a message whose claims are not
- * durable. A failed claim rewinds the partition: `fail` returns the first offset not done
- * (where consumption must resume) and forgets everything from there; completions of that
- * earlier generation are ignored afterwards.
+ * durable.
  *
  * A rebalance that leaves a partition with this consumer still restarts its fetching at the
  * committed offset, so messages already taken arrive again: `track` answers null for an offset
@@ -42,7 +40,7 @@ export class OffsetTracker {
   }
 
   /**
-   * A message taken into processing; returns the generation to pass to done/fail, or null when
+   * A message taken into processing; returns the generation to pass to done, or null when
    * this generation already took the offset (delivered again after a rebalance: skip it).
    */
   track(partition: number, offset: number): number | null {
@@ -79,22 +77,6 @@ export class OffsetTracker {
   committed(partition: number, next: number): void {
     const p = this.parts.get(partition);
     if (p) p.committed = next;
-  }
-
-  /**
-   * A message's claim failed: everything from the first message not done must be consumed
-   * again. Returns that offset (null when nothing is pending) and starts a new generation.
-   */
-  fail(partition: number, gen: number): number | null {
-    const p = this.parts.get(partition);
-    if (!p || p.gen !== gen) return null;
-    const resume = p.head < p.offsets.length ? p.offsets[p.head]! : null;
-    p.gen = this.nextGen++;
-    p.offsets = [];
-    p.head = 0;
-    p.highest = -1;
-    p.done.clear();
-    return resume;
   }
 
   /** Messages taken into processing whose claims are not durable yet. */

@@ -3,29 +3,38 @@
  * cluster (`ops/cluster-up.sh`, 2 schedulers and 2 executors, every role supervised), serves the
  * jobs' HTTP targets itself (recording every call with its job id and attempt) and creates jobs
  * through the public API at RATE per second (default 200), due 3 s after creation, in small
- * batches every 100 ms from USERS users. Every FAULT_GAP seconds (default 25) it injects one
- * fault: kill -9 of executor-1, scheduler-1 and the API; Kafka killed and started again; etcd
- * paused (SIGSTOP) past the lease TTL; PostgreSQL restarted; and a user whose 36 jobs call a
- * target that answers after 25 s. Then it waits for every acknowledged job to finish and prints:
- * acknowledged, lost (not finished), failed, started early (target called before execute_at),
- * duplicate calls per (job, attempt), API answers by code, and per fault the start lateness of
- * the other jobs due in the 20 s after it and the recovery time: from the fault to the last
- * start more than 1 s late among them. Stops the cluster at the end.
+ * batches every 100 ms from USERS users. The jobs live on two shard databases (DATABASE_URLS:
+ * `fairshare_chaos` and `fairshare_chaos_2` on the local server). Every FAULT_GAP seconds
+ * (default 25) it injects one fault: kill -9 of executor-1, scheduler-1 and the API; an executor
+ * killed while it claims a burst (kill -9 of executor-1 as 2,000 jobs fall due); the second
+ * shard database out for DB_OUT seconds (default 30: it lets no connection in and every role's
+ * are cut); Kafka killed and started again; etcd paused (SIGSTOP) past the lease TTL; PostgreSQL
+ * restarted; and a user whose 36 jobs call a target that answers after 25 s. Then it waits for
+ * every acknowledged job to finish and prints: acknowledged, lost (not finished), failed, dead-
+ * lettered without a call, started early (target called before execute_at), duplicate calls per
+ * (job, attempt), API answers by code, and per fault the lateness (first call - execute_at) of
+ * the other jobs due from the fault to FAULT_GAP - 5 s after it, and the recovery time: from the
+ * fault to the last start more than 1 s late among them; for the database fault, separately for
+ * the jobs on the database that stayed up. Stops the cluster at the end.
  *
- *   bun bench/chaos.ts                     # FAULTS=executor,scheduler,... to pick some
+ *   bun bench/chaos.ts                     # FAULTS=executor,database,... to pick some
  */
 import { readFileSync } from "node:fs";
+import postgres from "postgres";
 import { report, summary } from "./lib.ts";
 
 const RATE = Number(process.env.RATE ?? 200);
 const FAULT_GAP = Number(process.env.FAULT_GAP ?? 25);
 const USERS = Number(process.env.USERS ?? 4);
 const LEASE_TTL_S = 10; // ETCD_LEASE_TTL_SECONDS default: the pause outlasts it
-const ALL_FAULTS = ["executor", "scheduler", "api", "kafka", "etcd", "postgres", "slow-target"] as const;
+const DB_OUT = Number(process.env.DB_OUT ?? 30);
+const ALL_FAULTS = ["executor", "executor-claim", "scheduler", "api", "database", "kafka", "etcd", "postgres", "slow-target"] as const;
 const FAULTS = (process.env.FAULTS?.split(",") ?? ALL_FAULTS) as (typeof ALL_FAULTS)[number][];
 const ROOT = new URL("..", import.meta.url).pathname;
 const RUN = `${ROOT}.local/run`;
 const API = `http://127.0.0.1:${process.env.API_PORT ?? 8080}`;
+const DATABASES = ["fairshare_chaos", "fairshare_chaos_2"];
+const dbUrl = (name: string) => `postgres://root@127.0.0.1:5432/${name}`;
 
 const sh = (cmd: string, env: Record<string, string> = {}) => {
   const r = Bun.spawnSync(["bash", "-c", cmd], { cwd: ROOT, env: { ...process.env, ...env }, stdout: "inherit", stderr: "inherit" });
@@ -100,7 +109,7 @@ async function create(token: string, jobs: { message: string; execute_at: string
 }
 
 const faults: { name: string; at: number; note?: string }[] = [];
-async function inject(name: (typeof ALL_FAULTS)[number], slowToken: string): Promise<void> {
+async function inject(name: (typeof ALL_FAULTS)[number], slowToken: string, burstToken: string): Promise<void> {
   const at = Date.now();
   console.error(`[chaos] ${new Date(at).toISOString()} ${name}`);
   switch (name) {
@@ -110,6 +119,33 @@ async function inject(name: (typeof ALL_FAULTS)[number], slowToken: string): Pro
       const role = name === "api" ? "api" : `${name}-1`;
       process.kill(await pidOf(`${role}.child`), "SIGKILL");
       faults.push({ name: `kill -9 ${role}`, at });
+      return;
+    }
+    case "executor-claim": {
+      // A burst falls due at once; executor-1 dies while claiming it.
+      const due = Date.now() + 2_000;
+      await Promise.all(
+        [0, 1, 2, 3].map(() =>
+          create(burstToken, Array.from({ length: 500 }, (_, i) => ({ message: `b${i}`, execute_at: new Date(due).toISOString(), target: { url: `http://127.0.0.1:${target.port}/t` } }))),
+        ),
+      );
+      await Bun.sleep(Math.max(0, due + 30 - Date.now()));
+      process.kill(await pidOf("executor-1.child"), "SIGKILL");
+      faults.push({ name: "kill -9 executor-1 claiming a 2,000-job burst", at: due });
+      return;
+    }
+    case "database": {
+      const admin = postgres(dbUrl("postgres"), { max: 1, onnotice: () => {} });
+      const db = DATABASES[1]!;
+      try {
+        await admin.unsafe(`ALTER DATABASE "${db}" ALLOW_CONNECTIONS false`);
+        await admin`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = ${db} AND pid <> pg_backend_pid()`;
+        await Bun.sleep(DB_OUT * 1_000);
+      } finally {
+        await admin.unsafe(`ALTER DATABASE "${db}" ALLOW_CONNECTIONS true`);
+        await admin.end();
+      }
+      faults.push({ name: `shard database 2 of 2 out ${DB_OUT} s`, at, note: "lateness of the jobs on database 1 (up); database 2's below" });
       return;
     }
     case "kafka": {
@@ -144,11 +180,12 @@ async function inject(name: (typeof ALL_FAULTS)[number], slowToken: string): Pro
 }
 
 sh("bash ops/cluster-down.sh >/dev/null 2>&1 || true");
-sh("bash ops/cluster-up.sh", { SCHEDULERS: "2", EXECUTORS: "2" });
+sh("bash ops/cluster-up.sh", { SCHEDULERS: "2", EXECUTORS: "2", DATABASE_URLS: DATABASES.map(dbUrl).join(",") });
 const rolesAtStart = ["api", "scheduler-1", "scheduler-2", "executor-1", "executor-2"];
 try {
   const tokens = await Promise.all(Array.from({ length: USERS }, (_, u) => user(`u${u}`)));
   const slowToken = await user("slow");
+  const burstToken = await user("burst");
   const perTick = Math.max(1, Math.round(RATE / 10 / USERS));
   let loading = true;
   let seq = 0;
@@ -165,7 +202,7 @@ try {
   })();
   await Bun.sleep(10_000); // steady state first
   for (const f of FAULTS) {
-    await inject(f, slowToken).catch((e) => {
+    await inject(f, slowToken, burstToken).catch((e) => {
       console.error(`[chaos] injecting ${f} failed: ${(e as Error).message}`);
       faults.push({ name: f, at: Date.now(), note: `injection failed: ${(e as Error).message}` });
     });
@@ -179,7 +216,7 @@ try {
   const finished = new Map<string, { status: string; started_at: string | null; attempt: number }>();
   const deadline = Date.now() + 180_000;
   while (Date.now() < deadline) {
-    for (const token of [...tokens, slowToken]) {
+    for (const token of [...tokens, slowToken, burstToken]) {
       for (const status of ["succeeded", "failed"]) {
         let cursor: string | null = null;
         do {
@@ -198,18 +235,33 @@ try {
     return c ? c[0]! : NaN;
   };
   const steady = acked.filter((a) => !a.slow);
+  // Which jobs live on the second database (the one the database fault takes out).
+  const second = new Set<string>();
+  {
+    const sql = postgres(dbUrl(DATABASES[1]!), { max: 1, onnotice: () => {} });
+    const ids = acked.map((a) => a.id);
+    for (let i = 0; i < ids.length; i += 10_000) {
+      for (const r of await sql<{ id: string }[]>`SELECT id::text FROM all_jobs WHERE id = ANY(${ids.slice(i, i + 10_000)}::bigint[])`) second.add(r.id);
+    }
+    await sql.end();
+  }
   const lateness = (a: Acked) => firstCall(a) - a.executeAt;
   const duplicates = [...calls].filter(([, at]) => at.length > 1);
+  const window = (f: { at: number }, among: Acked[]) => {
+    const hit = among.filter((a) => a.executeAt >= f.at && a.executeAt < f.at + (FAULT_GAP - 5) * 1_000 && !Number.isNaN(firstCall(a)));
+    const slow = hit.filter((a) => lateness(a) > 1_000);
+    const recovery = slow.length ? Math.max(...slow.map(firstCall)) - f.at : 0;
+    return { start_lateness_ms: summary(hit.map(lateness)), over_5s: hit.filter((a) => lateness(a) > 5_000).length, recovery_s: Math.round(recovery / 100) / 10 };
+  };
   const byFault = Object.fromEntries(
-    faults.map((f) => {
-      const hit = steady.filter((a) => a.executeAt >= f.at && a.executeAt < f.at + 20_000 && !Number.isNaN(firstCall(a)));
-      const slow = hit.filter((a) => lateness(a) > 1_000);
-      const recovery = slow.length ? Math.max(...slow.map(firstCall)) - f.at : 0;
+    faults.flatMap((f) => {
       // The longest stretch without an accepted create, around the fault.
       const oks = okCreates.filter((t) => t >= f.at - 1_000 && t < f.at + 30_000);
       let gap = 0;
       for (let i = 1; i < oks.length; i++) gap = Math.max(gap, oks[i]! - oks[i - 1]!);
-      return [f.name, { start_lateness_ms: summary(hit.map(lateness)), recovery_s: Math.round(recovery / 100) / 10, api_gap_s: Math.round(gap / 100) / 10, ...(f.note ? { note: f.note } : {}) }];
+      const database = f.name.startsWith("shard database");
+      const first: [string, unknown] = [f.name, { ...window(f, database ? steady.filter((a) => !second.has(a.id)) : steady), api_gap_s: Math.round(gap / 100) / 10, ...(f.note ? { note: f.note } : {}) }];
+      return database ? [first, [`${f.name}: jobs on database 2`, window(f, steady.filter((a) => second.has(a.id)))]] : [first];
     }),
   );
   const roles = await Promise.all(
@@ -229,6 +281,7 @@ try {
     duplicate_calls_per_job_attempt: duplicates.length,
     rerun_attempt_gt_1: [...finished.values()].filter((j) => j.attempt > 1).length,
     never_called: steady.filter((a) => Number.isNaN(firstCall(a))).length,
+    dead_lettered_never_called: acked.filter((a) => finished.get(a.id)?.status === "failed" && ![...Array(5).keys()].some((n) => calls.has(`${a.id}/${n + 1}`))).length,
     api_answers: Object.fromEntries(answers),
     start_lateness_all_ms: summary(steady.filter((a) => !Number.isNaN(firstCall(a))).map(lateness)),
     by_fault: byFault,

@@ -167,8 +167,8 @@ export const TUNING = {
     commitGapMs: 50,
     /** A failed commit is retried this often (and a missed one caught up). */
     commitRetryMs: 1_000,
-    /** A partition whose claim failed is consumed again after this pause. */
-    rewindDelayMs: 1_000,
+    /** A database that failed jobs' claims is probed this often; once it answers they are claimed (executor.ts, takeJob). */
+    awaitDatabaseEveryMs: 1_000,
     /** Above this event-loop delay p99 the executor is under pressure: borrowed slots go back (src/executor/executor.ts, steerSlots)... */
     pressureDelayMs: 50,
     /** ...measured over this. */

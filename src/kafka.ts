@@ -83,8 +83,6 @@ export interface CommitEntry {
 export interface Subscription {
   /** Commits, for each partition, the next offset to consume (one request). */
   commit(next: Map<number, CommitEntry>): Promise<void>;
-  /** Consumes the partition again from `offset` after `delayMs` (a failed claim). */
-  rewind(partition: number, offset: number, delayMs: number): void;
   /** Stops fetching (runs already handed out go on); the member stays in the group. */
   pause(): void;
   /**
@@ -259,6 +257,17 @@ export class KafkaBus {
     };
   }
 
+  /** Per partition of `topic`, the offset its next message will get (its high watermark). */
+  async endOffsets(topic: string): Promise<Map<number, number>> {
+    const admin = this.kafka.admin();
+    await admin.connect();
+    try {
+      return new Map((await admin.fetchTopicOffsets(topic)).map((p) => [p.partition, Number(p.high)]));
+    } finally {
+      await admin.disconnect();
+    }
+  }
+
   /**
    * The consumer group's commits on a topic: per partition, the next offset it will consume and
    * the commit's note (partitions without a commit are left out). One admin connection, kept open.
@@ -345,11 +354,6 @@ export class KafkaBus {
       commit: async (next) => {
         if (next.size === 0) return;
         await consumer.commitOffsets([...next].map(([partition, c]) => ({ topic, partition, offset: String(c.next), metadata: c.metadata })));
-      },
-      rewind: (partition, offset, delayMs) => {
-        consumer.pause([{ topic, partitions: [partition] }]);
-        consumer.seek({ topic, partition, offset: String(offset) });
-        setTimeout(() => consumer.resume([{ topic, partitions: [partition] }]), delayMs);
       },
       pause: () => consumer.pause([{ topic }]),
       hold: (partition) => consumer.pause([{ topic, partitions: [partition] }]),

@@ -89,6 +89,7 @@ export const metrics = {
   startLateness: histogram("job_start_lateness_seconds", "Start (claim) time minus the time the attempt was due: execute_at for a first attempt, the retry time after.", LATENCY_S),
   jobLatency: histogram("job_latency_seconds", "Finish time minus due time of completed runs.", LATENCY_S),
   jobsDeadLettered: counter("jobs_dead_lettered_total", "Jobs written to the dead-letter topic, by reason.", ["reason"]),
+  awaitingDatabase: gauge("executor_awaiting_database_jobs", "Jobs whose claim their database failed (it is out), set aside until it answers; their messages are committed."),
   slotsWaiting: gauge("executor_slot_waiting_jobs", "Jobs taken from the due topic and waiting for a run slot (their user holds its share of the slots: see actors/slots.ts)."),
   targetWaiting: gauge("executor_target_waiting_jobs", "Jobs waiting here for a target limit's permits (briefly: longer waits are deferred to the database)."),
   targetDeferred: counter("executor_target_deferred_jobs_total", "Jobs put back to waiting, unrun and with their attempt unchanged, because their target's limit was full (actors/target-limits.ts)."),

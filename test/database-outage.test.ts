@@ -3,6 +3,9 @@
  * two shard databases:
  * - a due message with jobs on both databases while one is out: the jobs on the other run at
  *   once, each once; the rest run, once, when it is back (no claimed job is left unrun);
+ * - the messages of jobs on a database that is out are committed all the same (the jobs wait in
+ *   the executor), so the partition's offsets move on and the schedulers see the later
+ *   messages' jobs start: a database out holds back only its own jobs;
  * - runs that end while their database is out, past their deadline, are recorded when it is
  *   back: no attempt is charged as lost.
  */
@@ -103,6 +106,57 @@ describe("a database out", () => {
     await Bun.sleep(2_000); // a second run would show by now
     for (const j of jobs) {
       expect(calls.get(`/claims/${j.i}`)).toBe(1);
+      expect((await row(j.id))!.attempt).toBe(1);
+    }
+  });
+
+  test("a database out does not hold back its partition: later messages are committed while its jobs wait, and they run once it is back", async () => {
+    const u = await apiUser(api, "outage_offsets");
+    const created = await callApi(api, "POST", "/api/v1/me/jobs/batch", {
+      jobs: Array.from({ length: 40 }, (_, i) => ({ message: `o${i}`, execute_at: new Date(Date.now() + 600_000).toISOString(), target: { url: targetUrl(`/offsets/${i}`) } })),
+    }, u.token);
+    const jobs: { id: string; db: number; shard: number; i: number }[] = [];
+    for (const [i, j] of (created.data as { id: string }[]).entries()) {
+      for (const [d, sql] of dbs.entries()) {
+        const [r] = await sql<{ shard_id: number }[]>`UPDATE jobs SET status = 'scheduled', due_at = now(), deadline_at = now() + interval '5 minutes' WHERE id = ${j.id} RETURNING shard_id`;
+        if (r) jobs.push({ id: j.id, db: d, shard: r.shard_id, i });
+      }
+    }
+    const entry = (j: (typeof jobs)[number]) => ({ id: j.id, shard: j.shard, user_id: u.id, attempt: 1, due_at: new Date().toISOString(), epoch: "1" });
+    const out = jobs.filter((j) => j.db === 1);
+    const up = jobs.filter((j) => j.db === 0);
+    expect(out.length).toBeGreaterThan(0);
+    expect(up.length).toBeGreaterThan(0);
+    const offsets = await s.bus.offsetReader(s.env.KAFKA_GROUP_ID!, s.topicDue);
+    try {
+      await withoutDatabase(1, async () => {
+        // One key: one partition, the out database's message first, the other's behind it.
+        const pub = await s.bus.publisher();
+        await pub.publish(s.topicDue, [{ key: "outage", value: JSON.stringify({ jobs: out.map(entry) }) }]);
+        await pub.publish(s.topicDue, [{ key: "outage", value: JSON.stringify({ jobs: up.map(entry) }) }]);
+        await pub.close();
+        const end = await s.bus.endOffsets(s.topicDue);
+        await waitFor("database 0's jobs to succeed", async () => {
+          for (const j of up) if ((await row(j.id))?.status !== "succeeded") return false;
+          return true;
+        }, 30_000, 200);
+        // Every message is committed, the one whose jobs wait for database 1 too.
+        await waitFor("the group's commits to reach the end of every partition", async () => {
+          const committed = await offsets.read();
+          return [...end].every(([p, high]) => high === 0 || committed.get(p)?.next === high);
+        }, 10_000, 200);
+        for (const j of out) expect(calls.get(`/offsets/${j.i}`)).toBeUndefined();
+      });
+    } finally {
+      await offsets.close();
+    }
+    await waitFor("database 1's jobs to succeed", async () => {
+      for (const j of out) if ((await row(j.id))?.status !== "succeeded") return false;
+      return true;
+    }, 30_000, 200);
+    await Bun.sleep(2_000);
+    for (const j of jobs) {
+      expect(calls.get(`/offsets/${j.i}`)).toBe(1);
       expect((await row(j.id))!.attempt).toBe(1);
     }
   });

@@ -12,8 +12,11 @@
  *   the contiguous prefix of such messages per partition (actors/offset-tracker.ts), one request
  *   at a time for every partition that moved, as soon as the last one is answered (at least
  *   T.commitGapMs apart): the schedulers see starts through these commits;
- * - a claim that fails (database down) rewinds its partition to the first message whose claims
- *   are not durable, which is fetched and claimed again after a pause;
+ * - a job whose claim fails (its database is out) is set aside here and claimed once that
+ *   database answers again (awaitDatabase), and its message counts as taken: the partition's
+ *   offsets move on, so a database out delays only the jobs on it. Should this process die
+ *   meanwhile, such a job is still `scheduled` with its deadline: the rescuer puts it back to
+ *   waiting unrun (SCHEDULED_DEADLINE), and it is dispatched again;
  * - a duplicate message never runs a job twice: the claim is guarded on (status scheduled,
  *   attempt - 1), so only one copy of a message claims a run;
  * - no job starts before its due time by the database's clock: a message that comes earlier
@@ -97,10 +100,14 @@ export class Executor {
   private renewing: Promise<void> | null = null;
   /** Leases held after the last renewal: with none and no demand, there is nothing to renew or give up. */
   private leased = 0;
+  /** Per database, jobs whose claim it failed, tried again once it answers (awaitDatabase). */
+  private awaiting = new Map<number, DueEntry[]>();
+  private probing = new Set<number>();
   /** Per user, jobs waiting for a target limit's permits or being deferred for one. */
   private targetWaits = new Map<string, number>();
   private readonly handler: HandlerSettings;
   private commitTimer: ReturnType<typeof setInterval> | null = null;
+  private awaitingTimer: ReturnType<typeof setInterval> | null = null;
   private reportTimer: ReturnType<typeof setInterval> | null = null;
   private pressureTimer: ReturnType<typeof setInterval> | null = null;
   private readonly loopDelay = monitorEventLoopDelay({ resolution: 10 });
@@ -169,6 +176,7 @@ export class Executor {
     }, T.commitRetryMs);
     // The slots' report: the schedulers hold back a user whose jobs wait for a slot (slot-report.ts).
     this.reportTimer = setInterval(() => void this.reportSlots(), T.slotReportMs);
+    this.awaitingTimer = setInterval(() => this.retryAwaiting(), T.awaitDatabaseEveryMs);
     // Target limits (read before the first job, below): re-read; leases renewed while a limited
     // target is in use; waiting jobs let go or deferred as time passes.
     this.targetTimers = [
@@ -275,6 +283,7 @@ export class Executor {
   /** The slots' gauges: jobs waiting, active users, the users holding the most, and the noisy ones. */
   private showSlots(): void {
     metrics.slotsWaiting.set(this.slots.waiting);
+    metrics.awaitingDatabase.set([...this.awaiting.values()].reduce((n, l) => n + l.length, 0));
     metrics.targetWaiting.set(this.gate.waiting);
     metrics.slotUsers.set(this.slots.activeUsers);
     metrics.userRunning.reset();
@@ -362,7 +371,7 @@ export class Executor {
       }
       // Each job is claimed once it holds a slot; the partition reads on while it may.
       this.waitingIn.set(batch.partition, (this.waitingIn.get(batch.partition) ?? 0) + entries.length);
-      const claims = entries.map((e) => this.claimAndRun(batch.partition, e));
+      const claims = entries.map((e) => this.takeJob(batch.partition, e));
       metrics.consumerLag.set(lagLabels, Math.max(0, hw - offset - 1));
       void Promise.all(claims).then(
         () => {
@@ -375,19 +384,16 @@ export class Executor {
           this.offsets.done(batch.partition, offset, gen);
           this.commitSoon();
         },
-        (err) => {
-          const resume = this.offsets.fail(batch.partition, gen);
-          if (!this.running) return; // stopping: the next owner consumes it again
-          log.warn("claim failed; the partition will be consumed again from its first unclaimed message", { partition: batch.partition, offset: resume, err: err as Error });
-          if (resume !== null) this.sub?.rewind(batch.partition, resume, T.rewindDelayMs);
-        },
+        // Only when stopping: the message is not committed, and the next owner consumes it again.
+        () => {},
       );
     }
     return last;
   }
 
   /** A job of the partition stopped waiting for a slot: a held partition is fetched again at half. */
-  private leftWaiting(p: number): void {
+  private leftWaiting(p: number | null): void {
+    if (p === null) return;
     const n = this.waitingIn.get(p)! - 1;
     this.waitingIn.set(p, n);
     if (this.held.has(p) && n <= this.readAhead / 2 && this.running) {
@@ -398,12 +404,50 @@ export class Executor {
   }
 
   /**
+   * claimAndRun; but a job whose claim (or deferral) fails, its database out, is set aside until
+   * the database answers (awaitDatabase): either way its message counts as taken. Rejects only
+   * when the executor stops. `partition` is the one it was taken from (null: tried again).
+   */
+  private async takeJob(partition: number | null, e: DueEntry): Promise<void> {
+    try {
+      await this.claimAndRun(partition, e);
+    } catch (err) {
+      if (!this.running) throw err;
+      const db = this.dbs.indexOf(e.shard);
+      const list = this.awaiting.get(db);
+      if (list) list.push(e);
+      else {
+        this.awaiting.set(db, [e]);
+        log.warn("a database failed its jobs' claims; they are set aside and claimed once it answers", { database: db, err: err as Error });
+      }
+    }
+  }
+
+  /** Each database with jobs set aside is probed (one probe at a time); once it answers, they are taken again. */
+  private retryAwaiting(): void {
+    for (const [db, list] of this.awaiting) {
+      if (this.probing.has(db)) continue;
+      this.probing.add(db);
+      this.dbs.all[db]!`SELECT 1`
+        .then(
+          () => {
+            this.awaiting.delete(db);
+            log.info("a database answers again; the jobs set aside for it are claimed", { database: db, jobs: list.length });
+            for (const e of list) void this.takeJob(null, e).catch(() => {});
+          },
+          () => {},
+        )
+        .finally(() => this.probing.delete(db));
+    }
+  }
+
+  /**
    * Takes a slot for the job, then claims it; resolves once the claim is durable, having started
    * its run (the slot is released when the run ends). A duplicate, cancelled or not yet due job
    * is not claimed and its slot goes back at once. Rejects when the claim fails, or when the
    * executor stops before the job got a slot (it is consumed again by the partition's next owner).
    */
-  private async claimAndRun(partition: number, e: DueEntry): Promise<void> {
+  private async claimAndRun(partition: number | null, e: DueEntry): Promise<void> {
     // Only a job whose target is limited waits for anything before its slot (most jobs go
     // straight on, in the order their messages came).
     const keys = this.gate.keysFor(e.user_id, e.host);
@@ -575,6 +619,9 @@ export class Executor {
     while (this.slots.inUse > 0 && Date.now() < until) await Bun.sleep(20);
     if (this.commitTimer) clearInterval(this.commitTimer);
     if (this.reportTimer) clearInterval(this.reportTimer);
+    if (this.awaitingTimer) clearInterval(this.awaitingTimer);
+    const setAside = [...this.awaiting.values()].reduce((n, l) => n + l.length, 0);
+    if (setAside > 0) log.warn("executor stopped with jobs set aside for a database that is out; the rescuer puts them back to waiting after their deadline", { jobs: setAside });
     if (this.pressureTimer) clearInterval(this.pressureTimer);
     this.loopDelay.disable();
     await deleteSlotReport(this.dbs.users, this.member).catch(() => {});

@@ -41,23 +41,6 @@ describe("OffsetTracker", () => {
     }
   });
 
-  test("a failed claim rewinds to the first message not done; late completions of the old generation are ignored", () => {
-    const t = new OffsetTracker();
-    const gen = [20, 21, 22, 23].map((o) => t.track(2, o))[0]!;
-    t.done(2, 20, gen);
-    t.done(2, 22, gen);
-    expect(t.fail(2, gen)).toBe(21); // consume again from 21
-    t.done(2, 21, gen); // a claim of the old generation finishing late: ignored
-    expect(t.committable(2)).toBe(21); // 20 stays committable; nothing beyond it
-    const gen2 = t.track(2, 21)!;
-    expect(gen2).not.toBe(gen);
-    t.track(2, 22);
-    t.done(2, 21, gen2);
-    t.done(2, 22, gen2);
-    expect(t.committable(2)).toBe(23);
-    expect(t.fail(2, gen)).toBeNull(); // a stale failure changes nothing
-  });
-
   test("a dropped (revoked) partition ignores late completions, even once assigned again", () => {
     const t = new OffsetTracker();
     const gen = t.track(5, 100)!;
@@ -81,9 +64,5 @@ describe("OffsetTracker", () => {
     for (const o of [8, 9, 10]) t.done(0, o, gen);
     expect(t.committable(0)).toBe(11);
     expect(t.pending(0)).toBe(0);
-    // After a failed claim's rewind, the same offsets are taken again (a new generation).
-    const g = t.track(0, 11)!;
-    expect(t.fail(0, g)).toBe(11);
-    expect(t.track(0, 11)).not.toBeNull();
   });
 });
