@@ -140,6 +140,12 @@ export interface Config {
  * here so each is named once, with its reason. (Settings an operator changes are in Config.)
  */
 export const TUNING = {
+  db: {
+    /** A database out (src/db/gate.ts) is probed this often; the first answer brings it back. */
+    probeEveryMs: 1_000,
+    /** A hot-path statement (a claim, a mark) not answered within this marks its database out: measured, a claim takes ~5-25 ms, and a statement queued in postgres.js while it reconnects to a database that refuses connections waited the whole outage. */
+    answerWithinMs: 3_000,
+  },
   kafka: {
     connectionTimeoutMs: 3_000,
     requestTimeoutMs: 30_000,
@@ -213,6 +219,8 @@ export const TUNING = {
     nodeLease: { ttlMs: 30_000, renewMs: 5_000, marginMs: 5_000 },
     /** A disabled or deleted user's tokens stop within this. */
     activeUserTtlMs: 500,
+    /** A batch's commit point must be reached this long before the request's time bound, so its answer is the one given (src/jobs/batches.ts). */
+    batchDecideMarginMs: 2_000,
     /** Verified tokens remembered (HMAC verification was ~10 % of an API process's CPU). */
     verifiedTokensMax: 10_000,
     /** Clock skew allowed between the process that issued a token and the one checking it. */
@@ -232,6 +240,8 @@ export const TUNING = {
     activityCacheMs: 1_000,
   },
   maintenance: {
+    /** Schedulers look for staged batch rows whose request is over this often (src/db/maintenance.ts, StagedBatchKeeper). */
+    stagedBatchesEveryMs: 10_000,
     retentionBatch: 1_000,
     /** Batches per table per retention pass; a backlog drains over several passes. */
     retentionMaxBatches: 200,

@@ -5,6 +5,8 @@
 import postgres from "postgres";
 import { databaseOf } from "../shard-map.ts";
 import { databaseName, withDatabase } from "./pg-url.ts";
+import { DatabaseGate } from "./gate.ts";
+import { TUNING } from "../config.ts";
 
 export type Sql = postgres.Sql;
 
@@ -15,6 +17,8 @@ export interface Databases {
   forShard(shard: number): Sql;
   /** Index in `all` of the database holding a shard. */
   indexOf(shard: number): number;
+  /** Which of them answer: the hot paths' statements go through it (src/db/gate.ts). */
+  gate: DatabaseGate;
   close(): Promise<void>;
 }
 
@@ -37,13 +41,16 @@ export function connect(url: string, max: number, applicationName = "fairshare")
 
 export function openDatabases(urls: string[], shardCount: number, poolMax: number, applicationName?: string): Databases {
   const all = urls.map((u) => connect(u, poolMax, applicationName));
+  const gate = new DatabaseGate(all, TUNING.db.probeEveryMs);
   return {
+    gate,
     all,
     users: all[0]!,
     shardCount,
     forShard: (shard) => all[databaseOf(shard, shardCount, all.length)]!,
     indexOf: (shard) => databaseOf(shard, shardCount, all.length),
     close: async () => {
+      gate.close();
       await Promise.all(all.map((s) => s.end({ timeout: 5 })));
     },
   };

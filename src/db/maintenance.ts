@@ -19,6 +19,7 @@ import { firstIdAt } from "../ids.ts";
 import { log } from "../log.ts";
 import { metrics } from "../metrics.ts";
 import type { Databases, Sql } from "./databases.ts";
+import { sweepStaged } from "../jobs/batches.ts";
 
 const VACUUM_LOCK = 0x76_61_63_75; // "vacu"
 const TABLES = ["jobs", "job_history", "job_attempts", "idempotency_keys", "shard_fences", "users"] as const;
@@ -162,7 +163,7 @@ const { retentionBatch: RETENTION_BATCH, retentionMaxBatches: RETENTION_MAX_BATC
 
 /**
  * Deletes what is kept no longer: finished jobs (and their attempts) whose finished_at is past
- * JOB_RETENTION, and idempotency keys past IDEMPOTENCY_KEY_TTL. One process at a time per
+ * JOB_RETENTION, and idempotency keys and batch records past IDEMPOTENCY_KEY_TTL. One process at a time per
  * database (an advisory lock), in batches of 1,000 rows with a pause between them, so the hot
  * path (which never touches job_history) waits for nothing. Runs in the scheduler role.
  */
@@ -182,7 +183,7 @@ export class RetentionKeeper extends Periodic {
 
   /** One pass over every database; returns rows deleted per table (for tests). Never rejects. */
   async runAll(): Promise<Record<string, number>> {
-    const total: Record<string, number> = { job_history: 0, job_attempts: 0, idempotency_keys: 0 };
+    const total: Record<string, number> = { job_history: 0, job_attempts: 0, idempotency_keys: 0, job_batches: 0 };
     for (const sql of this.dbs.all) {
       try {
         for (const [table, n] of Object.entries(await this.run(sql))) total[table]! += n;
@@ -194,7 +195,7 @@ export class RetentionKeeper extends Periodic {
   }
 
   private async run(sql: Sql): Promise<Record<string, number>> {
-    const deleted: Record<string, number> = { job_history: 0, job_attempts: 0, idempotency_keys: 0 };
+    const deleted: Record<string, number> = { job_history: 0, job_attempts: 0, idempotency_keys: 0, job_batches: 0 };
     const conn = await sql.reserve();
     try {
       const [{ ok }] = (await conn`SELECT pg_try_advisory_lock(${RETENTION_LOCK}) AS ok`) as unknown as [{ ok: boolean }];
@@ -226,6 +227,15 @@ export class RetentionKeeper extends Periodic {
           if (rows.length < RETENTION_BATCH) break;
           await Bun.sleep(RETENTION_PAUSE_MS);
         }
+        // Batch records (src/jobs/batches.ts) live as long as the keys that replay them.
+        for (let b = 0; b < RETENTION_MAX_BATCHES && !this.stopped; b++) {
+          const rows = await conn`
+            DELETE FROM job_batches WHERE id IN (SELECT id FROM job_batches WHERE created_at < ${keyCutoff} LIMIT ${RETENTION_BATCH})
+            RETURNING 1`;
+          deleted.job_batches! += rows.length;
+          if (rows.length < RETENTION_BATCH) break;
+          await Bun.sleep(RETENTION_PAUSE_MS);
+        }
       } finally {
         await conn`SELECT pg_advisory_unlock(${RETENTION_LOCK})`;
       }
@@ -240,5 +250,32 @@ export class RetentionKeeper extends Periodic {
       }
     }
     return deleted;
+  }
+}
+
+/**
+ * Finishes the batches whose request is over (src/jobs/batches.ts): staged rows older than
+ * `staleMs` (well past the API's request time bound) are moved into `jobs` when their batch was
+ * committed, and deleted (the batch aborted first) when it was not. Runs in the scheduler role;
+ * two schedulers doing it at once do no harm (each step is conditional and idempotent).
+ */
+export class StagedBatchKeeper extends Periodic {
+  constructor(
+    private readonly dbs: Databases,
+    private readonly staleMs: number,
+    intervalMs: number,
+  ) {
+    super(intervalMs, intervalMs);
+  }
+
+  protected async pass(): Promise<void> {
+    for (const sql of this.dbs.all) {
+      try {
+        const done = await sweepStaged(this.dbs, sql, this.staleMs);
+        if (done.moved + done.aborted > 0) log.info("finished batches whose request was over", done);
+      } catch (e) {
+        log.debug("staged batch pass failed", { error: (e as Error).message });
+      }
+    }
   }
 }

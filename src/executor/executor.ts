@@ -13,7 +13,7 @@
  *   at a time for every partition that moved, as soon as the last one is answered (at least
  *   T.commitGapMs apart): the schedulers see starts through these commits;
  * - a job whose claim fails (its database is out) is set aside here and claimed once that
- *   database answers again (awaitDatabase), and its message counts as taken: the partition's
+ *   database answers again (takeJob), and its message counts as taken: the partition's
  *   offsets move on, so a database out delays only the jobs on it. Should this process die
  *   meanwhile, such a job is still `scheduled` with its deadline: the rescuer puts it back to
  *   waiting unrun (SCHEDULED_DEADLINE), and it is dispatched again;
@@ -100,9 +100,8 @@ export class Executor {
   private renewing: Promise<void> | null = null;
   /** Leases held after the last renewal: with none and no demand, there is nothing to renew or give up. */
   private leased = 0;
-  /** Per database, jobs whose claim it failed, tried again once it answers (awaitDatabase). */
+  /** Per database, jobs whose claim it failed, taken again once it answers (takeJob). */
   private awaiting = new Map<number, DueEntry[]>();
-  private probing = new Set<number>();
   /** Per user, jobs waiting for a target limit's permits or being deferred for one. */
   private targetWaits = new Map<string, number>();
   private readonly handler: HandlerSettings;
@@ -131,10 +130,19 @@ export class Executor {
     this.slots = new FairSlots({ capacity: config.executor.concurrency, reserve: config.executor.userReserve, activeMs: T.userActiveMs });
     // Two batched statements can deadlock when a duplicate message puts a job in both, in
     // different orders; PostgreSQL then rolls one back whole, and it is simply run again.
-    this.claims = new Batcher((db, msgs) => timed("claim", () => retryRolledBack(() => claim(dbs.all[db]!, msgs, config.executor.defaultTimeoutMs, config.executor.runGraceMs))));
+    // A database that does not answer fails its claims at once (src/db/gate.ts): the jobs are set
+    // aside (takeJob), and a claim that was issued and lands late runs its jobs all the same.
+    this.claims = new Batcher((db, msgs) =>
+      dbs.gate.within(
+        db,
+        TUNING.db.answerWithinMs,
+        () => timed("claim", () => retryRolledBack(() => claim(dbs.all[db]!, msgs, config.executor.defaultTimeoutMs, config.executor.runGraceMs))),
+        (late) => this.runLate(msgs as DueEntry[], late),
+      ),
+    );
     // A flood of deferrals (a limited target's backlog falling due) goes one statement at a
     // time per database, in big batches: it must not take the pool's connections from the claims.
-    this.defers = new Batcher((db, msgs) => timed("defer", () => retryRolledBack(() => defer(dbs.all[db]!, msgs))), 5_000, true);
+    this.defers = new Batcher((db, msgs) => dbs.gate.within(db, TUNING.db.answerWithinMs, () => timed("defer", () => retryRolledBack(() => defer(dbs.all[db]!, msgs)))), 5_000, true);
     this.calendar = new Batcher((_, reqs) => timed("calendar", () => reserveCalendar(dbs.users, reqs, T.targetWaitMs)), 5_000, true);
     this.records = new Batcher((db, outcomes) => timed("record", () => retryRolledBack(() => record(dbs.all[db]!, outcomes).then(() => outcomes.map(() => undefined)))));
     // A rotated key is used within this; the previous one stays valid far longer (its grace).
@@ -405,7 +413,7 @@ export class Executor {
 
   /**
    * claimAndRun; but a job whose claim (or deferral) fails, its database out, is set aside until
-   * the database answers (awaitDatabase): either way its message counts as taken. Rejects only
+   * the database answers (retryAwaiting): either way its message counts as taken. Rejects only
    * when the executor stops. `partition` is the one it was taken from (null: tried again).
    */
   private async takeJob(partition: number | null, e: DueEntry): Promise<void> {
@@ -423,22 +431,32 @@ export class Executor {
     }
   }
 
-  /** Each database with jobs set aside is probed (one probe at a time); once it answers, they are taken again. */
+  /** Jobs set aside for a database are taken again once it answers (src/db/gate.ts probes it). */
   private retryAwaiting(): void {
     for (const [db, list] of this.awaiting) {
-      if (this.probing.has(db)) continue;
-      this.probing.add(db);
-      this.dbs.all[db]!`SELECT 1`
-        .then(
-          () => {
-            this.awaiting.delete(db);
-            log.info("a database answers again; the jobs set aside for it are claimed", { database: db, jobs: list.length });
-            for (const e of list) void this.takeJob(null, e).catch(() => {});
-          },
-          () => {},
-        )
-        .finally(() => this.probing.delete(db));
+      if (this.dbs.gate.isOut(db)) continue;
+      this.awaiting.delete(db);
+      log.info("a database answers again; the jobs set aside for it are claimed", { database: db, jobs: list.length });
+      for (const e of list) void this.takeJob(null, e).catch(() => {});
     }
+  }
+
+  /**
+   * A claim statement that answered after its callers were told it failed: the jobs it claimed
+   * run now (their copies set aside will find them claimed and do nothing). Their target limits'
+   * permits were given back when the claim failed, so these runs are not counted against them.
+   */
+  private runLate(msgs: DueEntry[], claims: Claim[]): void {
+    claims.forEach((job, i) => {
+      if (job === null || job === REFUSED_EARLY) return;
+      const e = msgs[i]!;
+      log.warn("a claim answered late; its job runs now", { job: e.id });
+      void this.slots.acquire(e.user_id, e.weight ?? 1, Date.now()).then((got) => {
+        if (!got) return; // stopping: the rescuer re-runs it after its deadline
+        const from = Date.now();
+        void this.runOne(e, job, from, from).finally(() => this.slots.release(e.user_id, Date.now()));
+      });
+    });
   }
 
   /**

@@ -4,7 +4,8 @@
  */
 import { Elysia, t } from "elysia";
 import { parseId } from "../ids.ts";
-import type { Config } from "../config.ts";
+import { TUNING, type Config } from "../config.ts";
+import { BatchNotCommitted } from "../jobs/batches.ts";
 import { checkJob, JOB_KINDS, PRIORITIES, parseExecuteAt, parseTimestamp, type JobInput, type JobSpec, type Problem } from "../jobs/job-input.ts";
 import { JOB_STATUSES, requestHash, toAttemptView, toJobView, type JobStatus, type JobStore, type ListOptions, type TransitionResult } from "../jobs/job-store.ts";
 import { metrics } from "../metrics.ts";
@@ -75,6 +76,12 @@ export function jobId(raw: string): bigint {
   return id;
 }
 
+/** The Idempotency-Key header, checked: 1-255 visible ASCII characters. */
+function idempotencyKey(key: string | undefined): string | undefined {
+  if (key !== undefined && !/^[\x21-\x7e]{1,255}$/.test(key)) throw new ApiError(400, "invalid_idempotency_key", "Idempotency-Key must be 1-255 visible ASCII characters");
+  return key;
+}
+
 function invalid(problems: Problem[]): never {
   throw new ApiError(400, "invalid_request", "invalid request body", problems);
 }
@@ -112,10 +119,7 @@ export function jobsRoutes(jobs: JobStore, users: UserStore, quota: CreateQuota,
     .post(
       "/api/v1/me/jobs",
       async ({ userId, body, headers, request, set }) => {
-        const key = headers["idempotency-key"];
-        if (key !== undefined && !/^[\x21-\x7e]{1,255}$/.test(key)) {
-          throw new ApiError(400, "invalid_idempotency_key", "Idempotency-Key must be 1-255 visible ASCII characters");
-        }
+        const key = idempotencyKey(headers["idempotency-key"]);
         const [spec] = specsOf([body], () => "");
         await quota.admit(userId, 1);
         return inRequestSpan(request, () =>
@@ -150,27 +154,45 @@ export function jobsRoutes(jobs: JobStore, users: UserStore, quota: CreateQuota,
     )
     .post(
       "/api/v1/me/jobs/batch",
-      async ({ userId, body, request, set }) => {
+      async ({ userId, body, headers, request, set }) => {
+        const started = Date.now();
+        const key = idempotencyKey(headers["idempotency-key"]);
         const specs = specsOf(body.jobs, (i) => `/jobs/${i}`);
         await quota.admit(userId, specs.length);
         return inRequestSpan(request, () =>
           inSpan("job.create_batch", { "user.id": userId, "job.count": specs.length }, async () => {
             const tc = injectContext();
-            const rows = await traced("INSERT jobs", dbSpanOptions("INSERT", "jobs"), () => jobs.createMany({ userId }, specs, tc));
-            quota.created(userId, rows.length);
-            metrics.jobsCreated.inc({}, rows.length);
-            set.status = 201;
-            return { data: rows.map(toJobView), success: true };
+            // The batch is committed only while its answer can still be given (API_REQUEST_TIMEOUT).
+            const decideBy = started + config.api.requestTimeoutMs - Math.min(TUNING.api.batchDecideMarginMs, config.api.requestTimeoutMs / 4);
+            const result = await traced("INSERT jobs", dbSpanOptions("INSERT", "jobs"), () =>
+              jobs.createMany({ userId }, specs, tc, { decideBy, idem: key ? { key, requestHash: requestHash(body) } : undefined }),
+            ).catch((err) => {
+              if (err instanceof BatchNotCommitted) throw new ApiError(503, "unavailable", "the batch was not created (a database did not answer in time): none of its jobs exists; retry after a second", undefined, 1);
+              throw err;
+            });
+            if ("conflict" in result) throw new ApiError(422, "idempotency_key_reused", "this Idempotency-Key was used with a different request body");
+            if (result.replayed) set.headers["idempotent-replayed"] = "true";
+            else {
+              quota.created(userId, result.jobs.length);
+              metrics.jobsCreated.inc({}, result.jobs.length);
+              set.status = 201;
+            }
+            return { data: result.jobs.map(toJobView), success: true };
           }),
         );
       },
       {
         body: t.Object({ jobs: t.Array(JobBody, { minItems: 1, maxItems: config.api.batchMax }) }, { additionalProperties: false }),
+        headers: t.Object({ "idempotency-key": t.Optional(t.String()) }),
         detail: {
-          summary: `Schedule up to ${config.api.batchMax} jobs (one transaction per shard)`,
+          summary: `Schedule up to ${config.api.batchMax} jobs, all or none`,
+          description:
+            "The batch is created whole or not at all, across every database: 201 means every job exists, any error means none does. " +
+            "With an Idempotency-Key, a repeat of the same body returns the first request's jobs (200, Idempotent-Replayed: true) and never creates them twice; " +
+            "a repeat after an error or a timeout creates the batch if the first did not. A different body under the same key is 422.",
           tags: ["jobs"],
           security: [{ bearer: [] }],
-          responses: errorResponses("unauthorized", "invalid_request", "malformed_body", "payload_too_large", "quota_exceeded", "rate_limited"),
+          responses: errorResponses("unauthorized", "invalid_request", "malformed_body", "payload_too_large", "invalid_idempotency_key", "idempotency_key_reused", "quota_exceeded", "rate_limited", "unavailable"),
         },
       },
     )

@@ -30,6 +30,27 @@ export interface JobRow {
   deadline_at: Date | null;
 }
 
+/** A job about to be created: what the API writes (the other columns take the table's defaults). */
+export interface NewJobRow {
+  id: string;
+  shard_id: number;
+  user_id: string;
+  kind: JobKind;
+  priority: PriorityLevel;
+  message: string;
+  target: Target | null;
+  execute_at: Date;
+  max_attempts: number;
+  idempotency_key: string | null;
+  trace_context: Record<string, string>;
+}
+
+/** The row a new job has once written at `now` (for a batch committed whose rows a database has yet to take: src/jobs/batches.ts). */
+export function writtenRow(r: NewJobRow, now: Date): ApiRow {
+  const due = r.execute_at > now ? r.execute_at : now;
+  return { ...r, status: "created", due_at: due, attempt: 0, last_error: null, created_at: now, updated_at: now, started_at: null, finished_at: null };
+}
+
 /** What the API returns of a row. */
 export type ApiRow = Omit<JobRow, "deadline_at">;
 export const API_COLUMNS = "id, shard_id, user_id, kind, priority, message, target, status, execute_at, due_at, attempt, max_attempts, last_error, created_at, updated_at, started_at, finished_at, trace_context";

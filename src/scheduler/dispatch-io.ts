@@ -8,7 +8,7 @@ import type { Marked, MarkOutcome, MarkRequest } from "../../actors/dispatcher.t
 import type { SchedulerIo } from "../../actors/scheduler-core.ts";
 import type { LoadInput, LoadOutput } from "../../actors/shard.machine.ts";
 import type { Placement } from "../../actors/start-window.ts";
-import type { Config } from "../config.ts";
+import { TUNING, type Config } from "../config.ts";
 import { retryRolledBack, type Databases } from "../db/databases.ts";
 import { hostOf } from "../../actors/target-limits.ts";
 import { encodeDue, type DueEntry } from "../due-message.ts";
@@ -86,7 +86,19 @@ export function schedulerIo(config: Config, dbs: Databases, publishers: Publishe
         [...byDb].map(async ([db, idx]) => {
           const sqlReqs = idx.map((i) => ({ shard: reqs[i]!.shard, epoch: reqs[i]!.epoch, ids: reqs[i]!.jobs.map((j) => j.id.toString()) }));
           try {
-            const results = await retryRolledBack(() => mark(dbs.all[db]!, s.scheduledDeadlineMs, aheadMs, sqlReqs));
+            // A database that does not answer fails its marks at once (src/db/gate.ts), so the
+            // other databases' jobs go on; rows its statement marked after all are put back.
+            const results = await dbs.gate.within(
+              db,
+              TUNING.db.answerWithinMs,
+              () => retryRolledBack(() => mark(dbs.all[db]!, s.scheduledDeadlineMs, aheadMs, sqlReqs)),
+              (late) => {
+                sqlReqs.forEach((r, k) => {
+                  const ids = late[k]!.rows.map((row) => row.id.toString());
+                  if (ids.length > 0) void revertRows(dbs.all[db]!, r.shard, r.epoch, ids).catch((err) => log.warn("could not put back jobs marked late; the rescuer will", { err: err as Error }));
+                });
+              },
+            );
             const markEnd = Date.now();
             idx.forEach((i, k) => {
               const { fence, rows } = results[k]!;
