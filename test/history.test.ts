@@ -109,7 +109,7 @@ describe("maintenance", () => {
 });
 
 describe("retention", () => {
-  test("finished jobs past JOB_RETENTION go with their attempts, in batches; recent and unfinished ones stay; expired idempotency keys go", async () => {
+  test("finished jobs past JOB_RETENTION go with their attempts, in batches; recent and unfinished ones stay; expired idempotency keys and batch records go", async () => {
     const sql = dbs.all[0]!;
     const DAY = 86_400_000;
     const idAt = (msAgo: number, k: number) => (firstIdAt(Date.now() - msAgo) + BigInt(k)).toString();
@@ -134,14 +134,17 @@ describe("retention", () => {
     await sql`INSERT INTO jobs (id, shard_id, user_id, message, execute_at, due_at, max_attempts) VALUES (${pending}, 0, 9, 'p', now() + interval '300 days', now() + interval '300 days', 3)`;
     await sql`INSERT INTO idempotency_keys (user_id, key, job_id, request_hash, created_at) VALUES
       (9, 'old', 1, 'h', now() - interval '2 days'), (9, 'new', 2, 'h', now() - interval '1 hour')`;
+    await sql`INSERT INTO job_batches (id, user_id, key, job_ids, state, created_at) VALUES
+      (1, 9, 'old', '{1}', 'committed', now() - interval '2 days'), (2, 9, 'new', '{2}', 'committed', now() - interval '1 hour')`;
 
     const keeper = new RetentionKeeper(dbs, 30 * DAY, DAY, 60_000);
     const deleted = await keeper.runAll();
-    expect(deleted).toEqual({ job_history: 2_500, job_attempts: 10, idempotency_keys: 1 });
+    expect(deleted).toEqual({ job_history: 2_500, job_attempts: 10, idempotency_keys: 1, job_batches: 1 });
     const left = (await sql`SELECT id::text FROM all_jobs WHERE user_id = 9 ORDER BY 1`).map((r) => r.id);
     expect(left.sort()).toEqual([lateFinish, recent, pending].sort());
     expect((await sql`SELECT job_id::text FROM job_attempts WHERE user_id = 9`).map((r) => r.job_id)).toEqual([recent]);
     expect((await sql`SELECT key FROM idempotency_keys WHERE user_id = 9`).map((r) => r.key)).toEqual(["new"]);
-    expect(await keeper.runAll()).toEqual({ job_history: 0, job_attempts: 0, idempotency_keys: 0 });
+    expect((await sql`SELECT key FROM job_batches WHERE user_id = 9`).map((r) => r.key)).toEqual(["new"]);
+    expect(await keeper.runAll()).toEqual({ job_history: 0, job_attempts: 0, idempotency_keys: 0, job_batches: 0 });
   });
 });
