@@ -38,6 +38,11 @@ else
 fi
 export KAFKA_BROKERS="${KAFKA_BROKERS:-127.0.0.1:$KAFKA_PORT}"
 export ETCD_ENDPOINTS="${ETCD_ENDPOINTS:-http://127.0.0.1:$ETCD_PORT}"
+# The local broker allows sessions down to 1 s (ops/kafka/server.properties.template): a killed
+# executor's partitions move in ~3 s instead of the 6 s a default broker's minimum allows; and a
+# killed scheduler's shards are taken over within 3 s of its last keep-alive.
+export KAFKA_SESSION_TIMEOUT="${KAFKA_SESSION_TIMEOUT:-3s}"
+export ETCD_LEASE_TTL_SECONDS="${ETCD_LEASE_TTL_SECONDS:-3}"
 
 say() { printf '[ops] %s\n' "$*" >&2; }
 die() { printf '[ops] ERROR: %s\n' "$*" >&2; exit 1; }

@@ -49,6 +49,10 @@ export interface Config {
     partitions: number;
     replicationFactor: number;
     groupId: string;
+    /** KAFKA_SESSION_TIMEOUT: a dead executor's partitions wait this long for a new owner. The
+     * broker's group.min.session.timeout.ms bounds it from below (6 s by default in Kafka and
+     * Redpanda; the local broker allows 1 s, and ops/lib.sh asks for 3 s). */
+    sessionTimeoutMs: number;
   };
   etcd: {
     endpoints: string[];
@@ -149,10 +153,8 @@ export const TUNING = {
   kafka: {
     connectionTimeoutMs: 3_000,
     requestTimeoutMs: 30_000,
-    /** A dead executor's partitions wait this long for a new owner; the broker's default minimum
-     * (group.min.session.timeout.ms) is 6 s. Handlers never hold up heartbeats. */
-    sessionTimeoutMs: 6_000,
     rebalanceTimeoutMs: 30_000,
+    /** Heartbeats go at least this often, and three times per session at least (KAFKA_SESSION_TIMEOUT). */
     heartbeatIntervalMs: 1_000,
     /** The broker answers a fetch as soon as data arrives; this only spaces out empty fetches. */
     fetchMaxWaitMs: 1_000,
@@ -419,6 +421,7 @@ export function loadConfig(env: Env = process.env): Config {
       partitions: int("KAFKA_PARTITIONS", 12, 1, 10_000),
       replicationFactor: int("KAFKA_REPLICATION_FACTOR", 1, 1, 7),
       groupId: str("KAFKA_GROUP_ID", "fairshare-executors"),
+      sessionTimeoutMs: duration("KAFKA_SESSION_TIMEOUT", "6s", 1_000),
     },
     etcd: {
       endpoints: list("ETCD_ENDPOINTS", "http://127.0.0.1:2379", isUrl(["http:", "https:"]), "http(s):// URL"),

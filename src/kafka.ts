@@ -296,9 +296,9 @@ export class KafkaBus {
   async subscribe(groupId: string, topic: string, handlers: ConsumerHandlers, opts: { fromBeginning?: boolean } = {}): Promise<Subscription> {
     const consumer: Consumer = this.kafka.consumer({
       groupId,
-      sessionTimeout: TUNING.kafka.sessionTimeoutMs,
+      sessionTimeout: this.cfg.sessionTimeoutMs,
       rebalanceTimeout: TUNING.kafka.rebalanceTimeoutMs,
-      heartbeatInterval: TUNING.kafka.heartbeatIntervalMs,
+      heartbeatInterval: Math.min(TUNING.kafka.heartbeatIntervalMs, Math.floor(this.cfg.sessionTimeoutMs / 3)),
       maxWaitTimeInMs: TUNING.kafka.fetchMaxWaitMs,
       retry: { ...TUNING.kafka.clientRetry },
     });
