@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Brings up a working local cluster: installs what is missing, starts PostgreSQL/etcd/Kafka,
-# then the roles as separate processes (API_PROCS api, SCHEDULERS scheduler, EXECUTORS executor
+# then the roles as separate processes (one api, SCHEDULERS scheduler and EXECUTORS executor
 # processes; 1 each by default). Idempotent: roles already running are left alone.
 # TRACING=zipkin also starts Zipkin and has every role export its spans there. DB_HA=1 runs each
 # shard database as a Patroni primary + synchronous standby (ops/db-ha-up.sh).

@@ -29,7 +29,7 @@ export function toJobView(r: ApiRow) {
     message: r.message,
     status: r.status,
     execute_at: r.execute_at.toISOString(),
-    /** When the next attempt may start (execute_at stays as the user set it; retries back off from it). */
+    /** When the next attempt may start (execute_at does not move: a retry backs off from the failed run). */
     next_attempt_at: r.status === "created" || r.status === "retrying" ? r.due_at.toISOString() : null,
     shard_id: r.shard_id,
     attempt: r.attempt,
