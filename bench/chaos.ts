@@ -205,7 +205,7 @@ try {
       await Bun.sleep(Math.max(0, tick + 100 - Date.now()));
     }
   })();
-  await Bun.sleep(10_000); // steady state first
+  await Bun.sleep(Number(process.env.WARMUP ?? 20) * 1_000); // steady state first (WARMUP seconds)
   for (const f of FAULTS) {
     await inject(f, slowToken, burstToken).catch((e) => {
       console.error(`[chaos] injecting ${f} failed: ${(e as Error).message}`);
