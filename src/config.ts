@@ -213,6 +213,12 @@ export const TUNING = {
     offsetsPollMs: 200,
     /** ...and this often when nothing is out. */
     offsetsIdlePollMs: 2_000,
+    /** Executors whose slot report is older than their Kafka session (at least this) are lost: their runs are rescued at once (shard-ownership.ts, rescueLost)... */
+    lostExecutorMinMs: 3_000,
+    /** ...looked for this often... */
+    lostExecutorsEveryMs: 500,
+    /** ...among reports younger than this (older ones' runs are long past their deadlines). */
+    lostExecutorForgetMs: 600_000,
     /** Dead-letter records a rescue publishes from its shard's outbox per pass (the rest next pass). */
     outboxBatch: 1_000,
   },

@@ -201,3 +201,30 @@ describe("the database's clock decides when a job may start", () => {
     });
   }
 });
+
+test("a lost executor's runs go back at once, within their deadlines: due now, the attempt recorded as lost with its reason; another executor's runs stay", async () => {
+  await sql`UPDATE jobs SET status = 'cancelled', finished_at = now(), deadline_at = NULL WHERE status::text NOT IN ('succeeded', 'failed', 'cancelled')`;
+  const ids = [String(nextId++), String(nextId++), String(nextId++)];
+  for (const id of ids) {
+    await sql`INSERT INTO jobs (id, shard_id, user_id, message, status, execute_at, due_at, attempt, max_attempts, dispatch_epoch, deadline_at, updated_at)
+      VALUES (${id}, ${SHARD}, ${USER}, 'm', 'scheduled', now(), now() - interval '1 second', 0, 3, ${epoch}, now() + interval '1 minute', now())`;
+  }
+  const [mine, theirs, alsoMine] = ids as [string, string, string];
+  await t.claim(sql, [mine, alsoMine].map((id) => ({ id, shard: SHARD, attempt: 1 })), 30_000, 10_000, "executor-dead");
+  await t.claim(sql, [{ id: theirs, shard: SHARD, attempt: 1 }], 30_000, 10_000, "executor-alive");
+  const far = new Date("9999-12-31T00:00:00Z");
+  const r = await t.rescue(sql, SHARD, epoch, far, () => 60_000, ["executor-dead"]);
+  expect(r.changed).toBe(2);
+  const rows = await sql<{ id: string; status: string; due_late: boolean; claimed_by: string | null; last_error: string | null }[]>`
+    SELECT id::text, status::text, due_at > now() + interval '1 second' AS due_late, claimed_by, last_error FROM jobs WHERE id = ANY(${ids}::bigint[]) ORDER BY id`;
+  const by = new Map(rows.map((x) => [x.id, x]));
+  for (const id of [mine, alsoMine]) {
+    expect(by.get(id)).toMatchObject({ status: "retrying", due_late: false, claimed_by: null, last_error: t.EXECUTOR_LOST_ERROR });
+  }
+  expect(by.get(theirs)).toMatchObject({ status: "running", claimed_by: "executor-alive" });
+  const attempts = await sql<{ job_id: string; outcome: string; error_class: string }[]>`
+    SELECT job_id::text, outcome, error_class FROM job_attempts WHERE job_id = ANY(${ids}::bigint[]) ORDER BY job_id`;
+  expect(attempts.map((a) => [a.job_id, a.outcome, a.error_class])).toEqual([[mine, "lost", "executor_lost"], [alsoMine, "lost", "executor_lost"]].sort());
+  // Without lost executors the same rescue touches nothing within its deadline.
+  expect((await t.rescue(sql, SHARD, epoch, far, () => 60_000)).changed).toBe(0);
+});

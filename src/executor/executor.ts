@@ -136,7 +136,7 @@ export class Executor {
       dbs.gate.within(
         db,
         TUNING.db.answerWithinMs,
-        () => timed("claim", () => retryRolledBack(() => claim(dbs.all[db]!, msgs, config.executor.defaultTimeoutMs, config.executor.runGraceMs))),
+        () => timed("claim", () => retryRolledBack(() => claim(dbs.all[db]!, msgs, config.executor.defaultTimeoutMs, config.executor.runGraceMs, this.member))),
         (late) => this.runLate(msgs as DueEntry[], late),
       ),
     );

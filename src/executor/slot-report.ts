@@ -48,3 +48,15 @@ export async function readSlotReports(sql: Sql, ttlMs: number): Promise<SlotRepo
   for (const [u, x] of runs) out.runMs.set(u, x.sum / x.n);
   return out;
 }
+
+/**
+ * Executors that stopped reporting: their last report is older than `afterMs` (and newer than
+ * `forgetMs`, past which their runs are long rescued by their deadlines). An executor that stops
+ * in order deletes its row; one that died leaves it.
+ */
+export async function lostExecutors(sql: Sql, afterMs: number, forgetMs: number): Promise<string[]> {
+  const rows = await sql<{ member: string }[]>`
+    SELECT member FROM executor_slots
+    WHERE reported_at < now() - ${afterMs} * interval '1 millisecond' AND reported_at > now() - ${forgetMs} * interval '1 millisecond'`;
+  return rows.map((r) => r.member);
+}

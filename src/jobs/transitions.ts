@@ -178,15 +178,19 @@ export async function takeBack(sql: Sql, shard: number, epoch: string, abandoned
 }
 
 export const RUN_DEADLINE_ERROR = "run deadline passed without an outcome (executor lost?)";
+export const EXECUTOR_LOST_ERROR = "its executor stopped reporting during the run";
 
 /**
  * In-flight jobs whose deadline passed (and is at or after `since`) go back to waiting (their
- * executor died or their message was lost). A marked job that was never claimed did not run: it
- * is due again at once. A job that was running has used its attempt: its history gets the
- * attempt as lost, and it retries after `retryDelayMs(attempt)` like any failed run, or, on its
- * last attempt, fails for good, its dead-letter record written to the outbox (dead_letter_outbox)
- * in the same transaction, for the caller to publish after the commit: no lock is held across a
- * Kafka round trip, and a crash before the publish leaves the record for the next rescue. Fenced.
+ * executor died or their message was lost), and so do the runs claimed by `lostExecutors`
+ * (executors that stopped reporting: their runs are not waited for until their deadlines).
+ * A marked job that was never claimed did not run: it is due again at once. A job that was
+ * running has used its attempt: its history gets the attempt as lost, and it retries after
+ * `retryDelayMs(attempt)` like any failed run (at once when its executor was lost: the run
+ * did not fail, its process did), or, on its last attempt, fails for good, its dead-letter
+ * record written to the outbox (dead_letter_outbox) in the same transaction, for the caller to
+ * publish after the commit: no lock is held across a Kafka round trip, and a crash before the
+ * publish leaves the record for the next rescue. Fenced.
  */
 export async function rescue(
   sql: Sql,
@@ -194,26 +198,34 @@ export async function rescue(
   epoch: string,
   since: Date | null,
   retryDelayMs: (attempt: number) => number,
+  lostExecutors: string[] = [],
 ): Promise<{ changed: number; deadLettered: number; dbNow: Date }> {
   // Only deadlines from `since` on: the in-flight index keeps an entry for every job that
-  // passed through, dead until vacuumed, and a scan from the start walks them all.
+  // passed through, dead until vacuumed, and a scan from the start walks them all. A lost
+  // executor's runs are still within their deadlines: the last minute's and later.
   const since_ = since ?? new Date(0);
   return sql.begin(async (tx) => {
+    const expired = () => tx`(deadline_at < now() AND deadline_at >= ${since_})`;
+    const orphaned = () => (lostExecutors.length > 0 ? tx`(status = 'running' AND deadline_at >= now() - interval '1 minute' AND claimed_by = ANY(${lostExecutors}::text[]))` : tx`false`);
     await checkFence(tx, shard, epoch);
     // The runs that died, locked until this transaction ends, so a late outcome of the same run
     // waits, then finds it moved on.
-    const lost = await tx<(DeadJob & { started_at: Date; due_at: Date })[]>`
-      SELECT id::text, shard_id, user_id::text, message, target, attempt, max_attempts, last_error, started_at, due_at FROM jobs
-      WHERE shard_id = ${shard} AND status = 'running' AND deadline_at < now() AND deadline_at >= ${since_}
+    const lost = await tx<(DeadJob & { started_at: Date; due_at: Date; orphaned: boolean })[]>`
+      SELECT id::text, shard_id, user_id::text, message, target, attempt, max_attempts, last_error, started_at, due_at,
+        NOT (deadline_at < now()) AS orphaned
+      FROM jobs
+      WHERE shard_id = ${shard} AND status = 'running' AND (${expired()} OR ${orphaned()})
       FOR UPDATE`;
+    const errorOf = (r: { orphaned: boolean }) => (r.orphaned ? EXECUTOR_LOST_ERROR : RUN_DEADLINE_ERROR);
     const doomed = lost.filter((r) => r.attempt >= r.max_attempts);
     if (lost.length > 0) {
       await tx`
         INSERT INTO job_attempts (job_id, attempt, user_id, due_at, started_at, finished_at, outcome, error_class, error_message)
-        SELECT id, attempt, user_id, due_at, started_at, now(), 'lost', 'run_lost', ${RUN_DEADLINE_ERROR}
+        SELECT id, attempt, user_id, due_at, started_at, now(), 'lost', error_class, error_message
         FROM unnest(${lost.map((r) => r.id)}::bigint[], ${lost.map((r) => r.attempt)}::int[], ${lost.map((r) => r.user_id)}::bigint[],
-          ${lost.map((r) => r.due_at.toISOString())}::timestamptz[], ${lost.map((r) => r.started_at.toISOString())}::timestamptz[])
-          AS l(id, attempt, user_id, due_at, started_at)
+          ${lost.map((r) => r.due_at.toISOString())}::timestamptz[], ${lost.map((r) => r.started_at.toISOString())}::timestamptz[],
+          ${lost.map((r) => (r.orphaned ? "executor_lost" : "run_lost"))}::text[], ${lost.map(errorOf)}::text[])
+          AS l(id, attempt, user_id, due_at, started_at, error_class, error_message)
         ON CONFLICT DO NOTHING`;
     }
     if (doomed.length > 0) {
@@ -221,23 +233,24 @@ export async function rescue(
       await tx`
         INSERT INTO dead_letter_outbox (job_id, attempt, shard_id, record)
         SELECT * FROM unnest(${doomed.map((r) => r.id)}::bigint[], ${doomed.map((r) => r.attempt)}::int[], ${doomed.map((r) => r.shard_id)}::int[],
-          ${doomed.map((r) => JSON.stringify(deadLetterRecord(r, RUN_DEADLINE_ERROR, "run_deadline", failedAt)))}::text[])
+          ${doomed.map((r) => JSON.stringify(deadLetterRecord(r, errorOf(r), "run_deadline", failedAt)))}::text[])
         ON CONFLICT DO NOTHING`;
     }
-    const delays = lost.map((r) => retryDelayMs(r.attempt));
-    // now() is the transaction's start, so this sees the same expired runs as the lock above.
+    const delays = lost.map((r) => (r.orphaned ? 0 : retryDelayMs(r.attempt)));
+    // now() is the transaction's start, so this sees the same runs as the lock above.
     const rows = await tx`
       UPDATE jobs SET
         status = CASE
           WHEN status = 'scheduled' THEN ${tx.unsafe(BACK_TO_WAITING)}
           WHEN attempt >= max_attempts THEN 'failed'::job_status
           ELSE 'retrying'::job_status END,
-        last_error = CASE WHEN status = 'running' THEN ${RUN_DEADLINE_ERROR} ELSE last_error END,
+        last_error = CASE WHEN status = 'running' THEN coalesce((SELECT d.error FROM unnest(${lost.map((r) => r.id)}::bigint[], ${lost.map(errorOf)}::text[]) AS d(id, error) WHERE d.id = jobs.id), ${RUN_DEADLINE_ERROR}) ELSE last_error END,
         finished_at = CASE WHEN status = 'running' AND attempt >= max_attempts THEN now() END,
         due_at = now() + coalesce((SELECT d.delay_ms FROM unnest(${lost.map((r) => r.id)}::bigint[], ${delays}::int[]) AS d(id, delay_ms) WHERE d.id = jobs.id), 0) * interval '1 millisecond',
         deadline_at = NULL,
+        claimed_by = NULL,
         updated_at = now()
-      WHERE shard_id = ${shard} AND status IN ${tx.unsafe(from("rescue"))} AND deadline_at < now() AND deadline_at >= ${since_}
+      WHERE shard_id = ${shard} AND status IN ${tx.unsafe(from("rescue"))} AND (${expired()} OR ${orphaned()})
       RETURNING id`;
     const [{ now }] = (await tx`SELECT now() AS now`) as unknown as [{ now: Date }];
     return { changed: rows.length, deadLettered: doomed.length, dbNow: now };
@@ -268,11 +281,11 @@ export type Claim = ClaimedJob | typeof REFUSED_EARLY | null;
  * itself stays the one plain UPDATE it was (one statement deciding both per row cost the
  * executor's database ~30 % more CPU per job at 1,389 jobs/s). Batched per database.
  */
-export async function claim(sql: Sql, msgs: ClaimRequest[], defaultTimeoutMs: number, graceMs: number): Promise<Claim[]> {
+export async function claim(sql: Sql, msgs: ClaimRequest[], defaultTimeoutMs: number, graceMs: number, executor: string | null = null): Promise<Claim[]> {
   const ids = msgs.map((m) => m.id);
   const runs = msgs.map((m) => m.attempt);
   const rows = await sql<ClaimedJob[]>`
-    UPDATE jobs j SET status = 'running', attempt = j.attempt + 1, started_at = now(), updated_at = now(),
+    UPDATE jobs j SET status = 'running', attempt = j.attempt + 1, started_at = now(), updated_at = now(), claimed_by = ${executor},
       deadline_at = now() + (coalesce((j.target->>'timeout_ms')::int, ${defaultTimeoutMs}) + ${graceMs}) * interval '1 millisecond'
     FROM unnest(${ids}::bigint[], ${runs}::int[]) AS m(job_id, run)
     WHERE j.id = ANY(${ids}::bigint[]) AND j.id = m.job_id AND j.status::text IN ${sql.unsafe(from("claim"))} AND j.attempt = m.run - 1

@@ -1,6 +1,6 @@
 /**
- * The rescuer, run by a shard's owner every SCHEDULER_RESCUE_INTERVAL: in-flight jobs whose
- * deadline passed go back to waiting or fail for good (src/jobs/transitions.ts `rescue`), and
+ * The rescuer, run by a shard's owner every SCHEDULER_RESCUE_INTERVAL (and at once for the runs
+ * of an executor that stopped reporting): in-flight jobs whose deadline passed go back to waiting or fail for good (src/jobs/transitions.ts `rescue`), and
  * the dead-letter records of those that failed, written to dead_letter_outbox in the same
  * transaction, are published after it commits, then deleted. A publish that fails leaves them
  * for the next pass; no row lock is held while Kafka answers.
@@ -21,9 +21,9 @@ export interface RescueResult {
   published: number;
 }
 
-export async function rescueShard(config: Config, sql: Sql, publisher: Publisher, shard: number, epoch: string, since: Date | null): Promise<RescueResult> {
-  const r = await rescue(sql, shard, epoch, since, (attempt) => backoffDelay(attempt, config.executor.retry));
-  if (r.changed > 0) log.warn("rescued in-flight jobs past their deadline", { shard, count: r.changed, dead_lettered: r.deadLettered });
+export async function rescueShard(config: Config, sql: Sql, publisher: Publisher, shard: number, epoch: string, since: Date | null, lostExecutors: string[] = []): Promise<RescueResult> {
+  const r = await rescue(sql, shard, epoch, since, (attempt) => backoffDelay(attempt, config.executor.retry), lostExecutors);
+  if (r.changed > 0) log.warn("rescued in-flight jobs past their deadline or of a lost executor", { shard, count: r.changed, dead_lettered: r.deadLettered, lost_executors: lostExecutors });
   let published = 0;
   try {
     published = await publishOutbox(sql, publisher, config.kafka.topicDlq, shard);

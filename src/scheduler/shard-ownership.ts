@@ -30,7 +30,8 @@ import { WeightBook } from "./weights.ts";
 import { DemandExchange } from "./demand-exchange.ts";
 import { countInFlight } from "./in-flight.ts";
 import { processName } from "../ids.ts";
-import { readSlotReports } from "../executor/slot-report.ts";
+import { lostExecutors, readSlotReports } from "../executor/slot-report.ts";
+import { rescueShard } from "./rescuer.ts";
 
 export interface OwnershipOptions {
   memberId?: string;
@@ -44,6 +45,9 @@ const systemClock = {
   setTimeout: (fn: () => void, ms: number) => setTimeout(fn, ms),
   clearTimeout: (id: unknown) => clearTimeout(id as ReturnType<typeof setTimeout>),
 };
+
+/** A rescue's `since` past every deadline: only the lost executors' runs. */
+const ONLY_LOST_RUNS = new Date("9999-12-31T00:00:00Z");
 
 export class ShardOwnership {
   readonly memberId: string;
@@ -65,6 +69,7 @@ export class ShardOwnership {
   private counting: Promise<void> | null = null;
   /** A demand or slot report older than this (database clock) is from a process that stopped. */
   private readonly reportTtlMs: number;
+  private rescuingLost: Promise<void> | null = null;
   private readonly exchange: DemandExchange;
   private listeners: { unlisten(): Promise<void> }[] = [];
 
@@ -72,7 +77,7 @@ export class ShardOwnership {
     private readonly config: Config,
     private readonly dbs: Databases,
     private readonly bus: KafkaBus,
-    publishers: Publishers,
+    private readonly publishers: Publishers,
     private readonly opts: OwnershipOptions = {},
   ) {
     this.memberId = opts.memberId ?? processName();
@@ -146,6 +151,7 @@ export class ShardOwnership {
     this.observing = this.observeStarts();
     this.sharing = this.shareDemand();
     this.counting = this.countCapped();
+    this.rescuingLost = this.rescueLost();
     await this.register();
     this.timer = setInterval(() => this.requestReplan(), this.opts.replanIntervalMs ?? this.config.etcd.replanIntervalMs);
     await this.replan();
@@ -229,6 +235,43 @@ export class ShardOwnership {
         void this.exchange.sweep().catch(() => {});
       }
       await Bun.sleep(Math.max(0, t0 + every - Date.now()));
+    }
+  }
+
+  /**
+   * The runs of executors that stopped reporting go back at once, not after their deadlines
+   * (a run's timeout and JOB_RUN_GRACE: 40 s by default). An executor is lost once its last slot
+   * report is older than its Kafka session (the group hands its partitions on then too), at
+   * least 3 s; each owned shard is rescued once per lost executor. A live executor whose reports
+   * stall that long loses its runs too: they run again, and its late outcomes are refused.
+   */
+  private async rescueLost(): Promise<void> {
+    const T = TUNING.scheduler;
+    const afterMs = Math.max(T.lostExecutorMinMs, this.config.kafka.sessionTimeoutMs);
+    const handled = new Map<string, Set<number>>();
+    while (!this.stopped) {
+      const t0 = Date.now();
+      try {
+        const lost = await lostExecutors(this.dbs.users, afterMs, T.lostExecutorForgetMs);
+        for (const m of [...handled.keys()]) if (!lost.includes(m)) handled.delete(m);
+        const work = new Map<number, string[]>();
+        for (const m of lost) {
+          const done = handled.get(m) ?? new Set<number>();
+          handled.set(m, done);
+          for (const shard of this.owned()) if (!done.has(shard)) work.set(shard, [...(work.get(shard) ?? []), m]);
+        }
+        await Promise.all(
+          [...work].map(async ([shard, members]) => {
+            const epoch = this.epochs.get(shard);
+            if (epoch === undefined) return;
+            await rescueShard(this.config, this.dbs.forShard(shard), this.publishers.bulk, shard, epoch, ONLY_LOST_RUNS, members);
+            for (const m of members) handled.get(m)?.add(shard);
+          }),
+        );
+      } catch (err) {
+        log.debug("rescuing a lost executor's runs failed; will retry", { err: err as Error });
+      }
+      await Bun.sleep(Math.max(0, t0 + T.lostExecutorsEveryMs - Date.now()));
     }
   }
 
@@ -425,6 +468,7 @@ export class ShardOwnership {
     await this.observing;
     await this.sharing;
     await this.counting;
+    await this.rescuingLost;
     await this.exchange.leave(this.memberId).catch(() => {});
     await this.planning?.catch(() => {});
     await this.watcher?.cancel().catch(() => {});
