@@ -12,7 +12,7 @@
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { connect, openDatabases, type Databases, type Sql } from "../src/db/databases.ts";
 import { sweepStaged } from "../src/jobs/batches.ts";
-import { apiUser, slice, type RoleProc, type Slice } from "./support/procs.ts";
+import { apiUser, slice, waitFor, type RoleProc, type Slice } from "./support/procs.ts";
 
 setDefaultTimeout(60_000);
 
@@ -87,11 +87,17 @@ describe("batches across databases", () => {
     await held;
     await locker.end().catch(() => {});
     expect(await rowsOf(u.id)).toEqual({ jobs: [0, 0], staged: [0, 0] });
-    // With both databases up the same batch is created whole, on both.
-    const ok = await post("/api/v1/me/jobs/batch", jobsBody(40, "o"), u.token);
-    expect(ok.status).toBe(201);
+    // With both databases up again (once the API's probe sees it) batches are created whole, on both.
+    let made = 0;
+    for (let i = 0; i < 50; i++) {
+      const ok = await post("/api/v1/me/jobs/batch", jobsBody(40, "o"), u.token);
+      expect(ok.status).toBe(201);
+      made += 40;
+      if ((await rowsOf(u.id)).jobs[1]! > 0) break;
+      await Bun.sleep(100);
+    }
     const after = await rowsOf(u.id);
-    expect(after.jobs[0]! + after.jobs[1]!).toBe(40);
+    expect(after.jobs[0]! + after.jobs[1]!).toBe(made);
     expect(after.jobs.every((n) => n > 0)).toBe(true);
     expect(after.staged).toEqual([0, 0]);
   });
@@ -116,16 +122,30 @@ describe("batches across databases", () => {
     }
     // The staging statement completes now; the request is past its commit point's time, so
     // the batch is aborted and its rows deleted.
-    await Bun.sleep(1_000);
+    await waitFor("the cut-off request's staged rows to go", async () => (await rowsOf(u.id)).staged.every((n) => n === 0), 10_000, 50);
+    await Bun.sleep(200); // a wrongly committed batch would have moved its rows by now
     expect(await rowsOf(u.id)).toEqual({ jobs: [0, 0], staged: [0, 0] });
   });
 
   test("an Idempotency-Key: a repeat after a failure creates the batch once; after success it returns the same jobs; another body is 422", async () => {
     const u = await apiUser(api, "batch_key");
     const body = jobsBody(30, "k");
-    await withoutDatabase(1, async () => {
-      expect((await post("/api/v1/me/jobs/batch", body, u.token, "key-1")).status).toBe(503);
+    // The first request cannot reach its commit point in time: database 1 holds its rows back.
+    const locker = connect(s.env.DATABASE_URLS!.split(",")[1]!, 1);
+    const release = Promise.withResolvers<void>();
+    const held = locker.begin(async (tx) => {
+      await tx`LOCK TABLE staged_jobs IN SHARE MODE`;
+      await release.promise;
     });
+    try {
+      await Bun.sleep(100);
+      expect((await post("/api/v1/me/jobs/batch", body, u.token, "key-1")).status).toBe(503);
+    } finally {
+      release.resolve();
+      await held;
+      await locker.end();
+    }
+    await waitFor("the cut-off request's staged rows to go", async () => (await rowsOf(u.id)).staged.every((n) => n === 0), 10_000, 50);
     expect(await rowsOf(u.id)).toEqual({ jobs: [0, 0], staged: [0, 0] });
     // Repeated as a client would until the database is back (each a new try under the key).
     let first = await post("/api/v1/me/jobs/batch", body, u.token, "key-1");
@@ -145,6 +165,24 @@ describe("batches across databases", () => {
     expect(other.status).toBe(422);
     expect(other.json.error.code).toBe("idempotency_key_reused");
     expect((await post("/api/v1/me/jobs/batch", body, u.token, "bad key")).status).toBe(400);
+  });
+
+  test("while a database is out, new jobs land on the others: creates go on, whole", async () => {
+    const u = await apiUser(api, "batch_reroute");
+    let created: string[] = [];
+    await withoutDatabase(1, async () => {
+      // The first request may meet the outage (503, nothing left); then the API knows.
+      for (let i = 0; i < 20 && created.length === 0; i++) {
+        const r = await post("/api/v1/me/jobs/batch", jobsBody(40, "r"), u.token);
+        if (r.status === 201) created = r.json.data.map((j: { id: string }) => j.id);
+        else expect(r.status).toBe(503);
+      }
+      expect(created.length).toBe(40);
+      const single = await post("/api/v1/me/jobs", { message: "s", execute_at: new Date(Date.now() + 3_600_000).toISOString() }, u.token);
+      expect(single.status).toBe(201);
+    });
+    const rows = await rowsOf(u.id);
+    expect(rows).toEqual({ jobs: [41, 0], staged: [0, 0] });
   });
 
   test("the keeper moves a committed batch's staged rows into jobs, and removes an undecided one's", async () => {

@@ -110,8 +110,8 @@ export async function retryRolledBack<T>(fn: () => Promise<T>, tries = 5): Promi
   }
 }
 
-/** Driver codes of a connection that could not be made or was lost (postgres.js). */
-const CONNECTION_CODES = new Set(["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EPIPE", "CONNECT_TIMEOUT", "CONNECTION_CLOSED", "CONNECTION_ENDED", "CONNECTION_DESTROYED"]);
+/** Driver codes of a connection that could not be made or was lost (postgres.js), and the gate's for a database out (src/db/gate.ts). */
+const CONNECTION_CODES = new Set(["DATABASE_OUT", "ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EPIPE", "CONNECT_TIMEOUT", "CONNECTION_CLOSED", "CONNECTION_ENDED", "CONNECTION_DESTROYED"]);
 
 /**
  * True when an error means the database is unreachable or refusing work for now (down,

@@ -17,6 +17,8 @@ import { isUnavailable, type Sql } from "./databases.ts";
 import { log } from "../log.ts";
 
 export class DatabaseOut extends Error {
+  /** A driver-like code: isUnavailable (src/db/databases.ts) counts it as the database being unreachable. */
+  readonly code = "DATABASE_OUT";
   constructor(readonly db: number) {
     super(`database ${db} is out (not answering); its statements wait until it answers again`);
     this.name = "DatabaseOut";
@@ -37,16 +39,22 @@ export class DatabaseGate {
     return this.out.has(db);
   }
 
-  /** Runs a statement on database `db` unless it is out, and answers within `ms` (see above). */
+  /**
+   * Runs a statement on database `db` unless it is out, and answers within `ms` (see above). With
+   * `ms` Infinity it is not timed (for writes whose late success could not be undone: the API's
+   * inserts): it only fails at once while the database is out, and marks it out on such an error.
+   */
   within<T>(db: number, ms: number, run: () => Promise<T>, late?: (value: T) => void): Promise<T> {
     if (this.out.has(db)) return Promise.reject(new DatabaseOut(db));
     return new Promise<T>((resolve, reject) => {
       let settled = false;
-      const timer = setTimeout(() => {
-        settled = true;
-        this.markOut(db, "no answer in time");
-        reject(new DatabaseOut(db));
-      }, ms);
+      const timer = Number.isFinite(ms)
+        ? setTimeout(() => {
+            settled = true;
+            this.markOut(db, "no answer in time");
+            reject(new DatabaseOut(db));
+          }, ms)
+        : undefined;
       run().then(
         (v) => {
           clearTimeout(timer);

@@ -19,7 +19,7 @@ import { usersRoutes } from "./users.routes.ts";
 export function apiRoutes(config: Config, dbs: Databases, ids: IdGenerator, etcd: Etcd3 | null = null) {
   const users = new UserStore(dbs.users);
   const jobs = new JobStore(dbs, ids);
-  const quota = new CreateQuota(dbs.all, config.api.maxPendingPerUser, config.api.createsPerUserPerSecond);
+  const quota = new CreateQuota(dbs, config.api.maxPendingPerUser, config.api.createsPerUserPerSecond);
   const logins = new LoginThrottle(config.api.loginAttemptsPerMinute, config.api.loginAttemptsPerAddressPerMinute);
   // The hook sees the document's routes only (local to this instance), not every API request.
   const docs = new Elysia({ name: "docs" }).onAfterHandle(({ response }) => dropPhantomDefaults(response))

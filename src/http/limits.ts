@@ -4,7 +4,7 @@
  * user can reach k times a rate limit, and the pending-jobs quota is checked against a count at
  * most about a second old plus this process's own creations since.
  */
-import type { Sql } from "../db/databases.ts";
+import type { Databases } from "../db/databases.ts";
 import { ApiError, type ErrorCode } from "./errors.ts";
 
 const tooMany = (code: ErrorCode, message: string, retryAfterS: number) => new ApiError(429, code, message, undefined, Math.max(1, Math.ceil(retryAfterS)));
@@ -121,10 +121,10 @@ export class LoginThrottle {
 /** The pending-jobs quota and the per-user creation rate. */
 export class CreateQuota {
   private readonly rate = new WindowCounter(1_000);
-  private readonly pending = new Map<string, { n: number; at: number }>();
+  private readonly pending = new Map<string, { n: number; at: number; byDb: number[] }>();
 
   constructor(
-    private readonly dbs: readonly Sql[],
+    private readonly dbs: Databases,
     private readonly maxPending: number,
     private readonly perSecond: number,
   ) {}
@@ -155,10 +155,15 @@ export class CreateQuota {
     const now = Date.now();
     const p = this.pending.get(userId);
     if (p && (now - p.at < 1_000 || (p.n < this.maxPending * 0.9 && now - p.at < 30_000))) return p.n;
-    const counts = await Promise.all(this.dbs.map((sql) => sql<{ n: number }[]>`SELECT count(*)::int AS n FROM jobs WHERE user_id = ${userId}`));
-    const n = counts.reduce((a, [r]) => a + r!.n, 0);
+    // A database out counts what it last counted (0 if never): new jobs go to the others.
+    const counts = await Promise.allSettled(
+      this.dbs.all.map((sql, i) => this.dbs.gate.within(i, Infinity, () => sql<{ n: number }[]>`SELECT count(*)::int AS n FROM jobs WHERE user_id = ${userId}`)),
+    );
+    if (counts.every((c) => c.status === "rejected")) throw (counts[0] as PromiseRejectedResult).reason;
+    const byDb = counts.map((c, i) => (c.status === "fulfilled" ? c.value[0]!.n : (p?.byDb[i] ?? 0)));
+    const n = byDb.reduce((a, b) => a + b, 0);
     if (this.pending.size >= 100_000 && !p) this.pending.delete(this.pending.keys().next().value!);
-    this.pending.set(userId, { n, at: now });
+    this.pending.set(userId, { n, at: now, byDb });
     return n;
   }
 }

@@ -98,7 +98,24 @@ export class JobStore {
     private readonly dbs: Databases,
     private readonly ids: IdGenerator,
   ) {
-    this.singles = new Batcher((sql, rows) => insertRows(sql, rows), 500);
+    this.singles = new Batcher((sql, rows) => this.onUp(sql, () => insertRows(sql, rows)), 500);
+  }
+
+  /**
+   * A new job's id, on a database that answers: ids decide shards (shardOf), so while one
+   * database is out (src/db/gate.ts) new jobs land on the others and creates go on.
+   */
+  private nextId(): bigint {
+    for (let i = 0; i < 64; i++) {
+      const id = this.ids.next();
+      if (!this.dbs.gate.isOut(this.dbs.indexOf(shardOf(id, this.dbs.shardCount)))) return id;
+    }
+    return this.ids.next();
+  }
+
+  /** A write to `sql`, failed at once while that database is out (and marking it out when it errs so). */
+  private onUp<T>(sql: Sql, write: () => Promise<T>): Promise<T> {
+    return this.dbs.gate.within(this.dbs.all.indexOf(sql), Infinity, write);
   }
 
   private rowFor(id: bigint, owner: Owner, spec: JobSpec, trace: Record<string, string>, idemKey: string | null): { shard: number; row: NewJobRow } {
@@ -128,7 +145,7 @@ export class JobStore {
    */
   async create(owner: Owner, spec: JobSpec, trace: Record<string, string>, idem?: { key: string; requestHash: string }):
     Promise<{ job: ApiRow; replayed: boolean } | { conflict: true }> {
-    let id = this.ids.next();
+    let id = this.nextId();
     let replayed = false;
     if (idem) {
       const reserved = await this.reserveKey(owner.userId, idem.key, id, idem.requestHash);
@@ -185,7 +202,7 @@ export class JobStore {
     trace: Record<string, string>,
     opts: { decideBy: number; idem?: { key: string; requestHash: string } },
   ): Promise<{ jobs: ApiRow[]; replayed: boolean } | { conflict: true }> {
-    let ids = specs.map(() => this.ids.next());
+    let ids = specs.map(() => this.nextId());
     const batchId = this.ids.next();
     if (opts.idem) {
       const { key, requestHash } = opts.idem;
@@ -212,7 +229,7 @@ export class JobStore {
     let rows: ApiRow[];
     if (!opts.idem && byDb.size === 1) {
       const [sql, list] = [...byDb][0]!;
-      rows = await insertRows(sql, list);
+      rows = await this.onUp(sql, () => insertRows(sql, list));
     } else {
       if (!opts.idem) await batches.reserve(this.dbs.users, owner.userId, batchId, ids);
       rows = await batches.writeStaged(this.dbs, batchId, byDb, opts.decideBy);
