@@ -5,7 +5,7 @@
  * failed, and its late result still reaches the caller; the database is back once a probe answers.
  */
 import { afterAll, beforeAll, expect, setDefaultTimeout, test } from "bun:test";
-import { connect, type Sql } from "../src/db/databases.ts";
+import { connect, probeDatabase, type Sql } from "../src/db/databases.ts";
 import { DatabaseGate, DatabaseOut } from "../src/db/gate.ts";
 import { freshDatabases } from "./support/env.ts";
 
@@ -27,13 +27,13 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await admin?.unsafe(`ALTER DATABASE "${name}" ALLOW_CONNECTIONS true`);
-  await sql?.end();
-  await admin?.end();
+  await sql?.end({ timeout: 1 });
+  await admin?.end({ timeout: 1 });
   await fresh?.drop();
 });
 
 test("a database that refuses connections fails statements at once, and is back once a probe answers", async () => {
-  const gate = new DatabaseGate([sql], 100);
+  const gate = new DatabaseGate(() => probeDatabase(fresh.urls[0]!), 100);
   try {
     expect([...(await gate.within(0, 2_000, () => sql`SELECT 1 AS x`))]).toEqual([{ x: 1 }]);
     await admin.unsafe(`ALTER DATABASE "${name}" ALLOW_CONNECTIONS false`);
@@ -56,7 +56,7 @@ test("a database that refuses connections fails statements at once, and is back 
 });
 
 test("a statement that does not answer in time is failed; its result, when it comes, goes to `late`", async () => {
-  const gate = new DatabaseGate([sql], 100);
+  const gate = new DatabaseGate(() => probeDatabase(fresh.urls[0]!), 100);
   try {
     const late = Promise.withResolvers<unknown>();
     const slow = gate.within(0, 200, () => sql`SELECT pg_sleep(0.6), 7 AS x`, (v) => late.resolve(v));

@@ -41,7 +41,7 @@ export function connect(url: string, max: number, applicationName = "fairshare")
 
 export function openDatabases(urls: string[], shardCount: number, poolMax: number, applicationName?: string): Databases {
   const all = urls.map((u) => connect(u, poolMax, applicationName));
-  const gate = new DatabaseGate(all, TUNING.db.probeEveryMs);
+  const gate = new DatabaseGate((i) => probeDatabase(urls[i]!), TUNING.db.probeEveryMs);
   return {
     gate,
     all,
@@ -54,6 +54,16 @@ export function openDatabases(urls: string[], shardCount: number, poolMax: numbe
       await Promise.all(all.map((s) => s.end({ timeout: 5 })));
     },
   };
+}
+
+/** Whether the database answers, on a connection of its own (src/db/gate.ts). */
+export async function probeDatabase(url: string): Promise<void> {
+  const one = postgres(url, { max: 1, connect_timeout: 2, idle_timeout: 1, onnotice: () => {}, connection: { application_name: "fairshare-probe" } });
+  try {
+    await one`SELECT 1`;
+  } finally {
+    await one.end({ timeout: 1 }).catch(() => {});
+  }
 }
 
 /** Creates the database named in `url` when it does not exist (local mode, tests). */

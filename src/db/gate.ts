@@ -10,10 +10,12 @@
  *   unreachable (isUnavailable), the database is out, and the caller is told so at once. A
  *   statement that was issued may still complete later: `late` gets its result, for the caller
  *   to act on (a claimed job is run, a marked one put back);
- * - an out database is probed (SELECT 1, one probe at a time) every `probeEveryMs`; the first
- *   answer brings it back.
+ * - an out database is probed (one probe at a time) every `probeEveryMs`; the first answer
+ *   brings it back. A probe opens a connection of its own: the pool's back off for up to 20 s
+ *   after failed attempts, and a probe queued behind them stayed out long after the database
+ *   answered.
  */
-import { isUnavailable, type Sql } from "./databases.ts";
+import { isUnavailable } from "./databases.ts";
 import { log } from "../log.ts";
 
 export class DatabaseOut extends Error {
@@ -31,7 +33,8 @@ export class DatabaseGate {
   private timer: ReturnType<typeof setInterval> | null = null;
 
   constructor(
-    private readonly all: Sql[],
+    /** Resolves once database `db` answers (a fresh connection). */
+    private readonly probeOnce: (db: number) => Promise<void>,
     private readonly probeEveryMs: number,
   ) {}
 
@@ -41,8 +44,8 @@ export class DatabaseGate {
 
   /**
    * Runs a statement on database `db` unless it is out, and answers within `ms` (see above). With
-   * `ms` Infinity it is not timed (for writes whose late success could not be undone: the API's
-   * inserts): it only fails at once while the database is out, and marks it out on such an error.
+   * `ms` Infinity it is not timed (a read that may take long: it only fails at once while the
+   * database is out).
    */
   within<T>(db: number, ms: number, run: () => Promise<T>, late?: (value: T) => void): Promise<T> {
     if (this.out.has(db)) return Promise.reject(new DatabaseOut(db));
@@ -70,6 +73,18 @@ export class DatabaseGate {
     });
   }
 
+  /**
+   * Runs a write the caller could not take back, whatever the database's state (a database
+   * marked out a moment ago may answer again before the probe says so), and marks the database
+   * out on an error that says it is unreachable: the API steers new jobs away from it.
+   */
+  watch<T>(db: number, run: () => Promise<T>): Promise<T> {
+    return run().catch((e: unknown) => {
+      if (isUnavailable(e)) this.markOut(db, (e as Error).message);
+      throw e;
+    });
+  }
+
   private markOut(db: number, reason: string): void {
     if (this.out.has(db)) return;
     this.out.add(db);
@@ -81,7 +96,7 @@ export class DatabaseGate {
     for (const db of this.out) {
       if (this.probing.has(db)) continue;
       this.probing.add(db);
-      this.all[db]!`SELECT 1`
+      this.probeOnce(db)
         .then(
           () => {
             this.out.delete(db);

@@ -127,7 +127,7 @@ export async function abort(dbs: Databases, batchId: string): Promise<boolean> {
 export async function writeStaged(dbs: Databases, batchId: bigint, byDb: Map<Sql, NewJobRow[]>, decideBy: number): Promise<ApiRow[]> {
   const id = batchId.toString();
   try {
-    await Promise.all([...byDb].map(([sql, rows]) => dbs.gate.within(dbs.all.indexOf(sql), Infinity, () => stage(sql, batchId, rows))));
+    await Promise.all([...byDb].map(([sql, rows]) => dbs.gate.watch(dbs.all.indexOf(sql), () => stage(sql, batchId, rows))));
     if (Date.now() >= decideBy || !(await decide(dbs.users, batchId, decideBy))) throw new BatchNotCommitted("no answer in time from every database");
   } catch (err) {
     // Not committed (or not known to be: the decision's answer was lost): it must leave nothing.

@@ -113,9 +113,9 @@ export class JobStore {
     return this.ids.next();
   }
 
-  /** A write to `sql`, failed at once while that database is out (and marking it out when it errs so). */
+  /** A write to `sql` that marks its database out when it errs so (new ids then avoid it). */
   private onUp<T>(sql: Sql, write: () => Promise<T>): Promise<T> {
-    return this.dbs.gate.within(this.dbs.all.indexOf(sql), Infinity, write);
+    return this.dbs.gate.watch(this.dbs.all.indexOf(sql), write);
   }
 
   private rowFor(id: bigint, owner: Owner, spec: JobSpec, trace: Record<string, string>, idemKey: string | null): { shard: number; row: NewJobRow } {

@@ -388,10 +388,11 @@ export class ShardOwnership {
       shardCount: this.config.shardCount,
       owners: ownerMap,
     });
-    // All at once: one by one, a survivor took a dead member's shards ~0.5-1.3 s apart on a busy
-    // machine (each is an etcd transaction, a fence bump and a take-back), and the last ones'
-    // jobs waited for all of it.
-    await Promise.all(plan.release.map((shard) => this.stopShard(shard, true)));
+    // Releases one at a time (released in parallel, a join published some jobs twice: the
+    // ownership test in test/scheduler.test.ts); claims all at once: one by one, a survivor took a dead member's
+    // shards ~0.5-1.3 s apart on a busy machine (each is an etcd transaction, a fence bump and a
+    // take-back), and the last ones' jobs waited for all of it.
+    for (const shard of plan.release) await this.stopShard(shard, true);
     if (this.stopped || lease.isLost()) return;
     const claims = await Promise.allSettled(plan.claim.map((shard) => this.claim(shard, lease)));
     const failed = claims.find((c) => c.status === "rejected");
