@@ -42,22 +42,16 @@ export class DatabaseGate {
     return this.out.has(db);
   }
 
-  /**
-   * Runs a statement on database `db` unless it is out, and answers within `ms` (see above). With
-   * `ms` Infinity it is not timed (a read that may take long: it only fails at once while the
-   * database is out).
-   */
+  /** Runs a statement on database `db` unless it is out, and answers within `ms` (see above). */
   within<T>(db: number, ms: number, run: () => Promise<T>, late?: (value: T) => void): Promise<T> {
     if (this.out.has(db)) return Promise.reject(new DatabaseOut(db));
     return new Promise<T>((resolve, reject) => {
       let settled = false;
-      const timer = Number.isFinite(ms)
-        ? setTimeout(() => {
-            settled = true;
-            this.markOut(db, "no answer in time");
-            reject(new DatabaseOut(db));
-          }, ms)
-        : undefined;
+      const timer = setTimeout(() => {
+        settled = true;
+        this.markOut(db, "no answer in time");
+        reject(new DatabaseOut(db));
+      }, ms);
       run().then(
         (v) => {
           clearTimeout(timer);

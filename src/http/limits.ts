@@ -4,6 +4,7 @@
  * user can reach k times a rate limit, and the pending-jobs quota is checked against a count at
  * most about a second old plus this process's own creations since.
  */
+import { TUNING } from "../config.ts";
 import type { Databases } from "../db/databases.ts";
 import { ApiError, type ErrorCode } from "./errors.ts";
 
@@ -157,7 +158,7 @@ export class CreateQuota {
     if (p && (now - p.at < 1_000 || (p.n < this.maxPending * 0.9 && now - p.at < 30_000))) return p.n;
     // A database out counts what it last counted (0 if never): new jobs go to the others.
     const counts = await Promise.allSettled(
-      this.dbs.all.map((sql, i) => this.dbs.gate.within(i, Infinity, () => sql<{ n: number }[]>`SELECT count(*)::int AS n FROM jobs WHERE user_id = ${userId}`)),
+      this.dbs.all.map((sql, i) => this.dbs.gate.within(i, TUNING.db.answerWithinMs, () => sql<{ n: number }[]>`SELECT count(*)::int AS n FROM jobs WHERE user_id = ${userId}`)),
     );
     if (counts.every((c) => c.status === "rejected")) throw (counts[0] as PromiseRejectedResult).reason;
     const byDb = counts.map((c, i) => (c.status === "fulfilled" ? c.value[0]!.n : (p?.byDb[i] ?? 0)));

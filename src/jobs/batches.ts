@@ -5,7 +5,9 @@
  * (job-store.ts). One that spans databases, or carries an Idempotency-Key, goes through a commit
  * point in the users database (sql/000018):
  *   1. reserve: a `job_batches` row, pending, with its job ids (and the key and request hash);
- *   2. stage:   each database takes its rows into `staged_jobs`, which nothing else reads;
+ *   2. stage:   each database takes its rows into `staged_jobs`, which nothing else reads (a
+ *               database that does not answer within TUNING.db.answerWithinMs fails the batch
+ *               and is marked out, so the next batches' ids avoid it: src/db/gate.ts);
  *   3. decide:  pending -> committed, only while the request can still be answered (`decideBy`,
  *               before the API's request timeout) — the commit point;
  *   4. move:    each database moves its staged rows into `jobs` (one statement, idempotent).
@@ -16,6 +18,7 @@
  * aborted so that a late decision cannot commit it). The decision and the keeper's abort are
  * each conditional on `pending`, so exactly one of them wins.
  */
+import { TUNING } from "../config.ts";
 import type { Databases, Sql } from "../db/databases.ts";
 import { DUE_CHANNEL, duePayload } from "../db/due-notify.ts";
 import { log } from "../log.ts";
@@ -127,7 +130,7 @@ export async function abort(dbs: Databases, batchId: string): Promise<boolean> {
 export async function writeStaged(dbs: Databases, batchId: bigint, byDb: Map<Sql, NewJobRow[]>, decideBy: number): Promise<ApiRow[]> {
   const id = batchId.toString();
   try {
-    await Promise.all([...byDb].map(([sql, rows]) => dbs.gate.watch(dbs.all.indexOf(sql), () => stage(sql, batchId, rows))));
+    await Promise.all([...byDb].map(([sql, rows]) => dbs.gate.within(dbs.all.indexOf(sql), TUNING.db.answerWithinMs, () => stage(sql, batchId, rows))));
     if (Date.now() >= decideBy || !(await decide(dbs.users, batchId, decideBy))) throw new BatchNotCommitted("no answer in time from every database");
   } catch (err) {
     // Not committed (or not known to be: the decision's answer was lost): it must leave nothing.
