@@ -113,13 +113,17 @@ export async function move(sql: Sql, batchId: string): Promise<ApiRow[]> {
   return rows;
 }
 
-/** The batch is not committed: marks it aborted (unless it was decided meanwhile) and deletes its staged rows. True when aborted. */
+/**
+ * The batch is not committed: marks it aborted (unless it was decided meanwhile) and deletes its
+ * staged rows where the database answers (an out database's are the keeper's: the batch is
+ * aborted first, so they can never be moved). True when aborted.
+ */
 export async function abort(dbs: Databases, batchId: string): Promise<boolean> {
   const [r] = await dbs.users<{ state: string }[]>`
     WITH a AS (UPDATE job_batches SET state = 'aborted' WHERE id = ${batchId} AND state = 'pending' RETURNING state)
     SELECT state FROM a UNION ALL SELECT state FROM job_batches WHERE id = ${batchId} LIMIT 1`;
   if (r?.state === "committed") return false;
-  await Promise.all(dbs.all.map((sql) => sql`DELETE FROM staged_jobs WHERE batch_id = ${batchId}`));
+  await Promise.allSettled(dbs.all.map((sql, i) => dbs.gate.within(i, TUNING.db.answerWithinMs, () => sql`DELETE FROM staged_jobs WHERE batch_id = ${batchId}`)));
   return true;
 }
 
