@@ -61,7 +61,11 @@ export interface Config {
     /** Schedulers re-plan shard ownership on every change they watch, and at least this often. */
     replanIntervalMs: number;
   };
-  jwt: { secret: string; ttlSeconds: number };
+  /**
+   * `secret` (JWT_SECRET) signs tokens; it and `previousSecrets` (JWT_PREVIOUS_SECRETS, older
+   * secrets kept through a rotation, docs/operations.md) verify them.
+   */
+  jwt: { secret: string; previousSecrets: string[]; ttlSeconds: number };
   api: {
     jobHorizonMs: number;
     maxBodyBytes: number;
@@ -119,8 +123,8 @@ export interface Config {
     /** After a rotation, calls are signed with the previous secret too for this long. */
     signingGraceMs: number;
   };
-  /** Bearer token of the admin endpoints (null: they answer 401 to everyone). */
-  adminToken: string | null;
+  /** Bearer tokens of the admin endpoints, any of them accepted (ADMIN_TOKEN, comma-separated; empty: they answer 401 to everyone). */
+  adminTokens: string[];
   /** The web console (/console): CONSOLE_TRACE_URL, a trace UI's page with `{trace_id}` in it (null: no trace links). */
   console: { traceUrl: string | null };
   /**
@@ -387,9 +391,17 @@ export function loadConfig(env: Env = process.env): Config {
 
   for (const [name, why] of Object.entries(REMOVED)) if (env[name] !== undefined) problems.push(`${name}: no longer used (${why})`);
   const mode = oneOf("APP_MODE", "local", ["local", "production"] as const);
-  const adminRaw = env.ADMIN_TOKEN?.trim() ?? "";
-  if (adminRaw === "" && mode === "production") problems.push("ADMIN_TOKEN: required when APP_MODE=production (at least 32 characters)");
-  else if (adminRaw !== "" && adminRaw.length < 32) problems.push("ADMIN_TOKEN: must be at least 32 characters");
+  /** A comma-separated list of secrets, each at least 32 characters; a bad one is named by its place, never shown. */
+  const secrets = (name: string): string[] => {
+    const items = (env[name] ?? "").split(",").map((x) => x.trim()).filter(Boolean);
+    items.forEach((item, i) => {
+      if (item.length < 32) problems.push(`${name}: must be at least 32 characters${items.length > 1 ? ` (entry ${i + 1} of ${items.length})` : ""}`);
+    });
+    return items;
+  };
+  const adminTokens = secrets("ADMIN_TOKEN");
+  if (adminTokens.length === 0 && mode === "production") problems.push("ADMIN_TOKEN: required when APP_MODE=production (at least 32 characters)");
+  const jwtPreviousSecrets = secrets("JWT_PREVIOUS_SECRETS");
   const jwtSecretRaw = env.JWT_SECRET?.trim() ?? "";
   let jwtSecret = jwtSecretRaw;
   if (jwtSecretRaw === "") {
@@ -398,7 +410,8 @@ export function loadConfig(env: Env = process.env): Config {
   } else if (jwtSecretRaw.length < 32) {
     problems.push("JWT_SECRET: must be at least 32 characters");
   }
-  for (const [name, value] of [["JWT_SECRET", jwtSecretRaw], ["ADMIN_TOKEN", adminRaw]] as const) {
+  const named = (name: string, values: string[]) => values.map((value) => [name, value] as const);
+  for (const [name, value] of [["JWT_SECRET", jwtSecretRaw] as const, ...named("JWT_PREVIOUS_SECRETS", jwtPreviousSecrets), ...named("ADMIN_TOKEN", adminTokens)]) {
     if (mode === "production" && EXAMPLE_SECRETS.has(value)) problems.push(`${name}: is an example value published in this repository; generate one (openssl rand -base64 48)`);
   }
 
@@ -435,7 +448,7 @@ export function loadConfig(env: Env = process.env): Config {
       leaseTtlSeconds: int("ETCD_LEASE_TTL_SECONDS", 10, 2, 300),
       replanIntervalMs: 5_000,
     },
-    jwt: { secret: jwtSecret, ttlSeconds: Math.round(duration("JWT_TTL", "1h", 1_000) / 1000) },
+    jwt: { secret: jwtSecret, previousSecrets: jwtPreviousSecrets, ttlSeconds: Math.round(duration("JWT_TTL", "1h", 1_000) / 1000) },
     api: {
       jobHorizonMs: duration("JOB_HORIZON", "365d", 1_000),
       maxBodyBytes: int("API_MAX_BODY_BYTES", 1_048_576, 1_024, 64 * 1_048_576),
@@ -493,7 +506,7 @@ export function loadConfig(env: Env = process.env): Config {
       signupWeights: oneOf("SIGNUP_WEIGHTS", mode === "production" ? "admin" : "open", ["open", "admin"] as const),
       signingGraceMs: duration("SIGNING_SECRET_GRACE", "24h", 0),
     },
-    adminToken: adminRaw || null,
+    adminTokens,
     console: { traceUrl: str("CONSOLE_TRACE_URL", "") || null },
     otel: {
       exporter: oneOf("OTEL_TRACES_EXPORTER", env.OTEL_EXPORTER_OTLP_ENDPOINT ? "otlp" : "none", ["otlp", "zipkin", "none"] as const),

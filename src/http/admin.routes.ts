@@ -55,7 +55,7 @@ export function adminRoutes(users: UserStore, jobs: JobStore, dbs: Databases, co
     return reader.read(windowMs, intervalMs);
   }, 64);
   return new Elysia({ name: "admin-routes" })
-    .use(requireAdmin(config.adminToken))
+    .use(requireAdmin(config.adminTokens))
     .get(
       "/api/v1/admin/users",
       async ({ query }) => {

@@ -46,7 +46,7 @@ export function apiRoutes(config: Config, dbs: Databases, ids: IdGenerator, etcd
   return new Elysia({ name: "api" })
     .use(docs)
     .use(usersRoutes(users, config))
-    .use(authRoutes(users, logins, new TrustedProxies(config.api.trustedProxies), config.jwt.secret, config.jwt.ttlSeconds))
+    .use(authRoutes(users, logins, new TrustedProxies(config.api.trustedProxies), config.jwt))
     .use(jobsRoutes(jobs, users, quota, config))
     .use(adminRoutes(users, jobs, dbs, config, etcd))
     .use(meTargetRoutes(users, dbs.users, config))

@@ -1,12 +1,13 @@
 import { Elysia, t } from "elysia";
+import type { Config } from "../config.ts";
 import { toUserView, type UserStore } from "../users/user-store.ts";
 import { requireUser, tokens } from "./auth.ts";
 import { clientAddress, type TrustedProxies } from "./client-address.ts";
 import { ApiError, errorResponses } from "./errors.ts";
 import type { LoginThrottle } from "./limits.ts";
 
-export function authRoutes(users: UserStore, logins: LoginThrottle, proxies: TrustedProxies, secret: string, ttlSeconds: number) {
-  const login = new Elysia({ name: "login-routes" }).use(tokens(secret, ttlSeconds)).post(
+export function authRoutes(users: UserStore, logins: LoginThrottle, proxies: TrustedProxies, jwt: Config["jwt"]) {
+  const login = new Elysia({ name: "login-routes" }).use(tokens(jwt)).post(
     "/api/v1/auth/login",
     async ({ body, issueToken, request, server }) => {
       const address = clientAddress(server?.requestIP(request)?.address, request.headers.get("x-forwarded-for"), proxies);
@@ -25,7 +26,7 @@ export function authRoutes(users: UserStore, logins: LoginThrottle, proxies: Tru
       detail: { summary: "Log in; returns a bearer token", tags: ["auth"], responses: errorResponses("invalid_request", "malformed_body", "invalid_credentials", "user_disabled", "too_many_attempts") },
     },
   );
-  const refresh = new Elysia({ name: "refresh-routes" }).use(tokens(secret, ttlSeconds)).use(requireUser(secret, ttlSeconds, (id) => users.active(id))).post(
+  const refresh = new Elysia({ name: "refresh-routes" }).use(tokens(jwt)).use(requireUser(jwt, (id) => users.active(id))).post(
     "/api/v1/auth/refresh",
     async ({ userId, issueToken }) => {
       const user = await users.byId(userId);

@@ -102,7 +102,7 @@ export function jobsRoutes(jobs: JobStore, users: UserStore, quota: CreateQuota,
   };
 
   return new Elysia({ name: "jobs-routes" })
-    .use(requireUser(config.jwt.secret, config.jwt.ttlSeconds, (id) => users.active(id)))
+    .use(requireUser(config.jwt, (id) => users.active(id)))
     .get(
       "/api/v1/me/jobs",
       async ({ userId, query }) => {

@@ -93,7 +93,7 @@ export function meTargetRoutes(users: UserStore, sql: Sql, config: Config) {
     responses: errorResponses("unauthorized", ...codes),
   });
   return new Elysia({ name: "me-target-routes" })
-    .use(requireUser(config.jwt.secret, config.jwt.ttlSeconds, (id) => users.active(id)))
+    .use(requireUser(config.jwt, (id) => users.active(id)))
     .get(
       "/api/v1/me/targets",
       async ({ userId }) => {
@@ -139,7 +139,7 @@ export function adminTargetRoutes(users: UserStore, sql: Sql, config: Config) {
     responses: errorResponses("unauthorized", "invalid_request", ...codes),
   });
   return new Elysia({ name: "admin-target-routes" })
-    .use(requireAdmin(config.adminToken))
+    .use(requireAdmin(config.adminTokens))
     .get(
       "/api/v1/admin/targets",
       async () => ({ data: { targets: await listOperatorTargetLimits(sql) }, success: true }),

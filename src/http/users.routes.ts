@@ -28,7 +28,7 @@ export function usersRoutes(users: UserStore, config: Config) {
     if (!user) throw new ApiError(401, "unauthorized", "the token's user no longer exists");
     return user;
   };
-  const me = new Elysia({ name: "me-routes" }).use(requireUser(config.jwt.secret, config.jwt.ttlSeconds, (id) => users.active(id))).post(
+  const me = new Elysia({ name: "me-routes" }).use(requireUser(config.jwt, (id) => users.active(id))).post(
     "/api/v1/me/signing-secret",
     async ({ userId }) => {
       const rotated = await users.rotateSigningSecret(userId, config.users.signingGraceMs);
@@ -60,7 +60,7 @@ export function usersRoutes(users: UserStore, config: Config) {
     "/api/v1/users",
     async ({ body, set, headers }) => {
       const weight = body.job_weight ?? defaultWeight;
-      if (weight !== defaultWeight && signupWeights === "admin" && !isAdmin(headers.authorization, config.adminToken)) {
+      if (weight !== defaultWeight && signupWeights === "admin" && !isAdmin(headers.authorization, config.adminTokens)) {
         throw new ApiError(403, "weight_requires_admin", `only an operator may choose a job_weight other than ${defaultWeight}; leave it out or sign up with the admin token`);
       }
       const user = await users.create(body.username, body.password, weight);

@@ -24,6 +24,7 @@ const NOT_PLAIN: Record<string, string> = {
   CONSOLE_TRACE_URL: "unset by default",
   SIGNUP_WEIGHTS: "depends on APP_MODE",
   JWT_SECRET: "a random secret in local mode, required in production",
+  JWT_PREVIOUS_SECRETS: "unset by default (no previous secrets)",
   HTTP_TARGET_ALLOW_PRIVATE: "depends on APP_MODE",
   TRUSTED_PROXIES: "an empty list",
   OTEL_TRACES_EXPORTER: "depends on whether OTEL_EXPORTER_OTLP_ENDPOINT is set",
