@@ -2,13 +2,15 @@
  * The one entry point: `bun src/main.ts <api|scheduler|executor|all>`.
  *
  * Start: validate configuration (exit 2 naming the bad variables), migrate every database
- * (safe when several processes start at once), start the role's components, then listen.
+ * (safe when several processes start at once), check the settings that decide where jobs live
+ * against the cluster's (exit 2 on a mismatch), start the role's components, then listen.
  * SIGTERM/SIGINT: /readyz turns 503, the HTTP server stops accepting, components drain in
  * order (api, scheduler, executor), connections close; exit 0, or 1 past SHUTDOWN_TIMEOUT.
  */
 import { ConfigError, loadConfig, parseRole, type Config, type Role } from "./config.ts";
 import { openDatabases } from "./db/databases.ts";
 import { checkAutovacuum } from "./db/maintenance.ts";
+import { checkClusterSettings, clusterSettings } from "./db/cluster-settings.ts";
 import { migrate, SchemaTooNewError } from "./db/migrate.ts";
 import { listen, rootApp } from "./http/server.ts";
 import { configureLog, log } from "./log.ts";
@@ -42,6 +44,15 @@ for (const sql of dbs.all) {
     process.stderr.write(`${e.message}\n`);
     process.exit(2); // like a configuration error: restarting cannot help
   });
+}
+// Settings that decide where jobs live must match the cluster's (src/db/cluster-settings.ts).
+const mismatches = await checkClusterSettings(dbs.users, clusterSettings(config));
+if (mismatches.length > 0) {
+  process.stderr.write(
+    `refusing to start: settings differ from the ones this cluster was started with (they decide which database holds each job, and cannot change in place):\n  ${mismatches.join("\n  ")}\n` +
+      `Start with the cluster's values (SHARD_COUNT, DATABASE_URLS in the same order, KAFKA_PARTITIONS); see docs/operations.md.\n`,
+  );
+  process.exit(2); // like a configuration error: restarting cannot help
 }
 const refusal = await checkAutovacuum(dbs, config);
 if (refusal) {

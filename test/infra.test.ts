@@ -116,7 +116,7 @@ describe("migrations", () => {
         const rows = await sqls[0]!`SELECT version FROM schema_migrations ORDER BY version`;
         expect(rows.map((r) => r.version)).toEqual(all);
         const tables = await sqls[0]!`SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY 1`;
-        expect(tables.map((t) => t.table_name)).toEqual(["all_jobs", "dead_letter_outbox", "executor_slots", "id_nodes", "idempotency_keys", "job_attempts", "job_batches", "job_history", "jobs", "scheduler_demand", "schema_migrations", "shard_fences", "staged_jobs", "target_calendar", "target_leases", "target_limits", "users"]);
+        expect(tables.map((t) => t.table_name)).toEqual(["all_jobs", "cluster_settings", "dead_letter_outbox", "executor_slots", "id_nodes", "idempotency_keys", "job_attempts", "job_batches", "job_history", "jobs", "scheduler_demand", "schema_migrations", "shard_fences", "staged_jobs", "target_calendar", "target_leases", "target_limits", "users"]);
         await Promise.all(sqls.map((s) => s.end()));
       }
     } finally {
