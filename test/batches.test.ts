@@ -13,6 +13,7 @@ import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "
 import { connect, openDatabases, type Databases, type Sql } from "../src/db/databases.ts";
 import { sweepStaged } from "../src/jobs/batches.ts";
 import { apiUser, slice, waitFor, type RoleProc, type Slice } from "./support/procs.ts";
+import { withoutDatabase } from "./support/env.ts";
 
 setDefaultTimeout(60_000);
 
@@ -42,6 +43,8 @@ async function post(path: string, body: unknown, token: string, key?: string): P
   return { status: res.status, json: await res.json(), replayed: res.headers.get("idempotent-replayed") };
 }
 
+const dbUrl = (i: number) => s.env.DATABASE_URLS!.split(",")[i]!;
+
 /** The user's jobs and staged rows in each database. */
 async function rowsOf(userId: string): Promise<{ jobs: number[]; staged: number[] }> {
   const jobs = await Promise.all(dbs.map(async (sql) => (await sql`SELECT count(*)::int AS n FROM all_jobs WHERE user_id = ${userId}`)[0]!.n as number));
@@ -49,20 +52,6 @@ async function rowsOf(userId: string): Promise<{ jobs: number[]; staged: number[
   return { jobs, staged };
 }
 
-async function withoutDatabase(i: number, during: () => Promise<unknown>): Promise<void> {
-  const url = new URL(s.env.DATABASE_URLS!.split(",")[i]!);
-  const db = url.pathname.slice(1);
-  url.pathname = "/postgres";
-  const admin = connect(url.toString(), 1);
-  await admin.unsafe(`ALTER DATABASE "${db}" ALLOW_CONNECTIONS false`);
-  try {
-    await admin`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = ${db} AND application_name LIKE 'fairshare-%'`;
-    await during();
-  } finally {
-    await admin.unsafe(`ALTER DATABASE "${db}" ALLOW_CONNECTIONS true`);
-    await admin.end();
-  }
-}
 
 describe("batches across databases", () => {
   test("the second database goes out mid-batch: 503, and none of the batch's jobs exists in either database", async () => {
@@ -78,7 +67,7 @@ describe("batches across databases", () => {
     await Bun.sleep(100);
     const answer = post("/api/v1/me/jobs/batch", jobsBody(40, "o"), u.token);
     await Bun.sleep(500);
-    await withoutDatabase(1, async () => {
+    await withoutDatabase(dbUrl(1), async () => {
       const r = await answer;
       expect(r.status).toBe(503);
       expect(r.json.error.code).toBe("unavailable");
@@ -170,7 +159,7 @@ describe("batches across databases", () => {
   test("while a database is out, new jobs land on the others: creates go on, whole", async () => {
     const u = await apiUser(api, "batch_reroute");
     let created: string[] = [];
-    await withoutDatabase(1, async () => {
+    await withoutDatabase(dbUrl(1), async () => {
       // The first request may meet the outage (503, nothing left); then the API knows.
       for (let i = 0; i < 20 && created.length === 0; i++) {
         const r = await post("/api/v1/me/jobs/batch", jobsBody(40, "r"), u.token);

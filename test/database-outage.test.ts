@@ -12,7 +12,7 @@
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { connect, type Sql } from "../src/db/databases.ts";
 import { apiUser, callApi, slice, waitFor, type RoleProc, type Slice } from "./support/procs.ts";
-import { QUICK_RETRY_ENV } from "./support/env.ts";
+import { QUICK_RETRY_ENV, withoutDatabase } from "./support/env.ts";
 
 setDefaultTimeout(120_000);
 
@@ -46,21 +46,8 @@ afterAll(async () => {
   target.stop(true);
 });
 
-/** Runs `during` while database `i` lets no role in (every role's connections to it cut). */
-async function withoutDatabase(i: number, during: () => Promise<unknown>): Promise<void> {
-  const url = new URL(s.env.DATABASE_URLS!.split(",")[i]!);
-  const db = url.pathname.slice(1);
-  url.pathname = "/postgres";
-  const admin = connect(url.toString(), 1);
-  await admin.unsafe(`ALTER DATABASE "${db}" ALLOW_CONNECTIONS false`);
-  try {
-    await admin`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = ${db} AND application_name LIKE 'fairshare-%'`;
-    await during();
-  } finally {
-    await admin.unsafe(`ALTER DATABASE "${db}" ALLOW_CONNECTIONS true`);
-    await admin.end();
-  }
-}
+
+const dbUrl = (i: number) => s.env.DATABASE_URLS!.split(",")[i]!;
 
 /** A job of the user's, by id, from whichever database holds it. */
 async function row(id: string): Promise<{ status: string; attempt: number; shard_id: number } | undefined> {
@@ -71,24 +58,32 @@ async function row(id: string): Promise<{ status: string; attempt: number; shard
   return undefined;
 }
 
+/**
+ * 40 jobs far in the future (the scheduler leaves them), on both databases, each calling
+ * `${path}/${i}`, marked scheduled by hand (due now) for a test to send their due message.
+ */
+async function scheduledByHand(token: string, path: string): Promise<{ id: string; db: number; shard: number; i: number }[]> {
+  const created = await callApi(api, "POST", "/api/v1/me/jobs/batch", {
+    jobs: Array.from({ length: 40 }, (_, i) => ({ message: `m${i}`, execute_at: new Date(Date.now() + 600_000).toISOString(), target: { url: targetUrl(`${path}/${i}`) } })),
+  }, token);
+  const jobs: { id: string; db: number; shard: number; i: number }[] = [];
+  for (const [i, j] of (created.data as { id: string }[]).entries()) {
+    for (const [d, sql] of dbs.entries()) {
+      const [r] = await sql<{ shard_id: number }[]>`UPDATE jobs SET status = 'scheduled', due_at = now(), deadline_at = now() + interval '5 minutes' WHERE id = ${j.id} RETURNING shard_id`;
+      if (r) jobs.push({ id: j.id, db: d, shard: r.shard_id, i });
+    }
+  }
+  return jobs;
+}
+
 describe("a database out", () => {
   test("a due message with jobs on both databases, one of them out: the other's jobs run at once; the rest run once it is back; each once", async () => {
     const u = await apiUser(api, "outage_claims");
-    // Jobs far in the future (the scheduler leaves them), on both databases; marked scheduled by
-    // hand and sent in one due message, as a dispatch of both databases' shards would.
-    const created = await callApi(api, "POST", "/api/v1/me/jobs/batch", {
-      jobs: Array.from({ length: 40 }, (_, i) => ({ message: `m${i}`, execute_at: new Date(Date.now() + 600_000).toISOString(), target: { url: targetUrl(`/claims/${i}`) } })),
-    }, u.token);
-    const jobs: { id: string; db: number; shard: number; i: number }[] = [];
-    for (const [i, j] of (created.data as { id: string }[]).entries()) {
-      for (const [d, sql] of dbs.entries()) {
-        const [r] = await sql<{ shard_id: number }[]>`UPDATE jobs SET status = 'scheduled', due_at = now(), deadline_at = now() + interval '5 minutes' WHERE id = ${j.id} RETURNING shard_id`;
-        if (r) jobs.push({ id: j.id, db: d, shard: r.shard_id, i });
-      }
-    }
+    // Sent in one due message, as a dispatch of both databases' shards would.
+    const jobs = await scheduledByHand(u.token, "/claims");
     expect(new Set(jobs.map((j) => j.db)).size).toBe(2);
     const entries = jobs.map((j) => ({ id: j.id, shard: j.shard, user_id: u.id, attempt: 1, due_at: new Date().toISOString(), epoch: "1" }));
-    await withoutDatabase(1, async () => {
+    await withoutDatabase(dbUrl(1), async () => {
       const pub = await s.bus.publisher();
       await pub.publish(s.topicDue, [{ key: jobs[0]!.id, value: JSON.stringify({ jobs: entries }) }]);
       await pub.close();
@@ -112,16 +107,7 @@ describe("a database out", () => {
 
   test("a database out does not hold back its partition: later messages are committed while its jobs wait, and they run once it is back", async () => {
     const u = await apiUser(api, "outage_offsets");
-    const created = await callApi(api, "POST", "/api/v1/me/jobs/batch", {
-      jobs: Array.from({ length: 40 }, (_, i) => ({ message: `o${i}`, execute_at: new Date(Date.now() + 600_000).toISOString(), target: { url: targetUrl(`/offsets/${i}`) } })),
-    }, u.token);
-    const jobs: { id: string; db: number; shard: number; i: number }[] = [];
-    for (const [i, j] of (created.data as { id: string }[]).entries()) {
-      for (const [d, sql] of dbs.entries()) {
-        const [r] = await sql<{ shard_id: number }[]>`UPDATE jobs SET status = 'scheduled', due_at = now(), deadline_at = now() + interval '5 minutes' WHERE id = ${j.id} RETURNING shard_id`;
-        if (r) jobs.push({ id: j.id, db: d, shard: r.shard_id, i });
-      }
-    }
+    const jobs = await scheduledByHand(u.token, "/offsets");
     const entry = (j: (typeof jobs)[number]) => ({ id: j.id, shard: j.shard, user_id: u.id, attempt: 1, due_at: new Date().toISOString(), epoch: "1" });
     const out = jobs.filter((j) => j.db === 1);
     const up = jobs.filter((j) => j.db === 0);
@@ -129,7 +115,7 @@ describe("a database out", () => {
     expect(up.length).toBeGreaterThan(0);
     const offsets = await s.bus.offsetReader(s.env.KAFKA_GROUP_ID!, s.topicDue);
     try {
-      await withoutDatabase(1, async () => {
+      await withoutDatabase(dbUrl(1), async () => {
         // One key: one partition, the out database's message first, the other's behind it.
         const pub = await s.bus.publisher();
         await pub.publish(s.topicDue, [{ key: "outage", value: JSON.stringify({ jobs: out.map(entry) }) }]);
@@ -170,7 +156,7 @@ describe("a database out", () => {
     const ids = (created.data as { id: string }[]).map((j) => j.id);
     await waitFor("the calls to start", async () => [...calls.keys()].filter((k) => k.startsWith("/records/")).length >= 10, 20_000, 20);
     // Both databases out for 6 s: the outcomes cannot be recorded until well past the deadlines.
-    await withoutDatabase(0, () => withoutDatabase(1, () => Bun.sleep(6_000)));
+    await withoutDatabase(dbUrl(0), () => withoutDatabase(dbUrl(1), () => Bun.sleep(6_000)));
     await waitFor("every job to succeed", async () => {
       for (const id of ids) if ((await row(id))?.status !== "succeeded") return false;
       return true;

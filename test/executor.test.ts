@@ -7,7 +7,7 @@ import { DUE_CHANNEL, duePayload } from "../src/db/due-notify.ts";
 import { verifySignature } from "../src/executor/signing.ts";
 import { connect, type Sql } from "../src/db/databases.ts";
 import { collect, slice, waitFor, type RoleProc, type Slice } from "./support/procs.ts";
-import { QUICK_RETRY_ENV } from "./support/env.ts";
+import { QUICK_RETRY_ENV, withoutDatabase } from "./support/env.ts";
 
 // Real services: allow for broker rebalances and lease expiry on a loaded 2-core machine.
 setDefaultTimeout(60_000);
@@ -86,20 +86,7 @@ async function otherToken(): Promise<string> {
   return other;
 }
 /** Runs `during` while the executor's database connections are cut and no new one is let in. */
-async function withoutDatabase(during: () => Promise<unknown>): Promise<void> {
-  const url = new URL(s.env.DATABASE_URLS!);
-  const db = url.pathname.slice(1);
-  url.pathname = "/postgres";
-  const admin = connect(url.toString(), 1);
-  await admin.unsafe(`ALTER DATABASE "${db}" ALLOW_CONNECTIONS false`);
-  try {
-    await admin`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = ${db} AND application_name = 'fairshare-executor'`;
-    await during();
-  } finally {
-    await admin.unsafe(`ALTER DATABASE "${db}" ALLOW_CONNECTIONS true`);
-    await admin.end();
-  }
-}
+const cutExecutor = (during: () => Promise<unknown>) => withoutDatabase(s.env.DATABASE_URLS!, during, "fairshare-executor");
 const inSeconds = (sec: number) => new Date(Date.now() + sec * 1000).toISOString();
 const targetUrl = (path: string) => `http://127.0.0.1:${target.port}${path}`;
 const terminal = (id: string, timeoutMs = 30_000) =>
@@ -311,7 +298,7 @@ describe("executor", () => {
   test("a job whose claim failed (database unreachable) is set aside and runs once the database answers, once", async () => {
     const { data } = await post("/api/v1/me/jobs", { message: "claim later", execute_at: inSeconds(600), target: { url: targetUrl("/claim-later") } });
     await sql`UPDATE jobs SET status = 'scheduled', due_at = now(), deadline_at = now() + interval '5 minutes' WHERE id = ${data.id}`;
-    await withoutDatabase(async () => {
+    await cutExecutor(async () => {
       const msg = { key: data.id, value: JSON.stringify({ id: data.id, shard: data.shard_id, attempt: 1, user_id: "1", execute_at: new Date().toISOString(), epoch: "1" }) };
       const pub = await s.bus.publisher();
       await pub.publish(s.topicDue, [msg]);
@@ -332,7 +319,7 @@ describe("executor", () => {
     await waitFor("the target to be called", async () => calls.get("/slow-record")?.length, 20_000, 50);
     // While the target is still answering, the database goes away for 4 s: the outcome's
     // record fails, and is retried.
-    await withoutDatabase(() => Bun.sleep(4_000));
+    await cutExecutor(() => Bun.sleep(4_000));
     // Without the retry the outcome would be lost and the rescuer would run the job again at
     // attempt 2 once its deadline (10 s timeout + 2 s grace here) passed.
     const done = await terminal(data.id, 30_000);

@@ -22,7 +22,7 @@ import { TUNING } from "../config.ts";
 import type { Databases, Sql } from "../db/databases.ts";
 import { DUE_CHANNEL, duePayload } from "../db/due-notify.ts";
 import { log } from "../log.ts";
-import { API_COLUMNS, writtenRow, type ApiRow, type NewJobRow } from "./job-row.ts";
+import { API_COLUMNS, newRows, writtenRow, type ApiRow, type NewJobRow } from "./job-row.ts";
 
 export interface BatchRecord {
   id: string;
@@ -75,13 +75,7 @@ export async function stage(sql: Sql, batchId: bigint, r: NewJobRow[]): Promise<
   await sql`
     INSERT INTO staged_jobs (batch_id, id, shard_id, user_id, kind, priority, message, target, execute_at, max_attempts, trace_context, idempotency_key)
     SELECT ${batchId.toString()}, id, shard_id, user_id, kind, priority, message, target::jsonb, execute_at, max_attempts, trace_context::jsonb, idempotency_key
-    FROM unnest(
-      ${r.map((x) => x.id)}::bigint[], ${r.map((x) => x.shard_id)}::int[], ${r.map((x) => x.user_id)}::bigint[],
-      ${r.map((x) => x.kind)}::text[], ${r.map((x) => x.priority)}::smallint[], ${r.map((x) => x.message)}::text[],
-      ${r.map((x) => (x.target ? JSON.stringify(x.target) : null))}::text[],
-      ${r.map((x) => x.execute_at.toISOString())}::timestamptz[], ${r.map((x) => x.max_attempts)}::int[],
-      ${r.map((x) => JSON.stringify(x.trace_context))}::text[], ${r.map((x) => x.idempotency_key)}::text[])
-      AS u(id, shard_id, user_id, kind, priority, message, target, execute_at, max_attempts, trace_context, idempotency_key)
+    FROM ${newRows(sql, r)}
     ON CONFLICT DO NOTHING`;
 }
 

@@ -4,6 +4,7 @@
  */
 import type { JobKind, PriorityLevel, Target } from "./job-input.ts";
 import type { JobStatus } from "./lifecycle.ts";
+import type { Sql } from "../db/databases.ts";
 
 export interface JobRow {
   id: string;
@@ -31,18 +32,24 @@ export interface JobRow {
 }
 
 /** A job about to be created: what the API writes (the other columns take the table's defaults). */
-export interface NewJobRow {
-  id: string;
-  shard_id: number;
-  user_id: string;
-  kind: JobKind;
-  priority: PriorityLevel;
-  message: string;
-  target: Target | null;
-  execute_at: Date;
-  max_attempts: number;
+export type NewJobRow = Pick<JobRow, "id" | "shard_id" | "user_id" | "kind" | "priority" | "message" | "target" | "execute_at" | "max_attempts"> & {
   idempotency_key: string | null;
   trace_context: Record<string, string>;
+};
+
+/**
+ * New rows as a relation `u(id, shard_id, user_id, kind, priority, message, target, execute_at,
+ * max_attempts, trace_context, idempotency_key)` (target and trace_context as JSON text), from
+ * array parameters: the statement's text stays the same whatever the number of rows.
+ */
+export function newRows(sql: Sql, r: NewJobRow[]) {
+  return sql`unnest(
+      ${r.map((x) => x.id)}::bigint[], ${r.map((x) => x.shard_id)}::int[], ${r.map((x) => x.user_id)}::bigint[],
+      ${r.map((x) => x.kind)}::text[], ${r.map((x) => x.priority)}::smallint[], ${r.map((x) => x.message)}::text[],
+      ${r.map((x) => (x.target ? JSON.stringify(x.target) : null))}::text[],
+      ${r.map((x) => x.execute_at.toISOString())}::timestamptz[], ${r.map((x) => x.max_attempts)}::int[],
+      ${r.map((x) => JSON.stringify(x.trace_context))}::text[], ${r.map((x) => x.idempotency_key)}::text[])
+      AS u(id, shard_id, user_id, kind, priority, message, target, execute_at, max_attempts, trace_context, idempotency_key)`;
 }
 
 /** The row a new job has once written at `now` (for a batch committed whose rows a database has yet to take: src/jobs/batches.ts). */

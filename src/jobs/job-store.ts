@@ -3,7 +3,7 @@
  * user's transitions (cancel, retry, reschedule), which are src/jobs/transitions.ts's.
  */
 import { JOB_STATUSES, type JobStatus } from "./lifecycle.ts";
-import { API_COLUMNS, type ApiRow, type NewJobRow } from "./job-row.ts";
+import { API_COLUMNS, newRows, type ApiRow, type NewJobRow } from "./job-row.ts";
 import * as batches from "./batches.ts";
 import * as transitions from "./transitions.ts";
 import { traceIdOf } from "../telemetry.ts";
@@ -84,7 +84,6 @@ export interface ListOptions {
 
 export type TransitionResult = { kind: "done"; job: ApiRow } | { kind: "conflict"; status: JobStatus } | { kind: "not_found" };
 
-type NewRow = NewJobRow;
 
 export class JobStore {
   /**
@@ -92,7 +91,7 @@ export class JobStore {
    * answers only after its row is committed): on the 2-core dev box this lifted single creates
    * from ~2,300/s to the figure in the API benchmark, as PostgreSQL commits per statement.
    */
-  private readonly singles: Batcher<Sql, NewRow, ApiRow>;
+  private readonly singles: Batcher<Sql, NewJobRow, ApiRow>;
 
   constructor(
     private readonly dbs: Databases,
@@ -343,7 +342,7 @@ export class JobStore {
  * at the database's now(). With `skipExisting`, a row whose id exists is left out of the result
  * (a keyed create repeated after a crash).
  */
-async function insertRows(sql: Sql, r: NewRow[], opts: { skipExisting?: boolean } = {}): Promise<ApiRow[]> {
+async function insertRows(sql: Sql, r: NewJobRow[], opts: { skipExisting?: boolean } = {}): Promise<ApiRow[]> {
   const now = Date.now();
   // The shards' owners hear of the new jobs when they commit (src/db/due-notify.ts).
   const notify = duePayload(r.map((x) => ({ shard: x.shard_id, dueAt: Math.max(x.execute_at.getTime(), now) })));
@@ -351,13 +350,7 @@ async function insertRows(sql: Sql, r: NewRow[], opts: { skipExisting?: boolean 
     WITH ins AS (
     INSERT INTO jobs (id, shard_id, user_id, kind, priority, message, target, execute_at, due_at, max_attempts, trace_context, idempotency_key)
     SELECT id, shard_id, user_id, kind, priority, message, target::jsonb, execute_at, greatest(execute_at, now()), max_attempts, trace_context::jsonb, idempotency_key
-    FROM unnest(
-      ${r.map((x) => x.id)}::bigint[], ${r.map((x) => x.shard_id)}::int[], ${r.map((x) => x.user_id)}::bigint[],
-      ${r.map((x) => x.kind)}::text[], ${r.map((x) => x.priority)}::smallint[], ${r.map((x) => x.message)}::text[],
-      ${r.map((x) => (x.target ? JSON.stringify(x.target) : null))}::text[],
-      ${r.map((x) => x.execute_at.toISOString())}::timestamptz[], ${r.map((x) => x.max_attempts)}::int[],
-      ${r.map((x) => JSON.stringify(x.trace_context))}::text[], ${r.map((x) => x.idempotency_key)}::text[])
-      AS u(id, shard_id, user_id, kind, priority, message, target, execute_at, max_attempts, trace_context, idempotency_key)
+    FROM ${newRows(sql, r)}
     ${opts.skipExisting ? sql`ON CONFLICT (id) DO NOTHING` : sql``}
     RETURNING ${sql.unsafe(API_COLUMNS)})
     SELECT ins.* FROM ins, (SELECT pg_notify(${DUE_CHANNEL}, ${notify})) n`;

@@ -73,3 +73,20 @@ export function testConfig(env: Record<string, string>): Config {
 
 /** Slice settings for end-to-end tests that watch retries: four shards and backoffs short enough to see a retry within a test. */
 export const QUICK_RETRY_ENV = { SHARD_COUNT: "4", RETRY_BACKOFF_BASE: "200ms", RETRY_BACKOFF_MAX: "1s" } as const;
+
+/**
+ * Runs `during` while the database of `url` lets nobody in: new connections are refused and the
+ * open ones whose application_name is LIKE `clients` (default: every role's) are cut.
+ */
+export async function withoutDatabase(url: string, during: () => Promise<unknown>, clients = "fairshare-%"): Promise<void> {
+  const db = databaseName(url);
+  const admin = connect(withDatabase(url, "postgres"), 1);
+  await admin.unsafe(`ALTER DATABASE "${db}" ALLOW_CONNECTIONS false`);
+  try {
+    await admin`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = ${db} AND application_name LIKE ${clients}`;
+    await during();
+  } finally {
+    await admin.unsafe(`ALTER DATABASE "${db}" ALLOW_CONNECTIONS true`);
+    await admin.end();
+  }
+}
