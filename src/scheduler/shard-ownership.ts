@@ -242,17 +242,30 @@ export class ShardOwnership {
    * The runs of executors that stopped reporting go back at once, not after their deadlines
    * (a run's timeout and JOB_RUN_GRACE: 40 s by default). An executor is lost once its last slot
    * report is older than its Kafka session (the group hands its partitions on then too), at
-   * least 3 s; each owned shard is rescued once per lost executor. A live executor whose reports
+   * least 3 s, while this process read the reports without a gap for as long; each owned shard
+   * is rescued once per lost executor. A live executor whose reports
    * stall that long loses its runs too: they run again, and its late outcomes are refused.
    */
   private async rescueLost(): Promise<void> {
     const T = TUNING.scheduler;
     const afterMs = Math.max(T.lostExecutorMinMs, this.config.kafka.sessionTimeoutMs);
     const handled = new Map<string, Set<number>>();
+    // Since when the reports could be read without a gap: an executor cannot report while the
+    // users database is out either, so right after an outage every report is old. Only a report
+    // that stayed old while the reads went on, for afterMs, means its executor is gone.
+    let readingSince: number | null = null;
     while (!this.stopped) {
       const t0 = Date.now();
       try {
-        const lost = await lostExecutors(this.dbs.users, afterMs, T.lostExecutorForgetMs);
+        let lost: string[];
+        try {
+          lost = await lostExecutors(this.dbs.users, afterMs, T.lostExecutorForgetMs);
+        } catch (err) {
+          readingSince = null;
+          throw err;
+        }
+        readingSince = Date.now() - t0 > T.lostExecutorsEveryMs ? Date.now() : (readingSince ?? t0);
+        if (Date.now() - readingSince < afterMs) lost = [];
         for (const m of [...handled.keys()]) if (!lost.includes(m)) handled.delete(m);
         const work = new Map<number, string[]>();
         for (const m of lost) {
